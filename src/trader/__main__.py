@@ -1,0 +1,3 @@
+from trader.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The message bus: NATS JetStream streams, connections, publishing and dead letters."""

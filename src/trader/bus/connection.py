@@ -1,0 +1,67 @@
+"""Connecting to NATS: the first connection retried with backoff, later drops reconnected forever."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+
+from trader.runtime.backoff import Backoff
+
+
+async def connect_nats(
+    url: str,
+    name: str,
+    *,
+    stop: asyncio.Event | None = None,
+    log: Any = None,
+    on_change: Any = None,
+) -> NATS | None:
+    """Connect, retrying with backoff until connected; None if ``stop`` is set first.
+
+    Once connected, nats-py reconnects on its own without limit. Its wait between attempts has no
+    jitter of its own, so each process draws its own wait once, spreading a herd of reconnects.
+    """
+    log = log or structlog.get_logger()
+    backoff = Backoff(initial=0.2, maximum=5.0)
+
+    async def disconnected() -> None:
+        log.warning("nats.disconnected", url=url)
+        if on_change:
+            on_change(False)
+
+    async def reconnected() -> None:
+        log.info("nats.reconnected", url=url)
+        if on_change:
+            on_change(True)
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats.error", error=str(exc) or type(exc).__name__)
+
+    while stop is None or not stop.is_set():
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=random.uniform(0.5, 1.5),
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+        except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
+            log.warning("nats.connect_failed", url=url, error=str(exc) or type(exc).__name__)
+            if not await backoff.sleep(stop):
+                return None
+            continue
+        log.info("nats.connected", url=url)
+        if on_change:
+            on_change(True)
+        return nc
+    return None

@@ -1,0 +1,118 @@
+"""Every JetStream stream, declared once, and their idempotent provisioning.
+
+Streams are created (or brought up to date) before any consumer starts: `trader up` provisions them,
+and every service provisions them again on start, which changes nothing when they are current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from trader.config import Settings
+
+WEEK_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    # None: the stream_max_age_s setting (24 h by default); 0: kept until max_bytes says otherwise.
+    max_age_s: float | None = None
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec("MARKET_TICKS", ("market.tick.>",), "Normalised trades and quotes, market.tick.<SYMBOL>"),
+    StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>"),
+    StreamSpec("BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<SYMBOL>"),
+    StreamSpec("MARKET_EVENTS", ("market.event.>",), "Feed events: gaps, reconnects, stale streams"),
+    StreamSpec("DLQ", ("dlq.>",), "Refused messages: original bytes, subject, headers, reason", WEEK_S),
+    # The trading history is the state of record: services rebuild from it, so it is not aged out.
+    StreamSpec("ORDERS", ("order.>",), "Order requests, decisions and state changes", 0),
+    StreamSpec("EXEC", ("exec.>",), "Child orders and execution reports", 0),
+    StreamSpec("POSITIONS", ("position.>",), "Position snapshots", 0),
+    StreamSpec("PNL", ("pnl.>",), "PnL snapshots", 0),
+)
+
+STREAMS_BY_NAME = {spec.name: spec for spec in STREAMS}
+
+Outcome = Literal["created", "updated", "unchanged"]
+
+
+def stream_config(spec: StreamSpec, settings: Settings) -> StreamConfig:
+    max_age = settings.stream_max_age_s if spec.max_age_s is None else spec.max_age_s
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age,
+        max_bytes=settings.stream_max_bytes,
+        duplicate_window=settings.stream_duplicate_window_s,
+        num_replicas=1,
+    )
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    def norm(cfg: StreamConfig) -> tuple[object, ...]:
+        return (
+            sorted(cfg.subjects or []),
+            cfg.description,
+            cfg.retention,
+            cfg.storage,
+            cfg.discard,
+            round(float(cfg.max_age or 0), 3),
+            cfg.max_bytes if cfg.max_bytes is not None else -1,
+            round(float(cfg.duplicate_window or 0), 3),
+        )
+
+    return norm(current) != norm(wanted)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, settings: Settings) -> Outcome:
+    wanted = stream_config(spec, settings)
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        return "created"
+    if info.config.storage != wanted.storage:
+        raise RuntimeError(
+            f"stream {spec.name} uses {info.config.storage} storage; {wanted.storage} is wanted and "
+            "JetStream cannot change it in place: back it up and delete it"
+        )
+    if not _differs(info.config, wanted):
+        return "unchanged"
+    await js.update_stream(wanted)
+    return "updated"
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, Outcome]:
+    return {spec.name: await ensure_stream(js, spec, settings) for spec in STREAMS}
+
+
+# Subjects -------------------------------------------------------------------------------------
+
+
+def tick_subject(symbol: str) -> str:
+    return f"market.tick.{symbol}"
+
+
+def alt_subject(kind: str) -> str:
+    return f"alt.norm.{kind}"
+
+
+def bar_subject(timeframe: str, symbol: str) -> str:
+    return f"market.bar.{timeframe}.{symbol}"
+
+
+def dlq_subject(service: str, original_subject: str) -> str:
+    return f"dlq.{service}.{original_subject}"

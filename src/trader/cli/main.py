@@ -1,0 +1,347 @@
+"""The `trader` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trader.config import Settings
+from trader.runtime.logging import configure_logging
+from trader.stack.base import StackError
+from trader.stack.state import StackState, read_state
+from trader.stack.status import collect_status, process_alive
+from trader.stack.supervisor import Supervisor, supervisor_running
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="trader: a crypto trading backend.")
+service_app = typer.Typer(no_args_is_help=True, help="Run one service in this process.")
+app.add_typer(service_app, name="service")
+
+console = Console()
+err = Console(stderr=True)
+
+ServicesOpt = Annotated[
+    str | None,
+    typer.Option("--services", help="Comma-separated services to run (default: the `services` setting)."),
+]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # a bad setting: say which, not a traceback
+        err.print(f"[red]error:[/] invalid settings: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _service_list(settings: Settings, services: str | None) -> list[str]:
+    if services is None:
+        return list(settings.services)
+    return [s.strip() for s in services.split(",") if s.strip()]
+
+
+# Stack ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; return once ready.")
+    ] = False,
+    services: ServicesOpt = None,
+) -> None:
+    """Start the servers, the streams and bucket, and the services; return when all are ready."""
+    settings = _settings()
+    names = _service_list(settings, services)
+    if supervisor_running(settings):
+        err.print(
+            f"[red]error:[/] trader is already running (data directory {settings.data_dir}): "
+            "`trader status`, `trader down`"
+        )
+        raise typer.Exit(1)
+    if detach:
+        raise typer.Exit(_up_detached(settings, names))
+    configure_logging(settings.log_level, "console", component="supervisor")
+    code = asyncio.run(_supervise(settings, names, on_ready=lambda: _print_ready(settings)))
+    raise typer.Exit(code)
+
+
+@app.command(hidden=True)
+def supervise(services: ServicesOpt = None) -> None:
+    """Run the supervisor in this process (what `trader up --detach` starts in the background)."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format, component="supervisor")
+    raise typer.Exit(asyncio.run(_supervise(settings, _service_list(settings, services))))
+
+
+async def _supervise(
+    settings: Settings, names: list[str], on_ready: Callable[[], Awaitable[None]] | None = None
+) -> int:
+    try:
+        supervisor = Supervisor(settings, names)
+    except StackError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 1
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    task = asyncio.create_task(supervisor.run(on_ready=on_ready))
+    # A stop asked for while starting interrupts the start; the supervisor then stops what it started.
+    stop = asyncio.create_task(supervisor.stop_event.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done() and supervisor.phase == "starting":
+        task.cancel()
+    try:
+        code = await task
+    except asyncio.CancelledError:
+        code = 0
+    finally:
+        stop.cancel()
+    if supervisor.error:
+        err.print(f"[red]error:[/] {supervisor.error}")
+    return code
+
+
+async def _print_ready(settings: Settings) -> None:
+    state = read_state(settings.run_dir)
+    if state is not None:
+        await _print_status(state)
+    err.print("[green]trader is up.[/] Ctrl-C or `trader down` stops it.")
+
+
+def _up_detached(settings: Settings, names: list[str]) -> int:
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.log_file("supervisor")
+    env = {**os.environ, "TRADER_DATA_DIR": str(settings.data_dir)}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trader", "supervise", "--services", ",".join(names)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    err.print(f"starting trader in the background (supervisor pid {proc.pid}, log {log_path}) ...")
+    while True:
+        state = read_state(settings.run_dir)
+        mine = state is not None and state.supervisor_pid == proc.pid
+        if mine and state.phase == "ready":
+            asyncio.run(_print_status(state))
+            err.print("[green]trader is up.[/] `trader status`, `trader logs NAME`, `trader down`.")
+            return 0
+        if (mine and state.phase == "failed") or proc.poll() is not None:
+            proc.wait()
+            state = read_state(settings.run_dir)
+            reason = state.error if state is not None and state.supervisor_pid == proc.pid else None
+            err.print(f"[red]error:[/] {reason or 'the supervisor exited while starting'}")
+            err.print(f"supervisor log: {log_path}")
+            return 1
+        time.sleep(0.2)
+
+
+@app.command()
+def down(timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean stop.")] = 90.0) -> None:
+    """Stop everything `trader up` started, services first, leaving no process behind."""
+    settings = _settings()
+    state = read_state(settings.run_dir)
+    if state is None:
+        err.print("trader is not running (no state in the data directory).")
+        return
+    if process_alive(state.supervisor_pid) and supervisor_running(settings):
+        os.kill(state.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while process_alive(state.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_alive(state.supervisor_pid):
+            err.print(f"[yellow]the supervisor did not stop within {timeout:.0f}s: killing it[/]")
+            os.kill(state.supervisor_pid, signal.SIGKILL)
+    leftovers = _kill_leftovers(state.components)
+    if leftovers:
+        err.print(f"[yellow]killed processes left behind:[/] {', '.join(leftovers)}")
+    err.print("trader is down.")
+
+
+def _kill_leftovers(components: list[dict]) -> list[str]:
+    """A supervisor killed hard cannot stop its children: stop the recorded ones still alive."""
+    killed = []
+    for c in components:
+        if c.get("managed") and process_alive(c.get("pid"), c.get("create_time")):
+            os.killpg(c["pid"], signal.SIGTERM)
+            for _ in range(100):
+                if not process_alive(c["pid"], c.get("create_time")):
+                    break
+                time.sleep(0.1)
+            else:
+                os.killpg(c["pid"], signal.SIGKILL)
+            killed.append(f"{c['name']} (pid {c['pid']})")
+    return killed
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Every component: pid, ports, health, readiness, restarts, message rates."""
+    settings = _settings()
+    state = read_state(settings.run_dir)
+    if state is None:
+        if as_json:
+            console.print_json(data={"supervisor": None, "components": [], "healthy": False})
+        else:
+            err.print(f"trader is not running (nothing in {settings.run_dir}).")
+        raise typer.Exit(1)
+    report = asyncio.run(_print_status(state, as_json))
+    raise typer.Exit(0 if report["healthy"] else 1)
+
+
+async def _print_status(state: StackState, as_json: bool = False) -> dict:
+    report = await collect_status(state)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        _render(report)
+    return report
+
+
+def _render(report: dict) -> None:
+    sup = report["supervisor"]
+    console.print(f"supervisor pid {sup['pid']} - {sup['phase']} - data {sup['data_dir']}")
+    if sup["error"]:
+        console.print(f"[red]{sup['error']}[/]")
+    table = Table()
+    for column in ("component", "kind", "pid", "ports", "health", "ready", "restarts", "in/s", "out/s"):
+        table.add_column(column)
+    for c in report["components"]:
+        pid = str(c["pid"]) if c["pid"] else ("external" if not c["managed"] else "-")
+        table.add_row(
+            c["name"],
+            c["kind"],
+            pid,
+            ",".join(str(p) for p in c["ports"].values()) or "-",
+            "[green]ok[/]" if c["healthy"] else "[red]down[/]",
+            "[green]yes[/]" if c["ready"] else "[red]no[/]",
+            str(c["restarts"]),
+            _rate(c["in_per_s"]),
+            _rate(c["out_per_s"]),
+        )
+    console.print(table)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+@app.command()
+def logs(
+    name: Annotated[
+        str, typer.Argument(help="A component: nats, seaweedfs, questdb, supervisor or a service.")
+    ],
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+) -> None:
+    """Print a component's log."""
+    settings = _settings()
+    path = settings.log_file(name)
+    if not path.exists():
+        known = sorted(p.stem for p in settings.log_dir.glob("*.log")) if settings.log_dir.exists() else []
+        err.print(f"no log for {name!r} in {settings.log_dir}; logs: {', '.join(known) or 'none'}")
+        raise typer.Exit(1)
+    _tail(path, lines, follow)
+
+
+def _tail(path: Path, lines: int, follow: bool) -> None:
+    with path.open("r", errors="replace") as f:
+        for line in deque(f, maxlen=lines):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        while follow:
+            line = f.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+@app.command()
+def ports() -> None:
+    """Print the port map in force (defaults overridden by settings)."""
+    settings = _settings()
+    table = Table("name", "port")
+    for name, port in settings.ports.model_dump().items():
+        table.add_row(name, str(port))
+    console.print(table)
+
+
+@app.command()
+def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Create or update the streams, then list them with their message counts."""
+    from trader.bus.connection import connect_nats
+    from trader.bus.streams import STREAMS, ensure_streams
+
+    settings = _settings()
+    configure_logging("WARNING", "console")
+
+    async def run() -> list[dict]:
+        nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
+        assert nc is not None
+        try:
+            js = nc.jetstream()
+            outcome = await ensure_streams(js, settings)
+            rows = []
+            for spec in STREAMS:
+                info = await js.stream_info(spec.name)
+                rows.append(
+                    {
+                        "stream": spec.name,
+                        "subjects": spec.subjects,
+                        "messages": info.state.messages,
+                        "bytes": info.state.bytes,
+                        "provisioned": outcome[spec.name],
+                    }
+                )
+            return rows
+        finally:
+            await nc.close()
+
+    try:
+        rows = asyncio.run(run())
+    except TimeoutError:
+        err.print(f"[red]error:[/] NATS is not reachable at {settings.effective_nats_url}")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        return
+    table = Table("stream", "subjects", "messages", "bytes", "provisioned")
+    for r in rows:
+        table.add_row(
+            r["stream"], " ".join(r["subjects"]), str(r["messages"]), str(r["bytes"]), r["provisioned"]
+        )
+    console.print(table)
+
+
+@service_app.command("run")
+def service_run(name: str) -> None:
+    """Run service NAME in the foreground (the supervisor runs each service this way)."""
+    from trader.runtime.service import run_service
+    from trader.services import REGISTRY
+
+    if name not in REGISTRY:
+        err.print(f"[red]error:[/] unknown service {name!r}; known: {', '.join(sorted(REGISTRY))}")
+        raise typer.Exit(2)
+    raise typer.Exit(run_service(name, _settings()))
+
+
+def main() -> None:
+    app()

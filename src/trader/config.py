@@ -1,0 +1,234 @@
+"""The one typed settings object, and the one port map.
+
+Every value comes from, in order of precedence: environment variables (``TRADER_*``; nested
+fields use ``__``, e.g. ``TRADER_PORTS__GATEWAY=9080``), the YAML file named by ``TRADER_CONFIG``,
+then the defaults below. docs/ports.md documents the port map; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class PortMap(BaseModel):
+    """Every TCP port the stack listens on. Services keep the ports of the earlier design."""
+
+    # NATS
+    nats: int = 4222
+    nats_monitor: int = 8222
+    # SeaweedFS (the volume server defaults to 8080, which belongs to gateway: moved to 8380)
+    s3: int = 8333
+    s3_grpc: int = 18333
+    seaweed_master: int = 9333
+    seaweed_master_grpc: int = 19333
+    seaweed_volume: int = 8380
+    seaweed_volume_grpc: int = 18380
+    seaweed_filer: int = 8888
+    seaweed_filer_grpc: int = 18888
+    # QuestDB
+    questdb_http: int = 9000
+    questdb_pg: int = 8812
+    questdb_ilp: int = 9009
+    questdb_health: int = 9003
+    # Market data
+    gateway: int = 8080
+    alt_feed: int = 8081
+    normalizer: int = 8091
+    sink_ticks: int = 8111
+    sink_ticks_metrics: int = 9111
+    sink_alt: int = 8112
+    sink_alt_metrics: int = 9112
+    live_gateway: int = 8200
+    # Trading core
+    strategy: int = 8301
+    risk: int = 8302
+    oms: int = 8303
+    execution_router: int = 8304
+    exeq: int = 8305
+    ptrc: int = 8306
+    pnl: int = 8307
+    # Analytics
+    ohlcv_agg: int = 8401
+    spread_analyzer: int = 8402
+    feature_eng: int = 8403
+    # Operator
+    api: int = 8500
+    dashboard: int = 8501
+
+    @model_validator(mode="after")
+    def _no_two_share_a_port(self) -> PortMap:
+        seen: dict[int, str] = {}
+        for name, port in self.model_dump().items():
+            if not 0 < port < 65536:
+                raise ValueError(f"port {name}={port} is not a valid TCP port")
+            if port in seen:
+                raise ValueError(f"port {port} is assigned to both {seen[port]} and {name}")
+            seen[port] = name
+        return self
+
+
+class GatewaySettings(BaseModel):
+    """The mock market feed."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    venue: str = "mock"
+    rate: float = Field(default=20.0, ge=0, description="ticks per second over all symbols; 0 = unlimited")
+    seed: int | None = None
+    volatility: float = Field(default=0.6, gt=0, description="annualised volatility of the random walk")
+    start_prices: dict[str, str] = Field(
+        default_factory=lambda: {"BTCUSDT": "60000.00", "ETHUSDT": "3000.00", "SOLUSDT": "150.00"}
+    )
+
+
+class AltFeedSettings(BaseModel):
+    """The mock alternative-data source."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    interval_s: float = Field(default=1.0, gt=0)
+    seed: int | None = None
+
+
+class SupervisorSettings(BaseModel):
+    ready_timeout_s: float = 120.0
+    stop_timeout_s: float = 15.0
+    restart_backoff_initial_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    # A process that stayed up this long is considered healthy again: its backoff restarts.
+    restart_backoff_reset_s: float = 60.0
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "trader"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trader"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRADER_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+
+    ports: PortMap = Field(default_factory=PortMap)
+    bind_host: str = "127.0.0.1"
+
+    # Where the infrastructure is. Unset means: on this machine at the port map's ports, started by
+    # `trader up` if nothing answers there.
+    nats_url: str | None = None
+    s3_endpoint: str | None = None
+    questdb_host: str = "127.0.0.1"
+
+    s3_access_key: str = "trader"
+    s3_secret_key: str = "trader-secret"
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "trader2025"
+    lake_root: str = "s3://trader2025/lake"
+
+    stream_max_age_s: float = Field(default=24 * 3600, gt=0)
+    stream_duplicate_window_s: float = Field(default=120, gt=0)
+    stream_max_bytes: int = -1
+
+    questdb_version: str = "9.3.4"
+    questdb_jar: Path | None = None
+    questdb_heap: str = "1g"
+    # Used only when Maven is not installed: a Maven repository base URL to download the jar from.
+    maven_repository: str | None = None
+
+    # Services `trader up` starts, by name (see trader.services.REGISTRY).
+    services: list[str] = Field(default_factory=lambda: ["gateway", "alt-feed"])
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    alt_feed: AltFeedSettings = Field(default_factory=AltFeedSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("TRADER_CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"TRADER_CONFIG names {config_file}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # Derived addresses -------------------------------------------------------------------------
+
+    @cached_property
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://{self.bind_host}:{self.ports.nats}"
+
+    @cached_property
+    def effective_s3_endpoint(self) -> str:
+        return self.s3_endpoint or f"http://{self.bind_host}:{self.ports.s3}"
+
+    @property
+    def questdb_http_url(self) -> str:
+        return f"http://{self.questdb_host}:{self.ports.questdb_http}"
+
+    def delta_storage_options(self) -> dict[str, str]:
+        """Options handed to delta-rs: explicit, never via the process environment."""
+        endpoint = self.effective_s3_endpoint
+        return {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_REGION": self.s3_region,
+            # A plain-HTTP endpoint is refused by delta-rs unless allowed explicitly.
+            "AWS_ALLOW_HTTP": "true" if endpoint.startswith("http://") else "false",
+        }
+
+    # Paths --------------------------------------------------------------------------------------
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def log_file(self, component: str) -> Path:
+        return self.log_dir / f"{component}.log"
+
+
+def url_host_port(url: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def is_loopback(host: str) -> bool:
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""The plumbing every service shares: settings, logs, metrics, HTTP probes, NATS, shutdown."""

@@ -1,0 +1,45 @@
+"""Exponential backoff with jitter, shared by every reconnect and restart loop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+
+class Backoff:
+    """Delays of initial * factor**n, capped, each spread by +/- jitter so that many clients that lost
+    the same server do not all come back in the same instant."""
+
+    def __init__(
+        self,
+        initial: float = 0.2,
+        maximum: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 0.3,
+        rng: random.Random | None = None,
+    ) -> None:
+        if initial <= 0 or maximum < initial or factor < 1 or not 0 <= jitter < 1:
+            raise ValueError("backoff needs 0 < initial <= maximum, factor >= 1, 0 <= jitter < 1")
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self.attempts = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        base = min(self.maximum, self.initial * self.factor**self.attempts)
+        self.attempts += 1
+        return base * self._rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+    async def sleep(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait the next delay; False when ``stop`` was set meanwhile."""
+        delay = self.next_delay()
+        if stop is None:
+            await asyncio.sleep(delay)
+            return True
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            return True
+        return False

@@ -1,0 +1,94 @@
+"""Prometheus metrics every service exports, plus the message rates `trader status` shows."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ServiceMetrics:
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        labels = ["service"]
+        self._in = Counter("trader_messages_in", "Messages taken in", labels, registry=self.registry)
+        self._out = Counter("trader_messages_out", "Messages published", labels, registry=self.registry)
+        self._errors = Counter("trader_errors", "Errors, by kind", [*labels, "kind"], registry=self.registry)
+        self._dead = Counter(
+            "trader_dead_letters",
+            "Messages sent to the dead letters, by field at fault",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
+        self._lag = Gauge(
+            "trader_consumer_lag",
+            "Messages in the stream not yet delivered to the consumer",
+            [*labels, "consumer"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "trader_batch_latency_seconds",
+            "Time to process one batch",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self._up = Gauge("trader_nats_connected", "1 while connected to NATS", labels, registry=self.registry)
+        self.count_in_total = 0
+        self.count_out_total = 0
+        self.count_errors_total = 0
+        self.count_dead_total = 0
+        self.in_rate = RateMeter()
+        self.out_rate = RateMeter()
+
+    def count_in(self, n: int = 1) -> None:
+        self.count_in_total += n
+        self._in.labels(self.service).inc(n)
+
+    def count_out(self, n: int = 1) -> None:
+        self.count_out_total += n
+        self._out.labels(self.service).inc(n)
+
+    def count_error(self, kind: str, n: int = 1) -> None:
+        self.count_errors_total += n
+        self._errors.labels(self.service, kind).inc(n)
+
+    def count_dead_letter(self, reason: str, n: int = 1) -> None:
+        self.count_dead_total += n
+        self._dead.labels(self.service, reason).inc(n)
+
+    def set_lag(self, consumer: str, pending: int) -> None:
+        self._lag.labels(self.service, consumer).set(pending)
+
+    def observe_batch(self, seconds: float) -> None:
+        self._latency.labels(self.service).observe(seconds)
+
+    def set_connected(self, connected: bool) -> None:
+        self._up.labels(self.service).set(1 if connected else 0)
+
+    def sample_rates(self) -> None:
+        self.in_rate.sample(self.count_in_total)
+        self.out_rate.sample(self.count_out_total)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RateMeter:
+    """Messages per second, smoothed: an exponentially weighted average of per-sample rates."""
+
+    def __init__(self, alpha: float = 0.4) -> None:
+        self.alpha = alpha
+        self.rate = 0.0
+        self._last: tuple[float, int] | None = None
+
+    def sample(self, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if self._last is not None and now > self._last[0]:
+            instant = (total - self._last[1]) / (now - self._last[0])
+            self.rate = instant if self.rate == 0 else self.alpha * instant + (1 - self.alpha) * self.rate
+        self._last = (now, total)
+        return self.rate

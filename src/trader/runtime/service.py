@@ -1,0 +1,271 @@
+"""The service runtime: one place for connection, probes, metrics, config and shutdown.
+
+A service is a small class: what it consumes, what it produces, its state. It implements ``run`` (and,
+when it holds work in hand, ``stop``); ``run_service`` does the rest:
+
+1. settings and JSON logs; 2. /health, /ready and /metrics on the service's port; 3. NATS, retried
+with backoff and reconnected for ever; 4. the streams provisioned (create or update) before anything
+consumes; 5. ``start`` then ``run``; 6. on SIGTERM or SIGINT: intake stops (``stopping`` is set),
+``run`` returns, ``stop`` finishes and acknowledges the work in hand, NATS is drained, and the process
+exits, all within ``shutdown_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from trader.bus.connection import connect_nats
+from trader.bus.publish import BatchResult, Outgoing, publish_batch
+from trader.bus.streams import ensure_streams
+from trader.config import Settings
+from trader.runtime.backoff import Backoff
+from trader.runtime.http import HttpServer, bind, build_probe_app
+from trader.runtime.logging import configure_logging
+from trader.runtime.metrics import ServiceMetrics
+
+
+class Service(ABC):
+    """What a service implements. ``name`` is its key in ``trader.services.REGISTRY``."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def start(self, rt: Runtime) -> None:
+        """Open what the service needs beyond NATS (stores, consumers)."""
+
+    @abstractmethod
+    async def run(self, rt: Runtime) -> None:
+        """Do the work until ``rt.stopping`` is set, then return."""
+
+    async def stop(self, rt: Runtime) -> None:
+        """Finish and acknowledge the work in hand; intake has already stopped."""
+
+    def ready_checks(self) -> dict[str, bool]:
+        """Readiness beyond the NATS connection, by name."""
+        return {}
+
+    def health_details(self) -> dict[str, Any]:
+        return {}
+
+
+class Runtime:
+    """What a running service is handed: settings, log, metrics, the bus, and the stop signal."""
+
+    def __init__(self, service_name: str, settings: Settings) -> None:
+        self.name = service_name
+        self.settings = settings
+        self.log = structlog.get_logger(service_name)
+        self.metrics = ServiceMetrics(service_name)
+        self.stopping = asyncio.Event()
+        self.started = False
+        self.started_at = time.time()
+        self.nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._connected = False
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("not connected to NATS yet")
+        return self._js
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            self.log.info("service.stopping")
+            self.stopping.set()
+
+    def on_connection_change(self, connected: bool) -> None:
+        self._connected = connected
+        self.metrics.set_connected(connected)
+
+    async def publish_reliably(self, items: list[Outgoing], *, give_up_on_stop: bool = False) -> BatchResult:
+        """Publish with acknowledgements, retrying what failed with backoff until all is stored.
+
+        Retrying is safe because producers give their messages a ``Nats-Msg-Id``. While stopping, the
+        retries go on until the shutdown deadline unless ``give_up_on_stop``.
+        """
+        total = BatchResult()
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        todo = list(items)
+        while todo:
+            result = await publish_batch(self.js, todo)
+            total.stored += result.stored
+            total.duplicates += result.duplicates
+            self.metrics.count_out(result.stored + result.duplicates)
+            if not result.failed:
+                break
+            self.metrics.count_error("publish", len(result.failed))
+            self.log.warning("publish.retry", failed=len(result.failed), errors=result.errors[:3])
+            todo = result.failed
+            if give_up_on_stop and self.stopping.is_set():
+                total.failed = todo
+                break
+            await backoff.sleep()
+        return total
+
+    # Probes ---------------------------------------------------------------------------------
+
+    def health(self, service: Service) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "service": self.name,
+            "status": "ok",
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "nats_connected": self.connected,
+            "rates": {"in_per_s": round(m.in_rate.rate, 1), "out_per_s": round(m.out_rate.rate, 1)},
+            "counts": {
+                "in": m.count_in_total,
+                "out": m.count_out_total,
+                "errors": m.count_errors_total,
+                "dead_letters": m.count_dead_total,
+            },
+            **service.health_details(),
+        }
+
+    def readiness(self, service: Service) -> dict[str, Any]:
+        checks = {"started": self.started, "nats": self.connected, **service.ready_checks()}
+        ready = all(checks.values()) and not self.stopping.is_set()
+        return {"service": self.name, "ready": ready, "checks": checks}
+
+
+def _http_ports(spec_port: int, metrics_port: int | None) -> list[int]:
+    return [spec_port] if metrics_port is None else [spec_port, metrics_port]
+
+
+async def serve(service: Service, port: int, metrics_port: int | None = None) -> int:
+    """Run ``service`` until told to stop. Returns the process exit code."""
+    settings = service.settings
+    rt = Runtime(service.name, settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, rt.request_stop)
+
+    app = build_probe_app(
+        f"trader {service.name}",
+        lambda: rt.health(service),
+        lambda: rt.readiness(service),
+        rt.metrics.exposition,
+    )
+    servers = [
+        HttpServer(app, bind(settings.bind_host, p, service.name)) for p in _http_ports(port, metrics_port)
+    ]
+    for server in servers:
+        await server.start()
+    rt.log.info("service.listening", ports=_http_ports(port, metrics_port))
+    sampler = asyncio.create_task(_sample_rates(rt))
+    code = 0
+    try:
+        code = await _lifecycle(service, rt)
+    finally:
+        sampler.cancel()
+        for server in servers:
+            await server.stop()
+        rt.log.info("service.stopped", exit_code=code)
+    return code
+
+
+async def _lifecycle(service: Service, rt: Runtime) -> int:
+    rt.nc = await connect_nats(
+        rt.settings.effective_nats_url,
+        rt.name,
+        stop=rt.stopping,
+        log=rt.log,
+        on_change=rt.on_connection_change,
+    )
+    if rt.nc is None:
+        return 0  # asked to stop before NATS ever answered
+    rt._js = rt.nc.jetstream()
+    outcome = await _with_retry(rt, "streams", lambda: ensure_streams(rt.js, rt.settings))
+    if outcome is None:
+        return await _close(service, rt, started=False)
+    rt.log.info("streams.ready", streams=outcome)
+    if await _with_retry(rt, "start", lambda: service.start(rt)) is None and rt.stopping.is_set():
+        return await _close(service, rt, started=False)
+    rt.started = True
+    rt.log.info("service.started")
+    run_task = asyncio.create_task(service.run(rt))
+    stop_task = asyncio.create_task(rt.stopping.wait())
+    await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if run_task.done() and not rt.stopping.is_set():
+        exc = run_task.exception()
+        rt.log.error("service.crashed", error=repr(exc)) if exc else rt.log.error("service.run_returned")
+        code = 1
+        rt.stopping.set()
+    stop_task.cancel()
+    return await _close(service, rt, started=True, run_task=run_task, code=code)
+
+
+async def _with_retry(rt: Runtime, what: str, step: Any) -> Any:
+    """Run a start-up step, retrying with backoff while it fails (a store or NATS not there yet)."""
+    backoff = Backoff(initial=0.2, maximum=5.0)
+    while not rt.stopping.is_set():
+        try:
+            result = await step()
+            return result if result is not None else True
+        except Exception as exc:
+            rt.metrics.count_error(what)
+            rt.log.warning(f"{what}.failed", error=repr(exc))
+            if not await backoff.sleep(rt.stopping):
+                break
+    return None
+
+
+async def _close(
+    service: Service, rt: Runtime, *, started: bool, run_task: asyncio.Task | None = None, code: int = 0
+) -> int:
+    deadline = rt.settings.shutdown_timeout_s
+    try:
+        async with asyncio.timeout(deadline):
+            if run_task is not None and not run_task.done():
+                await asyncio.gather(run_task, return_exceptions=True)
+            if started:
+                await service.stop(rt)
+            if rt.nc is not None and not rt.nc.is_closed:
+                await rt.nc.drain()  # flushes what is published and the acknowledgements given
+    except TimeoutError:
+        rt.log.error("service.shutdown_timeout", seconds=deadline)
+        if run_task is not None:
+            run_task.cancel()
+        code = code or 1
+    finally:
+        if rt.nc is not None and not rt.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await rt.nc.close()
+    return code
+
+
+async def _sample_rates(rt: Runtime) -> None:
+    while True:
+        rt.metrics.sample_rates()
+        await asyncio.sleep(1.0)
+
+
+def run_service(name: str, settings: Settings | None = None) -> int:
+    """Entry point of a service process: ``trader service run NAME``."""
+    from trader.services import REGISTRY, load_service
+
+    settings = settings or Settings()
+    spec = REGISTRY[name]
+    configure_logging(settings.log_level, settings.log_format, service=name)
+    service = load_service(name)(settings)
+    port = getattr(settings.ports, spec.port_field)
+    metrics_port = getattr(settings.ports, spec.metrics_port_field) if spec.metrics_port_field else None
+    return asyncio.run(serve(service, port, metrics_port))

@@ -1,0 +1,39 @@
+"""Every service, one module each. The registry maps a service's name to its module and ports.
+
+A service's module defines a ``trader.runtime.service.Service`` subclass and names it ``SERVICE``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from trader.runtime.service import Service
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    port_field: str
+    description: str
+    metrics_port_field: str | None = None
+    network: str = "backend"  # compose network of the production deployment
+
+
+REGISTRY: dict[str, ServiceSpec] = {
+    spec.name: spec
+    for spec in (
+        ServiceSpec(
+            "gateway", "trader.services.gateway", "gateway", "Mock market feed", network="lowlatency"
+        ),
+        ServiceSpec("alt-feed", "trader.services.alt_feed", "alt_feed", "Mock alternative data"),
+    )
+}
+
+
+def load_service(name: str) -> type[Service]:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    module = importlib.import_module(REGISTRY[name].module)
+    return module.SERVICE
