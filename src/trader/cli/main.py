@@ -29,7 +29,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="trader: a cr
 service_app = typer.Typer(no_args_is_help=True, help="Run one service in this process.")
 app.add_typer(service_app, name="service")
 
-console = Console()
+# Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True)
 
 ServicesOpt = Annotated[
@@ -221,7 +222,7 @@ def _render(report: dict) -> None:
         console.print(f"[red]{sup['error']}[/]")
     table = Table()
     for column in ("component", "kind", "pid", "ports", "health", "ready", "restarts", "in/s", "out/s"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("component", "ports"))
     for c in report["components"]:
         pid = str(c["pid"]) if c["pid"] else ("external" if not c["managed"] else "-")
         table.add_row(

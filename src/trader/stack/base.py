@@ -59,8 +59,12 @@ class Infra(ABC):
         """True when a server of this kind already answers at the configured address."""
 
     @abstractmethod
+    def address(self) -> tuple[str, int]:
+        """Host and port of the server's main endpoint, as configured."""
+
+    @abstractmethod
     def probes(self) -> tuple[str, str]:
-        """The health and readiness URLs."""
+        """The health and readiness URLs of a server trader runs."""
 
     @abstractmethod
     def command(self) -> list[str]:
@@ -76,7 +80,9 @@ class Infra(ABC):
     stop_timeout_s: float = 15.0
 
     def component(self, managed: bool) -> Component:
-        health, ready = self.probes()
+        # A server trader did not start may have no monitoring where ours would: its main port it has.
+        host, port = self.address()
+        health, ready = self.probes() if managed else (f"tcp://{host}:{port}", f"tcp://{host}:{port}")
         return Component(
             name=self.name,
             kind="infra",

@@ -14,18 +14,17 @@ class NatsServer(Infra):
     name = "nats"
     start_timeout_s = 30.0
 
-    @property
-    def _address(self) -> tuple[str, int]:
+    def address(self) -> tuple[str, int]:
         return url_host_port(self.settings.effective_nats_url, self.settings.ports.nats)
 
     def ports(self) -> dict[str, int]:
-        return {"client": self._address[1], "monitor": self.settings.ports.nats_monitor}
+        return {"client": self.address()[1], "monitor": self.settings.ports.nats_monitor}
 
     def is_local(self) -> bool:
-        return is_loopback(self._address[0])
+        return is_loopback(self.address()[0])
 
     async def reachable(self) -> bool:
-        host, port = self._address
+        host, port = self.address()
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
         except (OSError, TimeoutError):
@@ -38,9 +37,7 @@ class NatsServer(Infra):
         return greeting.startswith(b"INFO ")
 
     def probes(self) -> tuple[str, str]:
-        host, port = self._address
-        if self.settings.nats_url and not self.is_local():
-            return f"tcp://{host}:{port}", f"tcp://{host}:{port}"
+        host, _ = self.address()
         monitor = f"http://{host}:{self.settings.ports.nats_monitor}/healthz"
         return monitor, monitor + "?js-enabled-only=true"
 
@@ -51,7 +48,7 @@ class NatsServer(Infra):
     def prepare(self) -> None:
         store = self.settings.data_dir / "nats" / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
-        host, port = self._address
+        host, port = self.address()
         self._config_file.write_text(
             "# Written by `trader up`; changes are overwritten.\n"
             f'server_name: "trader"\n'

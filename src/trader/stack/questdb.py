@@ -29,6 +29,9 @@ class QuestDB(Infra):
         p = self.settings.ports
         return {"http": p.questdb_http, "pg": p.questdb_pg, "ilp": p.questdb_ilp, "health": p.questdb_health}
 
+    def address(self) -> tuple[str, int]:
+        return self.settings.questdb_host, self.settings.ports.questdb_http
+
     def is_local(self) -> bool:
         return is_loopback(self.settings.questdb_host)
 
@@ -44,15 +47,8 @@ class QuestDB(Infra):
 
     def probes(self) -> tuple[str, str]:
         host = self.settings.questdb_host
-        if not self.is_local():
-            return (
-                f"tcp://{host}:{self.settings.ports.questdb_http}",
-                f"{self.settings.questdb_http_url}/exec?query=select%201",
-            )
-        return (
-            f"http://{host}:{self.settings.ports.questdb_health}/",
-            f"{self.settings.questdb_http_url}/exec?query=select%201",
-        )
+        ready = f"{self.settings.questdb_http_url}/exec?query=select%201"
+        return f"http://{host}:{self.settings.ports.questdb_health}/", ready
 
     @property
     def root(self) -> Path:

@@ -32,15 +32,14 @@ class SeaweedFS(Infra):
     # Its filer waits up to 15 s for gRPC streams to close before it exits by itself: let it.
     stop_timeout_s = 25.0
 
-    @property
-    def _endpoint(self) -> tuple[str, int]:
+    def address(self) -> tuple[str, int]:
         parsed = urlparse(self.settings.effective_s3_endpoint)
         return parsed.hostname or "127.0.0.1", parsed.port or self.settings.ports.s3
 
     def ports(self) -> dict[str, int]:
         p = self.settings.ports
         return {
-            "s3": self._endpoint[1],
+            "s3": self.address()[1],
             "s3-grpc": p.s3_grpc,
             "master": p.seaweed_master,
             "master-grpc": p.seaweed_master_grpc,
@@ -51,7 +50,7 @@ class SeaweedFS(Infra):
         }
 
     def is_local(self) -> bool:
-        return is_loopback(self._endpoint[0])
+        return is_loopback(self.address()[0])
 
     async def reachable(self) -> bool:
         try:
@@ -63,11 +62,8 @@ class SeaweedFS(Infra):
 
     def probes(self) -> tuple[str, str]:
         endpoint = self.settings.effective_s3_endpoint.rstrip("/")
-        if self.settings.s3_endpoint and not self.is_local():
-            host, port = self._endpoint
-            return f"tcp://{host}:{port}", f"tcp://{host}:{port}"
         return (
-            f"http://{self._endpoint[0]}:{self.settings.ports.seaweed_master}/cluster/healthz",
+            f"http://{self.address()[0]}:{self.settings.ports.seaweed_master}/cluster/healthz",
             f"{endpoint}/healthz",
         )
 
@@ -93,7 +89,7 @@ class SeaweedFS(Infra):
         config.chmod(0o600)
 
     def command(self) -> list[str]:
-        p, host = self.settings.ports, self._endpoint[0]
+        p, host = self.settings.ports, self.address()[0]
         return [
             find_binary("weed"),
             "server",
@@ -111,7 +107,7 @@ class SeaweedFS(Infra):
             f"-filer.port={p.seaweed_filer}",
             f"-filer.port.grpc={p.seaweed_filer_grpc}",
             "-s3",
-            f"-s3.port={self._endpoint[1]}",
+            f"-s3.port={self.address()[1]}",
             f"-s3.port.grpc={p.s3_grpc}",
             "-s3.port.iceberg=0",  # off: it would take 8181
             "-s3.port.lance=0",  # off: it would take 9101

@@ -171,7 +171,7 @@ class Supervisor:
                 self.log.info("infra.external", component=server.name)
                 self._add(server.component(managed=False), state="external")
             elif not server.is_local():
-                raise server.not_reachable_error(str(server.probes()[1]))
+                raise server.not_reachable_error("{}:{}".format(*server.address()))
             else:
                 managed.append(server)
         services = [service_component(self.settings, name) for name in self.service_names]

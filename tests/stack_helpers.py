@@ -1,0 +1,87 @@
+"""Running a real trader stack for tests: the real CLI, real servers, ports no one else uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trader.config import PortMap, Settings
+from trader.stack.probes import port_is_free
+
+# Below Linux's ephemeral range (32768+), so an outgoing connection cannot take one meanwhile.
+PORT_RANGE = (21000, 32000)
+
+
+def free_port_map() -> dict[str, int]:
+    rng = random.Random()
+    taken: set[int] = set()
+    ports: dict[str, int] = {}
+    for name in PortMap.model_fields:
+        while True:
+            port = rng.randrange(*PORT_RANGE)
+            if port not in taken and port_is_free(port):
+                break
+        taken.add(port)
+        ports[name] = port
+    return ports
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    ports: dict[str, int]
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, data_dir: Path, **extra_env: str) -> Stack:
+        ports = free_port_map()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADER_")}
+        env.update({f"TRADER_PORTS__{name.upper()}": str(port) for name, port in ports.items()})
+        env["TRADER_DATA_DIR"] = str(data_dir)
+        env["TRADER_SHUTDOWN_TIMEOUT_S"] = "5"
+        env.update(extra_env)
+        return cls(data_dir, ports, env)
+
+    def settings(self) -> Settings:
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(self.env)
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def trader(
+        self, *args: str, timeout: float = 300, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "trader", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"trader {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}\n"
+                + self.log("supervisor")
+            )
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.trader("status", "--json").stdout)
+
+    def log(self, name: str) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.ports['nats']}"
