@@ -174,3 +174,29 @@ def test_second_up_is_refused_while_running(stack: Stack) -> None:
     result = stack.trader("up", "--detach")
     assert result.returncode == 1
     assert "already running" in result.stderr
+
+
+def test_services_reconnect_when_nats_drops(stack: Stack) -> None:
+    """Kept last in this module: it takes the bus away from every service for a moment."""
+    gateway = f"http://127.0.0.1:{stack.ports['gateway']}/health"
+    rows = {c["name"]: c for c in stack.status()["components"]}
+    os.kill(rows["nats"]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = {c["name"]: c for c in stack.status()["components"]}["nats"]
+        if row["restarts"] == rows["nats"]["restarts"] + 1 and row["ready"]:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"nats was not restarted\n{stack.log('supervisor')}")
+    out_before = httpx.get(gateway).json()["counts"]["out"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = httpx.get(gateway).json()
+        if health["nats_connected"] and health["counts"]["out"] > out_before + 50:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"gateway did not resume publishing: {health}\n{stack.log('gateway')}")
+    assert "nats.reconnected" in stack.log("gateway")
+    assert stack.status()["healthy"] is True
