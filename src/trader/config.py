@@ -100,6 +100,26 @@ class AltFeedSettings(BaseModel):
     seed: int | None = None
 
 
+class NormalizerSettings(BaseModel):
+    timeframes: list[str] = Field(default_factory=lambda: ["1s", "1m"])
+    lateness_s: float = Field(
+        default=5.0, ge=0, description="how long after its event time a tick may arrive"
+    )
+    flush_interval_s: float = Field(default=0.25, gt=0, description="how often closed bars are written")
+    # The wall clock closes quiet bars only this long after their window, for ticks still in flight.
+    clock_safety_s: float = Field(default=1.0, ge=0)
+    max_batch: int = Field(default=5_000, gt=0)
+
+
+class SinkSettings(BaseModel):
+    """A lake sink: batches close at whichever limit comes first."""
+
+    batch_rows: int = Field(default=50_000, gt=0)
+    batch_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    batch_seconds: float = Field(default=1.0, gt=0)
+    compact_interval_s: float = Field(default=3600.0, gt=0)
+
+
 class SupervisorSettings(BaseModel):
     ready_timeout_s: float = 120.0
     stop_timeout_s: float = 15.0
@@ -157,11 +177,16 @@ class Settings(BaseSettings):
     maven_repository: str | None = None
 
     # Services `trader up` starts, by name (see trader.services.REGISTRY).
-    services: list[str] = Field(default_factory=lambda: ["gateway", "alt-feed"])
+    services: list[str] = Field(
+        default_factory=lambda: ["gateway", "alt-feed", "normalizer", "sink-ticks", "sink-alt"]
+    )
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     alt_feed: AltFeedSettings = Field(default_factory=AltFeedSettings)
+    normalizer: NormalizerSettings = Field(default_factory=NormalizerSettings)
+    sink_ticks: SinkSettings = Field(default_factory=SinkSettings)
+    sink_alt: SinkSettings = Field(default_factory=SinkSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @classmethod

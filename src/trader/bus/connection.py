@@ -29,7 +29,12 @@ async def connect_nats(
     log = log or structlog.get_logger()
     backoff = Backoff(initial=0.2, maximum=5.0)
 
+    client: list[NATS] = []
+
     async def disconnected() -> None:
+        if client and client[0].is_closed:
+            log.debug("nats.closed", url=url)  # our own close: nothing to report
+            return
         log.warning("nats.disconnected", url=url)
         if on_change:
             on_change(False)
@@ -60,6 +65,7 @@ async def connect_nats(
             if not await backoff.sleep(stop):
                 return None
             continue
+        client.append(nc)
         log.info("nats.connected", url=url)
         if on_change:
             on_change(True)

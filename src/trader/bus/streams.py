@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from trader.config import Settings
 
@@ -96,7 +96,29 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, settings: Settin
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, Outcome]:
-    return {spec.name: await ensure_stream(js, spec, settings) for spec in STREAMS}
+    outcome = {spec.name: await ensure_stream(js, spec, settings) for spec in STREAMS}
+    await ensure_state_bucket(js)
+    return outcome
+
+
+# Service state ----------------------------------------------------------------------------------
+
+STATE_BUCKET = "TRADER_STATE"
+
+
+async def ensure_state_bucket(js: JetStreamContext) -> None:
+    """The key-value bucket where services keep their checkpoints and shared switches."""
+    try:
+        await js.key_value(STATE_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=STATE_BUCKET,
+                history=5,
+                storage=StorageType.FILE,
+                description="Service checkpoints and shared trading state",
+            )
+        )
 
 
 # Subjects -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trader.cli import data
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
 from trader.stack.base import StackError
@@ -28,10 +29,21 @@ from trader.stack.supervisor import Supervisor, supervisor_running
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="trader: a crypto trading backend.")
 service_app = typer.Typer(no_args_is_help=True, help="Run one service in this process.")
 app.add_typer(service_app, name="service")
+app.add_typer(data.lake_app, name="lake")
+app.add_typer(data.dlq_app, name="dlq")
+app.command()(data.query)
 
 # Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True)
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    # Commands print their results on stdout; what the libraries log goes to stderr, warnings and up.
+    # `up`, `supervise` and `service run` configure their own logs.
+    configure_logging("WARNING", "console", stream=sys.stderr)
+
 
 ServicesOpt = Annotated[
     str | None,
@@ -292,7 +304,6 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from trader.bus.streams import STREAMS, ensure_streams
 
     settings = _settings()
-    configure_logging("WARNING", "console")
 
     async def run() -> list[dict]:
         nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)

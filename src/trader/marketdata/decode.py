@@ -24,12 +24,17 @@ from typing import Any
 
 import msgspec
 
-from trader.messages import MarketTick
+from trader.messages import AltDatum, MarketTick
 
 # Plausible event times: anything outside is a unit or clock error, not a tick.
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+# The stores keep DECIMAL(38, 18): 20 integer digits and 18 decimal places.
+MAX_DECIMAL_PLACES = 18
+QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+MAX_MAGNITUDE = Decimal("1e20")
+KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SIDES = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
 
 
@@ -43,6 +48,7 @@ class InvalidMessage(ValueError):
 
 
 _canonical = msgspec.json.Decoder(MarketTick)
+_canonical_alt = msgspec.json.Decoder(AltDatum)
 # float_hook keeps every JSON number with a fraction exact: 0.1 becomes Decimal("0.1").
 _lenient = msgspec.json.Decoder(float_hook=Decimal)
 
@@ -57,6 +63,31 @@ def decode_tick(data: bytes | bytearray | memoryview) -> MarketTick:
         return _decode_lenient(data)  # an integer time in s, us or ns: let the lenient path infer it
     _check_values(tick)
     return tick
+
+
+def decode_alt(data: bytes | bytearray | memoryview) -> AltDatum:
+    """Decode and validate one alternative-data observation, or raise ``InvalidMessage``."""
+    try:
+        datum = _canonical_alt.decode(data)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: caught first
+        raise InvalidMessage(_path_of(exc), str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage("body", f"malformed JSON ({exc})") from None
+    _check_timestamp_range("timestamp", datum.timestamp)
+    if not KIND_PATTERN.match(datum.kind):
+        raise InvalidMessage("kind", f"{datum.kind!r} is not a kind (lower case letters, digits, '_')")
+    if not datum.source:
+        raise InvalidMessage("source", "must not be empty")
+    if datum.symbol is not None and not SYMBOL_PATTERN.match(datum.symbol):
+        raise InvalidMessage("symbol", f"{datum.symbol!r} is not a symbol")
+    _check_finite("value", datum.value)
+    return datum
+
+
+def _path_of(exc: msgspec.ValidationError) -> str:
+    """The field msgspec names ("... - at `$.value`" or "missing required field `value`")."""
+    match = re.search(r"at `\$\.([A-Za-z_]+)", str(exc)) or re.search(r"field `([A-Za-z_]+)`", str(exc))
+    return match.group(1) if match else "body"
 
 
 def _decode_lenient(data: bytes | bytearray | memoryview) -> MarketTick:
@@ -243,6 +274,11 @@ def _to_decimal(field: str, text: str) -> Decimal:
 def _check_finite(field: str, number: Decimal) -> None:
     if not number.is_finite():
         raise InvalidMessage(field, f"must be a finite number, got {number}")
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES and number != number.quantize(QUANTUM):
+        raise InvalidMessage(field, f"{number} has more than {MAX_DECIMAL_PLACES} decimal places")
+    if abs(number) >= MAX_MAGNITUDE:
+        raise InvalidMessage(field, f"{number} is out of range (at most 20 integer digits)")
 
 
 def _side(value: Any) -> str | None:

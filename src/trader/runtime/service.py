@@ -18,13 +18,16 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from trader.bus.connection import connect_nats
+from trader.bus.dlq import dead_letter
 from trader.bus.publish import BatchResult, Outgoing, publish_batch
 from trader.bus.streams import ensure_streams
 from trader.config import Settings
@@ -32,6 +35,20 @@ from trader.runtime.backoff import Backoff
 from trader.runtime.http import HttpServer, bind, build_probe_app
 from trader.runtime.logging import configure_logging
 from trader.runtime.metrics import ServiceMetrics
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message a service could not take, and why: on its way to the dead letters."""
+
+    seq: int | None
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    field: str
+    reason: str
 
 
 class Service(ABC):
@@ -118,6 +135,39 @@ class Runtime:
                 break
             await backoff.sleep()
         return total
+
+    async def retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` until it succeeds, with backoff: a store that drops is waited for, and the
+        work in hand is kept. The shutdown deadline bounds it when the service is stopping."""
+        backoff = Backoff(initial=0.2, maximum=10.0)
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                self.metrics.count_error(what)
+                self.log.warning(f"{what}.failed", error=repr(exc), retry=backoff.attempts + 1)
+                await backoff.sleep()
+
+    async def dead_letter(self, stream: str, refused: list[Refused]) -> None:
+        """Send refused messages to the DLQ stream, whole, each with its reason; count them."""
+        if not refused:
+            return
+        letters = [
+            dead_letter(
+                service=self.name,
+                subject=r.subject,
+                data=r.data,
+                headers=r.headers,
+                reason=r.reason,
+                stream=stream,
+                stream_seq=r.seq,
+            )
+            for r in refused
+        ]
+        await self.publish_reliably(letters)
+        for r in refused:
+            self.metrics.count_dead_letter(r.field)
+        self.log.warning("dead_letters", count=len(refused), first_reason=refused[0].reason, stream=stream)
 
     # Probes ---------------------------------------------------------------------------------
 

@@ -28,6 +28,23 @@ REGISTRY: dict[str, ServiceSpec] = {
             "gateway", "trader.services.gateway", "gateway", "Mock market feed", network="lowlatency"
         ),
         ServiceSpec("alt-feed", "trader.services.alt_feed", "alt_feed", "Mock alternative data"),
+        ServiceSpec(
+            "normalizer", "trader.services.normalizer", "normalizer", "Ticks to OHLCV bars in QuestDB"
+        ),
+        ServiceSpec(
+            "sink-ticks",
+            "trader.services.sink_ticks",
+            "sink_ticks",
+            "Ticks to Delta Lake",
+            metrics_port_field="sink_ticks_metrics",
+        ),
+        ServiceSpec(
+            "sink-alt",
+            "trader.services.sink_alt",
+            "sink_alt",
+            "Alternative data to Delta Lake",
+            metrics_port_field="sink_alt_metrics",
+        ),
     )
 }
 

@@ -1,0 +1,261 @@
+"""The data commands: `trader query`, `trader lake ...`, `trader dlq ...`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trader.config import Settings
+
+lake_app = typer.Typer(no_args_is_help=True, help="The Delta Lake: SQL, upkeep and sizes.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: refused messages and why.")
+
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool) -> None:
+    if as_json:
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        sys.stdout.write(msgspec.json.encode(records, enc_hook=_json_default).decode() + "\n")
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # exact: never through a float
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+# QuestDB ----------------------------------------------------------------------------------------
+
+
+def query(sql: Annotated[str, typer.Argument(help="SQL for QuestDB.")], as_json: JsonOpt = False) -> None:
+    """Run SQL on QuestDB (bars, positions, PnL)."""
+    from trader.stores.questdb import QuestDB, QuestDBError
+
+    try:
+        body = QuestDB(Settings()).query(sql)
+    except QuestDBError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"QuestDB is not reachable: {exc}") from None
+    print_rows([c["name"] for c in body.get("columns", [])], body.get("dataset", []), as_json)
+
+
+# Lake -------------------------------------------------------------------------------------------
+
+
+@lake_app.command("sql")
+def lake_sql(
+    sql: Annotated[str, typer.Argument(help="SQL over the lake's tables.")], as_json: JsonOpt = False
+) -> None:
+    """Run SQL over the Delta tables (Polars): market_ticks, alt_data."""
+    import polars as pl
+
+    from trader.stores.lake import TABLES, Lake
+
+    lake = Lake(Settings())
+    context = pl.SQLContext()
+    for table in TABLES.values():
+        if lake.open(table) is not None:
+            context.register(table.name, pl.scan_delta(lake.uri(table), storage_options=lake.storage_options))
+    try:
+        frame = context.execute(sql).collect()
+    except Exception as exc:  # a SQL error: say it plainly
+        raise _fail(str(exc)) from None
+    print_rows(frame.columns, frame.rows(), as_json)
+
+
+@lake_app.command("info")
+def lake_info(as_json: JsonOpt = False) -> None:
+    """Versions, files, rows and size of each table."""
+    from trader.stores.lake import TABLES, Lake
+
+    lake = Lake(Settings())
+    infos = [lake.info(t) for t in TABLES.values()]
+    columns = ["table", "version", "files", "rows", "bytes", "uri"]
+    print_rows(columns, [[i[c] for c in columns] for i in infos], as_json)
+
+
+@lake_app.command("compact")
+def lake_compact(as_json: JsonOpt = False) -> None:
+    """Merge small files and write a checkpoint, for every table."""
+    from trader.stores.lake import TABLES, Lake
+
+    lake = Lake(Settings())
+    results = [lake.compact(t) for t in TABLES.values()]
+    columns = ["table", "numFilesAdded", "numFilesRemoved"]
+    print_rows(columns, [[r.get(c) for c in columns] for r in results], as_json)
+
+
+@lake_app.command("vacuum")
+def lake_vacuum(
+    retention_hours: Annotated[int, typer.Option(help="Keep files removed less than this long ago.")] = 168,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--apply", help="List only, or delete.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete files no version within the retention still uses (listed only, unless --apply)."""
+    from trader.stores.lake import TABLES, Lake
+
+    lake = Lake(Settings())
+    rows = [[t.name, f] for t in TABLES.values() for f in lake.vacuum(t, retention_hours, dry_run=dry_run)]
+    print_rows(["table", "dry_run" if dry_run else "deleted"], rows, as_json)
+
+
+# Dead letters -----------------------------------------------------------------------------------
+
+
+async def _read_dlq(settings: Settings, service: str | None, limit: int) -> list[dict[str, Any]]:
+    from nats.js.errors import NotFoundError
+
+    from trader.bus import dlq
+    from trader.bus.connection import connect_nats
+
+    nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
+    assert nc is not None
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info("DLQ")).state
+        letters: list[dict[str, Any]] = []
+        seq = state.last_seq
+        while seq >= state.first_seq and len(letters) < limit and state.messages:
+            try:
+                msg = await js.get_msg("DLQ", seq=seq)
+            except NotFoundError:  # deleted (replayed) or aged out
+                seq -= 1
+                continue
+            seq -= 1
+            headers = msg.headers or {}
+            if service is not None and headers.get(dlq.SERVICE) != service:
+                continue
+            letters.append(
+                {
+                    "dlq_seq": msg.seq,
+                    "refused_at": datetime.fromtimestamp(int(headers.get(dlq.REFUSED_AT, "0")) / 1000, UTC),
+                    "service": headers.get(dlq.SERVICE),
+                    "subject": headers.get(dlq.SUBJECT),
+                    "stream": headers.get(dlq.STREAM),
+                    "stream_seq": int(headers[dlq.STREAM_SEQ]) if dlq.STREAM_SEQ in headers else None,
+                    "reason": headers.get(dlq.REASON),
+                    "data": msg.data or b"",
+                    "headers": headers,
+                }
+            )
+        return letters
+    finally:
+        await nc.close()
+
+
+@dlq_app.command("list")
+def dlq_list(
+    service: Annotated[str | None, typer.Option(help="Only what this service refused.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show dead letters, newest first: who refused what, and why."""
+    try:
+        letters = asyncio.run(_read_dlq(Settings(), service, limit))
+    except TimeoutError:
+        raise _fail("NATS is not reachable") from None
+    columns = ["dlq_seq", "refused_at", "service", "subject", "stream_seq", "reason", "payload"]
+    rows = [[*(x[c] for c in columns[:-1]), _preview(x["data"], as_json)] for x in letters]
+    print_rows(columns, rows, as_json)
+
+
+def _preview(data: bytes, whole: bool) -> str:
+    text = data.decode("utf-8", errors="backslashreplace")
+    return text if whole or len(text) <= 80 else text[:77] + "..."
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    service: Annotated[str | None, typer.Option(help="Only what this service refused.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only reasons containing this text.")] = None,
+    include_late: Annotated[
+        bool,
+        typer.Option(
+            help="Also late ticks: the sinks stored them already, so the lake would hold them twice."
+        ),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be replayed.")] = False,
+    limit: Annotated[int, typer.Option(help="Look at this many dead letters at most.")] = 10_000,
+) -> None:
+    """Publish refused messages again, once fixed (a new decoder, a corrected producer), and remove them
+    from the dead letters. A message refused by several services is published once."""
+    from trader.bus.connection import connect_nats
+    from trader.bus.publish import Outgoing, publish_batch
+
+    settings = Settings()
+    letters = asyncio.run(_read_dlq(settings, service, limit))
+    chosen = [
+        x
+        for x in letters
+        if (reason is None or reason in (x["reason"] or ""))
+        and (include_late or not (x["reason"] or "").startswith("late"))
+    ]
+    # One original, one replay: group the services' dead letters by the message they refused.
+    originals: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for x in chosen:
+        key = (x["stream"], x["stream_seq"]) if x["stream_seq"] is not None else ("dlq", x["dlq_seq"])
+        originals.setdefault(key, []).append(x)
+    if dry_run or not originals:
+        print_rows(
+            ["stream", "stream_seq", "subject", "services", "reason"],
+            [
+                [k[0], k[1], g[0]["subject"], ",".join(sorted({x["service"] for x in g})), g[0]["reason"]]
+                for k, g in originals.items()
+            ],
+            as_json=False,
+        )
+        err.print(f"{len(originals)} message(s) {'would be' if dry_run else 'to be'} replayed")
+        return
+
+    async def replay() -> int:
+        nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
+        assert nc is not None
+        try:
+            js = nc.jetstream()
+            items = []
+            for key, group in originals.items():
+                first = group[0]
+                headers = {k: v for k, v in first["headers"].items() if not k.startswith("Trader-Dlq-")}
+                headers["Trader-Replay-Of"] = f"{key[0]}:{key[1]}"
+                items.append(
+                    Outgoing(
+                        first["subject"], first["data"], msg_id=f"replay:{key[0]}:{key[1]}", headers=headers
+                    )
+                )
+            result = await publish_batch(js, items)
+            if result.failed:
+                raise RuntimeError(f"{len(result.failed)} not published: {result.errors[:3]}")
+            for group in originals.values():
+                for x in group:
+                    await js.delete_msg("DLQ", x["dlq_seq"])
+            return len(items)
+        finally:
+            await nc.close()
+
+    count = asyncio.run(replay())
+    err.print(f"replayed {count} message(s) to their original subjects and removed them from the DLQ")

@@ -1,0 +1,146 @@
+"""normalizer: ticks to OHLCV bars.
+
+Consumes: ``market.tick.>`` (stream MARKET_TICKS).
+Produces: rows in QuestDB ``ohlcv_<timeframe>`` (upserted on (ts, venue, symbol)) and closed bars on
+``market.bar.<timeframe>.<SYMBOL>`` (stream BARS); refused ticks (undecodable, invalid, late) on the
+dead letters.
+State: the unfinished bars, and a checkpoint in the TRADER_STATE bucket: the stream sequence a restart
+replays from to rebuild them, and the clock before which every bar is final and stored. A restart
+rebuilds the same bars from the same messages (see ``trader.marketdata.bars``), so a crash changes
+nothing in QuestDB but the moment rows are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import STATE_BUCKET, bar_subject
+from trader.marketdata.bars import BarBuilder
+from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.messages import Bar, encode
+from trader.runtime.consumer import Delivery, StreamConsumer, now_ms
+from trader.runtime.service import Refused, Runtime, Service
+from trader.stores.questdb import QuestDB
+
+CHECKPOINT_KEY = "normalizer.checkpoint"
+
+
+class Checkpoint(msgspec.Struct):
+    resume_seq: int = 0  # replay from here to rebuild every unfinished bar
+    final_before: int = 0  # bars ending (plus lateness) at or before this clock are final and stored
+    last_seq: int = 0  # everything up to here was processed (its dead letters already sent)
+
+
+class Normalizer(Service):
+    name = "normalizer"
+
+    async def start(self, rt: Runtime) -> None:
+        cfg = self.settings.normalizer
+        self.qdb = QuestDB(self.settings)
+        await asyncio.to_thread(self.qdb.ensure_bar_tables, cfg.timeframes)
+        self.kv = await rt.js.key_value(STATE_BUCKET)
+        self.checkpoint = await self._load_checkpoint()
+        self.lateness_ms = int(cfg.lateness_s * 1000)
+        self.builder = BarBuilder(cfg.timeframes, self.lateness_ms, final_before=self.checkpoint.final_before)
+        self.next_seq = self.checkpoint.resume_seq or 1
+        self.consumer = StreamConsumer(
+            rt,
+            stream="MARKET_TICKS",
+            name=self.name,
+            subject="market.tick.>",
+            start_seq=self.checkpoint.resume_seq or None,
+            max_rows=cfg.max_batch,
+            max_wait_s=cfg.flush_interval_s,
+        )
+        await self.consumer.start()
+        rt.log.info("normalizer.resumed", **msgspec.structs.asdict(self.checkpoint))
+
+    async def _load_checkpoint(self) -> Checkpoint:
+        try:
+            entry = await self.kv.get(CHECKPOINT_KEY)
+        except Exception:  # no checkpoint yet: a first start
+            return Checkpoint()
+        return msgspec.json.decode(entry.value or b"{}", type=Checkpoint)
+
+    async def run(self, rt: Runtime) -> None:
+        async for batch in self.consumer.batches():
+            started = time.perf_counter()
+            refused = self._process(batch)
+            # Dead letters first: once the checkpoint moves past them, they are not sent again.
+            await rt.dead_letter("MARKET_TICKS", refused)
+            if batch:
+                self.next_seq = batch[-1].seq + 1
+                rt.metrics.count_in(len(batch))
+            await self._flush(rt)
+            await self.consumer.ack(batch)
+            if batch:
+                rt.metrics.observe_batch(time.perf_counter() - started)
+
+    async def stop(self, rt: Runtime) -> None:
+        await self._flush(rt)
+        self.qdb.close()
+
+    def _process(self, batch: list[Delivery]) -> list[Refused]:
+        refused = []
+        replayed_to = self.checkpoint.last_seq
+        for d in batch:
+            try:
+                tick = decode_tick(d.data)
+            except InvalidMessage as exc:
+                reason, field = str(exc), exc.field
+            else:
+                outcome = self.builder.add(tick, d.seq, d.arrival_ms)
+                if outcome == "ok":
+                    continue
+                field = "late"
+                delay = d.arrival_ms - tick.timestamp
+                if outcome == "late":
+                    reason = (
+                        f"late: arrived {delay} ms after its event time; the window is {self.lateness_ms} ms"
+                    )
+                elif d.seq <= replayed_to:
+                    continue  # a replayed tick whose bars were final and stored before the restart
+                else:
+                    reason = f"late: arrived {delay} ms after its event time, when its bars were final"
+            if d.seq > replayed_to:  # a replay does not send the same dead letter twice
+                refused.append(Refused(d.seq, d.subject, d.data, d.headers, field, reason))
+        return refused
+
+    async def _flush(self, rt: Runtime) -> None:
+        """Write and publish the bars that closed or changed, then move the checkpoint."""
+        safety_ms = int(self.settings.normalizer.clock_safety_s * 1000)
+        wall = now_ms() - safety_ms if self.consumer.caught_up else None
+        out = self.builder.advance(wall)
+        if out.bars:
+            await rt.retry("questdb.write", lambda: asyncio.to_thread(self.qdb.write_bars, out.bars))
+            await rt.publish_reliably([_bar_message(bar) for bar in out.bars])
+        checkpoint = Checkpoint(
+            resume_seq=self.builder.resume_seq(self.next_seq),
+            final_before=self.builder.final_before,
+            last_seq=max(self.next_seq - 1, self.checkpoint.last_seq),
+        )
+        if checkpoint != self.checkpoint:
+            await rt.retry("checkpoint", lambda: self.kv.put(CHECKPOINT_KEY, msgspec.json.encode(checkpoint)))
+            self.checkpoint = checkpoint
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"consumer": hasattr(self, "consumer")}
+
+    def health_details(self) -> dict[str, object]:
+        if not hasattr(self, "builder"):
+            return {}
+        return {"open_bars": self.builder.open_bars(), "checkpoint": msgspec.structs.asdict(self.checkpoint)}
+
+
+def _bar_message(bar: Bar) -> Outgoing:
+    # The trade count tells versions of one bar apart: an amendment is a new message, a rebuild of
+    # the same bar after a restart is the same message and is stored once.
+    msg_id = f"{bar.venue}:{bar.symbol}:{bar.timeframe}:{bar.start}:{bar.trades}"
+    return Outgoing(bar_subject(bar.timeframe, bar.symbol), encode(bar), msg_id=msg_id)
+
+
+SERVICE = Normalizer
