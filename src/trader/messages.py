@@ -78,3 +78,197 @@ def decode_bar(data: bytes) -> Bar:
 
 def decode_alt(data: bytes) -> AltDatum:
     return _alt_decoder.decode(data)
+
+
+# Trading -----------------------------------------------------------------------------------------
+#
+# The order flow, each step a message on a stream (subjects in ``trader.bus.streams``):
+#   strategy --OrderRequest/CancelRequest--> risk --RiskDecision--> oms --Order (state)--> ...
+#   oms --RouteRequest--> execution-router --VenueOrder--> exeq (algos, venue adapters)
+#   venue --ExecutionReport--> oms, ptrc --Position--> pnl --PnlSnapshot-->
+# Every quantity, price, fee and PnL is Decimal. Every message carries the ids that make it idempotent.
+
+OrderType = Literal["market", "limit", "stop_market", "stop_limit"]
+TimeInForce = Literal["GTC", "IOC", "FOK"]
+OrderStatus = Literal[
+    "NEW",
+    "ACCEPTED",
+    "REJECTED",
+    "PARTIALLY_FILLED",
+    "FILLED",
+    "PENDING_CANCEL",
+    "CANCELED",
+    "EXPIRED",
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"REJECTED", "FILLED", "CANCELED", "EXPIRED"})
+Algo = Literal["twap", "iceberg"]
+Liquidity = Literal["maker", "taker"]
+ReportKind = Literal["accepted", "rejected", "fill", "canceled", "expired", "replaced"]
+TradingMode = Literal["active", "reduce_only", "halted"]
+
+
+class OrderRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """A new order, as a strategy (or the CLI) asks for it, on ``order.submit.<strategy>``.
+
+    ``client_order_id`` is the idempotency key: the same id submitted twice makes one order."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    type: OrderType = "market"
+    price: Decimal | None = None  # limit price: limit and stop_limit
+    stop_price: Decimal | None = None  # trigger: stop_market and stop_limit
+    tif: TimeInForce = "GTC"
+    post_only: bool = False
+    reduce_only: bool = False
+    account: str = "paper"
+    venue: str | None = None  # a fixed venue; None lets the router choose
+    algo: Algo | None = None  # a parent order sliced by exeq
+    algo_params: dict[str, str] = msgspec.field(default_factory=dict)  # e.g. {"duration_s": "60"}
+    timestamp: int = 0
+
+
+class CancelRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """Cancel an order, or cancel-replace it when ``quantity`` or ``price`` is given
+    (``order.cancel.<strategy>``)."""
+
+    client_order_id: str
+    strategy: str
+    quantity: Decimal | None = None  # new quantity (replace)
+    price: Decimal | None = None  # new limit price (replace)
+    reason: str = "requested"
+    timestamp: int = 0
+
+
+class RiskDecision(msgspec.Struct, kw_only=True, frozen=True):
+    """The pre-trade verdict on a request, from risk to the oms (``order.risk.<strategy>``)."""
+
+    request: OrderRequest
+    approved: bool
+    reason: str | None = None  # why it was denied: the check and the numbers
+    timestamp: int = 0
+
+
+class Order(msgspec.Struct, kw_only=True, frozen=True):
+    """An order's state, as the oms keeps it; every change is published whole on
+    ``order.state.<strategy>`` with ``version`` one higher, so the latest per id is the state."""
+
+    client_order_id: str
+    strategy: str
+    account: str
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    status: OrderStatus
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = "GTC"
+    post_only: bool = False
+    reduce_only: bool = False
+    venue: str | None = None
+    algo: Algo | None = None
+    filled_quantity: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+    fees: Decimal = Decimal(0)
+    venue_order_id: str | None = None
+    reason: str | None = None  # why it was rejected, canceled or expired
+    version: int = 0
+    created: int = 0
+    updated: int = 0
+    # Cancel-replace terms sent to the venue, kept until it confirms ("replaced") or refuses ("rejected"),
+    # so that a restarted oms still knows what a pending replace asked for.
+    replace_quantity: Decimal | None = None
+    replace_price: Decimal | None = None
+
+    @property
+    def leaves_quantity(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class VenueOrder(msgspec.Struct, kw_only=True, frozen=True):
+    """An order (or an algo's child order) sent to one venue (``exec.order.<venue>``); ``action`` new
+    or cancel. Child orders of an algo have their own ``venue_client_id`` and the parent's id."""
+
+    action: Literal["new", "cancel"]
+    client_order_id: str  # the oms order this belongs to
+    venue_client_id: str  # unique per venue order: the parent's id, or the parent's id and a slice number
+    strategy: str
+    account: str
+    venue: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    type: OrderType = "market"
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = "GTC"
+    post_only: bool = False
+    algo: Algo | None = None
+    algo_params: dict[str, str] = msgspec.field(default_factory=dict)
+    timestamp: int = 0
+
+
+class ExecutionReport(msgspec.Struct, kw_only=True, frozen=True):
+    """What a venue said about an order (``exec.report.<venue>``). A fill carries the last quantity,
+    price and fee; ``exec_id`` is unique per venue event, so a report seen twice is applied once."""
+
+    exec_id: str
+    kind: ReportKind
+    client_order_id: str
+    strategy: str
+    account: str
+    venue: str
+    symbol: str
+    side: Side
+    venue_order_id: str | None = None
+    last_quantity: Decimal = Decimal(0)
+    last_price: Decimal | None = None
+    fee: Decimal = Decimal(0)  # in the quote currency; a rebate is negative
+    liquidity: Liquidity | None = None
+    reason: str | None = None
+    timestamp: int = 0
+    # The venue order this is about: tells an algo's child orders apart (they share client_order_id).
+    venue_client_id: str | None = None
+
+
+class Position(msgspec.Struct, kw_only=True, frozen=True):
+    """Net position per (account, venue, symbol) on ``position.<account>.<venue>.<symbol>``.
+    ``quantity`` is signed: positive long, negative short."""
+
+    account: str
+    venue: str
+    symbol: str
+    quantity: Decimal
+    average_price: Decimal | None
+    realized_pnl: Decimal
+    fees: Decimal
+    strategy: str | None = None
+    last_exec_id: str | None = None
+    timestamp: int = 0
+
+
+class PnlSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    """Marked-to-market PnL for one strategy, or ``scope="total"`` (``pnl.<scope>``)."""
+
+    scope: str
+    realized: Decimal
+    unrealized: Decimal
+    fees: Decimal
+    total: Decimal  # realized + unrealized - fees
+    gross_exposure: Decimal = Decimal(0)
+    timestamp: int = 0
+
+
+class TradingState(msgspec.Struct, kw_only=True, frozen=True):
+    """The shared trading switch (JetStream key-value ``TRADER_STATE``, key ``trading.state``)."""
+
+    mode: TradingMode = "active"
+    reason: str | None = None
+    since: int = 0

@@ -16,12 +16,13 @@ import pytest
 
 from tests.stack_helpers import Stack
 from trader.bus.streams import STREAMS, ensure_streams
+from trader.config import Settings
 from trader.stack.base import find_binary
 from trader.stack.probes import port_is_free
 
 pytestmark = pytest.mark.integration
 
-MANAGED = {"seaweedfs", "questdb", "gateway", "alt-feed"}
+MANAGED = {"seaweedfs", "questdb", *Settings().services}
 Lifecycle = tuple[Stack, subprocess.Popen[bytes]]
 
 

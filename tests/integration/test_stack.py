@@ -16,12 +16,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tests.stack_helpers import Stack
 from trader.bus.streams import STREAMS, ensure_streams
+from trader.config import Settings
 from trader.marketdata.decode import decode_tick
 from trader.stack.seaweedfs import s3_filesystem
 
 pytestmark = pytest.mark.integration
 
-COMPONENTS = {"nats", "seaweedfs", "questdb", "gateway", "alt-feed"}
+COMPONENTS = {"nats", "seaweedfs", "questdb", *Settings().services}
 
 
 def test_status_reports_every_component_healthy_and_ready(stack: Stack) -> None:

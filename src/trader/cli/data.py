@@ -43,7 +43,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _fail(message: str) -> typer.Exit:
+def fail(message: str) -> typer.Exit:
     err.print(f"[red]error:[/] {message}")
     return typer.Exit(1)
 
@@ -58,9 +58,9 @@ def query(sql: Annotated[str, typer.Argument(help="SQL for QuestDB.")], as_json:
     try:
         body = QuestDB(Settings()).query(sql)
     except QuestDBError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        raise _fail(f"QuestDB is not reachable: {exc}") from None
+        raise fail(f"QuestDB is not reachable: {exc}") from None
     print_rows([c["name"] for c in body.get("columns", [])], body.get("dataset", []), as_json)
 
 
@@ -84,7 +84,7 @@ def lake_sql(
     try:
         frame = context.execute(sql).collect()
     except Exception as exc:  # a SQL error: say it plainly
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print_rows(frame.columns, frame.rows(), as_json)
 
 
@@ -178,7 +178,7 @@ def dlq_list(
     try:
         letters = asyncio.run(_read_dlq(Settings(), service, limit))
     except TimeoutError:
-        raise _fail("NATS is not reachable") from None
+        raise fail("NATS is not reachable") from None
     columns = ["dlq_seq", "refused_at", "service", "subject", "stream_seq", "reason", "payload"]
     rows = [[*(x[c] for c in columns[:-1]), _preview(x["data"], as_json)] for x in letters]
     print_rows(columns, rows, as_json)

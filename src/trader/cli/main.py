@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trader.cli import data
+from trader.cli import bench, data
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
 from trader.stack.base import StackError
@@ -31,6 +31,7 @@ service_app = typer.Typer(no_args_is_help=True, help="Run one service in this pr
 app.add_typer(service_app, name="service")
 app.add_typer(data.lake_app, name="lake")
 app.add_typer(data.dlq_app, name="dlq")
+app.add_typer(bench.bench_app, name="bench")
 app.command()(data.query)
 
 # Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.

@@ -6,6 +6,7 @@ Rules, chosen so that a replay of the same stream messages gives the same bars t
 - A tick is *late* when it reached the bus (its JetStream arrival time) more than ``lateness_ms``
   after its event time. That depends on the message alone, not on what was processed before it, so
   every run takes the same decision. Late ticks are refused (the caller dead-letters them).
+- A bar in progress is written (not published) whenever it changed, marked not closed.
 - A bar *closes* (is written and published) when a tick of a later bucket of its series arrives, or
   when the clock passes the bucket's end plus the lateness window while the series is quiet.
 - A bar is *final* once the clock passes its end plus the lateness window: no accepted tick can
@@ -58,7 +59,8 @@ class _Bar:
     notional: Decimal = Decimal(0)
     trades: int = 0
     closed: bool = False
-    dirty: bool = True
+    dirty: bool = True  # changed since last written
+    announced: bool = False  # published as closed, as it is now
 
     def add(self, tick: MarketTick, seq: int) -> None:
         price = tick.price
@@ -78,6 +80,7 @@ class _Bar:
         self.trades += 1
         self.first_seq = min(self.first_seq, seq)
         self.dirty = True
+        self.announced = False
 
     def to_message(self) -> Bar:
         with localcontext(_WIDE):
@@ -94,15 +97,17 @@ class _Bar:
             volume=self.volume,
             vwap=vwap.quantize(SCALE, rounding=ROUND_HALF_EVEN),
             trades=self.trades,
-            closed=True,
+            closed=self.closed,
         )
 
 
 @dataclass
 class Output:
-    """What one step of the builder produced: bars to write and publish (closed or amended)."""
+    """What one step of the builder produced: closed bars to write and publish (new or amended), and
+    open bars that changed, to write only, so the bar in progress can be queried too."""
 
     bars: list[Bar] = field(default_factory=list)
+    open_bars: list[Bar] = field(default_factory=list)
     finalized: int = 0
 
 
@@ -171,8 +176,11 @@ class BarBuilder:
                 final = bar.end + self.lateness_ms <= self.clock
                 if final:
                     bar.closed = True
-                if bar.closed and bar.dirty:
+                if bar.closed and not bar.announced:
                     out.bars.append(bar.to_message())
+                    bar.dirty, bar.announced = False, True
+                elif not bar.closed and bar.dirty:
+                    out.open_bars.append(bar.to_message())
                     bar.dirty = False
                 if final:
                     del series[start]

@@ -1,7 +1,8 @@
 """normalizer: ticks to OHLCV bars.
 
 Consumes: ``market.tick.>`` (stream MARKET_TICKS).
-Produces: rows in QuestDB ``ohlcv_<timeframe>`` (upserted on (ts, venue, symbol)) and closed bars on
+Produces: rows in QuestDB ``ohlcv_<timeframe>`` (upserted on (ts, venue, symbol); the bar in progress
+too, with ``closed`` false) and closed bars on
 ``market.bar.<timeframe>.<SYMBOL>`` (stream BARS); refused ticks (undecodable, invalid, late) on the
 dead letters.
 State: the unfinished bars, and a checkpoint in the TRADER_STATE bucket: the stream sequence a restart
@@ -115,8 +116,10 @@ class Normalizer(Service):
         safety_ms = int(self.settings.normalizer.clock_safety_s * 1000)
         wall = now_ms() - safety_ms if self.consumer.caught_up else None
         out = self.builder.advance(wall)
+        if out.bars or out.open_bars:
+            rows = out.bars + out.open_bars
+            await rt.retry("questdb.write", lambda: asyncio.to_thread(self.qdb.write_bars, rows))
         if out.bars:
-            await rt.retry("questdb.write", lambda: asyncio.to_thread(self.qdb.write_bars, out.bars))
             await rt.publish_reliably([_bar_message(bar) for bar in out.bars])
         checkpoint = Checkpoint(
             resume_seq=self.builder.resume_seq(self.next_seq),

@@ -24,7 +24,8 @@ def bar_table_ddl(timeframe: str) -> str:
     columns = ", ".join(f"{c} {PRICE}" for c in ("open", "high", "low", "close", "volume", "vwap"))
     return (
         f"CREATE TABLE IF NOT EXISTS {bar_table(timeframe)} (ts TIMESTAMP, venue SYMBOL, symbol SYMBOL, "
-        f"{columns}, trades LONG) TIMESTAMP(ts) PARTITION BY DAY WAL DEDUP UPSERT KEYS(ts, venue, symbol)"
+        f"{columns}, trades LONG, closed BOOLEAN) TIMESTAMP(ts) PARTITION BY DAY WAL "
+        "DEDUP UPSERT KEYS(ts, venue, symbol)"
     )
 
 
@@ -80,6 +81,7 @@ class QuestDB:
                         "volume": bar.volume,
                         "vwap": bar.vwap,
                         "trades": bar.trades,
+                        "closed": bar.closed,
                     },
                     at=TimestampNanos(bar.start * 1_000_000),
                 )

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that drive the real stack and print figures."""

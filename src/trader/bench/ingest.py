@@ -1,0 +1,226 @@
+"""`trader bench ingest`: the market-data pipeline driven at full speed on the running stack.
+
+What it measures, on the stack that `trader up` started (nothing here is mocked):
+
+- the publisher: ticks/s acknowledged by JetStream into ``MARKET_TICKS``;
+- each consumer (``normalizer``, ``sink-ticks``): ticks/s it sustained, from the first publish to the
+  moment its acknowledgement floor passed the last tick (it was caught up before). While it keeps up,
+  this is bounded by the publisher's rate: compare the two;
+- end-to-end lag per tick: from its publish acknowledgement to the consumer's acknowledgement of it.
+  Both services acknowledge only after the work is durable (a Delta commit for sink-ticks; bars written
+  to QuestDB and the checkpoint moved for normalizer), so this is publish-to-stored. The floor is
+  sampled every ``sample_s``, which bounds the resolution;
+- bar visibility: for each 1s bucket of the benchmark's ticks, from the bucket's end to the first poll of
+  QuestDB (every ``sample_s``) that sees it as a closed bar: what "a closed 1s bar is queryable within
+  2 s" means;
+- each service's peak RSS (the kernel's high-water mark, ``VmHWM``).
+
+The ticks come from the mock model with venue ``bench``, stamped at publish time so that none is late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from nats.js import JetStreamContext
+
+from trader.bus.connection import connect_nats
+from trader.bus.publish import MSG_ID
+from trader.bus.streams import tick_subject
+from trader.config import Settings
+from trader.marketdata.mock import TickGenerator
+from trader.messages import encode
+from trader.stack.state import read_state
+
+CONSUMERS = ("normalizer", "sink-ticks")
+STREAM = "MARKET_TICKS"
+
+
+@dataclass
+class Progress:
+    """Samples of one consumer's acknowledgement floor: (monotonic time, stream sequence)."""
+
+    times: list[float] = field(default_factory=list)
+    floors: list[int] = field(default_factory=list)
+
+    def add(self, at: float, floor: int) -> None:
+        if not self.floors or floor > self.floors[-1]:
+            self.times.append(at)
+            self.floors.append(floor)
+
+    def reached(self, seq: int) -> float | None:
+        """When the floor first reached ``seq``."""
+        i = bisect.bisect_left(self.floors, seq)
+        return self.times[i] if i < len(self.floors) else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def peak_rss_mib(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _service_pids(settings: Settings) -> dict[str, int | None]:
+    state = read_state(settings.run_dir)
+    if state is None or state.phase != "ready":
+        raise RuntimeError("the stack is not running: start it with `trader up --detach` first")
+    return {c["name"]: c.get("pid") for c in state.components}
+
+
+async def _sample(js: JetStreamContext, progress: dict[str, Progress], stop: asyncio.Event, every: float):
+    while not stop.is_set():
+        for name in progress:
+            info = await js.consumer_info(STREAM, name)
+            progress[name].add(time.monotonic(), info.ack_floor.stream_seq if info.ack_floor else 0)
+        await asyncio.sleep(every)
+
+
+Batches = list[tuple[list[int], float]]  # (stream sequences, acknowledged at) per published batch
+
+
+async def _watch_bars(url: str, stop: asyncio.Event, every: float, seen: dict[int, float]) -> None:
+    """Record when each closed 1s bar of the benchmark first shows in QuestDB (wall clock, ms)."""
+    sql = "select max(ts) from ohlcv_1s where venue = 'bench' and closed"
+    async with httpx.AsyncClient(timeout=5) as client:
+        while not stop.is_set():
+            body = (await client.get(f"{url}/exec", params={"query": sql})).json()
+            latest = (body.get("dataset") or [[None]])[0][0]
+            if latest is not None:
+                start = int(datetime.fromisoformat(latest.replace("Z", "+00:00")).timestamp() * 1000)
+                seen.setdefault(start, time.time() * 1000)
+            await asyncio.sleep(every)
+
+
+def _visibility(seen: dict[int, float], flowing_until_ms: float) -> dict[str, Any]:
+    """Seconds from each bar's end to its first sighting, for the bars that ended while ticks flowed (a
+    quiet symbol's last bar closes on the clock, after the lateness window). The first bar seen may
+    predate the run: dropped."""
+    delays = [
+        (at - (start + 1000)) / 1000
+        for start, at in sorted(seen.items())[1:]
+        if start + 1000 <= flowing_until_ms
+    ]
+    return {
+        "bars": len(delays),
+        "p50_s": round(percentile(delays, 50), 3),
+        "p99_s": round(percentile(delays, 99), 3),
+        "max_s": round(max(delays), 3) if delays else None,
+    }
+
+
+async def _publish(js: JetStreamContext, ticks: int, symbols: int, batch: int) -> Batches:
+    """Publish ``ticks`` ticks in pipelined batches; return (stream sequences, acked at) per batch."""
+    names = [f"BENCH{i}USDT" for i in range(symbols)]
+    generator = TickGenerator(names, venue="bench", seed=1, first_trade_id=time.time_ns())
+    run = uuid.uuid4().hex[:8]
+    batches = []
+    sent = 0
+    while sent < ticks:
+        now_ms = time.time_ns() // 1_000_000
+        futures = []
+        for _ in range(min(batch, ticks - sent)):
+            tick = generator.next_tick(now_ms)
+            headers = {MSG_ID: f"bench:{run}:{tick.trade_id}"}
+            futures.append(await js.publish_async(tick_subject(tick.symbol), encode(tick), headers=headers))
+        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=60)
+        batches.append(([ack.seq for ack in acks], time.monotonic()))
+        sent += len(futures)
+    return batches
+
+
+def _consumer_figures(progress: Progress, batches: Batches, began: float) -> dict[str, Any]:
+    """``began``: when publishing started. The consumer was caught up before, so its work on the
+    benchmark's ticks runs from then until its floor passes the last one."""
+    done = progress.reached(batches[-1][0][-1])
+    lags = [
+        max(0.0, reached - acked)
+        for seqs, acked in batches
+        for seq in seqs
+        if (reached := progress.reached(seq)) is not None
+    ]
+    count = sum(len(seqs) for seqs, _ in batches)
+    elapsed = done - began if done is not None else None
+    return {
+        "ticks": count,
+        "finished": done is not None,
+        "ticks_per_s": round(count / elapsed) if elapsed else None,
+        "lag_p50_s": round(percentile(lags, 50), 3),
+        "lag_p99_s": round(percentile(lags, 99), 3),
+        "lag_max_s": round(max(lags), 3) if lags else None,
+    }
+
+
+async def run_ingest_bench(
+    settings: Settings,
+    *,
+    ticks: int,
+    symbols: int,
+    batch: int,
+    sample_s: float = 0.05,
+    timeout_s: float = 600,
+) -> dict[str, Any]:
+    pids = _service_pids(settings)
+    missing = [c for c in CONSUMERS if c not in pids]
+    if missing:
+        raise RuntimeError(f"the stack does not run {', '.join(missing)}: `trader up` with them first")
+    nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-bench"), timeout=10)
+    assert nc is not None
+    js = nc.jetstream()
+    progress = {name: Progress() for name in CONSUMERS}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample(js, progress, stop, sample_s))
+    seen: dict[int, float] = {}
+    watcher = asyncio.create_task(_watch_bars(settings.questdb_http_url, stop, sample_s * 2, seen))
+    try:
+        began = time.monotonic()
+        batches = await _publish(js, ticks, symbols, batch)
+        published_s = time.monotonic() - began
+        flowing_until_ms = time.time() * 1000
+        last_seq = batches[-1][0][-1]
+        deadline = time.monotonic() + timeout_s
+        while any(p.reached(last_seq) is None for p in progress.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(sample_s)
+    finally:
+        stop.set()
+        await asyncio.gather(sampler, watcher)
+        await nc.close()
+    return {
+        "ticks": ticks,
+        "symbols": symbols,
+        "publisher_ticks_per_s": round(ticks / published_s),
+        "consumers": {name: _consumer_figures(progress[name], batches, began) for name in CONSUMERS},
+        "bar_visibility": _visibility(seen, flowing_until_ms),
+        "peak_rss_mib": {name: _round(peak_rss_mib(pid)) for name, pid in pids.items()},
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def to_json(report: dict[str, Any]) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(report))
