@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,10 +35,11 @@ from typing import Any
 import httpx
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from trader.bus.connection import connect_nats
 from trader.bus.publish import MSG_ID
-from trader.bus.streams import tick_subject
+from trader.bus.streams import ensure_streams, tick_subject
 from trader.config import Settings
 from trader.marketdata.mock import TickGenerator
 from trader.messages import encode
@@ -94,7 +98,10 @@ def _service_pids(settings: Settings) -> dict[str, int | None]:
 async def _sample(js: JetStreamContext, progress: dict[str, Progress], stop: asyncio.Event, every: float):
     while not stop.is_set():
         for name in progress:
-            info = await js.consumer_info(STREAM, name)
+            try:
+                info = await js.consumer_info(STREAM, name)
+            except NotFoundError:  # not created yet: the service is starting
+                continue
             progress[name].add(time.monotonic(), info.ack_floor.stream_seq if info.ack_floor else 0)
         await asyncio.sleep(every)
 
@@ -144,7 +151,7 @@ async def _publish(js: JetStreamContext, ticks: int, symbols: int, batch: int) -
         futures = []
         for _ in range(min(batch, ticks - sent)):
             tick = generator.next_tick(now_ms)
-            headers = {MSG_ID: f"bench:{run}:{tick.trade_id}"}
+            headers = {MSG_ID: f"bench:{run}:{tick.symbol}:{tick.trade_id}"}
             futures.append(await js.publish_async(tick_subject(tick.symbol), encode(tick), headers=headers))
         acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=60)
         batches.append(([ack.seq for ack in acks], time.monotonic()))
@@ -174,47 +181,110 @@ def _consumer_figures(progress: Progress, batches: Batches, began: float) -> dic
     }
 
 
+def _drain_figures(progress: Progress, first_seq: int, last_seq: int) -> dict[str, Any]:
+    """The consumer's rate through the backlog, from its consumer's creation to the backlog's end. Only
+    the backlog's ticks are counted: a consumer that also replays older messages is under-rated."""
+    done = progress.reached(last_seq)
+    if done is None or len(progress.floors) < 2:
+        return {"finished": False, "ticks_per_s": None}
+    counted = last_seq - max(progress.floors[0], first_seq - 1)
+    elapsed = done - progress.times[0]
+    return {
+        "finished": True,
+        "ticks": counted,
+        "seconds": round(elapsed, 2),
+        "ticks_per_s": round(counted / elapsed),
+    }
+
+
+def _spawn_consumers(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
+    procs = {}
+    for name in CONSUMERS:
+        log = settings.log_file(name).open("ab")
+        argv = [sys.executable, "-m", "trader", "service", "run", name]
+        procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    return procs
+
+
+def _stop_consumers(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in procs.values():
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _wait_until(progress: dict[str, Progress], seq: int, every: float, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(p.reached(seq) is None for p in progress.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(every)
+
+
 async def run_ingest_bench(
     settings: Settings,
     *,
     ticks: int,
+    backlog: int,
     symbols: int,
     batch: int,
     sample_s: float = 0.05,
     timeout_s: float = 600,
 ) -> dict[str, Any]:
+    """Two phases. Drain: ``backlog`` ticks are published with no consumer running, then the consumers
+    start and their rate through the backlog is what they sustain when the bus is not the limit. Live:
+    with the consumers caught up, ``ticks`` more are published at full speed: lag and bar visibility."""
     pids = _service_pids(settings)
-    missing = [c for c in CONSUMERS if c not in pids]
-    if missing:
-        raise RuntimeError(f"the stack does not run {', '.join(missing)}: `trader up` with them first")
+    running = [c for c in CONSUMERS if c in pids]
+    if running:
+        raise RuntimeError(
+            f"the stack runs {', '.join(running)}: the benchmark starts its own; "
+            "run `trader up --detach --services ''` (servers only) first"
+        )
     nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-bench"), timeout=10)
     assert nc is not None
     js = nc.jetstream()
+    await ensure_streams(js, settings)
+    drain_progress = {name: Progress() for name in CONSUMERS}
     progress = {name: Progress() for name in CONSUMERS}
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample(js, progress, stop, sample_s))
+    stop_drain, stop = asyncio.Event(), asyncio.Event()
     seen: dict[int, float] = {}
-    watcher = asyncio.create_task(_watch_bars(settings.questdb_http_url, stop, sample_s * 2, seen))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    tasks = []
     try:
+        backlog_batches = await _publish(js, backlog, symbols, batch)
+        procs = _spawn_consumers(settings)
+        tasks.append(asyncio.create_task(_sample(js, drain_progress, stop_drain, sample_s)))
+        await _wait_until(drain_progress, backlog_batches[-1][0][-1], sample_s, timeout_s)
+        stop_drain.set()
+        tasks.append(asyncio.create_task(_sample(js, progress, stop, sample_s)))
+        tasks.append(asyncio.create_task(_watch_bars(settings.questdb_http_url, stop, sample_s * 2, seen)))
         began = time.monotonic()
         batches = await _publish(js, ticks, symbols, batch)
         published_s = time.monotonic() - began
         flowing_until_ms = time.time() * 1000
-        last_seq = batches[-1][0][-1]
-        deadline = time.monotonic() + timeout_s
-        while any(p.reached(last_seq) is None for p in progress.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(sample_s)
+        await _wait_until(progress, batches[-1][0][-1], sample_s, timeout_s)
+        rss = {name: peak_rss_mib(proc.pid) for name, proc in procs.items()}
+        rss.update({name: peak_rss_mib(pid) for name, pid in pids.items()})
     finally:
+        stop_drain.set()
         stop.set()
-        await asyncio.gather(sampler, watcher)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await nc.close()
+        _stop_consumers(procs)
+    first_backlog, last_backlog = backlog_batches[0][0][0], backlog_batches[-1][0][-1]
     return {
+        "backlog": backlog,
         "ticks": ticks,
         "symbols": symbols,
         "publisher_ticks_per_s": round(ticks / published_s),
-        "consumers": {name: _consumer_figures(progress[name], batches, began) for name in CONSUMERS},
+        "drain": {
+            name: _drain_figures(drain_progress[name], first_backlog, last_backlog) for name in CONSUMERS
+        },
+        "live": {name: _consumer_figures(progress[name], batches, began) for name in CONSUMERS},
         "bar_visibility": _visibility(seen, flowing_until_ms),
-        "peak_rss_mib": {name: _round(peak_rss_mib(pid)) for name, pid in pids.items()},
+        "peak_rss_mib": {name: _round(value) for name, value in rss.items()},
     }
 
 

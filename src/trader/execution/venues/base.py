@@ -1,0 +1,61 @@
+"""The interface every venue adapter implements: one file per venue, as in cryptofeed.
+
+Reports come back two ways. What a call causes at once (an acknowledgement, an immediate fill) is
+returned by that call. What a venue says later on its own (a live venue's websocket fill) goes to the
+``report_listener``; such a report is never also returned, so a service publishes each report once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from decimal import Decimal
+from typing import ClassVar
+
+from trader.messages import ExecutionReport, MarketTick, VenueOrder
+
+# Called from the adapter's own tasks, so it must not block: e.g. ``asyncio.Queue.put_nowait``.
+ReportListener = Callable[[ExecutionReport], None]
+
+
+class VenueAdapter(ABC):
+    """One venue. ``kind`` is its key in ``trader.execution.venues.VENUES``; ``name`` is this instance's
+    venue name on the bus (two instances of one kind may run side by side)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str | None = None, *, report_listener: ReportListener | None = None) -> None:
+        self.name = name or self.kind
+        self.report_listener = report_listener
+
+    async def start(self) -> None:
+        """Connect, authenticate and subscribe to the venue's order updates."""
+
+    async def close(self) -> None:
+        """Disconnect; working orders stay at the venue."""
+
+    @abstractmethod
+    async def submit(self, order: VenueOrder) -> list[ExecutionReport]:
+        """Send a new order; returns the reports it caused at once."""
+
+    @abstractmethod
+    async def cancel(self, order: VenueOrder) -> list[ExecutionReport]:
+        """Cancel the order with ``order.venue_client_id``; returns the reports it caused at once."""
+
+    def on_tick(self, tick: MarketTick) -> list[ExecutionReport]:
+        """Show the adapter a market tick; a simulated venue fills its resting orders here. Live venues
+        fill on their own and report through the listener, so by default a tick changes nothing."""
+        return []
+
+    @abstractmethod
+    async def open_orders(self) -> list[VenueOrder]:
+        """The orders still working at the venue."""
+
+    @abstractmethod
+    async def balances(self) -> dict[str, Decimal]:
+        """The balance per asset."""
+
+    def emit(self, report: ExecutionReport) -> None:
+        """Hand over a report the venue sent on its own."""
+        if self.report_listener is not None:
+            self.report_listener(report)

@@ -1,0 +1,29 @@
+"""Orders: the state machine every order change goes through, and the oms's book of orders."""
+
+from trader.orders.book import DuplicateOrderId, OrderBook, UnknownOrder
+from trader.orders.state import (
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    MismatchedEvent,
+    apply_cancel,
+    apply_report,
+    is_legal,
+    new_order,
+    reject_by_risk,
+)
+
+__all__ = [
+    "TERMINAL",
+    "TRANSITIONS",
+    "DuplicateOrderId",
+    "IllegalTransition",
+    "MismatchedEvent",
+    "OrderBook",
+    "UnknownOrder",
+    "apply_cancel",
+    "apply_report",
+    "is_legal",
+    "new_order",
+    "reject_by_risk",
+]

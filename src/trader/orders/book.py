@@ -1,0 +1,137 @@
+"""The oms's in-memory state: every order by ``client_order_id``, changed only through the state machine.
+
+Every method that applies an event returns the changed ``Order`` (to publish) or ``None`` when the
+event changed nothing because it was seen before; a refused event raises and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
+from trader.orders import state
+
+
+class DuplicateOrderId(ValueError):
+    """A request reuses the ``client_order_id`` of a different order."""
+
+
+class UnknownOrder(LookupError):
+    """An event for an order this book does not hold."""
+
+
+def _terms(order: Order) -> tuple[object, ...]:
+    """What an order was asked to be; two requests with the same id must agree on all of it."""
+    return (
+        order.strategy,
+        order.account,
+        order.symbol,
+        order.side,
+        order.type,
+        order.quantity,
+        order.price,
+        order.stop_price,
+        order.tif,
+        order.post_only,
+        order.reduce_only,
+        order.venue,
+        order.algo,
+    )
+
+
+class OrderBook:
+    def __init__(self) -> None:
+        self._orders: dict[str, Order] = {}
+        # The terms each order was first asked with: a replace changes the order, not what was asked.
+        self._asked: dict[str, tuple[object, ...]] = {}
+        self._exec_ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def __contains__(self, client_order_id: object) -> bool:
+        return client_order_id in self._orders
+
+    def get(self, client_order_id: str) -> Order | None:
+        return self._orders.get(client_order_id)
+
+    def open_orders(self, strategy: str | None = None) -> list[Order]:
+        """Orders not yet terminal, oldest first; of one strategy when given."""
+        return [
+            order
+            for order in self._orders.values()
+            if not order.is_terminal and (strategy is None or order.strategy == strategy)
+        ]
+
+    def submit(self, request: OrderRequest, now_ms: int | None = None) -> Order | None:
+        """Create the NEW order for an approved request; ``None`` if this request was already submitted."""
+        if self._is_duplicate(request):
+            return None
+        return self._store(state.new_order(request, request.timestamp if now_ms is None else now_ms))
+
+    def apply_decision(self, decision: RiskDecision) -> Order | None:
+        """An approval makes a NEW order, a denial a REJECTED one (published as version 2, after the
+        NEW it never was on the bus). The first decision for an id wins; a repeat is ``None``."""
+        if decision.approved:
+            return self.submit(decision.request, decision.timestamp)
+        if self._is_duplicate(decision.request):
+            return None
+        order = state.new_order(decision.request, decision.timestamp)
+        reason = decision.reason or "denied by risk"
+        return self._store(state.reject_by_risk(order, reason, decision.timestamp))
+
+    def apply_report(self, report: ExecutionReport) -> Order | None:
+        """Apply a venue report once: a report whose ``exec_id`` was applied before is ``None``."""
+        if report.exec_id in self._exec_ids:
+            return None
+        changed = state.apply_report(self._order(report.client_order_id), report)
+        self._exec_ids.add(report.exec_id)
+        return self._store(changed)
+
+    def apply_cancel(self, request: CancelRequest) -> Order | None:
+        """Ask to cancel (or cancel-replace); ``None`` when the very same ask is already pending."""
+        order = self._order(request.client_order_id)
+        if order.status == "PENDING_CANCEL" and self._same_ask_pending(order, request):
+            return None
+        return self._store(state.apply_cancel(order, request))
+
+    def rebuild(self, orders: Iterable[Order], exec_ids: Iterable[str] = ()) -> None:
+        """Start over from published states (the highest version per id wins), after a restart.
+
+        ``exec_ids`` are the reports already applied to those states; pass the ones that may be
+        redelivered (the unacknowledged tail of the report stream) so they are not applied twice.
+        A rebuilt order's terms are its current ones, so a redelivered request of an order since
+        replaced is refused as a different order: loudly, and without changing anything."""
+        latest: dict[str, Order] = {}
+        for order in orders:
+            known = latest.get(order.client_order_id)
+            if known is None or order.version > known.version:
+                latest[order.client_order_id] = order
+        self._orders = latest
+        self._asked = {client_order_id: _terms(order) for client_order_id, order in latest.items()}
+        self._exec_ids = set(exec_ids)
+
+    def _order(self, client_order_id: str) -> Order:
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise UnknownOrder(f"no order {client_order_id!r}")
+        return order
+
+    def _is_duplicate(self, request: OrderRequest) -> bool:
+        asked = self._asked.get(request.client_order_id)
+        if asked is None:
+            return False
+        if asked != _terms(state.new_order(request, 0)):
+            raise DuplicateOrderId(
+                f"client_order_id {request.client_order_id!r} is already used by a different order"
+            )
+        return True
+
+    @staticmethod
+    def _same_ask_pending(order: Order, request: CancelRequest) -> bool:
+        return (order.replace_quantity, order.replace_price) == (request.quantity, request.price)
+
+    def _store(self, order: Order) -> Order:
+        self._orders[order.client_order_id] = order
+        self._asked.setdefault(order.client_order_id, _terms(order))
+        return order

@@ -1,0 +1,281 @@
+"""Pre-trade checks on every order request, and the post-trade watch on equity.
+
+``PreTradeRisk`` holds what the checks need (net positions, last trade prices, open orders, the
+trading state), fed by the risk service, and answers each request with a ``RiskDecision`` whose
+reason names the check and the numbers. Positions and exposure are per account, summed over venues,
+since a request may leave the venue to the router. ``PostTradeRisk`` turns equity into a
+``TradingState``: reduce-only once the day's loss or the drawdown crosses its limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from decimal import Decimal
+
+from trader.messages import Order, OrderRequest, PnlSnapshot, Position, RiskDecision, TradingState
+from trader.orders.state import new_order
+from trader.portfolio.pnl import TOTAL_SCOPE
+from trader.risk.limits import RiskLimits
+
+ZERO = Decimal(0)
+RATE_WINDOW_MS = 1000
+DAY_MS = 86_400_000
+
+
+class _Denied(Exception):
+    """Raised inside a check; its message is the decision's reason."""
+
+
+def _num(value: Decimal) -> str:
+    return format(value, "f")  # never scientific notation: "100000", not "1E+5"
+
+
+def _signed(side: str, quantity: Decimal) -> Decimal:
+    return quantity if side == "buy" else -quantity
+
+
+class PreTradeRisk:
+    def __init__(self, limits: RiskLimits, state: TradingState | None = None) -> None:
+        self.limits = limits
+        self.state = state or TradingState()
+        self._positions: dict[tuple[str, str, str], Position] = {}  # by (account, venue, symbol)
+        self._last_prices: dict[str, Decimal] = {}
+        self._open: dict[str, Order] = {}
+        self._approved_at: dict[str, deque[int]] = {}  # strategy -> approval times, oldest first
+
+    # The inputs ----------------------------------------------------------------------------------
+
+    def set_state(self, state: TradingState) -> None:
+        self.state = state
+
+    def update_position(self, position: Position) -> None:
+        """A net position; per-strategy positions (``strategy`` set) are not risk's concern."""
+        if position.strategy is None:
+            self._positions[(position.account, position.venue, position.symbol)] = position
+
+    def update_price(self, symbol: str, price: Decimal) -> None:
+        self._last_prices[symbol] = price
+
+    def update_order(self, order: Order) -> None:
+        """The latest state of an order: open ones count as exposure, terminal ones no longer do."""
+        if order.is_terminal:
+            self._open.pop(order.client_order_id, None)
+        else:
+            self._open[order.client_order_id] = order
+
+    # The checks ----------------------------------------------------------------------------------
+
+    def check(self, request: OrderRequest, now_ms: int) -> RiskDecision:
+        try:
+            self._check_all(request, now_ms)
+        except _Denied as denied:
+            return RiskDecision(request=request, approved=False, reason=str(denied), timestamp=now_ms)
+        self._record_approval(request, now_ms)
+        return RiskDecision(request=request, approved=True, timestamp=now_ms)
+
+    def _check_all(self, request: OrderRequest, now_ms: int) -> None:
+        if self.state.mode == "halted":
+            raise _Denied(f"halted: {self.state.reason or 'trading is halted'}")
+        _check_well_formed(request)
+        last = self._last_prices.get(request.symbol)
+        if last is None:
+            raise _Denied(f"no reference price: no last trade for {request.symbol}")
+        self._check_reduce_only(request)
+        price = _order_price(request, last)
+        self._check_price_band(request, price, last)
+        notional = request.quantity * price
+        if notional > self.limits.max_order_notional:
+            raise _Denied(f"max_order_notional: {_num(notional)} > {_num(self.limits.max_order_notional)}")
+        self._check_position(request)
+        self._check_gross_exposure(request, notional)
+        self._check_rate(request, now_ms)
+
+    def _check_reduce_only(self, request: OrderRequest) -> None:
+        if self.state.mode == "reduce_only":
+            prefix = f"reduce_only mode ({self.state.reason or 'no reason given'})"
+        elif request.reduce_only:
+            prefix = "reduce_only order"
+        else:
+            return
+        position = self._position(request.account, request.symbol)
+        pending = self._open_same_side(request)
+        reduces = position != 0 and (position > 0) != (request.side == "buy")
+        if not reduces or abs(pending) + request.quantity > abs(position):
+            raise _Denied(
+                f"{prefix}: {request.side} {_num(request.quantity)} {request.symbol} would not reduce "
+                f"position {_num(position)} (open {request.side} orders {_num(abs(pending))})"
+            )
+
+    def _check_price_band(self, request: OrderRequest, price: Decimal, last: Decimal) -> None:
+        distance_pct = abs(price - last) / last * 100
+        if distance_pct > self.limits.price_band_pct:
+            shown = distance_pct.quantize(Decimal("0.01"))
+            raise _Denied(
+                f"price_band: {request.symbol} price {_num(price)} is {_num(shown)}% "
+                f"from last trade {_num(last)} (max {_num(self.limits.price_band_pct)}%)"
+            )
+
+    def _check_position(self, request: OrderRequest) -> None:
+        position = self._position(request.account, request.symbol)
+        pending = self._open_same_side(request)
+        before = position + pending
+        after = before + _signed(request.side, request.quantity)
+        limit = self.limits.position_limit(request.symbol)
+        if abs(after) > limit and abs(after) > abs(before):
+            raise _Denied(
+                f"max_position_per_symbol: |{_num(after)}| > {_num(limit)} for {request.symbol} "
+                f"(position {_num(position)}, open {_num(pending)}, order {_num(request.quantity)} "
+                f"{request.side})"
+            )
+
+    def _check_gross_exposure(self, request: OrderRequest, notional: Decimal) -> None:
+        before = self._position(request.account, request.symbol) + self._open_same_side(request)
+        if abs(before + _signed(request.side, request.quantity)) <= abs(before):
+            return  # an order that reduces exposure is always welcome
+        positions = self._positions_exposure(request.account)
+        open_orders = sum((self._open_notional(order) for order in self._open_orders(request)), ZERO)
+        gross = positions + open_orders + notional
+        if gross > self.limits.max_gross_exposure:
+            raise _Denied(
+                f"max_gross_exposure: {_num(gross)} > {_num(self.limits.max_gross_exposure)} "
+                f"(positions {_num(positions)} + open orders {_num(open_orders)} + order {_num(notional)})"
+            )
+
+    def _check_rate(self, request: OrderRequest, now_ms: int) -> None:
+        recent = self._recent_approvals(request.strategy, now_ms)
+        if len(recent) + 1 > self.limits.max_orders_per_second:
+            raise _Denied(
+                f"max_orders_per_second: {len(recent) + 1} > {self.limits.max_orders_per_second} "
+                f"within 1s for strategy {request.strategy}"
+            )
+
+    # Helpers -------------------------------------------------------------------------------------
+
+    def _record_approval(self, request: OrderRequest, now_ms: int) -> None:
+        self._recent_approvals(request.strategy, now_ms).append(now_ms)
+        # Counted as open until the oms publishes its state, so a quick second order sees this one.
+        self._open[request.client_order_id] = new_order(request, now_ms)
+
+    def _recent_approvals(self, strategy: str, now_ms: int) -> deque[int]:
+        times = self._approved_at.setdefault(strategy, deque())
+        while times and times[0] <= now_ms - RATE_WINDOW_MS:
+            times.popleft()
+        return times
+
+    def _position(self, account: str, symbol: str) -> Decimal:
+        return sum(
+            (p.quantity for p in self._positions.values() if p.account == account and p.symbol == symbol),
+            ZERO,
+        )
+
+    def _open_orders(self, request: OrderRequest) -> Iterator[Order]:
+        """The account's open orders, without the request's own (a redelivered request is no new risk)."""
+        for order in self._open.values():
+            if order.account == request.account and order.client_order_id != request.client_order_id:
+                yield order
+
+    def _open_same_side(self, request: OrderRequest) -> Decimal:
+        """Signed unfilled quantity of the account's open orders on the request's symbol and side."""
+        leaves = sum(
+            (
+                order.leaves_quantity
+                for order in self._open_orders(request)
+                if order.symbol == request.symbol and order.side == request.side
+            ),
+            ZERO,
+        )
+        return _signed(request.side, leaves)
+
+    def _positions_exposure(self, account: str) -> Decimal:
+        """|quantity| x last trade, or x average price for a symbol not traded since the start."""
+        exposure = ZERO
+        for position in self._positions.values():
+            if position.account == account and position.quantity != 0:
+                mark = self._last_prices.get(position.symbol, position.average_price or ZERO)
+                exposure += abs(position.quantity) * mark
+        return exposure
+
+    def _open_notional(self, order: Order) -> Decimal:
+        price = _first_known(order.price, order.stop_price, self._last_prices.get(order.symbol), ZERO)
+        return order.leaves_quantity * price
+
+
+def _check_well_formed(request: OrderRequest) -> None:
+    if request.quantity <= 0:
+        raise _Denied(f"invalid: quantity {_num(request.quantity)} must be positive")
+    if request.type in ("limit", "stop_limit") and (request.price is None or request.price <= 0):
+        raise _Denied(f"invalid: a {request.type} order needs a positive price")
+    if request.type in ("stop_market", "stop_limit") and (
+        request.stop_price is None or request.stop_price <= 0
+    ):
+        raise _Denied(f"invalid: a {request.type} order needs a positive stop_price")
+
+
+def _first_known(*values: Decimal | None) -> Decimal:
+    return next(value for value in values if value is not None)
+
+
+def _order_price(request: OrderRequest, last: Decimal) -> Decimal:
+    """The price the order would trade at: its limit, its stop for a stop-market, else the last trade."""
+    if request.type in ("limit", "stop_limit") and request.price is not None:
+        return request.price
+    if request.type == "stop_market" and request.stop_price is not None:
+        return request.stop_price
+    return last
+
+
+class PostTradeRisk:
+    """Watches equity (total PnL): the loss since the UTC day's start and the drawdown from the peak.
+    Crossing a limit switches an active stack to reduce-only; only an operator switches it back."""
+
+    def __init__(self, limits: RiskLimits, state: TradingState | None = None) -> None:
+        self.limits = limits
+        self.state = state or TradingState()
+        self.peak_equity: Decimal | None = None
+        self.day_start_equity: Decimal | None = None
+        self._day: int | None = None
+        self._last_equity: Decimal | None = None
+
+    def set_state(self, state: TradingState) -> None:
+        self.state = state
+
+    def on_pnl(self, snapshot: PnlSnapshot) -> TradingState | None:
+        """Feed the total PnL snapshot; per-strategy ones are ignored."""
+        if snapshot.scope != TOTAL_SCOPE:
+            return None
+        return self.update(snapshot.total, snapshot.timestamp)
+
+    def update(self, equity: Decimal, now_ms: int) -> TradingState | None:
+        """The new trading state when this equity crosses a limit, else ``None``."""
+        day_start = self._day_start(equity, now_ms)
+        peak = equity if self.peak_equity is None else max(self.peak_equity, equity)
+        self.peak_equity, self._last_equity = peak, equity
+        breach = self._breach(equity, day_start, peak)
+        if breach is None or self.state.mode != "active":
+            return None
+        self.state = TradingState(mode="reduce_only", reason=breach, since=now_ms)
+        return self.state
+
+    def _day_start(self, equity: Decimal, now_ms: int) -> Decimal:
+        day = now_ms // DAY_MS
+        if day != self._day or self.day_start_equity is None:
+            # The day starts where the last one ended: the last equity seen before midnight.
+            self.day_start_equity = self._last_equity if self._last_equity is not None else equity
+            self._day = day
+        return self.day_start_equity
+
+    def _breach(self, equity: Decimal, day_start: Decimal, peak: Decimal) -> str | None:
+        loss = day_start - equity
+        if loss > self.limits.max_daily_loss:
+            return (
+                f"max_daily_loss: {_num(loss)} > {_num(self.limits.max_daily_loss)} "
+                f"(equity {_num(equity)}, day start {_num(day_start)})"
+            )
+        drawdown = peak - equity
+        if drawdown > self.limits.max_drawdown:
+            return (
+                f"max_drawdown: {_num(drawdown)} > {_num(self.limits.max_drawdown)} "
+                f"(equity {_num(equity)}, peak {_num(peak)})"
+            )
+        return None

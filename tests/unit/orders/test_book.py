@@ -1,0 +1,169 @@
+"""The oms's book: idempotent submits and reports, refusals that change nothing, restart recovery."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
+from trader.orders.book import DuplicateOrderId, OrderBook, UnknownOrder
+from trader.orders.state import IllegalTransition
+
+D = Decimal
+
+
+def request(client_order_id: str = "o-1", **changes: Any) -> OrderRequest:
+    terms: dict[str, Any] = {
+        "client_order_id": client_order_id,
+        "strategy": "s1",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "quantity": D("2"),
+        "type": "limit",
+        "price": D("100"),
+        "timestamp": 1_000,
+    }
+    return OrderRequest(**{**terms, **changes})
+
+
+def report(exec_id: str, kind: str, client_order_id: str = "o-1", **changes: Any) -> ExecutionReport:
+    terms: dict[str, Any] = {
+        "exec_id": exec_id,
+        "kind": kind,
+        "client_order_id": client_order_id,
+        "strategy": "s1",
+        "account": "paper",
+        "venue": "binance",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "timestamp": 2_000,
+    }
+    return ExecutionReport(**{**terms, **changes})
+
+
+def fill(exec_id: str, quantity: str, price: str = "100", client_order_id: str = "o-1") -> ExecutionReport:
+    return report(exec_id, "fill", client_order_id, last_quantity=D(quantity), last_price=D(price))
+
+
+def order_of(book: OrderBook, client_order_id: str) -> Order:
+    order = book.get(client_order_id)
+    assert order is not None
+    return order
+
+
+def test_submit_is_idempotent_per_client_order_id() -> None:
+    book = OrderBook()
+    first = book.submit(request())
+    assert first is not None
+    assert (first.status, first.version, first.created) == ("NEW", 1, 1_000)
+    assert book.submit(request()) is None
+    assert len(book) == 1
+    assert book.get("o-1") == first
+
+
+def test_a_different_request_with_a_used_id_is_refused() -> None:
+    book = OrderBook()
+    book.submit(request())
+    with pytest.raises(DuplicateOrderId, match="'o-1' is already used by a different order"):
+        book.submit(request(quantity=D("3")))
+    with pytest.raises(DuplicateOrderId):
+        book.apply_decision(RiskDecision(request=request(side="sell"), approved=False, reason="x"))
+    assert order_of(book, "o-1").quantity == D("2")
+
+
+def test_decisions_make_new_or_rejected_orders_and_the_first_one_wins() -> None:
+    book = OrderBook()
+    approved = book.apply_decision(RiskDecision(request=request("a"), approved=True, timestamp=5))
+    denied = book.apply_decision(
+        RiskDecision(request=request("b"), approved=False, reason="halted: operator", timestamp=6)
+    )
+    assert approved is not None
+    assert denied is not None
+    assert (approved.status, approved.version, approved.created) == ("NEW", 1, 5)
+    assert (denied.status, denied.version, denied.reason) == ("REJECTED", 2, "halted: operator")
+    assert book.apply_decision(RiskDecision(request=request("b"), approved=False, reason="again")) is None
+    assert book.apply_decision(RiskDecision(request=request("a"), approved=False, reason="late")) is None
+    assert order_of(book, "a").status == "NEW"
+    assert [order.client_order_id for order in book.open_orders()] == ["a"]
+
+
+def test_a_report_seen_twice_is_applied_once() -> None:
+    book = OrderBook()
+    book.submit(request())
+    book.apply_report(report("x-1", "accepted"))
+    changed = book.apply_report(fill("x-2", "1"))
+    assert changed is not None
+    assert (changed.status, changed.filled_quantity, changed.version) == ("PARTIALLY_FILLED", D(1), 3)
+    assert book.apply_report(fill("x-2", "1")) is None
+    assert book.get("o-1") == changed
+    done = book.apply_report(fill("x-3", "1"))
+    assert done is not None
+    assert done.status == "FILLED"
+    assert book.open_orders() == []
+
+
+def test_a_refused_report_changes_nothing_and_is_not_remembered() -> None:
+    book = OrderBook()
+    book.submit(request())
+    before = book.get("o-1")
+    with pytest.raises(IllegalTransition, match="overfill"):
+        book.apply_report(fill("x-1", "3"))
+    assert book.get("o-1") == before
+    with pytest.raises(IllegalTransition):  # refused again, not silently skipped as "seen"
+        book.apply_report(fill("x-1", "3"))
+
+
+def test_events_for_unknown_orders_are_refused() -> None:
+    book = OrderBook()
+    with pytest.raises(UnknownOrder, match="no order 'nope'"):
+        book.apply_report(fill("x-1", "1", client_order_id="nope"))
+    with pytest.raises(UnknownOrder):
+        book.apply_cancel(CancelRequest(client_order_id="nope", strategy="s1"))
+
+
+def test_cancel_is_idempotent_while_pending() -> None:
+    book = OrderBook()
+    book.submit(request())
+    book.apply_report(report("x-1", "accepted"))
+    pending = book.apply_cancel(CancelRequest(client_order_id="o-1", strategy="s1"))
+    assert pending is not None
+    assert pending.status == "PENDING_CANCEL"
+    assert book.apply_cancel(CancelRequest(client_order_id="o-1", strategy="s1")) is None
+    canceled = book.apply_report(report("x-2", "canceled"))
+    assert canceled is not None
+    assert canceled.status == "CANCELED"
+    with pytest.raises(IllegalTransition, match="too late to cancel"):
+        book.apply_cancel(CancelRequest(client_order_id="o-1", strategy="s1"))
+
+
+def test_open_orders_by_strategy() -> None:
+    book = OrderBook()
+    book.submit(request("a"))
+    book.submit(request("b", strategy="s2"))
+    book.submit(request("c"))
+    book.apply_report(report("x-1", "rejected", "c"))
+    assert [o.client_order_id for o in book.open_orders()] == ["a", "b"]
+    assert [o.client_order_id for o in book.open_orders("s2")] == ["b"]
+
+
+def test_rebuild_keeps_the_latest_version_and_the_applied_exec_ids() -> None:
+    live = OrderBook()
+    live.submit(request("a"))
+    live.submit(request("b"))
+    history = [live.get("a"), live.get("b")]
+    history.append(live.apply_report(report("x-1", "accepted", "a")))
+    history.append(live.apply_report(fill("x-2", "1", client_order_id="a")))
+    history.append(live.apply_report(fill("x-3", "2", client_order_id="b")))
+
+    restarted = OrderBook()
+    restarted.rebuild(reversed([order for order in history if order is not None]), exec_ids=["x-2", "x-3"])
+    assert restarted.get("a") == live.get("a")
+    assert restarted.get("b") == live.get("b")
+    assert restarted.apply_report(fill("x-2", "1", client_order_id="a")) is None  # redelivered
+    assert restarted.submit(request("a")) is None  # redelivered request
+    changed = restarted.apply_report(fill("x-4", "1", client_order_id="a"))
+    assert changed is not None
+    assert (changed.status, changed.version) == ("FILLED", 4)
+    assert [o.client_order_id for o in restarted.open_orders()] == []
