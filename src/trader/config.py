@@ -8,6 +8,7 @@ then the defaults below. docs/ports.md documents the port map; a test keeps the 
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from trader.execution.venues.paper import PaperVenueSettings
+from trader.risk.limits import RiskLimits
 
 
 class PortMap(BaseModel):
@@ -120,6 +124,64 @@ class SinkSettings(BaseModel):
     compact_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class StrategyConfig(BaseModel):
+    """One strategy instance: ``kind`` is a built-in name (``ma_cross``, ``market_maker``) or a
+    ``package.module:Class`` path to the user's own ``trader.strategies.base.Strategy`` subclass."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    kind: str
+    symbols: list[str]
+    params: dict[str, str] = Field(default_factory=dict)  # strings: exact decimals, parsed by the strategy
+    account: str = "paper"
+    enabled: bool = True
+
+
+class StrategySettings(BaseModel):
+    strategies: list[StrategyConfig] = Field(
+        default_factory=lambda: [
+            StrategyConfig(
+                name="ma-cross-btc",
+                kind="ma_cross",
+                symbols=["BTCUSDT"],
+                params={"fast": "5", "slow": "20", "timeframe": "1m", "quantity": "0.01"},
+            ),
+            StrategyConfig(
+                name="mm-eth",
+                kind="market_maker",
+                symbols=["ETHUSDT"],
+                params={"spread_bps": "10", "quantity": "0.1", "max_position": "1", "refresh_s": "5"},
+            ),
+        ]
+    )
+
+
+class RoutingSettings(BaseModel):
+    """Which venues may trade each symbol (``*`` for any symbol not named), and an optional fixed one."""
+
+    venues: dict[str, list[str]] = Field(default_factory=lambda: {"*": ["paper"]})
+    fixed_venue: str | None = None
+
+    def venues_for(self, symbol: str) -> list[str]:
+        return self.venues.get(symbol, self.venues.get("*", []))
+
+
+class VenueConfig(BaseModel):
+    """A venue exeq runs: ``kind`` names an adapter in ``trader.execution.venues``."""
+
+    kind: str = "paper"
+    taker_fee_bps: Decimal = Decimal(5)  # what the router nets prices with
+
+
+class ExeqSettings(BaseModel):
+    venues: dict[str, VenueConfig] = Field(default_factory=lambda: {"paper": VenueConfig()})
+    paper: PaperVenueSettings = Field(default_factory=PaperVenueSettings)
+    algo_interval_s: float = Field(default=0.1, gt=0, description="how often algos are driven")
+
+
+class PnlSettings(BaseModel):
+    snapshot_interval_s: float = Field(default=1.0, gt=0, description="PnL and positions to QuestDB")
+
+
 class SupervisorSettings(BaseModel):
     ready_timeout_s: float = 120.0
     stop_timeout_s: float = 15.0
@@ -187,6 +249,11 @@ class Settings(BaseSettings):
     normalizer: NormalizerSettings = Field(default_factory=NormalizerSettings)
     sink_ticks: SinkSettings = Field(default_factory=SinkSettings)
     sink_alt: SinkSettings = Field(default_factory=SinkSettings)
+    strategy: StrategySettings = Field(default_factory=StrategySettings)
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    exeq: ExeqSettings = Field(default_factory=ExeqSettings)
+    pnl: PnlSettings = Field(default_factory=PnlSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @classmethod

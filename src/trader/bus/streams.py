@@ -138,3 +138,56 @@ def bar_subject(timeframe: str, symbol: str) -> str:
 
 def dlq_subject(service: str, original_subject: str) -> str:
     return f"dlq.{service}.{original_subject}"
+
+
+# The order flow (messages in ``trader.messages``). Strategy names, venues, accounts and symbols are
+# single subject tokens: no dots, spaces or wildcards.
+
+
+def order_submit_subject(strategy: str) -> str:
+    """OrderRequest: strategy (or the CLI) -> risk."""
+    return f"order.submit.{strategy}"
+
+
+def order_cancel_subject(strategy: str) -> str:
+    """CancelRequest (cancel or cancel-replace): strategy (or the CLI, or the kill switch) -> oms."""
+    return f"order.cancel.{strategy}"
+
+
+def order_risk_subject(strategy: str) -> str:
+    """RiskDecision: risk -> oms (approved or denied, with the reason)."""
+    return f"order.risk.{strategy}"
+
+
+def order_state_subject(strategy: str) -> str:
+    """Order, whole, at every change: oms -> strategy, risk, CLI. The latest per id is the state."""
+    return f"order.state.{strategy}"
+
+
+def exec_route_subject(strategy: str) -> str:
+    """VenueOrder with the venue still to choose (empty) or fixed: oms -> execution-router."""
+    return f"exec.route.{strategy}"
+
+
+def exec_order_subject(venue: str) -> str:
+    """VenueOrder for one venue: execution-router -> exeq."""
+    return f"exec.order.{venue}"
+
+
+def exec_report_subject(venue: str) -> str:
+    """ExecutionReport: exeq (from the venue) -> oms, ptrc."""
+    return f"exec.report.{venue}"
+
+
+def position_subject(account: str, venue: str, symbol: str) -> str:
+    """Position, net per (account, venue, symbol): ptrc -> pnl, risk."""
+    return f"position.{account}.{venue}.{symbol}"
+
+
+def pnl_subject(scope: str) -> str:
+    """PnlSnapshot per strategy, or ``total``: pnl -> risk (post-trade), CLI."""
+    return f"pnl.{scope}"
+
+
+# Keys of the shared trading state in the STATE_BUCKET key-value store.
+TRADING_STATE_KEY = "trading.state"  # TradingState: active, reduce_only or halted

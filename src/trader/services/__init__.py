@@ -45,6 +45,27 @@ REGISTRY: dict[str, ServiceSpec] = {
             "Alternative data to Delta Lake",
             metrics_port_field="sink_alt_metrics",
         ),
+        ServiceSpec(
+            "strategy", "trader.services.strategy", "strategy", "Strategies, in paper mode by default"
+        ),
+        ServiceSpec("risk", "trader.services.risk", "risk", "Pre- and post-trade risk, the kill switch"),
+        ServiceSpec("oms", "trader.services.oms", "oms", "Order management: the state of every order"),
+        ServiceSpec(
+            "execution-router",
+            "trader.services.execution_router",
+            "execution_router",
+            "Picks a venue per order",
+            network="lowlatency",
+        ),
+        ServiceSpec(
+            "exeq",
+            "trader.services.exeq",
+            "exeq",
+            "Execution algorithms and venue adapters",
+            network="lowlatency",
+        ),
+        ServiceSpec("ptrc", "trader.services.ptrc", "ptrc", "Positions from fills"),
+        ServiceSpec("pnl", "trader.services.pnl", "pnl", "PnL marked to market, snapshots to QuestDB"),
     )
 }
 
