@@ -197,9 +197,9 @@ def _drain_figures(progress: Progress, first_seq: int, last_seq: int) -> dict[st
     }
 
 
-def _spawn_consumers(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
+def _spawn_consumers(settings: Settings, names: tuple[str, ...]) -> dict[str, subprocess.Popen[bytes]]:
     procs = {}
-    for name in CONSUMERS:
+    for name in names:
         log = settings.log_file(name).open("ab")
         argv = [sys.executable, "-m", "trader", "service", "run", name]
         procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -229,6 +229,7 @@ async def run_ingest_bench(
     backlog: int,
     symbols: int,
     batch: int,
+    consumers: tuple[str, ...] = CONSUMERS,
     sample_s: float = 0.05,
     timeout_s: float = 600,
 ) -> dict[str, Any]:
@@ -237,6 +238,9 @@ async def run_ingest_bench(
     with the consumers caught up, ``ticks`` more are published at full speed: lag and bar visibility."""
     pids = _service_pids(settings)
     running = [c for c in CONSUMERS if c in pids]
+    unknown = set(consumers) - set(CONSUMERS)
+    if unknown:
+        raise RuntimeError(f"not a consumer of this benchmark: {', '.join(sorted(unknown))}")
     if running:
         raise RuntimeError(
             f"the stack runs {', '.join(running)}: the benchmark starts its own; "
@@ -246,15 +250,15 @@ async def run_ingest_bench(
     assert nc is not None
     js = nc.jetstream()
     await ensure_streams(js, settings)
-    drain_progress = {name: Progress() for name in CONSUMERS}
-    progress = {name: Progress() for name in CONSUMERS}
+    drain_progress = {name: Progress() for name in consumers}
+    progress = {name: Progress() for name in consumers}
     stop_drain, stop = asyncio.Event(), asyncio.Event()
     seen: dict[int, float] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     tasks = []
     try:
         backlog_batches = await _publish(js, backlog, symbols, batch)
-        procs = _spawn_consumers(settings)
+        procs = _spawn_consumers(settings, consumers)
         tasks.append(asyncio.create_task(_sample(js, drain_progress, stop_drain, sample_s)))
         await _wait_until(drain_progress, backlog_batches[-1][0][-1], sample_s, timeout_s)
         stop_drain.set()
@@ -275,14 +279,15 @@ async def run_ingest_bench(
         _stop_consumers(procs)
     first_backlog, last_backlog = backlog_batches[0][0][0], backlog_batches[-1][0][-1]
     return {
+        "consumers": list(consumers),
         "backlog": backlog,
         "ticks": ticks,
         "symbols": symbols,
         "publisher_ticks_per_s": round(ticks / published_s),
         "drain": {
-            name: _drain_figures(drain_progress[name], first_backlog, last_backlog) for name in CONSUMERS
+            name: _drain_figures(drain_progress[name], first_backlog, last_backlog) for name in consumers
         },
-        "live": {name: _consumer_figures(progress[name], batches, began) for name in CONSUMERS},
+        "live": {name: _consumer_figures(progress[name], batches, began) for name in consumers},
         "bar_visibility": _visibility(seen, flowing_until_ms),
         "peak_rss_mib": {name: _round(value) for name, value in rss.items()},
     }

@@ -19,16 +19,26 @@ def ingest(
     backlog: Annotated[int, typer.Option(help="Ticks published before the consumers start.")] = 500_000,
     symbols: Annotated[int, typer.Option(help="Over how many symbols.")] = 10,
     batch: Annotated[int, typer.Option(help="Ticks per pipelined publish batch.")] = 5_000,
+    only: Annotated[
+        str | None, typer.Option(help="One consumer alone (normalizer or sink-ticks); default both at once.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Drive normalizer and sink-ticks (started by the benchmark itself, on the servers of `trader up
     --detach --services ''`): their rate through a backlog, then lag and bar visibility at full speed,
     and peak RSS."""
-    from trader.bench.ingest import run_ingest_bench, to_json
+    from trader.bench.ingest import CONSUMERS, run_ingest_bench, to_json
 
     try:
         report = asyncio.run(
-            run_ingest_bench(Settings(), ticks=ticks, backlog=backlog, symbols=symbols, batch=batch)
+            run_ingest_bench(
+                Settings(),
+                ticks=ticks,
+                backlog=backlog,
+                symbols=symbols,
+                batch=batch,
+                consumers=(only,) if only else CONSUMERS,
+            )
         )
     except RuntimeError as exc:
         raise fail(str(exc)) from None

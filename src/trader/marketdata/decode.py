@@ -34,6 +34,7 @@ SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 MAX_DECIMAL_PLACES = 18
 QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
 MAX_MAGNITUDE = Decimal("1e20")
+_LONG_FRACTION = re.compile(rb"\.[0-9]{19}")
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SIDES = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
 
@@ -61,7 +62,9 @@ def decode_tick(data: bytes | bytearray | memoryview) -> MarketTick:
         return _decode_lenient(data)
     if not MIN_TIMESTAMP_MS <= tick.timestamp < MAX_TIMESTAMP_MS:
         return _decode_lenient(data)  # an integer time in s, us or ns: let the lenient path infer it
-    _check_values(tick)
+    # The exact decimal-places check is costly; a message with no long fraction and no negative
+    # exponent anywhere in its bytes cannot fail it, and that is nearly every message.
+    _check_values(tick, exact_places=_maybe_too_precise(bytes(data)))
     return tick
 
 
@@ -122,25 +125,30 @@ def tick_from_mapping(raw: dict[str, Any]) -> MarketTick:
     return tick
 
 
-def _check_values(tick: MarketTick) -> None:
+def _maybe_too_precise(data: bytes) -> bool:
+    """More than 18 digits after a point, or a negative exponent: a number may have too many places."""
+    return _LONG_FRACTION.search(data) is not None or b"e-" in data or b"E-" in data
+
+
+def _check_values(tick: MarketTick, *, exact_places: bool = True) -> None:
     _check_timestamp_range("timestamp", tick.timestamp)
     if not SYMBOL_PATTERN.match(tick.symbol):
         raise InvalidMessage("symbol", f"{tick.symbol!r} is not a symbol (letters, digits, '-' and '_')")
     for name in ("venue", "exchange"):
         if not getattr(tick, name):
             raise InvalidMessage(name, "must not be empty")
-    _check_finite("price", tick.price)
+    _check_finite("price", tick.price, exact_places)
     if tick.price <= 0:
         raise InvalidMessage("price", f"must be positive, got {tick.price}")
     for name in ("size", "volume"):
         value: Decimal = getattr(tick, name)
-        _check_finite(name, value)
+        _check_finite(name, value, exact_places)
         if value < 0:
             raise InvalidMessage(name, f"must not be negative, got {value}")
     for name in ("bid", "ask"):
         quote: Decimal | None = getattr(tick, name)
         if quote is not None:
-            _check_finite(name, quote)
+            _check_finite(name, quote, exact_places)
             if quote <= 0:
                 raise InvalidMessage(name, f"must be positive, got {quote}")
     if tick.bid is not None and tick.ask is not None and tick.bid > tick.ask:
@@ -271,14 +279,16 @@ def _to_decimal(field: str, text: str) -> Decimal:
         raise InvalidMessage(field, f"{text!r} is not a number") from None
 
 
-def _check_finite(field: str, number: Decimal) -> None:
+def _check_finite(field: str, number: Decimal, exact_places: bool = True) -> None:
     if not number.is_finite():
         raise InvalidMessage(field, f"must be a finite number, got {number}")
+    if not -MAX_MAGNITUDE < number < MAX_MAGNITUDE:
+        raise InvalidMessage(field, f"{number} is out of range (at most 20 integer digits)")
+    if not exact_places:
+        return
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES and number != number.quantize(QUANTUM):
         raise InvalidMessage(field, f"{number} has more than {MAX_DECIMAL_PLACES} decimal places")
-    if abs(number) >= MAX_MAGNITUDE:
-        raise InvalidMessage(field, f"{number} is out of range (at most 20 integer digits)")
 
 
 def _side(value: Any) -> str | None:

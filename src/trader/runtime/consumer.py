@@ -81,7 +81,7 @@ class StreamConsumer:
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if self.start_seq else DeliverPolicy.ALL,
             opt_start_seq=self.start_seq or None,
             # Delivery stops this far ahead of the acknowledged batch: it bounds memory, not speed.
-            max_ack_pending=self.max_rows * 3,
+            max_ack_pending=self.max_rows * 2,
             ack_wait=300,
             flow_control=True,
             idle_heartbeat=5,
@@ -93,7 +93,7 @@ class StreamConsumer:
             cb=self._on_message,
             manual_ack=True,
             config=config,
-            pending_msgs_limit=self.max_rows * 4,
+            pending_msgs_limit=self.max_rows * 3,
             pending_bytes_limit=512 * 1024 * 1024,
         )
         self.rt.log.info("consumer.started", stream=self.stream, consumer=self.name, start_seq=self.start_seq)

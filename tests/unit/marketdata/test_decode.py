@@ -58,6 +58,8 @@ ACCEPTED = [
     ("source_seq", raw(source_seq=7), {"source_seq": 7}),
     ("zero size (a quote update)", raw(size=0, volume=0), {"size": Decimal(0)}),
     ("unknown fields ignored", raw(extra="x"), {"symbol": "BTCUSDT"}),
+    ("18 decimal places", raw(price="0.000000000000000001"), {"price": Decimal("1e-18")}),
+    ("trailing zeros past 18 places", raw(price="1.00000000000000000000"), {"price": Decimal(1)}),
 ]
 
 
@@ -83,6 +85,14 @@ REJECTED = [
     ("event_ts garbage", raw(timestamp=..., event_ts="soon"), "event_ts", "neither an epoch number"),
     ("no venue nor exchange", without("venue", "exchange"), "venue", "neither venue nor exchange"),
     ("empty venue", raw(venue=""), "venue", "must not be empty"),
+    (
+        "19 decimal places",
+        raw(size=...).replace(b'"volume"', b'"size": 0.0000000000000000001, "volume"'),
+        "size",
+        "more than 18 decimal places",
+    ),
+    ("negative exponent too small", raw(price=1e-19), "price", "more than 18 decimal places"),
+    ("19 places as a string", raw(bid="0.1000000000000000001"), "bid", "more than 18 decimal places"),
     ("venue number", raw(venue=5), "venue", "expected a string, got a number"),
     ("no symbol", raw(symbol=...), "symbol", "missing"),
     ("symbol number", raw(symbol=1), "symbol", "expected a string"),
