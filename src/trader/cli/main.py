@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trader.cli import bench, data
+from trader.cli import bench, data, trading
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
 from trader.stack.base import StackError
@@ -33,6 +33,13 @@ app.add_typer(data.lake_app, name="lake")
 app.add_typer(data.dlq_app, name="dlq")
 app.add_typer(bench.bench_app, name="bench")
 app.command()(data.query)
+app.command()(trading.orders)
+app.command()(trading.positions)
+app.command()(trading.pnl)
+app.command()(trading.order)
+app.command()(trading.cancel)
+app.command()(trading.kill)
+app.command()(trading.resume)
 
 # Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)

@@ -95,3 +95,113 @@ class QuestDB:
             with contextlib.suppress(Exception):
                 self._sender.close()
             self._sender = None
+
+
+# Positions and PnL (written by the pnl service) ---------------------------------------------------
+#
+# One row per position and per PnL scope at every snapshot. DEDUP UPSERT KEYS make a snapshot written
+# again (a retry after a failed flush) replace its rows. Net positions have a null ``strategy``.
+# (Imported here, so that what is above stays as it was.)
+
+from dataclasses import dataclass  # noqa: E402
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext  # noqa: E402
+
+from trader.messages import PnlSnapshot, Position  # noqa: E402
+
+POSITIONS_TABLE = "positions"
+PNL_TABLE = "pnl"
+_SCALE = Decimal("1e-18")  # DECIMAL(38, 18) keeps 18 places: more would be refused
+_POSITION_MONEY = ("quantity", "average_price", "realized_pnl", "fees", "mark", "unrealized_pnl")
+_PNL_MONEY = ("realized", "unrealized", "fees", "total", "gross_exposure")
+
+
+def positions_table_ddl() -> str:
+    money = ", ".join(f"{c} {PRICE}" for c in _POSITION_MONEY)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (ts TIMESTAMP, account SYMBOL, venue SYMBOL, "
+        f"symbol SYMBOL, strategy SYMBOL, {money}, last_exec_id VARCHAR) TIMESTAMP(ts) PARTITION BY DAY WAL "
+        "DEDUP UPSERT KEYS(ts, account, venue, symbol, strategy)"
+    )
+
+
+def pnl_table_ddl() -> str:
+    money = ", ".join(f"{c} {PRICE}" for c in _PNL_MONEY)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {PNL_TABLE} (ts TIMESTAMP, scope SYMBOL, {money}) "
+        "TIMESTAMP(ts) PARTITION BY DAY WAL DEDUP UPSERT KEYS(ts, scope)"
+    )
+
+
+def ensure_trading_tables(qdb: QuestDB) -> None:
+    qdb.query(positions_table_ddl())
+    qdb.query(pnl_table_ddl())
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    """A position as marked at one snapshot."""
+
+    position: Position
+    mark: Decimal | None
+    unrealized_pnl: Decimal
+    timestamp: int  # the snapshot's time, epoch ms
+
+
+def _stored(value: Decimal) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 60  # 20 integer digits and 18 places fit; the default 28 digits would not
+        return value.quantize(_SCALE, rounding=ROUND_HALF_EVEN)
+
+
+def _money(values: dict[str, Decimal | None]) -> dict[str, Any]:
+    return {name: _stored(value) for name, value in values.items() if value is not None}
+
+
+def write_positions(qdb: QuestDB, rows: list[PositionRow]) -> None:
+    """Write and flush; on failure the connection is dropped, so the retry starts afresh."""
+    if not rows:
+        return
+    try:
+        sender = qdb._connect()
+        for row in rows:
+            p = row.position
+            symbols = {"account": p.account, "venue": p.venue, "symbol": p.symbol}
+            if p.strategy is not None:
+                symbols["strategy"] = p.strategy
+            money = _money(
+                {
+                    "quantity": p.quantity,
+                    "average_price": p.average_price,
+                    "realized_pnl": p.realized_pnl,
+                    "fees": p.fees,
+                    "mark": row.mark,
+                    "unrealized_pnl": row.unrealized_pnl,
+                }
+            )
+            columns = {**money, **({"last_exec_id": p.last_exec_id} if p.last_exec_id else {})}
+            at = TimestampNanos(row.timestamp * 1_000_000)
+            sender.row(POSITIONS_TABLE, symbols=symbols, columns=columns, at=at)
+        sender.flush()
+    except Exception:
+        qdb.close()
+        raise
+
+
+def write_pnl(qdb: QuestDB, snapshots: list[PnlSnapshot]) -> None:
+    """Write and flush; on failure the connection is dropped, so the retry starts afresh."""
+    if not snapshots:
+        return
+    try:
+        sender = qdb._connect()
+        for s in snapshots:
+            columns = _money({name: getattr(s, name) for name in _PNL_MONEY})
+            sender.row(
+                PNL_TABLE,
+                symbols={"scope": s.scope},
+                columns=columns,
+                at=TimestampNanos(s.timestamp * 1_000_000),
+            )
+        sender.flush()
+    except Exception:
+        qdb.close()
+        raise

@@ -1,0 +1,233 @@
+"""execution-router: picks the venue of every order.
+
+Consumes: ``exec.route.>`` (stream EXEC), VenueOrders from the oms with the venue empty (to choose) or
+fixed; ``market.tick.>`` (MARKET_TICKS, the latest per subject then live) for each venue's top of book.
+Produces: the VenueOrder with its venue on ``exec.order.<venue>``; for an order that cannot be routed,
+an ExecutionReport ``rejected`` with the reason on ``exec.report.<venue>`` (the venue it named) or
+``exec.report.router``, so that the oms rejects it. Undecodable route messages go to the dead letters.
+
+The choice is ``trader.execution.routing.choose_venue`` over ``settings.routing.venues_for(symbol)``: the
+order's own venue, else ``routing.fixed_venue``, else the only venue, else the best price net of each
+venue's ``exeq.venues[name].taker_fee_bps``. A venue's quote is the latest tick whose ``venue`` is its
+name; a paper venue quotes from the ticks of its ``quote_venue``, or from any tick of the symbol when that
+is None (the paper venue fills against the mock feed). A cancel goes where the order was routed.
+
+State and restart: the routing decision of every order (client_order_id -> venue). Everything published
+carries ``Trader-Source-Seq``, the EXEC sequence of the route message it answers. On start the router
+replays ``exec.order.>`` and ``exec.report.>`` from the stream: the decisions come back from the orders
+it published, and it resumes consuming ``exec.route.>`` after the highest answered sequence. Repeating a
+message changes nothing: a second ``new`` for a routed order is skipped, and what is published carries a
+``Nats-Msg-Id`` from the route message's identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import msgspec
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import exec_order_subject, exec_report_subject
+from trader.config import Settings
+from trader.execution.routing import RoutingError, VenueQuote, choose_venue
+from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.messages import ExecutionReport, MarketTick, Side, VenueOrder, encode
+from trader.runtime.consumer import Delivery, StreamConsumer
+from trader.runtime.service import Refused, Runtime, Service
+from trader.services.exec_support import SOURCE_SEQ, Follower, Stored, decode_message, replay
+
+ROUTER_VENUE = "router"  # the report subject of a rejection that names no venue
+MAX_WAIT_S = 0.02  # an order waits at most this long in the consumer's buffer
+
+_venue_order = msgspec.json.Decoder(VenueOrder)
+
+
+@dataclass(frozen=True)
+class _Routable:
+    """What ``choose_venue`` reads; an empty venue on the wire means "choose one"."""
+
+    symbol: str
+    side: Side
+    venue: str | None
+
+
+@dataclass
+class _Touch:
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+
+    def update(self, tick: MarketTick) -> None:
+        # A tick without a quote keeps the last one known (as the paper venue does).
+        self.bid = tick.bid if tick.bid is not None else self.bid
+        self.ask = tick.ask if tick.ask is not None else self.ask
+
+
+@dataclass
+class Router:
+    """The routing logic without the bus: quotes in, decisions kept, messages out."""
+
+    settings: Settings
+    decisions: dict[str, str] = field(default_factory=dict)  # client_order_id -> venue
+    by_venue: dict[tuple[str, str], _Touch] = field(default_factory=dict)  # (quote venue, symbol)
+    by_symbol: dict[str, _Touch] = field(default_factory=dict)  # any venue's latest
+
+    def on_tick(self, tick: MarketTick) -> None:
+        self.by_venue.setdefault((tick.venue, tick.symbol), _Touch()).update(tick)
+        self.by_symbol.setdefault(tick.symbol, _Touch()).update(tick)
+
+    def quote(self, venue: str, symbol: str) -> VenueQuote:
+        config = self.settings.exeq.venues.get(venue)
+        fee = config.taker_fee_bps if config is not None else Decimal(0)
+        source: str | None = venue
+        if config is not None and config.kind == "paper":
+            source = self.settings.exeq.paper.quote_venue
+        touch = self.by_symbol.get(symbol) if source is None else self.by_venue.get((source, symbol))
+        touch = touch or _Touch()
+        return VenueQuote(venue, touch.bid, touch.ask, fee)
+
+    def remember(self, order: VenueOrder) -> None:
+        """An order this router published (seen again on a replay)."""
+        if order.action == "new" and order.venue:
+            self.decisions.setdefault(order.client_order_id, order.venue)
+
+    def route(self, order: VenueOrder, seq: int) -> Outgoing | None:
+        """The message that answers route message ``seq``; None for a repeat of a routed order."""
+        if order.action == "cancel":
+            return self._route_cancel(order, seq)
+        if order.client_order_id in self.decisions:
+            return None
+        venues = [self.quote(v, order.symbol) for v in self.settings.routing.venues_for(order.symbol)]
+        routable = _Routable(order.symbol, order.side, order.venue or None)
+        try:
+            choice = choose_venue(routable, venues, fixed_venue=self.settings.routing.fixed_venue)
+        except RoutingError as exc:
+            named = order.venue or self.settings.routing.fixed_venue
+            return self._reject(order, seq, str(exc), named)
+        if choice.venue not in self.settings.exeq.venues:
+            return self._reject(order, seq, f"venue {choice.venue!r} is not run by exeq", choice.venue)
+        self.decisions[order.client_order_id] = choice.venue
+        return self._forward(msgspec.structs.replace(order, venue=choice.venue), seq)
+
+    def _route_cancel(self, order: VenueOrder, seq: int) -> Outgoing:
+        venue = self.decisions.get(order.client_order_id) or order.venue
+        if not venue:
+            return self._reject(order, seq, f"cancel of {order.client_order_id}: the order was never routed")
+        return self._forward(msgspec.structs.replace(order, venue=venue), seq)
+
+    @staticmethod
+    def _forward(order: VenueOrder, seq: int) -> Outgoing:
+        return Outgoing(
+            exec_order_subject(order.venue),
+            encode(order),
+            msg_id=f"{order.venue_client_id}:{order.action}:{seq}",
+            headers={SOURCE_SEQ: str(seq)},
+        )
+
+    @staticmethod
+    def _reject(order: VenueOrder, seq: int, reason: str, venue: str | None = None) -> Outgoing:
+        venue = venue or ROUTER_VENUE
+        report = ExecutionReport(
+            exec_id=f"{ROUTER_VENUE}:{order.venue_client_id}:{seq}",
+            kind="rejected",
+            client_order_id=order.client_order_id,
+            venue_client_id=order.venue_client_id,
+            strategy=order.strategy,
+            account=order.account,
+            venue=venue,
+            symbol=order.symbol,
+            side=order.side,
+            reason=f"routing: {reason}",
+            timestamp=order.timestamp or time.time_ns() // 1_000_000,
+        )
+        return Outgoing(
+            exec_report_subject(venue), encode(report), msg_id=report.exec_id, headers={SOURCE_SEQ: str(seq)}
+        )
+
+
+class ExecutionRouter(Service):
+    name = "execution-router"
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        await self.stop(rt)  # a start retried after a failure begins afresh
+        self.router = Router(self.settings)
+        answered = await self._rebuild(rt)
+        self.ticks = Follower(rt, stream="MARKET_TICKS", subject="market.tick.>", handler=self._on_tick)
+        await self.ticks.start()
+        self.consumer = StreamConsumer(
+            rt,
+            stream="EXEC",
+            name=self.name,
+            subject="exec.route.>",
+            start_seq=answered + 1,
+            max_rows=1_000,
+            max_wait_s=MAX_WAIT_S,
+        )
+        await self.consumer.start()
+
+    async def _rebuild(self, rt: Runtime) -> int:
+        """Decisions and the last answered route message, from what this router published."""
+        answered = 0
+        async for stored in replay(rt.js, "EXEC", ["exec.order.>", "exec.report.>"]):
+            source = (stored.headers or {}).get(SOURCE_SEQ)
+            if source is None:
+                continue  # published by exeq, not by the router
+            answered = max(answered, int(source))
+            if stored.subject.startswith("exec.order."):
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    self.router.remember(_venue_order.decode(stored.data))
+        rt.log.info("router.rebuilt", decisions=len(self.router.decisions), resume_after=answered)
+        return answered
+
+    async def _on_tick(self, stored: Stored) -> None:
+        try:
+            tick = decode_tick(stored.data)
+        except InvalidMessage as exc:
+            await self.rt.dead_letter("MARKET_TICKS", [stored.refused(exc)])
+            return
+        self.router.on_tick(tick)
+
+    async def run(self, rt: Runtime) -> None:
+        async for batch in self.consumer.batches():
+            if batch:
+                await self._process(rt, batch)
+                await self.consumer.ack(batch)
+
+    async def _process(self, rt: Runtime, batch: list[Delivery]) -> None:
+        started = time.perf_counter()
+        out: list[Outgoing] = []
+        refused: list[Refused] = []
+        for d in batch:
+            stored = Stored(d.seq, d.subject, d.data, d.headers)
+            try:
+                order = decode_message(_venue_order, d.data)
+            except InvalidMessage as exc:
+                refused.append(stored.refused(exc))
+                continue
+            message = self.router.route(order, d.seq)
+            if message is None:
+                rt.log.info("router.repeat_skipped", client_order_id=order.client_order_id, seq=d.seq)
+            else:
+                out.append(message)
+        await rt.dead_letter("EXEC", refused)
+        await rt.publish_reliably(out)
+        rt.metrics.count_in(len(batch))
+        rt.metrics.observe_batch(time.perf_counter() - started)
+
+    async def stop(self, rt: Runtime) -> None:
+        if hasattr(self, "ticks"):
+            await self.ticks.stop()
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"consumer": hasattr(self, "consumer")}
+
+    def health_details(self) -> dict[str, object]:
+        if not hasattr(self, "router"):
+            return {}
+        return {"routed_orders": len(self.router.decisions), "quoted_symbols": len(self.router.by_symbol)}
+
+
+SERVICE = ExecutionRouter

@@ -1,0 +1,562 @@
+"""exeq: execution algorithms and venue adapters.
+
+Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new or cancel); ``market.tick.>``
+(MARKET_TICKS, the latest per subject then live), shown to every adapter so that resting orders fill as
+the market moves. Runs one ``VenueAdapter`` per ``settings.exeq.venues`` entry (kind ``paper``:
+``PaperVenue(settings.exeq.paper, name=...)``).
+Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; undecodable
+orders and ticks on the dead letters.
+
+Algos: a parent (``algo`` set) is worked by ``create_algo`` and driven every ``exeq.algo_interval_s`` and
+after each report. The oms knows the parent only, so on ``exec.report.<venue>`` go the parent's own
+reports (``accepted`` at once; ``canceled`` or ``expired`` when it ends short; ``rejected`` for bad
+params) and the children's fills (``client_order_id`` is the parent's, ``venue_client_id`` the child's).
+Each child order is published on ``exec.algo.order.<venue>`` *before* it is sent to the venue, and a
+child's other reports on ``exec.algo.report.<venue>``: the stream then holds all an algo saw, in order.
+
+Exec ids are ``<venue>:<venue_client_id>:<n>``, the n-th report published about that venue order,
+assigned here (not by the adapter), so they are deterministic and survive restarts.
+
+Restart: on start exeq replays ``exec.order.>``, ``exec.algo.>`` and ``exec.report.>`` from the EXEC
+stream (kept for ever). Every venue order comes back with its fills, its report count and whether it
+ended; every algo is rebuilt by feeding it the same calls in the same order (``next_actions`` at each
+recorded child's release time, ``on_report`` with each report), so its children, schedule and aggregate
+are exactly those of before. Then the simpler rule for the paper venue, whose book lived in memory:
+
+- every venue order without a terminal report is submitted again for its unfilled rest, before any tick
+  is shown (limits rest, stops wait again for their trigger); a market order's rest waits for the first
+  tick of its symbol. Its repeated ``accepted`` is not published; its ``venue_order_id`` is kept.
+- a cancel in the stream whose order is still open is carried out; a canceled algo's working children
+  are canceled; a finished algo whose end was not reported is reported; an algo still working releases
+  its next children once its symbol has a tick again (before, market children would find no quote).
+- the latest stored tick of a symbol, shown again at start, is shown without its size when it is not
+  newer than the last replayed fill of that symbol: its quote makes the book, its liquidity was used
+  before the restart (a rest still working then is a rest the tick could not fill).
+
+So no fill is published twice: a fill in the stream is counted in the rest and in the next exec id, and
+a publish repeated after a crash has the same ``Nats-Msg-Id``. A fill made but not stored before a crash
+is lost, as a venue message lost in transit would be, and the order works on. What the rule gives up:
+the paper venue's balances start over from ``initial_balances``; a stop that had triggered waits for its
+trigger again; with ``latency_ms`` a restored order meets the book anew; the tick shown again lends no
+size to either side, though before the restart only one side may have used it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import msgspec
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import exec_report_subject
+from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
+from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
+from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
+from trader.runtime.consumer import Delivery, StreamConsumer, now_ms
+from trader.runtime.service import Refused, Runtime, Service
+from trader.services.exec_support import (
+    Follower,
+    Stored,
+    decode_message,
+    exec_algo_order_subject,
+    exec_algo_report_subject,
+    replay,
+)
+
+MAX_WAIT_S = 0.02  # an order waits at most this long in the consumer's buffer
+REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
+
+_venue_order = msgspec.json.Decoder(VenueOrder)
+_report = msgspec.json.Decoder(ExecutionReport)
+
+Key = tuple[str, str]  # venue, venue_client_id
+Publish = Callable[[list[Outgoing]], Awaitable[object]]
+
+
+@dataclass
+class Tracked:
+    """A venue order (top-level, algo parent or algo child) and what was published about it."""
+
+    order: VenueOrder
+    parent: str | None = None  # the parent's venue_client_id, for an algo's child
+    filled: Decimal = Decimal(0)
+    acknowledged: bool = False  # "accepted" published: a restore's repeat of it is not
+    ended: bool = False
+    venue_order_id: str | None = None
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.order.quantity - self.filled
+
+    def apply(self, report: ExecutionReport) -> None:
+        self.venue_order_id = self.venue_order_id or report.venue_order_id
+        if report.kind == "accepted":
+            self.acknowledged = True
+        elif report.kind == "fill":
+            self.filled += report.last_quantity
+            self.ended = self.ended or self.filled >= self.order.quantity
+        elif report.kind in ("canceled", "expired"):
+            self.ended = True
+        elif report.kind == "rejected" and not self.acknowledged and self.filled == 0:
+            self.ended = True  # refused on submit; a refused cancel leaves a working order working
+
+
+class ExecutionDesk:
+    """The venues and algos of exeq, without the bus: orders, ticks and the clock in, messages out through
+    ``publish`` (awaited, so that a child order is stored before its reports). Callers may come from
+    several tasks: every entry point holds one lock."""
+
+    def __init__(self, adapters: dict[str, VenueAdapter], publish: Publish, clock: Callable[[], int]) -> None:
+        self.adapters = adapters
+        self.publish = publish
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.orders: dict[Key, Tracked] = {}
+        self.algos: dict[Key, ExecutionAlgo] = {}
+        self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
+        self.last_fill_ms: dict[Key, int] = {}  # (venue, symbol) -> latest fill time
+        self._top_level: dict[Key, str] = {}  # (venue, client_order_id) -> venue_client_id
+        self._cancels_seen: set[Key] = set()  # cancels in the replayed stream
+        self._deferred: dict[Key, list[VenueOrder]] = {}  # (venue, symbol) -> market rests to restore
+        self._paused: set[Key] = set()  # restored algos: they release again once their symbol has a tick
+
+    # Entry points --------------------------------------------------------------------------------
+
+    async def on_order(self, order: VenueOrder) -> None:
+        async with self.lock:
+            if order.action == "new":
+                await self._new(order)
+            else:
+                await self._cancel(order)
+
+    async def on_tick(self, tick: MarketTick, *, seen_before: bool = False) -> None:
+        """``seen_before``: a tick stored before this start, which the previous run may have used."""
+        async with self.lock:
+            for venue, adapter in self.adapters.items():
+                shown = tick
+                if seen_before and tick.timestamp <= self.last_fill_ms.get((venue, tick.symbol), -1):
+                    shown = msgspec.structs.replace(tick, size=Decimal(0), volume=Decimal(0))
+                touched = await self._handle(venue, adapter.on_tick(shown))
+                if _quotes_from(adapter, tick):
+                    for rest in self._deferred.pop((venue, tick.symbol), []):
+                        touched |= await self._handle(venue, await adapter.submit(rest))
+                    touched |= self._unpause(venue, tick.symbol)
+                await self._settle(venue, touched)
+
+    def _unpause(self, venue: str, symbol: str) -> set[str]:
+        resumed = {key for key in self._paused if key[0] == venue and self.orders[key].order.symbol == symbol}
+        self._paused -= resumed
+        return {parent for _, parent in resumed}
+
+    async def drive_algos(self) -> None:
+        async with self.lock:
+            for venue, parent in list(self.algos):
+                await self._settle(venue, {parent})
+
+    async def on_venue_report(self, venue: str, report: ExecutionReport) -> None:
+        """A report a (live) venue sent on its own."""
+        async with self.lock:
+            await self._settle(venue, await self._handle(venue, [report]))
+
+    def open_orders(self) -> int:
+        return sum(1 for t in self.orders.values() if not t.ended and t.order.algo is None)
+
+    # Orders ------------------------------------------------------------------------------------
+
+    async def _new(self, order: VenueOrder) -> None:
+        venue, key = order.venue, (order.venue, order.venue_client_id)
+        if key in self.orders:
+            return  # a repeat: the venue order exists already
+        tracked = self._track(order)
+        if venue not in self.adapters:
+            await self._handle(venue, [self._own_report(tracked, "rejected", f"venue {venue} is not run")])
+            return
+        if order.algo is None:
+            await self._settle(venue, await self._handle(venue, await self.adapters[venue].submit(order)))
+            return
+        try:
+            self.algos[key] = create_algo(order)
+        except AlgoParamsError as exc:
+            await self._handle(venue, [self._own_report(tracked, "rejected", str(exc))])
+            return
+        await self._handle(venue, [self._own_report(tracked, "accepted")])
+        await self._settle(venue, {order.venue_client_id})
+
+    async def _cancel(self, order: VenueOrder) -> None:
+        venue = order.venue
+        key = self._resolve(order)
+        target = msgspec.structs.replace(order, venue_client_id=key[1])
+        algo = self.algos.get(key)
+        if algo is not None:
+            touched = await self._send_children(venue, key[1], algo.cancel(self.clock()))
+            await self._settle(venue, touched | {key[1]})
+            return
+        tracked = self.orders.get(key)
+        if tracked is not None and tracked.order.algo is not None:
+            reason = f"cancel rejected: order {key[1]} has ended"
+            await self._handle(venue, [self._own_report(tracked, "rejected", reason)])
+            return
+        if venue not in self.adapters:
+            await self._handle(
+                venue, [_report_for(target, "rejected", self.clock(), f"venue {venue} is not run")]
+            )
+            return
+        await self._settle(venue, await self._handle(venue, await self._cancel_at_venue(venue, target)))
+
+    async def _cancel_at_venue(self, venue: str, order: VenueOrder) -> list[ExecutionReport]:
+        """A restored market order still waiting for its first tick is canceled here: the venue never
+        had it."""
+        waiting = self._deferred.get((venue, order.symbol), [])
+        for rest in waiting:
+            if rest.venue_client_id == order.venue_client_id:
+                waiting.remove(rest)
+                return [_report_for(rest, "canceled", self.clock(), "canceled on request")]
+        return await self.adapters[venue].cancel(order)
+
+    def _resolve(self, order: VenueOrder) -> Key:
+        """The venue order a cancel is about: its ``venue_client_id``, else the order of its client id."""
+        key = (order.venue, order.venue_client_id)
+        if key in self.orders:
+            return key
+        vcid = self._top_level.get((order.venue, order.client_order_id))
+        return (order.venue, vcid) if vcid is not None else key
+
+    def _track(self, order: VenueOrder, parent: str | None = None) -> Tracked:
+        tracked = Tracked(order, parent=parent)
+        self.orders[(order.venue, order.venue_client_id)] = tracked
+        if parent is None:
+            self._top_level.setdefault((order.venue, order.client_order_id), order.venue_client_id)
+        return tracked
+
+    # Reports ------------------------------------------------------------------------------------
+
+    async def _handle(self, venue: str, reports: list[ExecutionReport]) -> set[str]:
+        """Number, record and publish reports; returns the parents (venue_client_id) they concern."""
+        out: list[Outgoing] = []
+        touched: set[str] = set()
+        for report in reports:
+            vcid = report.venue_client_id or report.client_order_id
+            tracked = self.orders.get((venue, vcid))
+            if report.kind == "accepted" and tracked is not None and tracked.acknowledged:
+                continue  # the venue acknowledged a restored order again
+            number = self.numbers.get((venue, vcid), 0) + 1
+            self.numbers[(venue, vcid)] = number
+            changes: dict[str, object] = {"exec_id": f"{venue}:{vcid}:{number}", "venue_client_id": vcid}
+            if tracked is not None and tracked.venue_order_id:
+                changes["venue_order_id"] = tracked.venue_order_id  # the id of before a restore
+            report = msgspec.structs.replace(report, **changes)
+            subject = exec_report_subject(venue)
+            if tracked is not None:
+                tracked.apply(report)
+                if tracked.parent is not None:
+                    touched.add(tracked.parent)
+                    if report.kind != "fill":
+                        subject = exec_algo_report_subject(venue)
+                    algo = self.algos.get((venue, tracked.parent))
+                    if algo is not None:
+                        algo.on_report(report)
+            if report.kind == "fill":
+                key = (venue, report.symbol)
+                self.last_fill_ms[key] = max(self.last_fill_ms.get(key, 0), report.timestamp)
+            out.append(Outgoing(subject, encode(report), msg_id=report.exec_id))
+        if out:
+            await self.publish(out)
+        return touched
+
+    def _own_report(self, tracked: Tracked, kind: ReportKind, reason: str | None = None) -> ExecutionReport:
+        return _report_for(tracked.order, kind, self.clock(), reason)
+
+    # Algos ---------------------------------------------------------------------------------------
+
+    async def _send_children(self, venue: str, parent: str, children: list[VenueOrder]) -> set[str]:
+        """Publish the child orders, then send them to the venue: the stream has each child before its
+        reports, which the rebuild relies on."""
+        if not children:
+            return set()
+        await self.publish(
+            [
+                Outgoing(exec_algo_order_subject(venue), encode(c), msg_id=f"{c.venue_client_id}:{c.action}")
+                for c in children
+            ]
+        )
+        adapter = self.adapters[venue]
+        touched: set[str] = set()
+        for child in children:
+            if child.action == "new":
+                self._track(child, parent=parent)
+                touched |= await self._handle(venue, await adapter.submit(child))
+            else:
+                touched |= await self._handle(venue, await self._cancel_at_venue(venue, child))
+        return touched
+
+    async def _settle(self, venue: str, parents: set[str]) -> None:
+        """Drive the algos of ``parents`` until they have nothing more to release now; report the ends."""
+        pending = set(parents)
+        while pending:
+            parent = pending.pop()
+            algo = self.algos.get((venue, parent))
+            if algo is None:
+                continue
+            children = [] if (venue, parent) in self._paused else algo.next_actions(self.clock())
+            if children:
+                pending |= await self._send_children(venue, parent, children) | {parent}
+            else:
+                await self._finish_if_done(venue, parent, algo)
+
+    async def _finish_if_done(self, venue: str, parent: str, algo: ExecutionAlgo) -> None:
+        if not algo.is_done:
+            return
+        tracked = self.orders[(venue, parent)]
+        del self.algos[(venue, parent)]
+        if tracked.ended or algo.leaves_quantity == 0:
+            tracked.ended = True  # the children's fills filled the parent: the oms saw them
+            return
+        if algo.canceled:
+            report = self._own_report(tracked, "canceled", "canceled on request")
+        else:
+            why = getattr(algo, "stopped_reason", None) or "the children ended short"
+            report = self._own_report(tracked, "expired", f"{why}: {algo.leaves_quantity} unfilled")
+        await self._handle(venue, [report])
+
+    # Rebuild ----------------------------------------------------------------------------------
+
+    def replay(self, subject: str, data: bytes) -> None:
+        """Take one stored EXEC message back (in stream order), publishing nothing."""
+        if subject.startswith(("exec.report.", "exec.algo.report.")):
+            self._replay_report(_report.decode(data))
+        elif subject.startswith("exec.order."):
+            self._replay_order(_venue_order.decode(data))
+        elif subject.startswith("exec.algo.order."):
+            self._replay_child(_venue_order.decode(data))
+
+    def _replay_order(self, order: VenueOrder) -> None:
+        key = (order.venue, order.venue_client_id)
+        if order.action == "cancel":
+            key = self._resolve(order)
+            self._cancels_seen.add(key)
+            algo = self.algos.get(key)
+            if algo is not None:
+                algo.cancel(order.timestamp)  # the children's cancels are in the stream
+            return
+        if key in self.orders:
+            return
+        self._track(order)
+        if order.algo is not None:
+            with contextlib.suppress(AlgoParamsError):  # its rejection is in the stream
+                self.algos[key] = create_algo(order)
+
+    def _replay_child(self, child: VenueOrder) -> None:
+        if child.action != "new":
+            return
+        parent = child.venue_client_id.rpartition(".")[0]
+        algo = self.algos.get((child.venue, parent))
+        if algo is not None and child.venue_client_id not in algo.children:
+            algo.next_actions(child.timestamp)  # releases this child again, at the time it was released
+        self._track(child, parent=parent)
+
+    def _replay_report(self, report: ExecutionReport) -> None:
+        venue, vcid = report.venue, report.venue_client_id or report.client_order_id
+        prefix = f"{venue}:{vcid}:"
+        if not report.exec_id.startswith(prefix):
+            return  # not published by exeq: a routing rejection
+        with contextlib.suppress(ValueError):
+            number = int(report.exec_id.removeprefix(prefix))
+            self.numbers[(venue, vcid)] = max(self.numbers.get((venue, vcid), 0), number)
+        if report.kind == "fill":
+            key = (venue, report.symbol)
+            self.last_fill_ms[key] = max(self.last_fill_ms.get(key, 0), report.timestamp)
+        tracked = self.orders.get((venue, vcid))
+        if tracked is None:
+            return
+        tracked.apply(report)
+        if tracked.parent is not None and (algo := self.algos.get((venue, tracked.parent))) is not None:
+            algo.on_report(report)
+
+    async def restore(self) -> dict[str, int]:
+        """After the replay: the open venue orders back into the adapters, and what was left undone."""
+        async with self.lock:
+            for key in [k for k, t in self.orders.items() if k in self.algos and t.ended]:
+                del self.algos[key]
+            restored = deferred = 0
+            touched: dict[str, set[str]] = {venue: set() for venue in self.adapters}
+            for (venue, _), tracked in self.orders.items():
+                if tracked.ended or tracked.order.algo is not None or venue not in self.adapters:
+                    continue
+                rest = msgspec.structs.replace(tracked.order, quantity=tracked.remaining)
+                if rest.type == "market":  # needs a quote: restored at its symbol's first tick
+                    self._deferred.setdefault((venue, rest.symbol), []).append(rest)
+                    deferred += 1
+                    continue
+                touched[venue] |= await self._handle(venue, await self.adapters[venue].submit(rest))
+                restored += 1
+            for key in self._cancels_seen:
+                tracked = self.orders.get(key)
+                if tracked is not None and not tracked.ended and key not in self.algos:
+                    await self._cancel(msgspec.structs.replace(tracked.order, action="cancel"))
+            # An algo releases nothing before its symbol has a quote again: its market children would
+            # be refused.
+            self._paused = set(self.algos)
+            for venue, parent in list(self.algos):
+                algo = self.algos[(venue, parent)]
+                if algo.canceled and algo.working_children:
+                    touched[venue] |= await self._send_children(venue, parent, algo.cancel(self.clock()))
+                touched.setdefault(venue, set()).add(parent)
+            for venue, parents in touched.items():
+                await self._settle(venue, parents)
+            self._cancels_seen.clear()
+            return {"restored": restored, "deferred": deferred, "algos": len(self.algos)}
+
+
+def _quotes_from(adapter: VenueAdapter, tick: MarketTick) -> bool:
+    """Whether the adapter takes its quotes from this tick (a paper venue may follow one venue only)."""
+    if isinstance(adapter, PaperVenue):
+        quote_venue = adapter.settings.quote_venue
+        return quote_venue is None or quote_venue == tick.venue
+    return True
+
+
+def _report_for(order: VenueOrder, kind: ReportKind, now: int, reason: str | None = None) -> ExecutionReport:
+    """A report exeq makes itself (about an algo parent, or an order it cannot send); numbered later."""
+    return ExecutionReport(
+        exec_id="",
+        kind=kind,
+        client_order_id=order.client_order_id,
+        venue_client_id=order.venue_client_id,
+        strategy=order.strategy,
+        account=order.account,
+        venue=order.venue,
+        symbol=order.symbol,
+        side=order.side,
+        reason=reason,
+        timestamp=now,
+    )
+
+
+class Exeq(Service):
+    name = "exeq"
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        await self.stop(rt)  # a start retried after a failure begins afresh
+        self._venue_reports: asyncio.Queue[ExecutionReport] = asyncio.Queue()
+        adapters = {name: self._adapter(name, cfg.kind) for name, cfg in self.settings.exeq.venues.items()}
+        for adapter in adapters.values():
+            await adapter.start()
+        self.desk = ExecutionDesk(adapters, self._publish, now_ms)
+        last_seq = await self._rebuild(rt)
+        outcome = await self.desk.restore()
+        rt.log.info("exeq.restored", **outcome, open_orders=self.desk.open_orders())
+        # Ticks stored before now may have been used by the previous run (see the module docstring).
+        self.ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
+        self.ticks = Follower(rt, stream="MARKET_TICKS", subject="market.tick.>", handler=self._on_tick)
+        await self.ticks.start()
+        self.consumer = StreamConsumer(
+            rt,
+            stream="EXEC",
+            name=self.name,
+            subject="exec.order.>",
+            start_seq=last_seq + 1,
+            max_rows=1_000,
+            max_wait_s=MAX_WAIT_S,
+        )
+        await self.consumer.start()
+
+    def _adapter(self, name: str, kind: str) -> VenueAdapter:
+        listener = self._venue_reports.put_nowait
+        if kind == "paper":
+            return PaperVenue(self.settings.exeq.paper, name=name, report_listener=listener)
+        return venue_class(kind)(name=name, report_listener=listener)
+
+    async def _rebuild(self, rt: Runtime) -> int:
+        last_seq = replayed = 0
+        async for stored in replay(rt.js, "EXEC", REPLAY_SUBJECTS):
+            last_seq = stored.seq
+            try:
+                self.desk.replay(stored.subject, stored.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                rt.log.warning("exeq.replay_skipped", seq=stored.seq, subject=stored.subject, error=str(exc))
+            replayed += 1
+        rt.log.info("exeq.replayed", messages=replayed, last_seq=last_seq)
+        return last_seq
+
+    async def _publish(self, items: list[Outgoing]) -> None:
+        await self.rt.publish_reliably(items)
+
+    async def _on_tick(self, stored: Stored) -> None:
+        try:
+            tick = decode_tick(stored.data)
+        except InvalidMessage as exc:
+            await self.rt.dead_letter("MARKET_TICKS", [stored.refused(exc)])
+            return
+        self.rt.metrics.count_in()
+        await self.desk.on_tick(tick, seen_before=stored.seq <= self.ticks_before)
+
+    async def run(self, rt: Runtime) -> None:
+        tasks = [
+            asyncio.create_task(self._drive_algos(rt)),
+            asyncio.create_task(self._forward_venue_reports()),
+        ]
+        try:
+            async for batch in self.consumer.batches():
+                if batch:
+                    await self._process(rt, batch)
+                    await self.consumer.ack(batch)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _process(self, rt: Runtime, batch: list[Delivery]) -> None:
+        started = time.perf_counter()
+        refused: list[Refused] = []
+        for d in batch:
+            try:
+                order = decode_message(_venue_order, d.data)
+            except InvalidMessage as exc:
+                refused.append(Stored(d.seq, d.subject, d.data, d.headers).refused(exc))
+                continue
+            if not order.venue:  # the subject names the venue the router chose
+                order = msgspec.structs.replace(order, venue=d.subject.rpartition(".")[2])
+            await self.desk.on_order(order)
+        await rt.dead_letter("EXEC", refused)
+        rt.metrics.count_in(len(batch))
+        rt.metrics.observe_batch(time.perf_counter() - started)
+
+    async def _drive_algos(self, rt: Runtime) -> None:
+        interval = self.settings.exeq.algo_interval_s
+        while not rt.stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                await self.desk.drive_algos()
+            except Exception as exc:  # one bad algo must not stop the clock of the others
+                rt.metrics.count_error("algo")
+                rt.log.exception("exeq.algo_failed", error=repr(exc))
+
+    async def _forward_venue_reports(self) -> None:
+        while True:
+            report = await self._venue_reports.get()
+            await self.desk.on_venue_report(report.venue, report)
+
+    async def stop(self, rt: Runtime) -> None:
+        if hasattr(self, "ticks"):
+            await self.ticks.stop()
+        if hasattr(self, "desk"):
+            for adapter in self.desk.adapters.values():
+                with contextlib.suppress(Exception):
+                    await adapter.close()
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"consumer": hasattr(self, "consumer")}
+
+    def health_details(self) -> dict[str, object]:
+        if not hasattr(self, "desk"):
+            return {}
+        return {"open_orders": self.desk.open_orders(), "algos": len(self.desk.algos)}
+
+
+SERVICE = Exeq

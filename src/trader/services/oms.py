@@ -1,0 +1,435 @@
+"""oms: the state of every order.
+
+Consumes: ``RiskDecision`` on ``order.risk.>`` and ``CancelRequest`` on ``order.cancel.>`` (stream
+ORDERS, durable consumer ``oms-orders``, in stream order), ``ExecutionReport`` on ``exec.report.>``
+(stream EXEC, durable consumer ``oms-reports``), and the trading switch (``trader.trading.state``).
+Produces: every changed ``Order`` on ``order.state.<strategy>`` (msg id ``<client_order_id>:<version>``;
+the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new or cancel on
+``exec.route.<strategy>`` for the router.
+State: an ``OrderBook``. At start it is rebuilt from ``order.state.>`` (the latest version per id; the
+``Trader-Exec-Id`` headers are the reports already applied), then the durable consumers resume after the
+last acknowledged message. A message is acknowledged only once what it caused is stored, so a crash
+redelivers it: a decision or report already applied is recognised (client order id, exec id) and changes
+nothing, and the venue order it caused is sent again under the same msg id, stored once.
+Kill switch: when the state turns ``halted``, every open order is canceled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+from nats.aio.msg import Msg
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import exec_route_subject, order_state_subject
+from trader.messages import (
+    CancelRequest,
+    ExecutionReport,
+    Order,
+    OrderRequest,
+    RiskDecision,
+    TradingState,
+    VenueOrder,
+    encode,
+)
+from trader.orders import DuplicateOrderId, IllegalTransition, MismatchedEvent, OrderBook, UnknownOrder
+from trader.orders.state import is_replace
+from trader.runtime.backoff import Backoff
+from trader.runtime.consumer import now_ms
+from trader.runtime.service import Refused, Runtime, Service
+from trader.trading.consume import (
+    DurableConsumer,
+    decode_field,
+    redelivered,
+    refusal,
+    replay,
+    subject_token,
+)
+from trader.trading.state import read_state, state_bucket, watch_state
+
+EXEC_ID_HEADER = "Trader-Exec-Id"
+# An event for an order not in the book yet (a cancel overtaking its decision, a report racing a
+# restart) is offered again this many times, RETRY_DELAY_S apart, before it goes to the dead letters.
+UNKNOWN_ORDER_ATTEMPTS = 10
+RETRY_DELAY_S = 0.5
+MAX_BATCH = 500
+
+_decision_decoder = msgspec.json.Decoder(RiskDecision)
+_cancel_decoder = msgspec.json.Decoder(CancelRequest)
+_report_decoder = msgspec.json.Decoder(ExecutionReport)
+_order_decoder = msgspec.json.Decoder(Order)
+
+
+@dataclass
+class Outcome:
+    """What one consumed message caused: messages to publish, then an ack, a nak or a dead letter."""
+
+    out: list[Outgoing] = field(default_factory=list)
+    ack: Literal["ack", "nak"] = "ack"
+    refused: Refused | None = None
+
+
+class Oms(Service):
+    name = "oms"
+
+    async def start(self, rt: Runtime) -> None:
+        self.rebuilt = False
+        self.book = OrderBook()
+        self.lock = asyncio.Lock()  # one change of the book (and its publishing) at a time
+        self.kv = await state_bucket(rt.js)
+        self.trading, _ = await read_state(self.kv)
+        await self._rebuild(rt)
+        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.consumers = [
+            DurableConsumer(
+                rt.js,
+                stream="ORDERS",
+                name="oms-orders",
+                subjects=["order.risk.>", "order.cancel.>"],
+                inbox=self.inbox,
+            ),
+            DurableConsumer(
+                rt.js, stream="EXEC", name="oms-reports", subjects=["exec.report.>"], inbox=self.inbox
+            ),
+        ]
+        try:
+            for consumer in self.consumers:
+                await consumer.start()
+        except Exception:
+            await self._stop_consumers()
+            raise
+        # The watch hands over the current state first: a restart while halted cancels what is open.
+        self.watch_task = asyncio.create_task(self._watch_trading_state(rt))
+
+    async def _rebuild(self, rt: Runtime) -> None:
+        started = time.perf_counter()
+        latest: dict[str, Order] = {}
+        exec_ids: set[str] = set()
+        undecodable = 0
+
+        async def take(msg: Msg) -> None:
+            nonlocal undecodable
+            try:
+                order = _order_decoder.decode(msg.data)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                undecodable += 1
+                return
+            known = latest.get(order.client_order_id)
+            if known is None or order.version > known.version:
+                latest[order.client_order_id] = order
+            exec_id = (msg.headers or {}).get(EXEC_ID_HEADER)
+            if exec_id:
+                exec_ids.add(exec_id)
+
+        states = await replay(rt.js, "ORDERS", "order.state.>", take, timeout=300)
+        self.book.rebuild(latest.values(), exec_ids)
+        self.rebuilt = True
+        rt.log.info(
+            "oms.rebuilt",
+            states=states,
+            orders=len(self.book),
+            open=len(self.book.open_orders()),
+            exec_ids=len(exec_ids),
+            undecodable=undecodable,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    # The loop ------------------------------------------------------------------------------------
+
+    async def run(self, rt: Runtime) -> None:
+        while not rt.stopping.is_set():
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            async with self.lock:
+                outcomes = [self._process(rt, msg) for msg in batch]
+                await self._dead_letter(rt, batch, outcomes)
+                out = [item for outcome in outcomes for item in outcome.out]
+                if out:
+                    await rt.publish_reliably(out)
+            for msg, outcome in zip(batch, outcomes, strict=True):
+                await _settle(msg, outcome)
+            rt.metrics.count_in(len(batch))
+            rt.metrics.observe_batch(time.perf_counter() - started)
+
+    async def _next_batch(self) -> list[Msg]:
+        try:
+            first = await asyncio.wait_for(self.inbox.get(), timeout=0.25)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while len(batch) < MAX_BATCH and not self.inbox.empty():
+            batch.append(self.inbox.get_nowait())
+        return batch
+
+    async def _dead_letter(self, rt: Runtime, batch: list[Msg], outcomes: list[Outcome]) -> None:
+        by_stream: dict[str, list[Refused]] = {}
+        for msg, outcome in zip(batch, outcomes, strict=True):
+            if outcome.refused is not None:
+                by_stream.setdefault(msg.metadata.stream, []).append(outcome.refused)
+        for stream, refused in by_stream.items():
+            await rt.dead_letter(stream, refused)
+
+    def _process(self, rt: Runtime, msg: Msg) -> Outcome:
+        subject = msg.subject
+        try:
+            if subject.startswith("order.risk."):
+                return self._on_decision(rt, _decision_decoder.decode(msg.data), msg)
+            if subject.startswith("order.cancel."):
+                return self._on_cancel(rt, _cancel_decoder.decode(msg.data), msg)
+            if subject.startswith("exec.report."):
+                return self._on_report(rt, _report_decoder.decode(msg.data), msg)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return Outcome(refused=refusal(msg, decode_field(exc), str(exc)))
+        return Outcome(refused=refusal(msg, "subject", f"not a subject the oms consumes: {subject}"))
+
+    # Events --------------------------------------------------------------------------------------
+
+    def _on_decision(self, rt: Runtime, decision: RiskDecision, msg: Msg) -> Outcome:
+        request = decision.request
+        if request.strategy != subject_token(msg.subject):
+            return Outcome(refused=refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
+        now = now_ms()
+        if not decision.timestamp:
+            decision = msgspec.structs.replace(decision, timestamp=now)
+        if decision.approved and self.trading.mode == "halted":
+            # Approved just before the switch: it must not reach a venue now.
+            reason = f"halted: {self.trading.reason or 'trading is halted'}"
+            decision = msgspec.structs.replace(decision, approved=False, reason=reason)
+        try:
+            order = self.book.apply_decision(decision)
+        except DuplicateOrderId as exc:
+            return self._refuse(rt, "duplicate_order_id", exc, request.client_order_id)
+        if order is None:  # seen before: an idempotent repeat
+            known = self.book.get(request.client_order_id)
+            if redelivered(msg) and decision.approved and known is not None and known.status == "NEW":
+                # The first pass may have died between storing the order and routing it.
+                return Outcome([route_new(request, now)])
+            return Outcome()
+        rt.log.info(
+            "order.new" if decision.approved else "order.denied",
+            client_order_id=order.client_order_id,
+            strategy=order.strategy,
+            reason=order.reason,
+        )
+        out = [state_message(order)]
+        if order.status == "NEW":
+            out.append(route_new(request, now))
+        return Outcome(out)
+
+    def _on_cancel(self, rt: Runtime, request: CancelRequest, msg: Msg) -> Outcome:
+        if request.strategy != subject_token(msg.subject):
+            return Outcome(refused=refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
+        if is_replace(request):
+            # VenueOrder has only "new" and "cancel": no venue can be asked to replace yet.
+            why = "cancel-replace is not supported: a VenueOrder can only be new or cancel"
+            return self._refuse(rt, "replace_unsupported", why, request.client_order_id)
+        if not request.timestamp:
+            request = msgspec.structs.replace(request, timestamp=now_ms())
+        try:
+            order = self.book.apply_cancel(request)
+        except UnknownOrder as exc:
+            return self._unknown(rt, msg, exc, request.client_order_id)
+        except (IllegalTransition, MismatchedEvent) as exc:
+            return self._refuse(rt, "illegal_transition", exc, request.client_order_id)
+        if order is None:  # the same cancel is already pending
+            known = self.book.get(request.client_order_id)
+            if redelivered(msg) and known is not None:
+                return Outcome([self._route_cancel(known)])
+            return Outcome()
+        return Outcome([state_message(order), self._route_cancel(order)])
+
+    def _on_report(self, rt: Runtime, report: ExecutionReport, msg: Msg) -> Outcome:
+        try:
+            order = self.book.apply_report(report)
+        except UnknownOrder as exc:
+            return self._unknown(rt, msg, exc, report.client_order_id)
+        except (IllegalTransition, MismatchedEvent) as exc:
+            return self._refuse(rt, "illegal_transition", exc, report.client_order_id, exec_id=report.exec_id)
+        if order is None:  # this exec id was applied before
+            return Outcome()
+        out = [state_message(order, report.exec_id)]
+        if self.trading.mode == "halted" and not order.is_terminal and order.status != "PENDING_CANCEL":
+            # Working again while halted (a cancel the venue refused): cancel it again.
+            out += self._cancel(rt, order, self.trading)
+        return Outcome(out)
+
+    def _unknown(self, rt: Runtime, msg: Msg, exc: UnknownOrder, client_order_id: str) -> Outcome:
+        if msg.metadata.num_delivered < UNKNOWN_ORDER_ATTEMPTS:
+            return Outcome(ack="nak")  # its order may be a moment behind (or in a restart's replay)
+        rt.metrics.count_error("unknown_order")
+        rt.log.warning("order.unknown", client_order_id=client_order_id, subject=msg.subject)
+        return Outcome(refused=refusal(msg, "client_order_id", f"unknown order: {exc}"))
+
+    def _refuse(
+        self, rt: Runtime, kind: str, why: Exception | str, client_order_id: str, **context: str
+    ) -> Outcome:
+        """An event the order's state does not allow: logged and counted, never applied."""
+        rt.metrics.count_error(kind)
+        rt.log.warning("order.refused", kind=kind, client_order_id=client_order_id, error=str(why), **context)
+        return Outcome()
+
+    # The kill switch -----------------------------------------------------------------------------
+
+    async def _watch_trading_state(self, rt: Runtime) -> None:
+        backoff = Backoff(initial=0.2, maximum=5.0)
+        while not rt.stopping.is_set():
+            try:
+                async for state in watch_state(self.kv):
+                    await self._on_trading_state(rt, state)
+                    backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost watch is set up again; the switch must not go unseen
+                rt.metrics.count_error("trading_state_watch")
+                rt.log.warning("trading_state.watch_failed", error=repr(exc))
+                await backoff.sleep(rt.stopping)
+
+    async def _on_trading_state(self, rt: Runtime, state: TradingState) -> None:
+        if state != self.trading:
+            rt.log.info("trading_state.changed", mode=state.mode, reason=state.reason, since=state.since)
+        self.trading = state
+        if state.mode != "halted":
+            return
+        async with self.lock:
+            out = []
+            for order in self.book.open_orders():
+                if order.status != "PENDING_CANCEL":
+                    out += self._cancel(rt, order, state)
+            if out:
+                await rt.publish_reliably(out)
+        if out:
+            rt.log.warning(
+                "kill_switch.canceled",
+                orders=len(out) // 2,
+                ms_since_switch=now_ms() - state.since if state.since else None,
+            )
+
+    def _cancel(self, rt: Runtime, order: Order, state: TradingState) -> list[Outgoing]:
+        request = CancelRequest(
+            client_order_id=order.client_order_id,
+            strategy=order.strategy,
+            reason=f"kill switch: {state.reason or 'trading halted'}",
+            timestamp=now_ms(),
+        )
+        try:
+            changed = self.book.apply_cancel(request)
+        except (IllegalTransition, MismatchedEvent) as exc:
+            self._refuse(rt, "illegal_transition", exc, order.client_order_id)
+            return []
+        if changed is None:
+            return []
+        return [state_message(changed), self._route_cancel(changed)]
+
+    def _route_cancel(self, order: Order) -> Outgoing:
+        # The venue the order asked for, else none: the router sends a cancel where it routed the order.
+        return route_cancel(order, order.venue or "", now_ms())
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    async def stop(self, rt: Runtime) -> None:
+        task = getattr(self, "watch_task", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._stop_consumers()
+
+    async def _stop_consumers(self) -> None:
+        for consumer in getattr(self, "consumers", []):
+            await consumer.stop()
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"rebuilt": getattr(self, "rebuilt", False)}
+
+    def health_details(self) -> dict[str, object]:
+        if not getattr(self, "rebuilt", False):
+            return {}
+        return {
+            "orders": len(self.book),
+            "open_orders": len(self.book.open_orders()),
+            "trading_mode": self.trading.mode,
+        }
+
+
+# Messages ----------------------------------------------------------------------------------------
+
+
+def state_message(order: Order, exec_id: str | None = None) -> Outgoing:
+    return Outgoing(
+        order_state_subject(order.strategy),
+        encode(order),
+        msg_id=f"{order.client_order_id}:{order.version}",
+        headers={EXEC_ID_HEADER: exec_id} if exec_id else None,
+    )
+
+
+def route_new(request: OrderRequest, now: int) -> Outgoing:
+    venue_order = VenueOrder(
+        action="new",
+        client_order_id=request.client_order_id,
+        venue_client_id=request.client_order_id,
+        strategy=request.strategy,
+        account=request.account,
+        venue=request.venue or "",
+        symbol=request.symbol,
+        side=request.side,
+        quantity=request.quantity,
+        type=request.type,
+        price=request.price,
+        stop_price=request.stop_price,
+        tif=request.tif,
+        post_only=request.post_only,
+        algo=request.algo,
+        algo_params=request.algo_params,
+        timestamp=now,
+    )
+    return Outgoing(
+        exec_route_subject(request.strategy),
+        encode(venue_order),
+        msg_id=f"route:{request.client_order_id}:new",
+    )
+
+
+def route_cancel(order: Order, venue: str, now: int) -> Outgoing:
+    """The cancel of the whole order (an algo's parent: exeq cancels its children)."""
+    venue_order = VenueOrder(
+        action="cancel",
+        client_order_id=order.client_order_id,
+        venue_client_id=order.client_order_id,
+        strategy=order.strategy,
+        account=order.account,
+        venue=venue,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.quantity,
+        type=order.type,
+        price=order.price,
+        stop_price=order.stop_price,
+        tif=order.tif,
+        post_only=order.post_only,
+        algo=order.algo,
+        timestamp=now,
+    )
+    # The version of the PENDING_CANCEL state: a second cancel after a refused one is a new message.
+    return Outgoing(
+        exec_route_subject(order.strategy),
+        encode(venue_order),
+        msg_id=f"route:{order.client_order_id}:cancel:{order.version}",
+    )
+
+
+async def _settle(msg: Msg, outcome: Outcome) -> None:
+    with contextlib.suppress(Exception):  # a lost ack only means a redelivery, which changes nothing
+        if outcome.ack == "nak":
+            await msg.nak(delay=RETRY_DELAY_S)
+        else:
+            await msg.ack()
+
+
+SERVICE = Oms

@@ -1,0 +1,400 @@
+"""risk: the pre-trade check of every order request, the post-trade watch on equity.
+
+Consumes:
+- ``OrderRequest`` on ``order.submit.>`` (stream ORDERS, durable consumer ``risk``, acknowledged once
+  the decision is stored: a crash redelivers the requests in hand, decided again under the same msg id);
+- last trade prices: a core NATS subscription to ``market.tick.>`` that only keeps the latest raw tick
+  per subject, decoded when a decision needs it (only the latest price matters, and a busy feed then
+  costs a dictionary write per tick); seeded at start with the latest tick per subject in MARKET_TICKS;
+- net positions: an ordered consumer on ``position.*.*.*`` from the latest message per subject;
+- open orders: an ordered consumer on ``order.state.>`` from the start (terminal orders drop out);
+- ``PnlSnapshot`` on ``pnl.total``: an ordered consumer from the sequence after the post-trade checkpoint;
+- the trading switch (``trader.trading.state``).
+Produces: a ``RiskDecision`` per request on ``order.risk.<strategy>`` (msg id ``risk:<client_order_id>``),
+the reason of a denial naming the check and the numbers; ``reduce_only`` in the trading switch when the
+day's loss or the drawdown crosses its limit (only from ``active``: an operator's switch is never
+overridden).
+State: rebuilt from the streams at every start; the post-trade peak and day start are kept in the
+TRADER_STATE bucket under ``risk.post_trade`` with the sequence they cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import order_risk_subject, pnl_subject
+from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.messages import (
+    Order,
+    OrderRequest,
+    PnlSnapshot,
+    Position,
+    RiskDecision,
+    TradingState,
+    encode,
+)
+from trader.portfolio.pnl import TOTAL_SCOPE
+from trader.risk import PostTradeRisk, PreTradeRisk
+from trader.runtime.backoff import Backoff
+from trader.runtime.consumer import now_ms
+from trader.runtime.service import Refused, Runtime, Service
+from trader.trading.consume import (
+    DurableConsumer,
+    Follower,
+    arrival_ms,
+    decode_field,
+    refusal,
+    replay,
+    subject_token,
+)
+from trader.trading.state import read_state, state_bucket, watch_state, write_state_if
+
+POST_TRADE_KEY = "risk.post_trade"
+# The accounts' net positions: position.<account>.<venue>.<symbol> (a strategy's own has a fifth token).
+NET_POSITIONS = "position.*.*.*"
+# A request that waited longer than this (risk down, a backlog) is denied: the market it was made
+# for is gone. Not yet a setting (config.py is not risk's to change).
+STALE_REQUEST_MS = 30_000
+# Decisions remembered per client order id, so a repeated request gets the same answer, not a new one.
+DECIDED_MEMORY = 100_000
+CHECKPOINT_INTERVAL_S = 1.0
+CATCH_UP_TIMEOUT_S = 300.0
+MAX_BATCH = 500
+
+_request_decoder = msgspec.json.Decoder(OrderRequest)
+
+
+class PostTradeCheckpoint(msgspec.Struct, kw_only=True, frozen=True):
+    """What the post-trade watch had seen up to ``seq`` of the PNL stream."""
+
+    seq: int = 0
+    timestamp: int = 0
+    equity: Decimal | None = None
+    peak: Decimal | None = None
+    day_start: Decimal | None = None
+
+
+class Decider:
+    """Pre-trade decisions: one per client order id (a repeated request gets the same answer, not a
+    second approval counted against the rate), and none for a request that waited too long."""
+
+    def __init__(self, pre: PreTradeRisk) -> None:
+        self.pre = pre
+        self.decided: OrderedDict[str, RiskDecision] = OrderedDict()
+
+    def decide(self, request: OrderRequest, arrived_ms: int, now: int) -> RiskDecision:
+        known = self.decided.get(request.client_order_id)
+        if known is not None:
+            return known
+        waited = now - arrived_ms
+        if waited > STALE_REQUEST_MS:
+            reason = f"stale: the request waited {waited} ms for a decision (max {STALE_REQUEST_MS} ms)"
+            decision = RiskDecision(request=request, approved=False, reason=reason, timestamp=now)
+        else:
+            decision = self.pre.check(request, now)
+        self.decided[request.client_order_id] = decision
+        if len(self.decided) > DECIDED_MEMORY:
+            self.decided.popitem(last=False)
+        return decision
+
+
+def post_trade_checkpoint(post: PostTradeRisk, seq: int, snapshot: PnlSnapshot) -> PostTradeCheckpoint:
+    """What the watch knows once it has seen ``snapshot`` (at ``seq`` of the PNL stream)."""
+    return PostTradeCheckpoint(
+        seq=seq,
+        timestamp=snapshot.timestamp,
+        equity=snapshot.total,
+        peak=post.peak_equity,
+        day_start=post.day_start_equity,
+    )
+
+
+def restore_post_trade(post: PostTradeRisk, checkpoint: PostTradeCheckpoint) -> None:
+    """Bring a fresh watch to where the checkpoint was: the last equity and its day through the watch's
+    own update, then the peak and the day's start."""
+    if checkpoint.equity is None:
+        return
+    post.update(checkpoint.equity, checkpoint.timestamp)
+    post.peak_equity = checkpoint.peak
+    post.day_start_equity = checkpoint.day_start
+
+
+class Risk(Service):
+    name = "risk"
+
+    async def start(self, rt: Runtime) -> None:
+        self.ready = False
+        self.log = rt.log
+        limits = self.settings.risk
+        self.kv = await state_bucket(rt.js)
+        self.trading, _ = await read_state(self.kv)
+        self.pre = PreTradeRisk(limits, self.trading)
+        self.post = PostTradeRisk(limits, self.trading)
+        self.checkpoint = await self._load_checkpoint()
+        self.saved_checkpoint = self.checkpoint
+        restore_post_trade(self.post, self.checkpoint)
+        self.decider = Decider(self.pre)
+        self.raw_ticks: dict[str, bytes] = {}
+        self.dirty_ticks: set[str] = set()
+        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.followers: list[Follower] = []
+        self.tick_sub: Any = None
+        self.consumer: DurableConsumer | None = None
+        try:
+            await self._start_inputs(rt)
+        except Exception:
+            await self._stop_inputs()
+            raise
+        self.watch_task = asyncio.create_task(self._watch_trading_state(rt))
+        self.ready = True
+        rt.log.info(
+            "risk.ready",
+            symbols_priced=len(self.raw_ticks),
+            post_trade=msgspec.structs.asdict(self.checkpoint),
+            mode=self.trading.mode,
+        )
+
+    async def _start_inputs(self, rt: Runtime) -> None:
+        # Live ticks first, so the seed below never overwrites a newer price with an older one.
+        self.tick_sub = await rt.nc.subscribe("market.tick.>", cb=self._on_tick)
+        await replay(
+            rt.js,
+            "MARKET_TICKS",
+            "market.tick.>",
+            self._seed_tick,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        start_seq = self.checkpoint.seq + 1 if self.checkpoint.seq else None
+        self.followers = [
+            self._follow(
+                rt, "POSITIONS", NET_POSITIONS, Position, self._on_position, DeliverPolicy.LAST_PER_SUBJECT
+            ),
+            self._follow(rt, "ORDERS", "order.state.>", Order, self._on_order),
+            self._follow(rt, "PNL", pnl_subject(TOTAL_SCOPE), PnlSnapshot, self._on_pnl, start_seq=start_seq),
+        ]
+        for follower in self.followers:
+            await follower.start()
+        waits = [follower.caught_up.wait() for follower in self.followers]
+        await asyncio.wait_for(asyncio.gather(*waits), CATCH_UP_TIMEOUT_S)
+        # Requests only once the state they are checked against is there.
+        self.consumer = DurableConsumer(
+            rt.js, stream="ORDERS", name="risk", subjects=["order.submit.>"], inbox=self.inbox
+        )
+        await self.consumer.start()
+
+    # Inputs --------------------------------------------------------------------------------------
+
+    async def _on_tick(self, msg: Msg) -> None:
+        self.raw_ticks[msg.subject] = msg.data
+        self.dirty_ticks.add(msg.subject)
+
+    async def _seed_tick(self, msg: Msg) -> None:
+        if msg.subject not in self.raw_ticks:
+            self.raw_ticks[msg.subject] = msg.data
+            self.dirty_ticks.add(msg.subject)
+
+    def _refresh_prices(self) -> None:
+        """Decode the latest tick of each symbol that traded since the last decision."""
+        for subject in self.dirty_ticks:
+            try:
+                tick = decode_tick(self.raw_ticks[subject])
+            except InvalidMessage:
+                continue  # the normalizer dead-letters it; the previous price stands
+            self.pre.update_price(tick.symbol, tick.price)
+        self.dirty_ticks.clear()
+
+    def _follow(
+        self,
+        rt: Runtime,
+        stream: str,
+        subject: str,
+        kind: type[msgspec.Struct],
+        apply: Callable[[Msg, Any], Awaitable[None]],
+        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+        start_seq: int | None = None,
+    ) -> Follower:
+        decoder = msgspec.json.Decoder(kind)
+
+        async def handle(msg: Msg) -> None:
+            try:
+                value = decoder.decode(msg.data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                rt.metrics.count_error("undecodable")
+                if follower.caught_up.is_set():  # live: dead-lettered once, not at every replay
+                    await rt.dead_letter(stream, [refusal(msg, decode_field(exc), str(exc))])
+                return
+            await apply(msg, value)
+
+        def on_error(msg: Msg, exc: Exception) -> None:
+            rt.metrics.count_error("input")
+            rt.log.error("risk.input_failed", subject=msg.subject, error=repr(exc))
+
+        follower = Follower(
+            rt.js,
+            stream=stream,
+            subject=subject,
+            handle=handle,
+            deliver_policy=deliver_policy,
+            start_seq=start_seq,
+            on_error=on_error,
+        )
+        return follower
+
+    async def _on_position(self, msg: Msg, position: Position) -> None:
+        self.pre.update_position(position)
+
+    async def _on_order(self, msg: Msg, order: Order) -> None:
+        self.pre.update_order(order)
+
+    async def _on_pnl(self, msg: Msg, snapshot: PnlSnapshot) -> None:
+        breach = self.post.on_pnl(snapshot)
+        self.checkpoint = post_trade_checkpoint(self.post, msg.metadata.sequence.stream, snapshot)
+        if breach is None:
+            return
+        switched = await write_state_if(self.kv, breach, only_from="active")
+        self.log.warning("risk.post_trade_breach", reason=breach.reason, switched=switched)
+
+    # Decisions -----------------------------------------------------------------------------------
+
+    async def run(self, rt: Runtime) -> None:
+        last_save = time.monotonic()
+        while not rt.stopping.is_set():
+            batch = await self._next_batch()
+            if batch:
+                await self._decide_batch(rt, batch)
+            if time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
+                await self._save_checkpoint(rt)
+                last_save = time.monotonic()
+
+    async def _next_batch(self) -> list[Msg]:
+        try:
+            first = await asyncio.wait_for(self.inbox.get(), timeout=0.25)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while len(batch) < MAX_BATCH and not self.inbox.empty():
+            batch.append(self.inbox.get_nowait())
+        return batch
+
+    async def _decide_batch(self, rt: Runtime, batch: list[Msg]) -> None:
+        started = time.perf_counter()
+        self._refresh_prices()
+        out: list[Outgoing] = []
+        refused: list[Refused] = []
+        for msg in batch:
+            try:
+                request = _request_decoder.decode(msg.data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                refused.append(refusal(msg, decode_field(exc), str(exc)))
+                continue
+            if request.strategy != subject_token(msg.subject):
+                refused.append(refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
+                continue
+            decision = self.decider.decide(request, arrival_ms(msg), now_ms())
+            if not decision.approved:
+                rt.log.info(
+                    "risk.denied",
+                    client_order_id=request.client_order_id,
+                    strategy=request.strategy,
+                    reason=decision.reason,
+                )
+            out.append(
+                Outgoing(
+                    order_risk_subject(request.strategy),
+                    encode(decision),
+                    msg_id=f"risk:{request.client_order_id}",
+                )
+            )
+        await rt.dead_letter("ORDERS", refused)
+        if out:
+            await rt.publish_reliably(out)
+        for msg in batch:
+            try:
+                await msg.ack()
+            except Exception:  # a lost ack is a redelivery: the same decision, stored once
+                rt.metrics.count_error("ack")
+        rt.metrics.count_in(len(batch))
+        rt.metrics.observe_batch(time.perf_counter() - started)
+
+    # The trading switch --------------------------------------------------------------------------
+
+    async def _watch_trading_state(self, rt: Runtime) -> None:
+        backoff = Backoff(initial=0.2, maximum=5.0)
+        while not rt.stopping.is_set():
+            try:
+                async for state in watch_state(self.kv):
+                    self._set_trading_state(rt, state)
+                    backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # set up again: a missed switch would let orders through
+                rt.metrics.count_error("trading_state_watch")
+                rt.log.warning("trading_state.watch_failed", error=repr(exc))
+                await backoff.sleep(rt.stopping)
+
+    def _set_trading_state(self, rt: Runtime, state: TradingState) -> None:
+        if state != self.trading:
+            rt.log.info("trading_state.changed", mode=state.mode, reason=state.reason)
+        self.trading = state
+        self.pre.set_state(state)
+        self.post.set_state(state)
+
+    # The post-trade checkpoint -------------------------------------------------------------------
+
+    async def _load_checkpoint(self) -> PostTradeCheckpoint:
+        try:
+            entry = await self.kv.get(POST_TRADE_KEY)
+        except NotFoundError:
+            return PostTradeCheckpoint()
+        return msgspec.json.decode(entry.value or b"{}", type=PostTradeCheckpoint)
+
+    async def _save_checkpoint(self, rt: Runtime) -> None:
+        if self.checkpoint == self.saved_checkpoint:
+            return
+        checkpoint = self.checkpoint
+        await rt.retry("checkpoint", lambda: self.kv.put(POST_TRADE_KEY, encode(checkpoint)))
+        self.saved_checkpoint = checkpoint
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    async def stop(self, rt: Runtime) -> None:
+        task = getattr(self, "watch_task", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._stop_inputs()
+        if hasattr(self, "checkpoint"):
+            await self._save_checkpoint(rt)
+
+    async def _stop_inputs(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for follower in self.followers:
+            await follower.stop()
+        if self.tick_sub is not None:
+            with contextlib.suppress(Exception):
+                await self.tick_sub.unsubscribe()
+            self.tick_sub = None
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"caught_up": getattr(self, "ready", False)}
+
+    def health_details(self) -> dict[str, object]:
+        if not getattr(self, "ready", False):
+            return {}
+        return {"trading_mode": self.trading.mode, "symbols_priced": len(self.raw_ticks)}
+
+
+SERVICE = Risk

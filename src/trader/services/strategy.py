@@ -1,0 +1,436 @@
+"""strategy: runs the configured strategies on live market data; sends their orders and cancels.
+
+Consumes:
+- ``order.>`` (stream ORDERS, durable ``strategy-orders``, from the first message at every start):
+  the history rebuilds each strategy's open orders (its requests on ``order.submit.<strategy>``, the
+  latest state per id on ``order.state.<strategy>``); after it, new states go to ``on_order``;
+- ``exec.>`` (stream EXEC, durable ``strategy-exec``, from the first message at every start): the
+  reports on ``exec.report.<venue>`` of the strategies' own orders rebuild their positions, then new
+  fills go to ``on_fill``;
+- ``market.tick.<SYMBOL>`` and ``market.bar.*.<SYMBOL>`` for the strategies' symbols (ordered
+  consumers starting at NEW, only once the rebuild is done: strategies act on live data only);
+- the key ``trading.state`` of the TRADER_STATE bucket (watched): while ``halted``, submits are not
+  sent (logged and counted) and the strategy hears at once that its order was rejected; a value
+  that cannot be read counts as halted.
+Produces: ``OrderRequest`` on ``order.submit.<strategy>`` (msg id: the client_order_id) and
+``CancelRequest`` on ``order.cancel.<strategy>`` (msg id: a per-strategy unique cancel id).
+State: nothing of its own beyond the streams. The two durable consumers acknowledge after
+processing and are re-created from the first message at every start, since the rebuild needs the
+whole history (the whole stream, so that its end is one stream sequence; other subjects are skipped
+unread); a state or fill redelivered is applied once (versions, exec_ids). Messages of the
+history are applied silently; one that cannot be decoded goes to the dead letters only when new.
+A strategy that cannot be loaded is logged (and shown in /health) and the others run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import (
+    STATE_BUCKET,
+    TRADING_STATE_KEY,
+    order_cancel_subject,
+    order_submit_subject,
+    tick_subject,
+)
+from trader.config import Settings
+from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.messages import (
+    ExecutionReport,
+    Order,
+    OrderRequest,
+    TradingState,
+    decode_bar,
+    encode,
+)
+from trader.runtime.consumer import Delivery, StreamConsumer
+from trader.runtime.service import Refused, Runtime, Service
+from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
+
+_order_decoder = msgspec.json.Decoder(Order)
+_request_decoder = msgspec.json.Decoder(OrderRequest)
+_report_decoder = msgspec.json.Decoder(ExecutionReport)
+_state_decoder = msgspec.json.Decoder(TradingState)
+_FIELD_IN_ERROR = re.compile(r"at `\$\.([A-Za-z_]+)")
+
+Apply = Callable[[Runtime, list[Delivery]], Awaitable[None]]
+
+
+class StrategyService(Service):
+    name = "strategy"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.runners: dict[str, StrategyRunner] = {}
+        self.failed: dict[str, str] = {}  # strategies that could not be loaded, and why
+        self.by_symbol: dict[str, list[StrategyRunner]] = {}
+        self.trading = TradingState()
+        self.rebuilt = False
+        self._loaded = False
+        self._lock = asyncio.Lock()  # one event at a time: strategies and their outbox stay in order
+        self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
+        self._market_subs: list[Any] = []
+        self._watcher: Any = None
+
+    # Start: load, rebuild, then live data --------------------------------------------------------
+
+    async def start(self, rt: Runtime) -> None:
+        self.rt = rt
+        if not self._loaded:
+            self._load(rt)
+        self.kv = await rt.js.key_value(STATE_BUCKET)
+        self._set_trading(rt, await self._read_trading_state())
+        self.orders = await self._replay(rt, "ORDERS", "order.>", self._apply_orders)
+        self.execs = await self._replay(rt, "EXEC", "exec.>", self._apply_execs)
+        async with self._lock:
+            for runner in self.runners.values():
+                if not runner.started:
+                    await self._emit(rt, runner, runner.start())
+        self.rebuilt = True
+        rt.log.info("strategy.rebuilt", strategies={n: r.describe() for n, r in self.runners.items()})
+        await self._subscribe_market(rt)
+
+    def _load(self, rt: Runtime) -> None:
+        for config in self.settings.strategy.strategies:
+            if not config.enabled:
+                rt.log.info("strategy.disabled", strategy=config.name)
+                continue
+            if config.name in self.runners or config.name in self.failed:
+                self._fail(rt, config.name, config.kind, "duplicate name: only the first of this name runs")
+                continue
+            try:
+                runner = build_runner(config)
+            except Exception as exc:  # the user's code may raise anything: it stops only this strategy
+                self._fail(rt, config.name, config.kind, f"{type(exc).__name__}: {exc}")
+                continue
+            self.runners[config.name] = runner
+            for symbol in config.symbols:
+                self.by_symbol.setdefault(symbol, []).append(runner)
+            rt.log.info(
+                "strategy.loaded",
+                strategy=config.name,
+                kind=config.kind,
+                symbols=config.symbols,
+                params=config.params,
+                account=config.account,
+            )
+        if not self.runners:
+            rt.log.warning("strategy.none_running", failed=self.failed)
+        self._loaded = True
+
+    def _fail(self, rt: Runtime, name: str, kind: str, error: str) -> None:
+        self.failed[name] = error
+        rt.metrics.count_error("strategy_load")
+        rt.log.error("strategy.load_failed", strategy=name, kind=kind, error=error)
+
+    async def _read_trading_state(self) -> TradingState:
+        try:
+            entry = await self.kv.get(TRADING_STATE_KEY)
+        except KeyNotFoundError:  # never set, or deleted: trading is on
+            return TradingState()
+        return self._decode_trading_state(entry.value, entry.revision)
+
+    def _decode_trading_state(self, value: bytes | None, revision: int | None) -> TradingState:
+        """The switch as written; one that cannot be read counts as halted: sending nothing is safe."""
+        try:
+            return _state_decoder.decode(value or b"{}")
+        except msgspec.DecodeError as exc:
+            self.rt.metrics.count_error("trading_state")
+            self.rt.log.error("strategy.trading_state_unreadable", error=str(exc), revision=revision)
+            return TradingState(mode="halted", reason=f"unreadable trading state: {exc}")
+
+    async def _replay(self, rt: Runtime, stream: str, subject: str, apply: Apply) -> StreamConsumer:
+        """Create the stream's consumer from its first message and apply the history up to the last
+        message stored before now; what comes after is left for ``run``."""
+        end = (await rt.js.stream_info(stream)).state.last_seq
+        self._history_end[stream] = end
+        consumer = StreamConsumer(
+            rt,
+            stream=stream,
+            name=f"{self.name}-{stream.lower()}",
+            subject=subject,
+            start_seq=None,
+            max_rows=2_000,
+            max_wait_s=0.05,
+        )
+        await consumer.start()
+        if end == 0:
+            return consumer
+        async for batch in consumer.batches():
+            if batch:
+                await apply(rt, batch)
+                await consumer.ack(batch)
+                if batch[-1].seq >= end:
+                    break
+            elif await _drained(rt, stream, consumer.name):
+                break  # the last messages were deleted: nothing more of the history will come
+        rt.log.info("strategy.history_applied", stream=stream, last_seq=end)
+        return consumer
+
+    async def _subscribe_market(self, rt: Runtime) -> None:
+        symbols = sorted(self.by_symbol)
+        if not symbols:
+            return
+        feeds = (
+            ("MARKET_TICKS", "market.tick.>", [tick_subject(s) for s in symbols], self._on_tick_msg),
+            ("BARS", "market.bar.>", [f"market.bar.*.{s}" for s in symbols], self._on_bar_msg),
+        )
+        for stream, subject, filters, callback in feeds:
+            sub = await rt.js.subscribe(
+                subject,
+                stream=stream,
+                cb=callback,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                config=ConsumerConfig(filter_subjects=filters),
+            )
+            self._market_subs.append(sub)
+        rt.log.info("strategy.market_subscribed", symbols=symbols)
+
+    # Run: order states, fills, the trading switch; market data arrives through callbacks --------
+
+    async def run(self, rt: Runtime) -> None:
+        tasks = {
+            asyncio.create_task(self._consume(rt, self.orders, self._apply_orders), name="orders"),
+            asyncio.create_task(self._consume(rt, self.execs, self._apply_execs), name="exec"),
+            asyncio.create_task(self._watch_trading_state(rt), name="trading-state"),
+        }
+        stopping = asyncio.create_task(rt.stopping.wait())
+        done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            stopping.cancel()
+            failed = next(iter(done))
+            raise RuntimeError(f"{failed.get_name()} loop ended") from failed.exception()
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def stop(self, rt: Runtime) -> None:
+        for sub in self._market_subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._market_subs.clear()
+        async with self._lock:
+            for runner in self.runners.values():
+                await self._emit(rt, runner, runner.stop())
+
+    async def _consume(self, rt: Runtime, consumer: StreamConsumer, apply: Apply) -> None:
+        async for batch in consumer.batches():
+            if not batch:
+                continue
+            started = time.perf_counter()
+            await apply(rt, batch)
+            await consumer.ack(batch)
+            rt.metrics.observe_batch(time.perf_counter() - started)
+
+    async def _watch_trading_state(self, rt: Runtime) -> None:
+        self._watcher = await self.kv.watch(TRADING_STATE_KEY)
+        async for entry in self._watcher:
+            if entry is None:  # the marker after the current value
+                continue
+            if entry.operation in ("DEL", "PURGE"):
+                self._set_trading(rt, TradingState())
+            else:
+                self._set_trading(rt, self._decode_trading_state(entry.value, entry.revision))
+
+    def _set_trading(self, rt: Runtime, state: TradingState) -> None:
+        if state != self.trading:
+            rt.log.warning("strategy.trading_state", mode=state.mode, reason=state.reason, since=state.since)
+        self.trading = state
+        for runner in self.runners.values():
+            runner.ctx.set_trading_state(state)
+
+    # Applying messages ----------------------------------------------------------------------------
+
+    async def _apply_orders(self, rt: Runtime, batch: list[Delivery]) -> None:
+        history_end = self._history_end["ORDERS"]
+        refused: list[Refused] = []
+        async with self._lock:
+            for d in batch:
+                kind, _, strategy = d.subject.removeprefix("order.").partition(".")
+                runner = self.runners.get(strategy)
+                if runner is None or kind not in ("state", "submit"):
+                    continue
+                live = d.seq > history_end
+                rt.metrics.count_in()
+                try:
+                    if kind == "submit":
+                        if not live:  # new requests are this service's own: already in the books
+                            runner.ctx.note_request(_request_decoder.decode(d.data))
+                        continue
+                    order = _order_decoder.decode(d.data)
+                except msgspec.DecodeError as exc:
+                    if live:
+                        refused.append(
+                            _refusal(d, f"not an {'Order' if kind == 'state' else 'OrderRequest'}", exc)
+                        )
+                    continue
+                await self._emit(rt, runner, runner.on_order(order))
+        await rt.dead_letter("ORDERS", refused)
+
+    async def _apply_execs(self, rt: Runtime, batch: list[Delivery]) -> None:
+        history_end = self._history_end["EXEC"]
+        refused: list[Refused] = []
+        async with self._lock:
+            for d in batch:
+                if not d.subject.startswith("exec.report."):
+                    continue
+                try:
+                    report = _report_decoder.decode(d.data)
+                except msgspec.DecodeError as exc:
+                    if d.seq > history_end:
+                        refused.append(_refusal(d, "not an ExecutionReport", exc))
+                    continue
+                runner = self.runners.get(report.strategy)
+                if runner is None:
+                    continue
+                rt.metrics.count_in()
+                await self._emit(rt, runner, runner.on_fill(report))
+        await rt.dead_letter("EXEC", refused)
+
+    async def _on_tick_msg(self, msg: Msg) -> None:
+        try:
+            tick = decode_tick(msg.data)
+        except InvalidMessage as exc:
+            refusal = Refused(_stream_seq(msg), msg.subject, msg.data, msg.headers, exc.field, str(exc))
+            await self._dead_letter_quietly("MARKET_TICKS", refusal)
+            return
+        self.rt.metrics.count_in()
+        await self._dispatch(tick.symbol, lambda runner: runner.on_tick(tick))
+
+    async def _on_bar_msg(self, msg: Msg) -> None:
+        try:
+            bar = decode_bar(msg.data)
+        except msgspec.DecodeError as exc:
+            refusal = Refused(
+                _stream_seq(msg), msg.subject, msg.data, msg.headers, _field(exc), f"not a Bar: {exc}"
+            )
+            await self._dead_letter_quietly("BARS", refusal)
+            return
+        self.rt.metrics.count_in()
+        await self._dispatch(bar.symbol, lambda runner: runner.on_bar(bar))
+
+    async def _dispatch(self, symbol: str, event: Callable[[StrategyRunner], Actions]) -> None:
+        """Market data to the strategies of its symbol. An error is logged and counted here: nats-py
+        would only hand it to its error callback, and the next message must still be taken."""
+        try:
+            async with self._lock:
+                for runner in self.by_symbol.get(symbol, ()):
+                    await self._emit(self.rt, runner, event(runner))
+        except Exception as exc:
+            self.rt.metrics.count_error("market_event")
+            self.rt.log.exception("strategy.market_event_failed", symbol=symbol, error=repr(exc))
+
+    async def _dead_letter_quietly(self, stream: str, refusal: Refused) -> None:
+        try:
+            await self.rt.dead_letter(stream, [refusal])
+        except Exception as exc:
+            self.rt.metrics.count_error("dead_letter")
+            self.rt.log.error("strategy.dead_letter_failed", stream=stream, error=repr(exc))
+
+    # Sending --------------------------------------------------------------------------------------
+
+    async def _emit(self, rt: Runtime, runner: StrategyRunner, actions: Actions) -> None:
+        if not actions:
+            return
+        for order in actions.suppressed:
+            rt.metrics.count_error("submit_halted")
+            rt.log.warning(
+                "strategy.submit_suppressed",
+                strategy=runner.name,
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side,
+                quantity=str(order.quantity),
+                reason=order.reason,
+            )
+        if actions.error:
+            rt.metrics.count_error("strategy_callback")
+        if not actions.instructions:
+            return
+        for instruction in actions.instructions:
+            _log_instruction(rt, instruction)
+        await rt.publish_reliably([_outgoing(i) for i in actions.instructions])
+
+    # Probes ---------------------------------------------------------------------------------------
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"rebuilt": self.rebuilt}
+
+    def health_details(self) -> dict[str, Any]:
+        return {
+            "trading": {"mode": self.trading.mode, "reason": self.trading.reason},
+            "rebuilt": self.rebuilt,
+            "strategies": {name: runner.describe() for name, runner in self.runners.items()},
+            "failed_strategies": dict(self.failed),
+        }
+
+
+async def _drained(rt: Runtime, stream: str, consumer: str) -> bool:
+    """Nothing left to deliver, and nothing delivered that is not yet applied and acknowledged."""
+    info = await rt.js.consumer_info(stream, consumer)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+def _outgoing(instruction: Instruction) -> Outgoing:
+    message = instruction.message
+    if isinstance(message, OrderRequest):
+        subject = order_submit_subject(message.strategy)
+    else:
+        subject = order_cancel_subject(message.strategy)
+    return Outgoing(subject, encode(message), msg_id=instruction.msg_id)
+
+
+def _log_instruction(rt: Runtime, instruction: Instruction) -> None:
+    message = instruction.message
+    if isinstance(message, OrderRequest):
+        rt.log.info(
+            "strategy.submit",
+            strategy=message.strategy,
+            client_order_id=message.client_order_id,
+            symbol=message.symbol,
+            side=message.side,
+            quantity=str(message.quantity),
+            type=message.type,
+            price=None if message.price is None else str(message.price),
+        )
+    else:
+        rt.log.info(
+            "strategy.cancel",
+            strategy=message.strategy,
+            client_order_id=message.client_order_id,
+            quantity=None if message.quantity is None else str(message.quantity),
+            price=None if message.price is None else str(message.price),
+            reason=message.reason,
+        )
+
+
+def _field(exc: Exception) -> str:
+    match = _FIELD_IN_ERROR.search(str(exc))
+    return match.group(1) if match else "body"
+
+
+def _refusal(d: Delivery, what: str, exc: Exception) -> Refused:
+    return Refused(d.seq, d.subject, d.data, d.headers, _field(exc), f"{what}: {exc}")
+
+
+def _stream_seq(msg: Msg) -> int | None:
+    try:
+        return msg.metadata.sequence.stream
+    except Exception:  # not a JetStream message: no sequence to name
+        return None
+
+
+SERVICE = StrategyService

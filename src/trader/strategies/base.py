@@ -1,0 +1,191 @@
+"""The interface a strategy implements, and the context it acts through.
+
+A strategy is pure: it never touches NATS. The strategy service feeds it market data and the news of
+its own orders through the callbacks below, and sends what it asks for through its context. This is
+what makes a strategy testable by calling its callbacks with synthetic bars and ticks.
+
+A minimal strategy::
+
+    class BuyTheDip(Strategy):
+        def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+            super().__init__(config, ctx)
+            self.quantity = self.param_decimal("quantity", positive=True)
+
+        def on_bar(self, bar: Bar) -> None:
+            if bar.close < bar.open and not self.ctx.open_orders(bar.symbol):
+                self.ctx.submit("buy", bar.symbol, self.quantity)
+
+configured with ``kind: "my_package.my_module:BuyTheDip"`` (``trader.strategies.load_strategy_class``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import structlog
+
+from trader.config import StrategyConfig
+from trader.messages import (
+    Algo,
+    Bar,
+    ExecutionReport,
+    MarketTick,
+    Order,
+    OrderType,
+    Side,
+    TimeInForce,
+    TradingMode,
+)
+
+
+class StrategyConfigError(ValueError):
+    """A strategy's configuration cannot run: a missing or malformed parameter, an unknown kind."""
+
+
+class StrategyContext(ABC):
+    """What a strategy acts through. Every call is synchronous: what it asks for is sent by the
+    service once the callback returns, in the order it was asked."""
+
+    @property
+    @abstractmethod
+    def now_ms(self) -> int:
+        """The current time, epoch milliseconds UTC."""
+
+    @property
+    @abstractmethod
+    def trading_mode(self) -> TradingMode:
+        """The shared trading switch: ``active``, ``reduce_only`` or ``halted``."""
+
+    @abstractmethod
+    def submit(
+        self,
+        side: Side,
+        symbol: str,
+        quantity: Decimal,
+        *,
+        type: OrderType = "market",
+        price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        tif: TimeInForce = "GTC",
+        post_only: bool = False,
+        reduce_only: bool = False,
+        venue: str | None = None,
+        algo: Algo | None = None,
+        algo_params: dict[str, str] | None = None,
+    ) -> str:
+        """Ask for a new order; returns its ``client_order_id``. The order is open (status NEW) from
+        now on, until its state says otherwise. While trading is halted the request is not sent: the
+        order comes back at once to ``on_order`` as REJECTED with the reason."""
+
+    @abstractmethod
+    def cancel(self, client_order_id: str, reason: str = "requested") -> bool:
+        """Ask to cancel an open order; ``False`` (and nothing sent) when its state does not allow it."""
+
+    @abstractmethod
+    def replace(
+        self, client_order_id: str, quantity: Decimal | None = None, price: Decimal | None = None
+    ) -> bool:
+        """Cancel-replace a working order with a new total quantity and/or limit price; ``False`` (and
+        nothing sent) when its state does not allow it or trading is halted."""
+
+    @abstractmethod
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """The strategy's orders not yet final, oldest first. An order with a cancel or replace asked
+        for shows PENDING_CANCEL until the oms answers."""
+
+    @abstractmethod
+    def order(self, client_order_id: str) -> Order | None:
+        """The latest known state of one of the strategy's orders."""
+
+    @abstractmethod
+    def position(self, symbol: str) -> Decimal:
+        """The strategy's signed net quantity in ``symbol`` (positive long), from its own fills, over
+        all venues; a fill the oms has confirmed counts even before its report arrives."""
+
+
+class Strategy:
+    """A strategy: constructed with its configuration and its context, then driven by callbacks.
+
+    Every callback is optional. ``on_order`` and ``on_fill`` only ever see the strategy's own orders;
+    ``on_tick`` and ``on_bar`` only its symbols (``on_bar`` only closed bars, of every timeframe).
+    ``self.log`` is a structured logger bound to the strategy's name. An exception in a callback is
+    logged and counted by the service, which goes on."""
+
+    def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.log = structlog.get_logger("strategy").bind(strategy=config.name)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.config.symbols
+
+    def on_start(self) -> None:
+        """Called once the strategy's open orders and position are rebuilt, before any market data."""
+
+    def on_stop(self) -> None:
+        """Called when the service stops; what the strategy asks for here is still sent."""
+
+    def on_tick(self, tick: MarketTick) -> None:
+        """A trade or quote of one of the strategy's symbols."""
+
+    def on_bar(self, bar: Bar) -> None:
+        """A closed bar of one of the strategy's symbols (any timeframe: check ``bar.timeframe``).
+        A bar may come again, amended, with the same ``start``."""
+
+    def on_fill(self, report: ExecutionReport) -> None:
+        """A fill of one of the strategy's orders (``ctx.position`` already includes it)."""
+
+    def on_order(self, order: Order) -> None:
+        """A change of state of one of the strategy's orders; ``order.reason`` says why a REJECTED,
+        CANCELED or EXPIRED order ended (for a risk denial: the check and the numbers)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the strategy wants shown in the service's /health details (JSON values)."""
+        return {}
+
+    # Parameters: strings in the configuration, parsed exactly ------------------------------------
+
+    def param_str(self, key: str, default: str | None = None) -> str:
+        value = self.config.params.get(key, default)
+        if value is None:
+            raise StrategyConfigError(f"strategy {self.name}: parameter {key!r} is required")
+        return value
+
+    def param_decimal(self, key: str, default: str | None = None, *, positive: bool = False) -> Decimal:
+        text = self.param_str(key, default)
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise StrategyConfigError(f"strategy {self.name}: {key}={text!r} is not a decimal") from None
+        if not value.is_finite() or (positive and value <= 0):
+            wanted = "a positive decimal" if positive else "a finite decimal"
+            raise StrategyConfigError(f"strategy {self.name}: {key}={text!r} is not {wanted}")
+        return value
+
+    def param_int(self, key: str, default: str | None = None, *, minimum: int | None = None) -> int:
+        text = self.param_str(key, default)
+        try:
+            value = int(text)
+        except ValueError:
+            raise StrategyConfigError(f"strategy {self.name}: {key}={text!r} is not an integer") from None
+        if minimum is not None and value < minimum:
+            raise StrategyConfigError(f"strategy {self.name}: {key}={value} is below {minimum}")
+        return value
+
+    def param_bool(self, key: str, default: bool = False) -> bool:
+        text = self.config.params.get(key)
+        if text is None:
+            return default
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise StrategyConfigError(f"strategy {self.name}: {key}={text!r} is not true or false")

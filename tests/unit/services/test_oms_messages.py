@@ -1,0 +1,121 @@
+"""What the oms publishes: identities that make a retry a duplicate and a new event a new message."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from trader.messages import CancelRequest, ExecutionReport, OrderRequest, VenueOrder
+from trader.orders import OrderBook
+from trader.services.oms import EXEC_ID_HEADER, route_cancel, route_new, state_message
+from trader.trading.consume import decode_field, subject_token
+
+REQUEST = OrderRequest(
+    client_order_id="s1-0001",
+    strategy="s1",
+    symbol="BTCUSDT",
+    side="buy",
+    quantity=Decimal("0.25"),
+    type="limit",
+    price=Decimal("60000.5"),
+    tif="IOC",
+    post_only=True,
+    algo="twap",
+    algo_params={"duration_s": "60"},
+    timestamp=1_700_000_000_000,
+)
+
+
+def _venue_order(payload: bytes) -> VenueOrder:
+    return msgspec.json.decode(payload, type=VenueOrder)
+
+
+def test_a_new_order_goes_to_the_router_with_its_terms_and_no_venue_when_none_was_asked() -> None:
+    out = route_new(REQUEST, now=1_700_000_000_123)
+    sent = _venue_order(out.payload)
+    assert out.subject == "exec.route.s1"
+    assert out.msg_id == "route:s1-0001:new"
+    assert sent.action == "new"
+    assert sent.venue == ""
+    assert sent.venue_client_id == sent.client_order_id == "s1-0001"
+    assert (sent.quantity, sent.price, sent.tif, sent.post_only) == (
+        Decimal("0.25"),
+        Decimal("60000.5"),
+        "IOC",
+        True,
+    )
+    assert (sent.algo, sent.algo_params) == ("twap", {"duration_s": "60"})
+
+
+def test_a_fixed_venue_is_kept() -> None:
+    fixed = msgspec.structs.replace(REQUEST, venue="binance")
+    assert _venue_order(route_new(fixed, now=1).payload).venue == "binance"
+
+
+def test_each_state_and_each_cancel_has_its_own_message_id() -> None:
+    book = OrderBook()
+    order = book.submit(REQUEST)
+    assert order is not None
+    first = state_message(order)
+    assert first.subject == "order.state.s1"
+    assert first.msg_id == "s1-0001:1"
+    assert first.headers is None
+    report = ExecutionReport(
+        exec_id="paper:s1-0001:1",
+        kind="accepted",
+        client_order_id="s1-0001",
+        strategy="s1",
+        account="paper",
+        venue="paper",
+        symbol="BTCUSDT",
+        side="buy",
+    )
+    accepted = book.apply_report(report)
+    assert accepted is not None
+    second = state_message(accepted, report.exec_id)
+    assert second.msg_id == "s1-0001:2"
+    assert second.headers == {EXEC_ID_HEADER: "paper:s1-0001:1"}
+    pending = book.apply_cancel(CancelRequest(client_order_id="s1-0001", strategy="s1"))
+    assert pending is not None
+    cancel = route_cancel(pending, "paper", now=5)
+    assert cancel.msg_id == "route:s1-0001:cancel:3"
+    sent = _venue_order(cancel.payload)
+    assert (sent.action, sent.venue, sent.venue_client_id) == ("cancel", "paper", "s1-0001")
+
+
+def test_decimals_travel_exactly() -> None:
+    out = route_new(msgspec.structs.replace(REQUEST, quantity=Decimal("0.1")), now=1)
+    assert b'"quantity":0.1,' in out.payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b'{"request": {"quantity": "x"}}', "request"),
+        (b"not json", "body"),
+    ],
+)
+def test_decode_errors_name_the_field_at_fault(payload: bytes, field: str) -> None:
+    from trader.messages import RiskDecision
+
+    with pytest.raises((msgspec.ValidationError, msgspec.DecodeError)) as caught:
+        msgspec.json.decode(payload, type=RiskDecision)
+    assert decode_field(caught.value).split(".")[0] == field
+
+
+def test_decode_errors_name_a_nested_field() -> None:
+    from trader.messages import RiskDecision
+
+    payload = (
+        b'{"approved": true, "request": {"client_order_id": "a", "strategy": "s", "symbol": "X", '
+        b'"side": "buy", "quantity": "oops"}}'
+    )
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.json.decode(payload, type=RiskDecision)
+    assert decode_field(caught.value) == "request.quantity"
+
+
+def test_the_strategy_is_the_last_subject_token() -> None:
+    assert subject_token("order.risk.mm-eth") == "mm-eth"
