@@ -182,6 +182,44 @@ class PnlSettings(BaseModel):
     snapshot_interval_s: float = Field(default=1.0, gt=0, description="PnL and positions to QuestDB")
 
 
+class LiveVenueSettings(BaseModel):
+    """One exchange the live gateway streams from. Unset URLs and limits are the venue's own
+    (trader.venues.<venue>); tests point the URLs at local servers."""
+
+    symbols: list[str] = Field(default_factory=list, description="BTCUSDT, or the venue's form: BTC-USD")
+    enabled: bool = True
+    ws_url: str | None = None
+    rest_url: str | None = None
+    rest_rate_per_s: float | None = Field(default=None, gt=0, description="REST requests per second")
+    stale_after_s: float | None = Field(default=None, gt=0, description="no frame this long: reconnect")
+
+
+class LiveGatewaySettings(BaseModel):
+    """Exchange market data (live-gateway): no venue by default, and then the service idles."""
+
+    venues: dict[str, LiveVenueSettings] = Field(default_factory=dict, description="by venue: binance, ...")
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    gap_grace_s: float = Field(default=1.0, ge=0, description="wait for late frames before a gap is one")
+    fill_gaps: bool = True
+    max_gap_fill: int = Field(default=10_000, gt=0, description="most trades recovered by REST per gap")
+    checkpoint_interval_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known_venues_and_symbols(self) -> LiveGatewaySettings:
+        # Imported here: only live-gateway settings need them, and they need nothing from this module.
+        from trader.venues import VENUES
+        from trader.venues.symbols import parse_symbol
+
+        unknown = sorted(set(self.venues) - set(VENUES))
+        if unknown:
+            raise ValueError(f"unknown live venue(s) {unknown}; known: {sorted(VENUES)}")
+        for venue in self.venues.values():
+            for symbol in venue.symbols:
+                parse_symbol(symbol)  # a SymbolError (a ValueError) says what is wrong with it
+        return self
+
+
 class SupervisorSettings(BaseModel):
     ready_timeout_s: float = 120.0
     stop_timeout_s: float = 15.0
@@ -240,7 +278,22 @@ class Settings(BaseSettings):
 
     # Services `trader up` starts, by name (see trader.services.REGISTRY).
     services: list[str] = Field(
-        default_factory=lambda: ["gateway", "alt-feed", "normalizer", "sink-ticks", "sink-alt"]
+        default_factory=lambda: [
+            # market data
+            "gateway",
+            "alt-feed",
+            "normalizer",
+            "sink-ticks",
+            "sink-alt",
+            # trading, in paper mode
+            "strategy",
+            "risk",
+            "oms",
+            "execution-router",
+            "exeq",
+            "ptrc",
+            "pnl",
+        ]
     )
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -254,6 +307,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     exeq: ExeqSettings = Field(default_factory=ExeqSettings)
     pnl: PnlSettings = Field(default_factory=PnlSettings)
+    live_gateway: LiveGatewaySettings = Field(default_factory=LiveGatewaySettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @classmethod

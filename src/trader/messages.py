@@ -30,6 +30,7 @@ class MarketTick(msgspec.Struct, kw_only=True, frozen=True):
     side: Side | None = None
     trade_id: str | None = None
     source_seq: int | None = None
+    venue_symbol: str | None = None  # the venue's own name for the instrument: BTC-USD, XBT/USD, ...
 
 
 class AltDatum(msgspec.Struct, kw_only=True, frozen=True):
@@ -272,3 +273,24 @@ class TradingState(msgspec.Struct, kw_only=True, frozen=True):
     mode: TradingMode = "active"
     reason: str | None = None
     since: int = 0
+
+
+# Feed events ------------------------------------------------------------------------------------
+
+FeedEventKind = Literal["gap", "gap_filled", "reconnect", "stale"]
+
+
+class FeedEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """Something that happened to a live feed, on ``market.event.<venue>.<SYMBOL>``: a gap in the
+    venue's trade ids (``from_id``..``to_id``, inclusive), its filling from the venue's REST API, a
+    reconnect, a stream gone quiet."""
+
+    venue: str
+    symbol: str
+    kind: FeedEventKind
+    timestamp: int
+    from_id: str | None = None
+    to_id: str | None = None
+    detail: str | None = None
+    venue_symbol: str | None = None
+    count: int | None = None  # gap: ids missing; gap_filled: trades recovered

@@ -46,6 +46,13 @@ REGISTRY: dict[str, ServiceSpec] = {
             metrics_port_field="sink_alt_metrics",
         ),
         ServiceSpec(
+            "live-gateway",
+            "trader.services.live_gateway",
+            "live_gateway",
+            "Exchange market data (Binance, Coinbase, Kraken, Bybit, OKX)",
+            network="lowlatency",
+        ),
+        ServiceSpec(
             "strategy", "trader.services.strategy", "strategy", "Strategies, in paper mode by default"
         ),
         ServiceSpec("risk", "trader.services.risk", "risk", "Pre- and post-trade risk, the kill switch"),
