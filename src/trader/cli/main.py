@@ -82,10 +82,17 @@ def up(
         bool, typer.Option("--detach", "-d", help="Run in the background; return once ready.")
     ] = False,
     services: ServicesOpt = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also run live-gateway (venues from the live_gateway setting).")
+    ] = False,
 ) -> None:
     """Start the servers, the streams and bucket, and the services; return when all are ready."""
     settings = _settings()
     names = _service_list(settings, services)
+    if live and "live-gateway" not in names:
+        if not settings.live_gateway.venues:
+            err.print("[yellow]warning:[/] --live with no venue in the live_gateway setting: it will idle")
+        names.append("live-gateway")
     if supervisor_running(settings):
         err.print(
             f"[red]error:[/] trader is already running (data directory {settings.data_dir}): "
