@@ -1,1 +1,1 @@
-"""The message bus: NATS JetStream streams, connections, publishing and dead letters."""
+"""The message bus: NATS JetStream streams, connections, publishing, reading and dead letters."""

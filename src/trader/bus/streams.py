@@ -189,5 +189,32 @@ def pnl_subject(scope: str) -> str:
     return f"pnl.{scope}"
 
 
+# Subjects the execution services add to the EXEC and POSITIONS streams. They match none of the
+# wildcards above (``exec.order.>``, ``exec.report.>``, ``position.*.*.*``).
+
+
+def exec_algo_order_subject(venue: str) -> str:
+    """VenueOrder of an algo's child order, as exeq sent it to the venue (EXEC). Not ``exec.order.>``:
+    the router and exeq's order intake do not see children."""
+    return f"exec.algo.order.{venue}"
+
+
+def exec_algo_report_subject(venue: str) -> str:
+    """ExecutionReport about an algo's child that is not a fill (accepted, canceled, expired, rejected):
+    kept for exeq's rebuild, and off ``exec.report.>`` because the oms knows only the parent order.
+    A child's fills do go on ``exec.report.<venue>``: they fill the parent."""
+    return f"exec.algo.report.{venue}"
+
+
+def strategy_position_subject(account: str, venue: str, symbol: str, strategy: str) -> str:
+    """Position of one strategy: five tokens, where the net ``position.<account>.<venue>.<symbol>`` has
+    four, so ``position.*.*.*`` is every net position and ``position.*.*.*.*`` every strategy's."""
+    return f"position.{account}.{venue}.{symbol}.{strategy}"
+
+
+# Header on what the router publishes: the EXEC stream sequence of the route message it answers, so that a
+# restarted router knows where it stopped from the stream alone.
+SOURCE_SEQ = "Trader-Source-Seq"
+
 # Keys of the shared trading state in the STATE_BUCKET key-value store.
 TRADING_STATE_KEY = "trading.state"  # TradingState: active, reduce_only or halted

@@ -102,51 +102,33 @@ def _run(work: Callable[[NATS], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-async def _latest(nc: NATS, stream: str, subject: str, kind: type[T]) -> list[tuple[Msg, T]]:
+async def _latest(nc: NATS, stream: str, subject: str, kind: type[T]) -> list[T]:
     """The latest message of every subject matching ``subject``, decoded (undecodable ones skipped)."""
-    from trader.trading.consume import replay_messages
+    from trader.bus.read import replay_messages
 
     decoder = msgspec.json.Decoder(kind)
     messages = await replay_messages(
         nc.jetstream(), stream, subject, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
     )
-    return _decoded(messages, decoder)
+    out = []
+    for stored in messages:
+        try:
+            out.append(decoder.decode(stored.data))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            err.print(f"[yellow]skipped an undecodable message on {stored.subject}[/]")
+    return out
 
 
 async def _orders(nc: NATS, strategy: str | None) -> dict[str, Order]:
     """The latest state of every order (of one strategy), from the ORDERS stream."""
     from trader.bus.streams import order_state_subject
-    from trader.trading.consume import replay
+    from trader.trading.orders import ALL_STATES, read_orders
 
-    latest: dict[str, Order] = {}
-    undecodable = 0
-
-    async def take(msg: Msg) -> None:
-        nonlocal undecodable
-        try:
-            order = _order_decoder.decode(msg.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            undecodable += 1
-            return
-        known = latest.get(order.client_order_id)
-        if known is None or order.version > known.version:
-            latest[order.client_order_id] = order
-
-    subject = order_state_subject(strategy) if strategy else "order.state.>"
-    await replay(nc.jetstream(), "ORDERS", subject, take, timeout=300)
-    if undecodable:
-        err.print(f"[yellow]{undecodable} order state message(s) could not be decoded[/]")
-    return latest
-
-
-def _decoded(messages: list[Msg], decoder: msgspec.json.Decoder) -> list[tuple[Msg, Any]]:
-    out = []
-    for msg in messages:
-        try:
-            out.append((msg, decoder.decode(msg.data)))
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            err.print(f"[yellow]skipped an undecodable message on {msg.subject}[/]")
-    return out
+    subject = order_state_subject(strategy) if strategy else ALL_STATES
+    history = await read_orders(nc.jetstream(), subject)
+    if history.undecodable:
+        err.print(f"[yellow]{history.undecodable} order state message(s) could not be decoded[/]")
+    return history.latest
 
 
 def _time(ms: int) -> datetime | None:
@@ -227,7 +209,7 @@ def positions(as_json: JsonOpt = False) -> None:
             p.fees,
             _time(p.timestamp),
         ]
-        for _, p in found
+        for p in found
     ]
     print_rows(columns, rows, as_json)
 
@@ -238,7 +220,7 @@ def pnl(as_json: JsonOpt = False) -> None:
     columns = ["scope", "realized", "unrealized", "fees", "total", "gross_exposure", "time"]
     rows = [
         [s.scope, s.realized, s.unrealized, s.fees, s.total, s.gross_exposure, _time(s.timestamp)]
-        for _, s in sorted(found, key=lambda item: (item[1].scope == "total", item[1].scope))
+        for s in sorted(found, key=lambda s: (s.scope == "total", s.scope))
     ]
     print_rows(columns, rows, as_json)
 

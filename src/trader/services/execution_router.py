@@ -30,17 +30,24 @@ from decimal import Decimal
 import msgspec
 
 from trader.bus.publish import Outgoing
-from trader.bus.streams import exec_order_subject, exec_report_subject
+from trader.bus.read import (
+    Stored,
+    decode_message,
+    follow_latest,
+    replay,
+    take_batch,
+    work_consumer,
+    work_through,
+)
+from trader.bus.streams import SOURCE_SEQ, exec_order_subject, exec_report_subject
 from trader.config import Settings
 from trader.execution.routing import RoutingError, VenueQuote, choose_venue
-from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.marketdata.decode import decode_tick
 from trader.messages import ExecutionReport, MarketTick, Side, VenueOrder, encode
-from trader.runtime.consumer import Delivery, StreamConsumer
-from trader.runtime.service import Refused, Runtime, Service
-from trader.services.exec_support import SOURCE_SEQ, Follower, Stored, decode_message, replay
+from trader.runtime.consumer import Delivery
+from trader.runtime.service import Runtime, Service
 
 ROUTER_VENUE = "router"  # the report subject of a rejection that names no venue
-MAX_WAIT_S = 0.02  # an order waits at most this long in the consumer's buffer
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 
@@ -155,67 +162,47 @@ class ExecutionRouter(Service):
         await self.stop(rt)  # a start retried after a failure begins afresh
         self.router = Router(self.settings)
         answered = await self._rebuild(rt)
-        self.ticks = Follower(rt, stream="MARKET_TICKS", subject="market.tick.>", handler=self._on_tick)
-        await self.ticks.start()
-        self.consumer = StreamConsumer(
-            rt,
-            stream="EXEC",
-            name=self.name,
-            subject="exec.route.>",
-            start_seq=answered + 1,
-            max_rows=1_000,
-            max_wait_s=MAX_WAIT_S,
+        self.ticks = follow_latest(
+            rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
         )
+        await self.ticks.start()
+        self.consumer = work_consumer(rt, stream="EXEC", subject="exec.route.>", start_seq=answered + 1)
         await self.consumer.start()
 
     async def _rebuild(self, rt: Runtime) -> int:
         """Decisions and the last answered route message, from what this router published."""
         answered = 0
-        async for stored in replay(rt.js, "EXEC", ["exec.order.>", "exec.report.>"]):
+
+        async def take(stored: Stored) -> None:
+            nonlocal answered
             source = (stored.headers or {}).get(SOURCE_SEQ)
             if source is None:
-                continue  # published by exeq, not by the router
+                return  # published by exeq, not by the router
             answered = max(answered, int(source))
             if stored.subject.startswith("exec.order."):
                 with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                     self.router.remember(_venue_order.decode(stored.data))
+
+        await replay(rt.js, "EXEC", ["exec.order.>", "exec.report.>"], take)
         rt.log.info("router.rebuilt", decisions=len(self.router.decisions), resume_after=answered)
         return answered
 
-    async def _on_tick(self, stored: Stored) -> None:
-        try:
-            tick = decode_tick(stored.data)
-        except InvalidMessage as exc:
-            await self.rt.dead_letter("MARKET_TICKS", [stored.refused(exc)])
-            return
+    async def _on_tick(self, tick: MarketTick, stored: Stored) -> None:
         self.router.on_tick(tick)
 
     async def run(self, rt: Runtime) -> None:
-        async for batch in self.consumer.batches():
-            if batch:
-                await self._process(rt, batch)
-                await self.consumer.ack(batch)
+        await work_through(rt, self.consumer, self._process)
 
-    async def _process(self, rt: Runtime, batch: list[Delivery]) -> None:
-        started = time.perf_counter()
-        out: list[Outgoing] = []
-        refused: list[Refused] = []
-        for d in batch:
-            stored = Stored(d.seq, d.subject, d.data, d.headers)
-            try:
-                order = decode_message(_venue_order, d.data)
-            except InvalidMessage as exc:
-                refused.append(stored.refused(exc))
-                continue
-            message = self.router.route(order, d.seq)
-            if message is None:
-                rt.log.info("router.repeat_skipped", client_order_id=order.client_order_id, seq=d.seq)
-            else:
-                out.append(message)
-        await rt.dead_letter("EXEC", refused)
-        await rt.publish_reliably(out)
-        rt.metrics.count_in(len(batch))
-        rt.metrics.observe_batch(time.perf_counter() - started)
+    async def _process(self, batch: list[Delivery]) -> None:
+        await take_batch(self.rt, "EXEC", batch, self._route)
+
+    async def _route(self, stored: Stored) -> list[Outgoing]:
+        order = decode_message(_venue_order, stored.data)
+        message = self.router.route(order, stored.seq)
+        if message is None:
+            self.rt.log.info("router.repeat_skipped", client_order_id=order.client_order_id, seq=stored.seq)
+            return []
+        return [message]
 
     async def stop(self, rt: Runtime) -> None:
         if hasattr(self, "ticks"):

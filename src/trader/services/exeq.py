@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,23 +52,23 @@ from decimal import Decimal
 import msgspec
 
 from trader.bus.publish import Outgoing
-from trader.bus.streams import exec_report_subject
-from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
-from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
-from trader.marketdata.decode import InvalidMessage, decode_tick
-from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
-from trader.runtime.consumer import Delivery, StreamConsumer, now_ms
-from trader.runtime.service import Refused, Runtime, Service
-from trader.services.exec_support import (
-    Follower,
+from trader.bus.read import (
     Stored,
     decode_message,
-    exec_algo_order_subject,
-    exec_algo_report_subject,
+    follow_latest,
     replay,
+    take_batch,
+    work_consumer,
+    work_through,
 )
+from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject, exec_report_subject
+from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
+from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
+from trader.marketdata.decode import decode_tick
+from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
+from trader.runtime.consumer import Delivery, now_ms
+from trader.runtime.service import Runtime, Service
 
-MAX_WAIT_S = 0.02  # an order waits at most this long in the consumer's buffer
 REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
@@ -454,17 +453,11 @@ class Exeq(Service):
         rt.log.info("exeq.restored", **outcome, open_orders=self.desk.open_orders())
         # Ticks stored before now may have been used by the previous run (see the module docstring).
         self.ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
-        self.ticks = Follower(rt, stream="MARKET_TICKS", subject="market.tick.>", handler=self._on_tick)
-        await self.ticks.start()
-        self.consumer = StreamConsumer(
-            rt,
-            stream="EXEC",
-            name=self.name,
-            subject="exec.order.>",
-            start_seq=last_seq + 1,
-            max_rows=1_000,
-            max_wait_s=MAX_WAIT_S,
+        self.ticks = follow_latest(
+            rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
         )
+        await self.ticks.start()
+        self.consumer = work_consumer(rt, stream="EXEC", subject="exec.order.>", start_seq=last_seq + 1)
         await self.consumer.start()
 
     def _adapter(self, name: str, kind: str) -> VenueAdapter:
@@ -474,26 +467,24 @@ class Exeq(Service):
         return venue_class(kind)(name=name, report_listener=listener)
 
     async def _rebuild(self, rt: Runtime) -> int:
-        last_seq = replayed = 0
-        async for stored in replay(rt.js, "EXEC", REPLAY_SUBJECTS):
+        last_seq = 0
+
+        async def take(stored: Stored) -> None:
+            nonlocal last_seq
             last_seq = stored.seq
             try:
                 self.desk.replay(stored.subject, stored.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 rt.log.warning("exeq.replay_skipped", seq=stored.seq, subject=stored.subject, error=str(exc))
-            replayed += 1
+
+        replayed = await replay(rt.js, "EXEC", REPLAY_SUBJECTS, take)
         rt.log.info("exeq.replayed", messages=replayed, last_seq=last_seq)
         return last_seq
 
     async def _publish(self, items: list[Outgoing]) -> None:
         await self.rt.publish_reliably(items)
 
-    async def _on_tick(self, stored: Stored) -> None:
-        try:
-            tick = decode_tick(stored.data)
-        except InvalidMessage as exc:
-            await self.rt.dead_letter("MARKET_TICKS", [stored.refused(exc)])
-            return
+    async def _on_tick(self, tick: MarketTick, stored: Stored) -> None:
         self.rt.metrics.count_in()
         await self.desk.on_tick(tick, seen_before=stored.seq <= self.ticks_before)
 
@@ -503,29 +494,20 @@ class Exeq(Service):
             asyncio.create_task(self._forward_venue_reports()),
         ]
         try:
-            async for batch in self.consumer.batches():
-                if batch:
-                    await self._process(rt, batch)
-                    await self.consumer.ack(batch)
+            await work_through(rt, self.consumer, self._process)
         finally:
             for task in tasks:
                 task.cancel()
 
-    async def _process(self, rt: Runtime, batch: list[Delivery]) -> None:
-        started = time.perf_counter()
-        refused: list[Refused] = []
-        for d in batch:
-            try:
-                order = decode_message(_venue_order, d.data)
-            except InvalidMessage as exc:
-                refused.append(Stored(d.seq, d.subject, d.data, d.headers).refused(exc))
-                continue
-            if not order.venue:  # the subject names the venue the router chose
-                order = msgspec.structs.replace(order, venue=d.subject.rpartition(".")[2])
-            await self.desk.on_order(order)
-        await rt.dead_letter("EXEC", refused)
-        rt.metrics.count_in(len(batch))
-        rt.metrics.observe_batch(time.perf_counter() - started)
+    async def _process(self, batch: list[Delivery]) -> None:
+        await take_batch(self.rt, "EXEC", batch, self._take_order)
+
+    async def _take_order(self, stored: Stored) -> list[Outgoing]:
+        order = decode_message(_venue_order, stored.data)
+        if not order.venue:  # the subject names the venue the router chose
+            order = msgspec.structs.replace(order, venue=stored.subject.rpartition(".")[2])
+        await self.desk.on_order(order)  # publishes what it caused itself
+        return []
 
     async def _drive_algos(self, rt: Runtime) -> None:
         interval = self.settings.exeq.algo_interval_s

@@ -26,7 +26,16 @@ import msgspec
 from nats.aio.msg import Msg
 
 from trader.bus.publish import Outgoing
+from trader.bus.read import (
+    DurableConsumer,
+    decode_message,
+    next_batch,
+    redelivered,
+    refusal,
+    subject_token,
+)
 from trader.bus.streams import exec_route_subject, order_state_subject
+from trader.marketdata.decode import InvalidMessage
 from trader.messages import (
     CancelRequest,
     ExecutionReport,
@@ -39,20 +48,11 @@ from trader.messages import (
 )
 from trader.orders import DuplicateOrderId, IllegalTransition, MismatchedEvent, OrderBook, UnknownOrder
 from trader.orders.state import is_replace
-from trader.runtime.backoff import Backoff
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
-from trader.trading.consume import (
-    DurableConsumer,
-    decode_field,
-    redelivered,
-    refusal,
-    replay,
-    subject_token,
-)
-from trader.trading.state import read_state, state_bucket, watch_state
+from trader.trading.orders import EXEC_ID_HEADER, read_orders
+from trader.trading.state import follow_state, read_state, state_bucket
 
-EXEC_ID_HEADER = "Trader-Exec-Id"
 # An event for an order not in the book yet (a cancel overtaking its decision, a report racing a
 # restart) is offered again this many times, RETRY_DELAY_S apart, before it goes to the dead letters.
 UNKNOWN_ORDER_ATTEMPTS = 10
@@ -62,7 +62,6 @@ MAX_BATCH = 500
 _decision_decoder = msgspec.json.Decoder(RiskDecision)
 _cancel_decoder = msgspec.json.Decoder(CancelRequest)
 _report_decoder = msgspec.json.Decoder(ExecutionReport)
-_order_decoder = msgspec.json.Decoder(Order)
 
 
 @dataclass
@@ -104,38 +103,22 @@ class Oms(Service):
             await self._stop_consumers()
             raise
         # The watch hands over the current state first: a restart while halted cancels what is open.
-        self.watch_task = asyncio.create_task(self._watch_trading_state(rt))
+        self.watch_task = asyncio.create_task(
+            follow_state(rt, self.kv, lambda state: self._on_trading_state(rt, state))
+        )
 
     async def _rebuild(self, rt: Runtime) -> None:
         started = time.perf_counter()
-        latest: dict[str, Order] = {}
-        exec_ids: set[str] = set()
-        undecodable = 0
-
-        async def take(msg: Msg) -> None:
-            nonlocal undecodable
-            try:
-                order = _order_decoder.decode(msg.data)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                undecodable += 1
-                return
-            known = latest.get(order.client_order_id)
-            if known is None or order.version > known.version:
-                latest[order.client_order_id] = order
-            exec_id = (msg.headers or {}).get(EXEC_ID_HEADER)
-            if exec_id:
-                exec_ids.add(exec_id)
-
-        states = await replay(rt.js, "ORDERS", "order.state.>", take, timeout=300)
-        self.book.rebuild(latest.values(), exec_ids)
+        history = await read_orders(rt.js)
+        self.book.rebuild(history.latest.values(), history.exec_ids)
         self.rebuilt = True
         rt.log.info(
             "oms.rebuilt",
-            states=states,
+            states=history.messages,
             orders=len(self.book),
             open=len(self.book.open_orders()),
-            exec_ids=len(exec_ids),
-            undecodable=undecodable,
+            exec_ids=len(history.exec_ids),
+            undecodable=history.undecodable,
             seconds=round(time.perf_counter() - started, 3),
         )
 
@@ -143,7 +126,7 @@ class Oms(Service):
 
     async def run(self, rt: Runtime) -> None:
         while not rt.stopping.is_set():
-            batch = await self._next_batch()
+            batch = await next_batch(self.inbox, MAX_BATCH)
             if not batch:
                 continue
             started = time.perf_counter()
@@ -158,16 +141,6 @@ class Oms(Service):
             rt.metrics.count_in(len(batch))
             rt.metrics.observe_batch(time.perf_counter() - started)
 
-    async def _next_batch(self) -> list[Msg]:
-        try:
-            first = await asyncio.wait_for(self.inbox.get(), timeout=0.25)
-        except TimeoutError:
-            return []
-        batch = [first]
-        while len(batch) < MAX_BATCH and not self.inbox.empty():
-            batch.append(self.inbox.get_nowait())
-        return batch
-
     async def _dead_letter(self, rt: Runtime, batch: list[Msg], outcomes: list[Outcome]) -> None:
         by_stream: dict[str, list[Refused]] = {}
         for msg, outcome in zip(batch, outcomes, strict=True):
@@ -180,13 +153,13 @@ class Oms(Service):
         subject = msg.subject
         try:
             if subject.startswith("order.risk."):
-                return self._on_decision(rt, _decision_decoder.decode(msg.data), msg)
+                return self._on_decision(rt, decode_message(_decision_decoder, msg.data), msg)
             if subject.startswith("order.cancel."):
-                return self._on_cancel(rt, _cancel_decoder.decode(msg.data), msg)
+                return self._on_cancel(rt, decode_message(_cancel_decoder, msg.data), msg)
             if subject.startswith("exec.report."):
-                return self._on_report(rt, _report_decoder.decode(msg.data), msg)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return Outcome(refused=refusal(msg, decode_field(exc), str(exc)))
+                return self._on_report(rt, decode_message(_report_decoder, msg.data), msg)
+        except InvalidMessage as exc:
+            return Outcome(refused=refusal(msg, exc.field, exc.reason))
         return Outcome(refused=refusal(msg, "subject", f"not a subject the oms consumes: {subject}"))
 
     # Events --------------------------------------------------------------------------------------
@@ -276,20 +249,6 @@ class Oms(Service):
         return Outcome()
 
     # The kill switch -----------------------------------------------------------------------------
-
-    async def _watch_trading_state(self, rt: Runtime) -> None:
-        backoff = Backoff(initial=0.2, maximum=5.0)
-        while not rt.stopping.is_set():
-            try:
-                async for state in watch_state(self.kv):
-                    await self._on_trading_state(rt, state)
-                    backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a lost watch is set up again; the switch must not go unseen
-                rt.metrics.count_error("trading_state_watch")
-                rt.log.warning("trading_state.watch_failed", error=repr(exc))
-                await backoff.sleep(rt.stopping)
 
     async def _on_trading_state(self, rt: Runtime, state: TradingState) -> None:
         if state != self.trading:

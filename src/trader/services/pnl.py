@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from decimal import Decimal
 
 import msgspec
 
 from trader.bus.publish import Outgoing
+from trader.bus.read import Stored, decode_message, follow_latest
 from trader.bus.streams import pnl_subject
-from trader.marketdata.decode import InvalidMessage, decode_tick
-from trader.messages import PnlSnapshot, Position, encode
+from trader.marketdata.decode import decode_tick
+from trader.messages import MarketTick, PnlSnapshot, Position, encode
 from trader.portfolio import PnlBook, unrealized_pnl
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Runtime, Service
-from trader.services.exec_support import Follower, Stored, decode_message
 from trader.stores.questdb import PositionRow, QuestDB, ensure_trading_tables, write_pnl, write_positions
 
 _position = msgspec.json.Decoder(Position)
@@ -80,27 +81,25 @@ class Pnl(Service):
         self.book = PnlBook()
         self.marks = Marks(self.book)
         self.followers = [
-            Follower(rt, stream="POSITIONS", subject="position.>", handler=self._on_position),
-            Follower(rt, stream="MARKET_TICKS", subject="market.tick.>", handler=self._on_tick),
+            follow_latest(
+                rt,
+                stream="POSITIONS",
+                subjects="position.>",
+                decode=functools.partial(decode_message, _position),
+                apply=self._on_position,
+            ),
+            follow_latest(
+                rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
+            ),
         ]
         for follower in self.followers:
             await follower.start()
 
-    async def _on_position(self, stored: Stored) -> None:
-        try:
-            position = decode_message(_position, stored.data)
-        except InvalidMessage as exc:
-            await self.rt.dead_letter("POSITIONS", [stored.refused(exc)])
-            return
+    async def _on_position(self, position: Position, stored: Stored) -> None:
         self.rt.metrics.count_in()
         self.marks.update(stored.subject, position)
 
-    async def _on_tick(self, stored: Stored) -> None:
-        try:
-            tick = decode_tick(stored.data)
-        except InvalidMessage as exc:
-            await self.rt.dead_letter("MARKET_TICKS", [stored.refused(exc)])
-            return
+    async def _on_tick(self, tick: MarketTick, stored: Stored) -> None:
         self.rt.metrics.count_in()
         self.book.update_mark(tick.venue, tick.symbol, tick.price)
 

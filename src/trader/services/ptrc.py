@@ -23,21 +23,20 @@ consumption resumes right after the last replayed report.
 
 from __future__ import annotations
 
-import time
+import contextlib
 
 import msgspec
 from nats.js.errors import NotFoundError
 
 from trader.bus.publish import Outgoing
-from trader.bus.streams import position_subject
+from trader.bus.read import Stored, decode_message, replay, take_batch, work_consumer, work_through
+from trader.bus.streams import position_subject, strategy_position_subject
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import ExecutionReport, Position, encode
 from trader.portfolio import PositionTracker
-from trader.runtime.consumer import Delivery, StreamConsumer
-from trader.runtime.service import Refused, Runtime, Service
-from trader.services.exec_support import Stored, decode_message, replay, strategy_position_subject
+from trader.runtime.consumer import Delivery
+from trader.runtime.service import Runtime, Service
 
-MAX_WAIT_S = 0.02
 REPORTS = "exec.report.>"
 
 _report = msgspec.json.Decoder(ExecutionReport)
@@ -71,26 +70,21 @@ class Ptrc(Service):
     name = "ptrc"
 
     async def start(self, rt: Runtime) -> None:
+        self.rt = rt
         self.tracker = PositionTracker()
         last_seq = 0
         fills = 0
-        async for stored in replay(rt.js, "EXEC", [REPORTS]):
+
+        async def take(stored: Stored) -> None:
+            nonlocal last_seq, fills
             last_seq = stored.seq
-            try:
+            with contextlib.suppress(InvalidMessage):  # refused when it was first consumed
                 fills += bool(apply_report(self.tracker, decode_message(_report, stored.data)))
-            except InvalidMessage:
-                continue  # refused when it was first consumed
+
+        await replay(rt.js, "EXEC", REPORTS, take)
         republished = await self._reconcile(rt)
         rt.log.info("ptrc.rebuilt", fills=fills, last_seq=last_seq, republished=republished)
-        self.consumer = StreamConsumer(
-            rt,
-            stream="EXEC",
-            name=self.name,
-            subject=REPORTS,
-            start_seq=last_seq + 1,
-            max_rows=1_000,
-            max_wait_s=MAX_WAIT_S,
-        )
+        self.consumer = work_consumer(rt, stream="EXEC", subject=REPORTS, start_seq=last_seq + 1)
         await self.consumer.start()
 
     async def _reconcile(self, rt: Runtime) -> int:
@@ -108,27 +102,14 @@ class Ptrc(Service):
         return len(stale)
 
     async def run(self, rt: Runtime) -> None:
-        async for batch in self.consumer.batches():
-            if batch:
-                await self._process(rt, batch)
-                await self.consumer.ack(batch)
+        await work_through(rt, self.consumer, self._process)
 
-    async def _process(self, rt: Runtime, batch: list[Delivery]) -> None:
-        started = time.perf_counter()
-        out: list[Outgoing] = []
-        refused: list[Refused] = []
-        for d in batch:
-            stored = Stored(d.seq, d.subject, d.data, d.headers)
-            try:
-                changed = apply_report(self.tracker, decode_message(_report, d.data))
-            except InvalidMessage as exc:
-                refused.append(stored.refused(exc))
-                continue
-            out += [position_message(p) for p in changed]
-        await rt.dead_letter("EXEC", refused)
-        await rt.publish_reliably(out)
-        rt.metrics.count_in(len(batch))
-        rt.metrics.observe_batch(time.perf_counter() - started)
+    async def _process(self, batch: list[Delivery]) -> None:
+        await take_batch(self.rt, "EXEC", batch, self._take_report)
+
+    async def _take_report(self, stored: Stored) -> list[Outgoing]:
+        changed = apply_report(self.tracker, decode_message(_report, stored.data))
+        return [position_message(p) for p in changed]
 
     def ready_checks(self) -> dict[str, bool]:
         return {"consumer": hasattr(self, "consumer")}

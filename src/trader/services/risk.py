@@ -34,6 +34,17 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from trader.bus.publish import Outgoing
+from trader.bus.read import (
+    DurableConsumer,
+    Follower,
+    Stored,
+    arrival_ms,
+    decode_message,
+    next_batch,
+    refusal,
+    replay,
+    subject_token,
+)
 from trader.bus.streams import order_risk_subject, pnl_subject
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import (
@@ -47,19 +58,9 @@ from trader.messages import (
 )
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
-from trader.runtime.backoff import Backoff
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
-from trader.trading.consume import (
-    DurableConsumer,
-    Follower,
-    arrival_ms,
-    decode_field,
-    refusal,
-    replay,
-    subject_token,
-)
-from trader.trading.state import read_state, state_bucket, watch_state, write_state_if
+from trader.trading.state import follow_state, read_state, state_bucket, write_state_if
 
 POST_TRADE_KEY = "risk.post_trade"
 # The accounts' net positions: position.<account>.<venue>.<symbol> (a strategy's own has a fifth token).
@@ -157,7 +158,7 @@ class Risk(Service):
         except Exception:
             await self._stop_inputs()
             raise
-        self.watch_task = asyncio.create_task(self._watch_trading_state(rt))
+        self.watch_task = asyncio.create_task(follow_state(rt, self.kv, self._on_trading_state))
         self.ready = True
         rt.log.info(
             "risk.ready",
@@ -200,10 +201,10 @@ class Risk(Service):
         self.raw_ticks[msg.subject] = msg.data
         self.dirty_ticks.add(msg.subject)
 
-    async def _seed_tick(self, msg: Msg) -> None:
-        if msg.subject not in self.raw_ticks:
-            self.raw_ticks[msg.subject] = msg.data
-            self.dirty_ticks.add(msg.subject)
+    async def _seed_tick(self, stored: Stored) -> None:
+        if stored.subject not in self.raw_ticks:
+            self.raw_ticks[stored.subject] = stored.data
+            self.dirty_ticks.add(stored.subject)
 
     def _refresh_prices(self) -> None:
         """Decode the latest tick of each symbol that traded since the last decision."""
@@ -221,46 +222,46 @@ class Risk(Service):
         stream: str,
         subject: str,
         kind: type[msgspec.Struct],
-        apply: Callable[[Msg, Any], Awaitable[None]],
+        apply: Callable[[Stored, Any], Awaitable[None]],
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
         start_seq: int | None = None,
     ) -> Follower:
         decoder = msgspec.json.Decoder(kind)
 
-        async def handle(msg: Msg) -> None:
+        async def handle(stored: Stored) -> None:
             try:
-                value = decoder.decode(msg.data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                value = decode_message(decoder, stored.data)
+            except InvalidMessage as exc:
                 rt.metrics.count_error("undecodable")
                 if follower.caught_up.is_set():  # live: dead-lettered once, not at every replay
-                    await rt.dead_letter(stream, [refusal(msg, decode_field(exc), str(exc))])
+                    await rt.dead_letter(stream, [stored.refused(exc)])
                 return
-            await apply(msg, value)
+            await apply(stored, value)
 
-        def on_error(msg: Msg, exc: Exception) -> None:
+        def on_error(stored: Stored, exc: Exception) -> None:
             rt.metrics.count_error("input")
-            rt.log.error("risk.input_failed", subject=msg.subject, error=repr(exc))
+            rt.log.error("risk.input_failed", subject=stored.subject, error=repr(exc))
 
         follower = Follower(
             rt.js,
             stream=stream,
-            subject=subject,
-            handle=handle,
+            subjects=subject,
+            handler=handle,
             deliver_policy=deliver_policy,
             start_seq=start_seq,
             on_error=on_error,
         )
         return follower
 
-    async def _on_position(self, msg: Msg, position: Position) -> None:
+    async def _on_position(self, stored: Stored, position: Position) -> None:
         self.pre.update_position(position)
 
-    async def _on_order(self, msg: Msg, order: Order) -> None:
+    async def _on_order(self, stored: Stored, order: Order) -> None:
         self.pre.update_order(order)
 
-    async def _on_pnl(self, msg: Msg, snapshot: PnlSnapshot) -> None:
+    async def _on_pnl(self, stored: Stored, snapshot: PnlSnapshot) -> None:
         breach = self.post.on_pnl(snapshot)
-        self.checkpoint = post_trade_checkpoint(self.post, msg.metadata.sequence.stream, snapshot)
+        self.checkpoint = post_trade_checkpoint(self.post, stored.seq, snapshot)
         if breach is None:
             return
         switched = await write_state_if(self.kv, breach, only_from="active")
@@ -271,22 +272,12 @@ class Risk(Service):
     async def run(self, rt: Runtime) -> None:
         last_save = time.monotonic()
         while not rt.stopping.is_set():
-            batch = await self._next_batch()
+            batch = await next_batch(self.inbox, MAX_BATCH)
             if batch:
                 await self._decide_batch(rt, batch)
             if time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 await self._save_checkpoint(rt)
                 last_save = time.monotonic()
-
-    async def _next_batch(self) -> list[Msg]:
-        try:
-            first = await asyncio.wait_for(self.inbox.get(), timeout=0.25)
-        except TimeoutError:
-            return []
-        batch = [first]
-        while len(batch) < MAX_BATCH and not self.inbox.empty():
-            batch.append(self.inbox.get_nowait())
-        return batch
 
     async def _decide_batch(self, rt: Runtime, batch: list[Msg]) -> None:
         started = time.perf_counter()
@@ -295,9 +286,9 @@ class Risk(Service):
         refused: list[Refused] = []
         for msg in batch:
             try:
-                request = _request_decoder.decode(msg.data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                refused.append(refusal(msg, decode_field(exc), str(exc)))
+                request = decode_message(_request_decoder, msg.data)
+            except InvalidMessage as exc:
+                refused.append(refusal(msg, exc.field, exc.reason))
                 continue
             if request.strategy != subject_token(msg.subject):
                 refused.append(refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
@@ -330,23 +321,9 @@ class Risk(Service):
 
     # The trading switch --------------------------------------------------------------------------
 
-    async def _watch_trading_state(self, rt: Runtime) -> None:
-        backoff = Backoff(initial=0.2, maximum=5.0)
-        while not rt.stopping.is_set():
-            try:
-                async for state in watch_state(self.kv):
-                    self._set_trading_state(rt, state)
-                    backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # set up again: a missed switch would let orders through
-                rt.metrics.count_error("trading_state_watch")
-                rt.log.warning("trading_state.watch_failed", error=repr(exc))
-                await backoff.sleep(rt.stopping)
-
-    def _set_trading_state(self, rt: Runtime, state: TradingState) -> None:
+    async def _on_trading_state(self, state: TradingState) -> None:
         if state != self.trading:
-            rt.log.info("trading_state.changed", mode=state.mode, reason=state.reason)
+            self.log.info("trading_state.changed", mode=state.mode, reason=state.reason)
         self.trading = state
         self.pre.set_state(state)
         self.post.set_state(state)

@@ -25,44 +25,27 @@ A strategy that cannot be loaded is logged (and shown in /health) and the others
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError
+from nats.js.api import DeliverPolicy
 
 from trader.bus.publish import Outgoing
-from trader.bus.streams import (
-    STATE_BUCKET,
-    TRADING_STATE_KEY,
-    order_cancel_subject,
-    order_submit_subject,
-    tick_subject,
-)
+from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal, work_through
+from trader.bus.streams import order_cancel_subject, order_submit_subject, tick_subject
 from trader.config import Settings
 from trader.marketdata.decode import InvalidMessage, decode_tick
-from trader.messages import (
-    ExecutionReport,
-    Order,
-    OrderRequest,
-    TradingState,
-    decode_bar,
-    encode,
-)
+from trader.messages import Bar, ExecutionReport, Order, OrderRequest, TradingState, encode
 from trader.runtime.consumer import Delivery, StreamConsumer
 from trader.runtime.service import Refused, Runtime, Service
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
+from trader.trading.state import read_state, state_bucket, watch_state
 
 _order_decoder = msgspec.json.Decoder(Order)
 _request_decoder = msgspec.json.Decoder(OrderRequest)
 _report_decoder = msgspec.json.Decoder(ExecutionReport)
-_state_decoder = msgspec.json.Decoder(TradingState)
-_FIELD_IN_ERROR = re.compile(r"at `\$\.([A-Za-z_]+)")
+_bar_decoder = msgspec.json.Decoder(Bar)
 
 Apply = Callable[[Runtime, list[Delivery]], Awaitable[None]]
 
@@ -80,8 +63,7 @@ class StrategyService(Service):
         self._loaded = False
         self._lock = asyncio.Lock()  # one event at a time: strategies and their outbox stay in order
         self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
-        self._market_subs: list[Any] = []
-        self._watcher: Any = None
+        self._market: list[Follower] = []
 
     # Start: load, rebuild, then live data --------------------------------------------------------
 
@@ -89,8 +71,9 @@ class StrategyService(Service):
         self.rt = rt
         if not self._loaded:
             self._load(rt)
-        self.kv = await rt.js.key_value(STATE_BUCKET)
-        self._set_trading(rt, await self._read_trading_state())
+        self.kv = await state_bucket(rt.js)
+        state, _ = await read_state(self.kv, unreadable=self._unreadable)
+        self._set_trading(rt, state)
         self.orders = await self._replay(rt, "ORDERS", "order.>", self._apply_orders)
         self.execs = await self._replay(rt, "EXEC", "exec.>", self._apply_execs)
         async with self._lock:
@@ -134,21 +117,11 @@ class StrategyService(Service):
         rt.metrics.count_error("strategy_load")
         rt.log.error("strategy.load_failed", strategy=name, kind=kind, error=error)
 
-    async def _read_trading_state(self) -> TradingState:
-        try:
-            entry = await self.kv.get(TRADING_STATE_KEY)
-        except KeyNotFoundError:  # never set, or deleted: trading is on
-            return TradingState()
-        return self._decode_trading_state(entry.value, entry.revision)
-
-    def _decode_trading_state(self, value: bytes | None, revision: int | None) -> TradingState:
-        """The switch as written; one that cannot be read counts as halted: sending nothing is safe."""
-        try:
-            return _state_decoder.decode(value or b"{}")
-        except msgspec.DecodeError as exc:
-            self.rt.metrics.count_error("trading_state")
-            self.rt.log.error("strategy.trading_state_unreadable", error=str(exc), revision=revision)
-            return TradingState(mode="halted", reason=f"unreadable trading state: {exc}")
+    def _unreadable(self, exc: msgspec.DecodeError, revision: int | None) -> TradingState:
+        """A switch that cannot be read counts as halted: sending nothing is safe."""
+        self.rt.metrics.count_error("trading_state")
+        self.rt.log.error("strategy.trading_state_unreadable", error=str(exc), revision=revision)
+        return TradingState(mode="halted", reason=f"unreadable trading state: {exc}")
 
     async def _replay(self, rt: Runtime, stream: str, subject: str, apply: Apply) -> StreamConsumer:
         """Create the stream's consumer from its first message and apply the history up to the last
@@ -183,28 +156,34 @@ class StrategyService(Service):
         if not symbols:
             return
         feeds = (
-            ("MARKET_TICKS", "market.tick.>", [tick_subject(s) for s in symbols], self._on_tick_msg),
-            ("BARS", "market.bar.>", [f"market.bar.*.{s}" for s in symbols], self._on_bar_msg),
+            ("MARKET_TICKS", [tick_subject(s) for s in symbols], self._on_tick),
+            ("BARS", [f"market.bar.*.{s}" for s in symbols], self._on_bar),
         )
-        for stream, subject, filters, callback in feeds:
-            sub = await rt.js.subscribe(
-                subject,
+        for stream, subjects, handler in feeds:
+            follower = Follower(
+                rt.js,
                 stream=stream,
-                cb=callback,
-                ordered_consumer=True,
+                subjects=subjects,
+                handler=handler,
                 deliver_policy=DeliverPolicy.NEW,
-                config=ConsumerConfig(filter_subjects=filters),
+                on_error=handler_errors(rt, stream),
             )
-            self._market_subs.append(sub)
+            await follower.start()
+            self._market.append(follower)
         rt.log.info("strategy.market_subscribed", symbols=symbols)
 
     # Run: order states, fills, the trading switch; market data arrives through callbacks --------
 
     async def run(self, rt: Runtime) -> None:
+        watch = asyncio.create_task(self._watch_trading_state(rt), name="trading-state")
         tasks = {
-            asyncio.create_task(self._consume(rt, self.orders, self._apply_orders), name="orders"),
-            asyncio.create_task(self._consume(rt, self.execs, self._apply_execs), name="exec"),
-            asyncio.create_task(self._watch_trading_state(rt), name="trading-state"),
+            asyncio.create_task(
+                work_through(rt, self.orders, lambda batch: self._apply_orders(rt, batch)), name="orders"
+            ),
+            asyncio.create_task(
+                work_through(rt, self.execs, lambda batch: self._apply_execs(rt, batch)), name="exec"
+            ),
+            watch,
         }
         stopping = asyncio.create_task(rt.stopping.wait())
         done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -212,38 +191,20 @@ class StrategyService(Service):
             stopping.cancel()
             failed = next(iter(done))
             raise RuntimeError(f"{failed.get_name()} loop ended") from failed.exception()
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()
+        watch.cancel()  # the watch ends only so; the consumers end when intake stops
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self, rt: Runtime) -> None:
-        for sub in self._market_subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._market_subs.clear()
+        for follower in self._market:
+            await follower.stop()
+        self._market.clear()
         async with self._lock:
             for runner in self.runners.values():
                 await self._emit(rt, runner, runner.stop())
 
-    async def _consume(self, rt: Runtime, consumer: StreamConsumer, apply: Apply) -> None:
-        async for batch in consumer.batches():
-            if not batch:
-                continue
-            started = time.perf_counter()
-            await apply(rt, batch)
-            await consumer.ack(batch)
-            rt.metrics.observe_batch(time.perf_counter() - started)
-
     async def _watch_trading_state(self, rt: Runtime) -> None:
-        self._watcher = await self.kv.watch(TRADING_STATE_KEY)
-        async for entry in self._watcher:
-            if entry is None:  # the marker after the current value
-                continue
-            if entry.operation in ("DEL", "PURGE"):
-                self._set_trading(rt, TradingState())
-            else:
-                self._set_trading(rt, self._decode_trading_state(entry.value, entry.revision))
+        async for state in watch_state(self.kv, unreadable=self._unreadable):
+            self._set_trading(rt, state)
 
     def _set_trading(self, rt: Runtime, state: TradingState) -> None:
         if state != self.trading:
@@ -268,14 +229,13 @@ class StrategyService(Service):
                 try:
                     if kind == "submit":
                         if not live:  # new requests are this service's own: already in the books
-                            runner.ctx.note_request(_request_decoder.decode(d.data))
+                            runner.ctx.note_request(decode_message(_request_decoder, d.data))
                         continue
-                    order = _order_decoder.decode(d.data)
-                except msgspec.DecodeError as exc:
+                    order = decode_message(_order_decoder, d.data)
+                except InvalidMessage as exc:
                     if live:
-                        refused.append(
-                            _refusal(d, f"not an {'Order' if kind == 'state' else 'OrderRequest'}", exc)
-                        )
+                        what = "Order" if kind == "state" else "OrderRequest"
+                        refused.append(refusal(Stored.of(d), exc.field, f"not an {what}: {exc.reason}"))
                     continue
                 await self._emit(rt, runner, runner.on_order(order))
         await rt.dead_letter("ORDERS", refused)
@@ -288,10 +248,12 @@ class StrategyService(Service):
                 if not d.subject.startswith("exec.report."):
                     continue
                 try:
-                    report = _report_decoder.decode(d.data)
-                except msgspec.DecodeError as exc:
+                    report = decode_message(_report_decoder, d.data)
+                except InvalidMessage as exc:
                     if d.seq > history_end:
-                        refused.append(_refusal(d, "not an ExecutionReport", exc))
+                        refused.append(
+                            refusal(Stored.of(d), exc.field, f"not an ExecutionReport: {exc.reason}")
+                        )
                     continue
                 runner = self.runners.get(report.strategy)
                 if runner is None:
@@ -300,24 +262,20 @@ class StrategyService(Service):
                 await self._emit(rt, runner, runner.on_fill(report))
         await rt.dead_letter("EXEC", refused)
 
-    async def _on_tick_msg(self, msg: Msg) -> None:
+    async def _on_tick(self, stored: Stored) -> None:
         try:
-            tick = decode_tick(msg.data)
+            tick = decode_tick(stored.data)
         except InvalidMessage as exc:
-            refusal = Refused(_stream_seq(msg), msg.subject, msg.data, msg.headers, exc.field, str(exc))
-            await self._dead_letter_quietly("MARKET_TICKS", refusal)
+            await self._dead_letter_quietly("MARKET_TICKS", stored.refused(exc))
             return
         self.rt.metrics.count_in()
         await self._dispatch(tick.symbol, lambda runner: runner.on_tick(tick))
 
-    async def _on_bar_msg(self, msg: Msg) -> None:
+    async def _on_bar(self, stored: Stored) -> None:
         try:
-            bar = decode_bar(msg.data)
-        except msgspec.DecodeError as exc:
-            refusal = Refused(
-                _stream_seq(msg), msg.subject, msg.data, msg.headers, _field(exc), f"not a Bar: {exc}"
-            )
-            await self._dead_letter_quietly("BARS", refusal)
+            bar = decode_message(_bar_decoder, stored.data)
+        except InvalidMessage as exc:
+            await self._dead_letter_quietly("BARS", refusal(stored, exc.field, f"not a Bar: {exc.reason}"))
             return
         self.rt.metrics.count_in()
         await self._dispatch(bar.symbol, lambda runner: runner.on_bar(bar))
@@ -415,22 +373,6 @@ def _log_instruction(rt: Runtime, instruction: Instruction) -> None:
             price=None if message.price is None else str(message.price),
             reason=message.reason,
         )
-
-
-def _field(exc: Exception) -> str:
-    match = _FIELD_IN_ERROR.search(str(exc))
-    return match.group(1) if match else "body"
-
-
-def _refusal(d: Delivery, what: str, exc: Exception) -> Refused:
-    return Refused(d.seq, d.subject, d.data, d.headers, _field(exc), f"{what}: {exc}")
-
-
-def _stream_seq(msg: Msg) -> int | None:
-    try:
-        return msg.metadata.sequence.stream
-    except Exception:  # not a JetStream message: no sequence to name
-        return None
 
 
 SERVICE = StrategyService

@@ -1,1 +1,1 @@
-"""Helpers the trading services and the CLI share: the trading switch, and reading the trading streams."""
+"""Helpers the trading services and the CLI share: the trading switch, and the orders' latest states."""

@@ -6,7 +6,8 @@ the oms cancels every open order). A missing key means active.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from nats.js import JetStreamContext
@@ -15,8 +16,14 @@ from nats.js.kv import KeyValue
 
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY, ensure_state_bucket
 from trader.messages import TradingState, encode
+from trader.runtime.backoff import Backoff
+from trader.runtime.service import Runtime
 
 _decoder = msgspec.json.Decoder(TradingState)
+
+# What a value that cannot be decoded counts as (given the error and the entry's revision); without
+# one, reading it raises.
+Unreadable = Callable[[msgspec.DecodeError, int | None], TradingState]
 
 
 async def state_bucket(js: JetStreamContext) -> KeyValue:
@@ -24,18 +31,25 @@ async def state_bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(STATE_BUCKET)
 
 
-def decode_state(value: bytes | None) -> TradingState:
+def decode_state(
+    value: bytes | None, *, unreadable: Unreadable | None = None, revision: int | None = None
+) -> TradingState:
     """An entry's value; an empty or deleted one means active."""
-    return _decoder.decode(value) if value else TradingState()
+    try:
+        return _decoder.decode(value) if value else TradingState()
+    except msgspec.DecodeError as exc:
+        if unreadable is None:
+            raise
+        return unreadable(exc, revision)
 
 
-async def read_state(kv: KeyValue) -> tuple[TradingState, int]:
+async def read_state(kv: KeyValue, *, unreadable: Unreadable | None = None) -> tuple[TradingState, int]:
     """The current state and its revision (0 when the key was never written)."""
     try:
         entry = await kv.get(TRADING_STATE_KEY)
     except NotFoundError:  # never written, or deleted: active
         return TradingState(), 0
-    return decode_state(entry.value), entry.revision or 0
+    return decode_state(entry.value, unreadable=unreadable, revision=entry.revision), entry.revision or 0
 
 
 async def write_state(kv: KeyValue, state: TradingState) -> int:
@@ -60,7 +74,7 @@ async def write_state_if(kv: KeyValue, state: TradingState, *, only_from: str) -
             continue  # written meanwhile: look again
 
 
-async def watch_state(kv: KeyValue) -> AsyncIterator[TradingState]:
+async def watch_state(kv: KeyValue, *, unreadable: Unreadable | None = None) -> AsyncIterator[TradingState]:
     """The current state, then every change as it is written."""
     watcher = await kv.watch(TRADING_STATE_KEY)
     delivered = False
@@ -72,6 +86,24 @@ async def watch_state(kv: KeyValue) -> AsyncIterator[TradingState]:
                     yield TradingState()
                 continue
             delivered = True
-            yield decode_state(entry.value if entry.operation is None else None)
+            value = entry.value if entry.operation is None else None
+            yield decode_state(value, unreadable=unreadable, revision=entry.revision)
     finally:
         await watcher.stop()
+
+
+async def follow_state(rt: Runtime, kv: KeyValue, apply: Callable[[TradingState], Awaitable[None]]) -> None:
+    """The current state, then every change, to ``apply`` until the service stops. A lost watch is set up
+    again with backoff: a missed switch would let orders through."""
+    backoff = Backoff(initial=0.2, maximum=5.0)
+    while not rt.stopping.is_set():
+        try:
+            async for state in watch_state(kv):
+                await apply(state)
+                backoff.reset()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            rt.metrics.count_error("trading_state_watch")
+            rt.log.warning("trading_state.watch_failed", error=repr(exc))
+            await backoff.sleep(rt.stopping)

@@ -6,10 +6,10 @@ from decimal import Decimal as D
 
 import msgspec
 
+from trader.bus.streams import SOURCE_SEQ
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.execution.venues import PaperVenueSettings
 from trader.messages import ExecutionReport, MarketTick, VenueOrder
-from trader.services.exec_support import SOURCE_SEQ
 from trader.services.execution_router import Router
 
 

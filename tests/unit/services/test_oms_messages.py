@@ -7,10 +7,11 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from trader.messages import CancelRequest, ExecutionReport, OrderRequest, VenueOrder
+from trader.bus.read import decode_message, subject_token
+from trader.marketdata.decode import InvalidMessage
+from trader.messages import CancelRequest, ExecutionReport, OrderRequest, RiskDecision, VenueOrder
 from trader.orders import OrderBook
 from trader.services.oms import EXEC_ID_HEADER, route_cancel, route_new, state_message
-from trader.trading.consume import decode_field, subject_token
 
 REQUEST = OrderRequest(
     client_order_id="s1-0001",
@@ -98,23 +99,20 @@ def test_decimals_travel_exactly() -> None:
     ],
 )
 def test_decode_errors_name_the_field_at_fault(payload: bytes, field: str) -> None:
-    from trader.messages import RiskDecision
-
-    with pytest.raises((msgspec.ValidationError, msgspec.DecodeError)) as caught:
-        msgspec.json.decode(payload, type=RiskDecision)
-    assert decode_field(caught.value).split(".")[0] == field
+    with pytest.raises(InvalidMessage) as caught:
+        decode_message(msgspec.json.Decoder(RiskDecision), payload)
+    assert caught.value.field.split(".")[0] == field
+    assert str(caught.value).startswith(f"{caught.value.field}: ")
 
 
 def test_decode_errors_name_a_nested_field() -> None:
-    from trader.messages import RiskDecision
-
     payload = (
         b'{"approved": true, "request": {"client_order_id": "a", "strategy": "s", "symbol": "X", '
         b'"side": "buy", "quantity": "oops"}}'
     )
-    with pytest.raises(msgspec.ValidationError) as caught:
-        msgspec.json.decode(payload, type=RiskDecision)
-    assert decode_field(caught.value) == "request.quantity"
+    with pytest.raises(InvalidMessage) as caught:
+        decode_message(msgspec.json.Decoder(RiskDecision), payload)
+    assert caught.value.field == "request.quantity"
 
 
 def test_the_strategy_is_the_last_subject_token() -> None:
