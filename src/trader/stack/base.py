@@ -77,7 +77,7 @@ class Infra(ABC):
         """Create what the stack needs in the running server (streams, bucket)."""
 
     start_timeout_s: float = 60.0
-    stop_timeout_s: float = 15.0
+    stop_timeout_s: float | None = None  # None: the supervisor's stop_timeout_s setting
 
     def component(self, managed: bool) -> Component:
         # A server trader did not start may have no monitoring where ours would: its main port it has.
@@ -92,7 +92,11 @@ class Infra(ABC):
             ready_url=ready,
             argv=self.command() if managed else None,
             start_timeout_s=self.start_timeout_s,
-            stop_timeout_s=self.stop_timeout_s,
+            stop_timeout_s=(
+                self.settings.supervisor.stop_timeout_s
+                if self.stop_timeout_s is None
+                else self.stop_timeout_s
+            ),
         )
 
     def not_reachable_error(self, address: str) -> StackError:

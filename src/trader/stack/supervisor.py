@@ -289,9 +289,7 @@ class Supervisor:
         infra = [r for r in self.runs if r.component.kind == "infra"]
         await asyncio.gather(*(self._terminate(r, r.component.stop_timeout_s) for r in services))
         for run in reversed(infra):  # QuestDB, SeaweedFS, then NATS last
-            await self._terminate(
-                run, max(run.component.stop_timeout_s, self.settings.supervisor.stop_timeout_s)
-            )
+            await self._terminate(run, run.component.stop_timeout_s)
 
     async def _terminate(self, run: Running, grace: float) -> None:
         popen = run.popen
