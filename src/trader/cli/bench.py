@@ -73,3 +73,82 @@ def ingest(
     typer.echo(f"closed 1s bars queryable in QuestDB after their end: p50 {v['p50_s']} s, p99 {v['p99_s']} s")
     others = [[name, rss] for name, rss in report["peak_rss_mib"].items() if name not in report["live"]]
     print_rows(["component", "peak RSS MiB"], others, False)
+
+
+@bench_app.command("trading")
+def trading(
+    rates: Annotated[
+        str, typer.Option(help="Tick rates to run in turn (ticks/s, one order per tick), comma-separated.")
+    ] = "250,500,1000,2000",
+    seconds: Annotated[float, typer.Option(help="Measured seconds per rate.")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds per rate before the measured window.")] = 2.0,
+    drain: Annotated[float, typer.Option(help="Most seconds to wait for a rate's last answers.")] = 120.0,
+    hops: Annotated[
+        bool, typer.Option("--hops", help="Also time each hop (loads the benchmark: run apart).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tick-to-order-acknowledgement latency and orders/s through strategy, risk, oms, execution-router
+    and exeq (paper venue), started by the benchmark itself on the servers of `trader up --detach
+    --services ''`; CPU per process and peak RSS."""
+    from trader.bench.trading import run_trading_bench, to_json
+
+    try:
+        rate_list = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        raise fail(f"--rates: not a list of numbers: {rates!r}") from None
+    if not rate_list or any(r <= 0 for r in rate_list):
+        raise fail("--rates: give at least one positive rate")
+    try:
+        report = asyncio.run(
+            run_trading_bench(
+                Settings(), rates=rate_list, seconds=seconds, warmup_s=warmup, drain_s=drain, hops=hops
+            )
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    phases = report["phases"]
+    typer.echo(
+        f"{report['strategy']} on {report['symbol']}: one IOC order per tick; {report['warmup_s']:g} s "
+        f"warm-up then {report['seconds']:g} s measured per rate; latency from the tick's publish "
+        "acknowledgement to the order's first state from the venue"
+    )
+    columns = ["ticks/s", "published/s", "orders", "acked", "rejected", "unanswered", "p50 ms", "p99 ms"]
+    columns += ["max ms", "orders/s"]
+    rows = [
+        [
+            f"{p['rate']:g}",
+            p["published_per_s"],
+            p["orders"],
+            p["acknowledged"],
+            p["rejected"],
+            p["unanswered"],
+            p["latency"]["p50_ms"],
+            p["latency"]["p99_ms"],
+            p["latency"]["max_ms"],
+            p["orders_per_s"],
+        ]
+        for p in phases
+    ]
+    print_rows(columns, rows, False)
+    processes = list(phases[0]["cpu_percent"]) if phases else []
+    cpu_rows = [[f"{p['rate']:g}", *(p["cpu_percent"][name] for name in processes)] for p in phases]
+    typer.echo("CPU over the measured window, % of one core:")
+    print_rows(["ticks/s", *processes], cpu_rows, False)
+    print_rows(["service", "peak RSS MiB"], [list(item) for item in report["peak_rss_mib"].items()], False)
+    for p in phases:
+        for kind, entry in p["rejections"].items():
+            typer.echo(
+                f"rejected at {p['rate']:g} ticks/s: {entry['count']} x {kind} (e.g. {entry['example']})"
+            )
+        if "hops" in p:
+            typer.echo(f"hops at {p['rate']:g} ticks/s, as seen on the bus:")
+            hop_rows = [
+                [hop, f["p50_ms"], f["p99_ms"], f["max_ms"], f["orders"]] for hop, f in p["hops"].items()
+            ]
+            print_rows(["hop", "p50 ms", "p99 ms", "max ms", "orders"], hop_rows, False)
+    if report["unmapped_states"]:
+        typer.echo(f"{report['unmapped_states']} order states answered no tick of this run")
