@@ -361,9 +361,17 @@ def arrival_ms(msg: Msg) -> int:
 
 
 def work_consumer(rt: Runtime, *, stream: str, subject: str, start_seq: int) -> StreamConsumer:
-    """The service's ``StreamConsumer`` for work that waits little: small batches, 20 ms at most."""
+    """The service's ``StreamConsumer`` for work that must not wait: each message is handed over as soon
+    as it arrives, in batches of what arrived meanwhile (up to 1,000)."""
     return StreamConsumer(
-        rt, stream=stream, name=rt.name, subject=subject, start_seq=start_seq, max_rows=1_000, max_wait_s=0.02
+        rt,
+        stream=stream,
+        name=rt.name,
+        subject=subject,
+        start_seq=start_seq,
+        max_rows=1_000,
+        max_wait_s=0.25,  # only paces the empty batches of a quiet stream
+        eager=True,
     )
 
 

@@ -58,11 +58,16 @@ class StreamConsumer:
         max_rows: int = 10_000,
         max_bytes: int = 16 * 1024 * 1024,
         max_wait_s: float = 1.0,
+        eager: bool = False,
     ) -> None:
         self.rt = rt
         self.stream, self.name, self.subject = stream, name, subject
         self.start_seq = start_seq
         self.max_rows, self.max_bytes, self.max_wait_s = max_rows, max_bytes, max_wait_s
+        # Eager: a batch is handed over as soon as anything is buffered (latency first; batches still
+        # grow under load, while the service works on the previous one). Otherwise a batch waits to fill
+        # up to max_rows, max_bytes or max_wait_s (throughput first: the lake wants big files).
+        self.eager = eager
         self._buffer: list[Delivery] = []
         self._bytes = 0
         self._full = asyncio.Event()
@@ -106,7 +111,7 @@ class StreamConsumer:
         self.pending = pending
         self._buffer.append(Delivery(seq, arrival_ms, msg.subject, msg.data, msg.headers, msg))
         self._bytes += len(msg.data)
-        if len(self._buffer) >= self.max_rows or self._bytes >= self.max_bytes:
+        if self.eager or len(self._buffer) >= self.max_rows or self._bytes >= self.max_bytes:
             self._full.set()
 
     async def batches(self) -> AsyncIterator[list[Delivery]]:

@@ -135,7 +135,8 @@ class StrategyService(Service):
             subject=subject,
             start_seq=None,
             max_rows=2_000,
-            max_wait_s=0.05,
+            max_wait_s=0.25,
+            eager=True,
         )
         await consumer.start()
         if end == 0:
