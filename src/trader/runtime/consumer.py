@@ -29,7 +29,6 @@ class Delivery:
     subject: str
     data: bytes
     headers: dict[str, str] | None
-    msg: Msg
 
 
 def ack_metadata(reply: str) -> tuple[int, int, int]:
@@ -74,6 +73,8 @@ class StreamConsumer:
         self._last_seq = (start_seq or 1) - 1
         self._sub = None
         self.pending = 0
+        self._last_msg: Msg | None = None
+        self._to_ack: dict[int, Msg] = {}  # batch's last stream sequence -> the message to acknowledge
 
     async def start(self) -> None:
         js = self.rt.js
@@ -109,7 +110,8 @@ class StreamConsumer:
             return  # a redelivery of what this run already has: acknowledged with its batch
         self._last_seq = seq
         self.pending = pending
-        self._buffer.append(Delivery(seq, arrival_ms, msg.subject, msg.data, msg.headers, msg))
+        self._buffer.append(Delivery(seq, arrival_ms, msg.subject, msg.data, msg.headers))
+        self._last_msg = msg  # only a batch's last message is acknowledged: the rest are not kept
         self._bytes += len(msg.data)
         if self.eager or len(self._buffer) >= self.max_rows or self._bytes >= self.max_bytes:
             self._full.set()
@@ -134,6 +136,8 @@ class StreamConsumer:
     def _take(self) -> list[Delivery]:
         batch, self._buffer, self._bytes = self._buffer, [], 0
         self._full.clear()
+        if batch:
+            self._to_ack[batch[-1].seq] = self._last_msg
         return batch
 
     @property
@@ -142,9 +146,12 @@ class StreamConsumer:
 
     async def ack(self, batch: list[Delivery]) -> None:
         """Acknowledge a batch and all before it (AckPolicy.ALL)."""
-        if batch:
+        msg = self._to_ack.pop(batch[-1].seq, None) if batch else None
+        for older in [seq for seq in self._to_ack if batch and seq < batch[-1].seq]:
+            del self._to_ack[older]  # covered by this acknowledgement (AckPolicy.ALL)
+        if msg is not None:
             with contextlib.suppress(Exception):  # a lost ack only means a redelivery, skipped above
-                await batch[-1].msg.ack()
+                await msg.ack()
 
     async def stop_intake(self) -> None:
         if self._sub is not None:
