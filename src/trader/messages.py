@@ -194,10 +194,14 @@ class Order(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class VenueOrder(msgspec.Struct, kw_only=True, frozen=True):
-    """An order (or an algo's child order) sent to one venue (``exec.order.<venue>``); ``action`` new
-    or cancel. Child orders of an algo have their own ``venue_client_id`` and the parent's id."""
+    """An order (or an algo's child order) sent to one venue (``exec.order.<venue>``); ``action`` new,
+    cancel or replace. Child orders of an algo have their own ``venue_client_id`` and the parent's id.
 
-    action: Literal["new", "cancel"]
+    A replace (cancel-replace of a working order) carries the order's new terms: ``quantity`` is the new
+    total order quantity, filled part included, as in ``CancelRequest`` (the current one when only the
+    price changes), and ``price`` the new limit price (the current one when only the quantity changes)."""
+
+    action: Literal["new", "cancel", "replace"]
     client_order_id: str  # the oms order this belongs to
     venue_client_id: str  # unique per venue order: the parent's id, or the parent's id and a slice number
     strategy: str

@@ -147,6 +147,7 @@ def run(trading: Stack) -> dict[str, object]:
         "halted_at": halted_at,
         "orders_after_kill": orders_after_kill,
         "orders": _orders(trading),
+        "states": _latest_all(trading, "ORDERS", "order.state.", Order),
         "fills": _fills(trading),
     }
 
@@ -160,6 +161,15 @@ def test_the_manual_order_filled_on_the_paper_venue(run: dict) -> None:
 def test_the_strategies_traded(run: dict) -> None:
     strategies = {o.strategy for o in run["orders"].values() if o.filled_quantity > 0}
     assert {"e2e-cross", "e2e-mm"} <= strategies, strategies
+
+
+def test_the_market_maker_moved_its_quotes_by_cancel_replace(run: dict) -> None:
+    prices: dict[str, set[Decimal]] = defaultdict(set)
+    for state in run["states"]:
+        if state.strategy == "e2e-mm" and state.price is not None:
+            prices[state.client_order_id].add(state.price)
+    replaced = [order_id for order_id, seen in prices.items() if len(seen) > 1]
+    assert replaced, "no quote was ever replaced at a new price"
 
 
 def test_every_fill_is_unique_and_every_order_is_the_sum_of_its_fills(run: dict) -> None:

@@ -31,6 +31,7 @@ from tests.stack_helpers import Stack
 from trader.bus.read import replay_messages
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY
 from trader.messages import (
+    CancelRequest,
     ExecutionReport,
     MarketTick,
     Order,
@@ -403,6 +404,53 @@ async def test_the_cli_orders_cancels_and_shows_positions_and_pnl(trading_stack:
     assert {"scope": "total", "total": "-1500"}.items() <= next(
         p for p in pnl if p["scope"] == "total"
     ).items()
+
+
+# Cancel-replace ------------------------------------------------------------------------------------
+
+
+async def test_a_resting_limit_replaced_to_a_new_price_fills_there_and_not_at_the_old_one(bus: Bus) -> None:
+    await bus.tick(OTHER, PRICE)
+    resting = await bus.submit(
+        bus.request(
+            strategy="replace", account="acct-replace", symbol=OTHER, quantity="1", type="limit", price="97"
+        )
+    )
+    oid = resting.client_order_id
+    assert (await bus.wait_order(oid, {"ACCEPTED"})).price == Decimal(97)
+
+    replace = CancelRequest(
+        client_order_id=oid, strategy="replace", price=Decimal("98.5"), reason="requote", timestamp=_now()
+    )
+    await bus.js.publish("order.cancel.replace", encode(replace), headers={"Nats-Msg-Id": f"replace:{oid}"})
+    deadline = time.monotonic() + 15
+    while not ((order := bus.orders[oid]).status == "ACCEPTED" and order.price == Decimal("98.5")):
+        assert time.monotonic() < deadline, f"not replaced: {order}"
+        await asyncio.sleep(0.02)
+    assert (order.quantity, order.filled_quantity, order.replace_price) == (Decimal(1), Decimal(0), None)
+    assert [(o.status, o.price, o.replace_price) for o in bus.history[oid]][-2:] == [
+        ("PENDING_CANCEL", Decimal(97), Decimal("98.5")),
+        ("ACCEPTED", Decimal("98.5"), None),
+    ]
+    routes = [r for r in bus.routes if r.client_order_id == oid]
+    assert [(r.action, r.price, r.quantity) for r in routes] == [
+        ("new", Decimal(97), Decimal(1)),
+        ("replace", Decimal("98.5"), Decimal(1)),
+    ]
+
+    # A trade at 98.7, asked at 98.8: through neither price.
+    await bus.tick(OTHER, Decimal("98.7"))
+    await asyncio.sleep(1)
+    assert bus.orders[oid] == order
+    # Asked at 98.4: through the new price (98.5), not the old one (97).
+    await bus.tick(OTHER, Decimal("98.3"))
+    filled = await bus.wait_order(oid, {"FILLED"})
+    assert (filled.filled_quantity, filled.average_price, filled.price) == (
+        Decimal(1),
+        Decimal("98.5"),
+        Decimal("98.5"),
+    )
+    await bus.tick(OTHER, PRICE)
 
 
 # Refusals -----------------------------------------------------------------------------------------

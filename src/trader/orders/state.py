@@ -196,6 +196,16 @@ def _on_replaced(order: Order, report: ExecutionReport) -> Order:
         raise IllegalTransition(order.status, None, "replace confirmed but none was requested")
     quantity = order.replace_quantity if order.replace_quantity is not None else order.quantity
     price = order.replace_price if order.replace_price is not None else order.price
+    # A venue that states the terms it replaced to (last_quantity: the new total, last_price: the new
+    # limit) must state the ones asked for.
+    if report.last_quantity and report.last_quantity != quantity:
+        raise IllegalTransition(
+            order.status, None, f"venue replaced to quantity {report.last_quantity}, asked {quantity}"
+        )
+    if report.last_price is not None and report.last_price != price:
+        raise IllegalTransition(
+            order.status, None, f"venue replaced to price {report.last_price}, asked {price}"
+        )
     if order.filled_quantity > quantity:
         raise IllegalTransition(
             order.status, None, f"replaced quantity {quantity} is below filled {order.filled_quantity}"

@@ -10,7 +10,8 @@ The choice is ``trader.execution.routing.choose_venue`` over ``settings.routing.
 order's own venue, else ``routing.fixed_venue``, else the only venue, else the best price net of each
 venue's ``exeq.venues[name].taker_fee_bps``. A venue's quote is the latest tick whose ``venue`` is its
 name; a paper venue quotes from the ticks of its ``quote_venue``, or from any tick of the symbol when that
-is None (the paper venue fills against the mock feed). A cancel goes where the order was routed.
+is None (the paper venue fills against the mock feed). A cancel or a replace (cancel-replace) goes where the
+order was routed.
 
 State and restart: the routing decision of every order (client_order_id -> venue). Everything published
 carries ``Trader-Source-Seq``, the EXEC sequence of the route message it answers. On start the router
@@ -102,8 +103,8 @@ class Router:
 
     def route(self, order: VenueOrder, seq: int) -> Outgoing | None:
         """The message that answers route message ``seq``; None for a repeat of a routed order."""
-        if order.action == "cancel":
-            return self._route_cancel(order, seq)
+        if order.action in ("cancel", "replace"):
+            return self._route_to_order(order, seq)
         if order.client_order_id in self.decisions:
             return None
         venues = [self.quote(v, order.symbol) for v in self.settings.routing.venues_for(order.symbol)]
@@ -118,10 +119,12 @@ class Router:
         self.decisions[order.client_order_id] = choice.venue
         return self._forward(msgspec.structs.replace(order, venue=choice.venue), seq)
 
-    def _route_cancel(self, order: VenueOrder, seq: int) -> Outgoing:
+    def _route_to_order(self, order: VenueOrder, seq: int) -> Outgoing:
+        """A cancel or replace: to the venue the order was routed to."""
         venue = self.decisions.get(order.client_order_id) or order.venue
         if not venue:
-            return self._reject(order, seq, f"cancel of {order.client_order_id}: the order was never routed")
+            why = f"{order.action} of {order.client_order_id}: the order was never routed"
+            return self._reject(order, seq, why)
         return self._forward(msgspec.structs.replace(order, venue=venue), seq)
 
     @staticmethod

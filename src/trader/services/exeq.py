@@ -1,9 +1,9 @@
 """exeq: execution algorithms and venue adapters.
 
-Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new or cancel); ``market.tick.>``
-(MARKET_TICKS, the latest per subject then live), shown to every adapter so that resting orders fill as
-the market moves. Runs one ``VenueAdapter`` per ``settings.exeq.venues`` entry (kind ``paper``:
-``PaperVenue(settings.exeq.paper, name=...)``).
+Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new, cancel or replace);
+``market.tick.>`` (MARKET_TICKS, the latest per subject then live), shown to every adapter so that
+resting orders fill as the market moves. Runs one ``VenueAdapter`` per ``settings.exeq.venues`` entry
+(kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``).
 Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; undecodable
 orders and ticks on the dead letters.
 
@@ -13,6 +13,12 @@ reports (``accepted`` at once; ``canceled`` or ``expired`` when it ends short; `
 params) and the children's fills (``client_order_id`` is the parent's, ``venue_client_id`` the child's).
 Each child order is published on ``exec.algo.order.<venue>`` *before* it is sent to the venue, and a
 child's other reports on ``exec.algo.report.<venue>``: the stream then holds all an algo saw, in order.
+
+Replace (cancel-replace): the adapter's ``replace`` changes a working order's total quantity and/or limit
+price; its ``replaced`` report carries the new terms (``last_quantity`` the new total quantity,
+``last_price`` the new limit price) and may be followed by fills, or it is ``rejected`` ("replace
+rejected: ...") and the order works on unchanged. exeq rejects itself the replace of an algo parent (not
+supported), of an order that has ended, and a quantity not above what filled.
 
 Exec ids are ``<venue>:<venue_client_id>:<n>``, the n-th report published about that venue order,
 assigned here (not by the adapter), so they are deterministic and survive restarts.
@@ -26,6 +32,9 @@ are exactly those of before. Then the simpler rule for the paper venue, whose bo
 - every venue order without a terminal report is submitted again for its unfilled rest, before any tick
   is shown (limits rest, stops wait again for their trigger); a market order's rest waits for the first
   tick of its symbol. Its repeated ``accepted`` is not published; its ``venue_order_id`` is kept.
+- an order's terms are those of its last ``replaced`` report (the replace in the stream before it gave
+  them), so its rest is submitted with its replaced price and quantity; a replace in the stream with no
+  answer after it is carried out, as a cancel is;
 - a cancel in the stream whose order is still open is carried out; a canceled algo's working children
   are canceled; a finished algo whose end was not reported is reported; an algo still working releases
   its next children once its symbol has a tick again (before, market children would find no quote).
@@ -88,6 +97,10 @@ class Tracked:
     acknowledged: bool = False  # "accepted" published: a restore's repeat of it is not
     ended: bool = False
     venue_order_id: str | None = None
+    replace: VenueOrder | None = None  # a replace sent, until the venue answers it
+    # Filled before the adapter was given the order (its rest, after a restart): the adapter counts
+    # quantities from there.
+    offset: Decimal = Decimal(0)
 
     @property
     def remaining(self) -> Decimal:
@@ -102,6 +115,14 @@ class Tracked:
             self.ended = self.ended or self.filled >= self.order.quantity
         elif report.kind in ("canceled", "expired"):
             self.ended = True
+        elif report.kind == "replaced" and self.replace is not None:
+            self.order = msgspec.structs.replace(
+                self.order, quantity=self.replace.quantity, price=self.replace.price
+            )
+            self.replace = None
+            self.ended = self.ended or self.filled >= self.order.quantity
+        elif report.kind == "rejected" and self.replace is not None:
+            self.replace = None  # a refused replace leaves the order working on its old terms
         elif report.kind == "rejected" and not self.acknowledged and self.filled == 0:
             self.ended = True  # refused on submit; a refused cancel leaves a working order working
 
@@ -131,6 +152,8 @@ class ExecutionDesk:
         async with self.lock:
             if order.action == "new":
                 await self._new(order)
+            elif order.action == "replace":
+                await self._replace(order)
             else:
                 await self._cancel(order)
 
@@ -217,6 +240,57 @@ class ExecutionDesk:
                 waiting.remove(rest)
                 return [_report_for(rest, "canceled", self.clock(), "canceled on request")]
         return await self.adapters[venue].cancel(order)
+
+    async def _replace(self, order: VenueOrder) -> None:
+        venue = order.venue
+        key = self._resolve(order)
+        target = msgspec.structs.replace(order, venue_client_id=key[1])
+        tracked = self.orders.get(key)
+        reason: str | None = None
+        if key in self.algos or (tracked is not None and tracked.order.algo is not None):
+            algo = tracked.order.algo if tracked is not None else "algo"
+            reason = f"replace rejected: order {key[1]} is an {algo} parent; algo orders cannot be replaced"
+        elif venue not in self.adapters:
+            reason = f"replace rejected: venue {venue} is not run"
+        elif tracked is not None and tracked.ended:
+            reason = f"replace rejected: order {key[1]} has ended"
+        elif tracked is not None and order.quantity <= tracked.filled:
+            reason = f"replace rejected: quantity {order.quantity} is not above filled {tracked.filled}"
+        if reason is not None:
+            await self._handle(venue, [_report_for(target, "rejected", self.clock(), reason)])
+            return
+        offset = Decimal(0)
+        if tracked is not None:
+            tracked.replace = target
+            offset = tracked.offset
+        reports = await self._replace_at_venue(venue, target, offset)
+        if offset:  # the adapter's quantities count from the restart: the oms's count from the start
+            reports = [
+                msgspec.structs.replace(r, last_quantity=r.last_quantity + offset)
+                if r.kind == "replaced" and r.last_quantity
+                else r
+                for r in reports
+            ]
+        await self._settle(venue, await self._handle(venue, reports))
+
+    async def _replace_at_venue(
+        self, venue: str, order: VenueOrder, offset: Decimal
+    ) -> list[ExecutionReport]:
+        """A restored market order still waiting for its first tick is replaced here: the venue never
+        had it."""
+        waiting = self._deferred.get((venue, order.symbol), [])
+        for i, rest in enumerate(waiting):
+            if rest.venue_client_id == order.venue_client_id:
+                waiting[i] = msgspec.structs.replace(
+                    rest, quantity=order.quantity - offset, price=order.price
+                )
+                report = _report_for(rest, "replaced", self.clock())
+                return [
+                    msgspec.structs.replace(report, last_quantity=waiting[i].quantity, last_price=order.price)
+                ]
+        return await self.adapters[venue].replace(
+            msgspec.structs.replace(order, quantity=order.quantity - offset)
+        )
 
     def _resolve(self, order: VenueOrder) -> Key:
         """The venue order a cancel is about: its ``venue_client_id``, else the order of its client id."""
@@ -336,6 +410,13 @@ class ExecutionDesk:
 
     def _replay_order(self, order: VenueOrder) -> None:
         key = (order.venue, order.venue_client_id)
+        if order.action == "replace":
+            tracked = self.orders.get(self._resolve(order))
+            if tracked is not None:  # its answer, replaced or rejected, follows in the stream
+                tracked.replace = msgspec.structs.replace(
+                    order, venue_client_id=tracked.order.venue_client_id
+                )
+            return
         if order.action == "cancel":
             key = self._resolve(order)
             self._cancels_seen.add(key)
@@ -388,12 +469,16 @@ class ExecutionDesk:
                 if tracked.ended or tracked.order.algo is not None or venue not in self.adapters:
                     continue
                 rest = msgspec.structs.replace(tracked.order, quantity=tracked.remaining)
+                tracked.offset = tracked.filled  # the adapter knows the rest only
                 if rest.type == "market":  # needs a quote: restored at its symbol's first tick
                     self._deferred.setdefault((venue, rest.symbol), []).append(rest)
                     deferred += 1
                     continue
                 touched[venue] |= await self._handle(venue, await self.adapters[venue].submit(rest))
                 restored += 1
+            pending = [t.replace for t in self.orders.values() if t.replace is not None and not t.ended]
+            for replace in pending:  # sent before the restart, never answered
+                await self._replace(replace)
             for key in self._cancels_seen:
                 tracked = self.orders.get(key)
                 if tracked is not None and not tracked.ended and key not in self.algos:

@@ -4,8 +4,9 @@ Consumes: ``RiskDecision`` on ``order.risk.>`` and ``CancelRequest`` on ``order.
 ORDERS, durable consumer ``oms-orders``, in stream order), ``ExecutionReport`` on ``exec.report.>``
 (stream EXEC, durable consumer ``oms-reports``), and the trading switch (``trader.trading.state``).
 Produces: every changed ``Order`` on ``order.state.<strategy>`` (msg id ``<client_order_id>:<version>``;
-the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new or cancel on
-``exec.route.<strategy>`` for the router.
+the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new, cancel or replace on
+``exec.route.<strategy>`` for the router (a replace carries the new terms; the venue answers "replaced",
+applied with them, or "rejected", and the order works on as before).
 State: an ``OrderBook``. At start it is rebuilt from ``order.state.>`` (the latest version per id; the
 ``Trader-Exec-Id`` headers are the reports already applied), then the durable consumers resume after the
 last acknowledged message. A message is acknowledged only once what it caused is stored, so a crash
@@ -47,7 +48,7 @@ from trader.messages import (
     encode,
 )
 from trader.orders import DuplicateOrderId, IllegalTransition, MismatchedEvent, OrderBook, UnknownOrder
-from trader.orders.state import is_replace
+from trader.orders.state import has_pending_replace, is_replace
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
 from trader.trading.orders import EXEC_ID_HEADER, read_orders
@@ -199,10 +200,10 @@ class Oms(Service):
     def _on_cancel(self, rt: Runtime, request: CancelRequest, msg: Msg) -> Outcome:
         if request.strategy != subject_token(msg.subject):
             return Outcome(refused=refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
-        if is_replace(request):
-            # VenueOrder has only "new" and "cancel": no venue can be asked to replace yet.
-            why = "cancel-replace is not supported: a VenueOrder can only be new or cancel"
-            return self._refuse(rt, "replace_unsupported", why, request.client_order_id)
+        if is_replace(request) and self.trading.mode == "halted":
+            # A replace may make the order take: nothing new reaches a venue while halted.
+            why = f"replace refused: halted: {self.trading.reason or 'trading is halted'}"
+            return self._refuse(rt, "illegal_transition", why, request.client_order_id)
         if not request.timestamp:
             request = msgspec.structs.replace(request, timestamp=now_ms())
         try:
@@ -216,6 +217,14 @@ class Oms(Service):
             if redelivered(msg) and known is not None:
                 return Outcome([self._route_cancel(known)])
             return Outcome()
+        if is_replace(request):
+            rt.log.info(
+                "order.replace",
+                client_order_id=order.client_order_id,
+                strategy=order.strategy,
+                quantity=str(order.replace_quantity) if order.replace_quantity is not None else None,
+                price=str(order.replace_price) if order.replace_price is not None else None,
+            )
         return Outcome([state_message(order), self._route_cancel(order)])
 
     def _on_report(self, rt: Runtime, report: ExecutionReport, msg: Msg) -> Outcome:
@@ -287,7 +296,10 @@ class Oms(Service):
         return [state_message(changed), self._route_cancel(changed)]
 
     def _route_cancel(self, order: Order) -> Outgoing:
-        # The venue the order asked for, else none: the router sends a cancel where it routed the order.
+        """The cancel, or the replace when one is pending. The venue the order asked for, else none: the
+        router sends either where it routed the order."""
+        if has_pending_replace(order):
+            return route_replace(order, order.venue or "", now_ms())
         return route_cancel(order, order.venue or "", now_ms())
 
     # Lifecycle -----------------------------------------------------------------------------------
@@ -380,6 +392,35 @@ def route_cancel(order: Order, venue: str, now: int) -> Outgoing:
         exec_route_subject(order.strategy),
         encode(venue_order),
         msg_id=f"route:{order.client_order_id}:cancel:{order.version}",
+    )
+
+
+def route_replace(order: Order, venue: str, now: int) -> Outgoing:
+    """The cancel-replace of a working order (PENDING_CANCEL with its replace terms): the VenueOrder
+    carries the new total quantity and limit price, the current one of either when it does not change."""
+    venue_order = VenueOrder(
+        action="replace",
+        client_order_id=order.client_order_id,
+        venue_client_id=order.client_order_id,
+        strategy=order.strategy,
+        account=order.account,
+        venue=venue,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.replace_quantity if order.replace_quantity is not None else order.quantity,
+        type=order.type,
+        price=order.replace_price if order.replace_price is not None else order.price,
+        stop_price=order.stop_price,
+        tif=order.tif,
+        post_only=order.post_only,
+        algo=order.algo,
+        timestamp=now,
+    )
+    # The version of the PENDING_CANCEL state that asks it: each replace is a message of its own.
+    return Outgoing(
+        exec_route_subject(order.strategy),
+        encode(venue_order),
+        msg_id=f"route:{order.client_order_id}:replace:{order.version}",
     )
 
 

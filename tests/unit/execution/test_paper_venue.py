@@ -422,6 +422,118 @@ async def test_cancel_of_a_filled_order_is_rejected() -> None:
     assert reports[0].reason == "cancel rejected: order o1 is already filled"
 
 
+# Cancel-replace ---------------------------------------------------------------------------------
+
+
+def replace(vcid: str = "o1", quantity: str = "1", price: str | None = None, **fields: object) -> VenueOrder:
+    """A replace as the oms sends it: the new total quantity and the new limit price."""
+    return order(vcid, quantity=quantity, type="limit", price=price, action="replace", **fields)  # type: ignore[arg-type]
+
+
+async def test_replace_moves_a_resting_limit_to_its_new_price() -> None:
+    venue = paper()
+    venue.on_tick(tick("100.5", "100", "101"))
+    accepted = await venue.submit(order(type="limit", price="99"))
+    reports = await venue.replace(replace(price="99.5"))
+    assert kinds(reports) == ["replaced"]
+    assert (reports[0].last_quantity, reports[0].last_price) == (D("1"), D("99.5"))
+    assert reports[0].venue_order_id == accepted[0].venue_order_id
+    assert [(o.quantity, o.price) for o in await venue.open_orders()] == [(D("1"), D("99.5"))]
+    # A trade through the old price but not the new one: nothing; through the new one: a maker fill.
+    assert venue.on_tick(tick("99.7", "99.6", "99.8", ts=T0 + 1)) == []
+    filled = venue.on_tick(tick("99.4", "99.3", "99.5", ts=T0 + 2))
+    assert fills(filled) == [(D("1"), D("99.5"), "maker")]
+
+
+async def test_replace_changes_the_quantity_and_keeps_what_filled() -> None:
+    venue = paper()
+    venue.on_tick(tick("100.5", "100", "101"))
+    await venue.submit(order(type="limit", price="99", quantity="3"))
+    assert fills(venue.on_tick(tick("98.9", size="1", ts=T0 + 1))) == [(D("1"), D("99"), "maker")]
+    reports = await venue.replace(replace(quantity="5", price="99"))
+    assert kinds(reports) == ["replaced"]
+    assert (reports[0].last_quantity, reports[0].last_price) == (D("5"), D("99"))
+    # 5 in all, 1 filled: 4 left, which a large trade through the price fills at once.
+    assert fills(venue.on_tick(tick("98.9", size="10", ts=T0 + 2))) == [(D("4"), D("99"), "maker")]
+    assert await venue.open_orders() == []
+    # Down to less than asked at first, above what filled: the smaller rest fills.
+    await venue.submit(order("o2", type="limit", price="99", quantity="3"))
+    venue.on_tick(tick("98.9", size="1", ts=T0 + 3))
+    assert kinds(await venue.replace(replace("o2", quantity="1.5"))) == ["replaced"]
+    assert fills(venue.on_tick(tick("98.9", size="10", ts=T0 + 4))) == [(D("0.5"), D("99"), "maker")]
+
+
+async def test_a_replace_that_makes_the_order_marketable_takes_at_once() -> None:
+    venue = paper()
+    venue.on_tick(tick("100.5", "100", "101", size="0.6"))
+    await venue.submit(order(type="limit", price="99"))
+    reports = await venue.replace(replace(price="101.5"))
+    assert kinds(reports) == ["replaced", "fill"]
+    # The touch (101, better than the limit) for what the tick has; the rest rests at 101.5 as maker.
+    assert fills(reports) == [(D("0.6"), D("101"), "taker")]
+    assert [(o.quantity, o.price) for o in await venue.open_orders()] == [(D("1"), D("101.5"))]
+    assert fills(venue.on_tick(tick("101.2", "101", "101.4", ts=T0 + 1))) == [(D("0.4"), D("101.5"), "maker")]
+
+
+async def test_a_post_only_replace_that_would_take_is_rejected_and_the_order_stays() -> None:
+    venue = paper()
+    venue.on_tick(tick("100.5", "100", "101"))
+    await venue.submit(order(type="limit", price="99", post_only=True))
+    reports = await venue.replace(replace(price="101", post_only=True))
+    assert kinds(reports) == ["rejected"]
+    assert reports[0].reason == f"replace rejected: {POST_ONLY_REASON}"
+    assert [(o.quantity, o.price) for o in await venue.open_orders()] == [(D("1"), D("99"))]
+    # A post-only replace that still rests is fine.
+    assert kinds(await venue.replace(replace(price="100.5", post_only=True))) == ["replaced"]
+
+
+async def test_a_replace_not_above_what_filled_is_rejected() -> None:
+    venue = paper()
+    venue.on_tick(tick("100.5", "100", "101"))
+    await venue.submit(order(type="limit", price="99", quantity="3"))
+    venue.on_tick(tick("98.9", size="2", ts=T0 + 1))
+    for quantity in ("2", "1.5"):
+        reports = await venue.replace(replace(quantity=quantity, price="99"))
+        assert kinds(reports) == ["rejected"]
+        assert reports[0].reason == f"replace rejected: quantity {quantity} is not above filled 2"
+    assert [(o.quantity, o.price) for o in await venue.open_orders()] == [(D("3"), D("99"))]
+
+
+async def test_replace_of_an_unknown_or_finished_order_is_rejected() -> None:
+    venue = paper()
+    venue.on_tick(tick("100.5", "100", "101"))
+    unknown = await venue.submit(replace("nope", price="99"))  # submit routes replaces too
+    assert kinds(unknown) == ["rejected"]
+    assert unknown[0].reason == "replace rejected: unknown order nope"
+    await venue.submit(order())  # a market order: filled at once
+    finished = await venue.replace(replace(quantity="2"))
+    assert kinds(finished) == ["rejected"]
+    assert finished[0].reason == "replace rejected: order o1 is already filled"
+
+
+async def test_a_venue_without_replace_rejects_it() -> None:
+    from trader.execution.venues.base import VenueAdapter
+
+    class Plain(VenueAdapter):
+        kind = "plain"
+
+        async def submit(self, order: VenueOrder) -> list[ExecutionReport]:
+            return []
+
+        async def cancel(self, order: VenueOrder) -> list[ExecutionReport]:
+            return []
+
+        async def open_orders(self) -> list[VenueOrder]:
+            return []
+
+        async def balances(self) -> dict[str, D]:
+            return {}
+
+    reports = await Plain().replace(replace(price="99"))
+    assert kinds(reports) == ["rejected"]
+    assert reports[0].reason == "replace rejected: venue plain (plain) does not support cancel-replace"
+
+
 # Ids, balances, settings, registry --------------------------------------------------------------
 
 

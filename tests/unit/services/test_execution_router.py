@@ -122,6 +122,22 @@ def test_cancel_follows_the_order_and_a_repeat_is_skipped() -> None:
     assert never.subject == "exec.report.router"
 
 
+def test_a_replace_goes_where_the_order_was_routed() -> None:
+    router = Router(settings(paper_quote_venue="feedA"))
+    router.on_tick(tick("feedA", "99", "100"))
+    assert router.route(order(), seq=1) is not None
+    router.on_tick(tick("pricey", "10", "11"))
+    replace = router.route(order(action="replace"), seq=2)
+    assert replace is not None
+    assert (replace.subject, replace.msg_id) == ("exec.order.cheap", "o1:replace:2")
+    assert (routed(replace).action, routed(replace).venue) == ("replace", "cheap")
+    never = router.route(order(action="replace", cid="o9"), seq=3)
+    assert never is not None
+    assert never.subject == "exec.report.router"
+    reason = msgspec.json.decode(never.payload, type=ExecutionReport).reason
+    assert reason == "routing: replace of o9: the order was never routed"
+
+
 def test_decisions_come_back_from_the_published_orders() -> None:
     first = Router(settings(fixed_venue="pricey"))
     out = first.route(order(), seq=1)

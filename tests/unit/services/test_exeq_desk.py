@@ -346,3 +346,63 @@ async def test_restart_finishes_a_cancel_of_an_algo_left_halfway() -> None:
     assert [x.kind for x in r.reports("exec.algo.report.")] == ["accepted", "canceled"]
     assert r.desk.algos == {}
     assert r.desk.open_orders() == 0
+
+
+# Cancel-replace ---------------------------------------------------------------------------------
+
+
+async def test_replace_moves_a_resting_order_and_an_algo_parent_cannot_be_replaced() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))
+    await h.send(order("o1", quantity="2", type="limit", price="90"))
+    await h.send(order("o1", quantity="3", type="limit", price="95", action="replace"))
+    replaced = h.reports()[-1]
+    assert (replaced.kind, replaced.exec_id, replaced.last_quantity, replaced.last_price) == (
+        "replaced",
+        "paper:o1:2",
+        D(3),
+        D(95),
+    )
+    await h.desk.on_tick(tick("94", "94.5", ts=T0 + 1))
+    assert [(f.last_quantity, f.last_price) for f in h.fills()] == [(D(3), D(95))]
+
+    await h.send(order("p1", quantity="1", type="limit", price="50", algo="twap", duration_s="1", slices="2"))
+    await h.send(order("p1", type="limit", price="60", action="replace", algo="twap"))
+    refused = h.reports()[-1]
+    assert (refused.kind, refused.venue_client_id) == ("rejected", "p1")
+    assert refused.reason == "replace rejected: order p1 is an twap parent; algo orders cannot be replaced"
+
+
+async def test_restart_restores_the_replaced_terms_and_counts_from_the_first_fill() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))
+    await h.send(order("o1", quantity="3", type="limit", price="99"))
+    await h.desk.on_tick(tick("98", "99", size="1", ts=T0 + 1))  # fills 1 of 3
+    await h.send(order("o1", quantity="4", type="limit", price="97", action="replace"))
+    r = await h.restarted()
+    # At the replaced price: a trade at 98 would have filled the old 99, not the new 97.
+    await r.desk.on_tick(tick("98", "98.5", ts=T0 + 2))
+    assert len(r.fills()) == 1
+    # The quantity after a restart is still the order's total: 4, 1 filled.
+    await r.send(order("o1", quantity="5", type="limit", price="97", action="replace"))
+    replaced = r.reports()[-1]
+    assert (replaced.kind, replaced.last_quantity, replaced.last_price) == ("replaced", D(5), D(97))
+    await r.send(order("o1", quantity="1", type="limit", price="97", action="replace"))
+    assert r.reports()[-1].reason == "replace rejected: quantity 1 is not above filled 1"
+    await r.desk.on_tick(tick("96", "96.5", ts=T0 + 3))
+    assert [(f.last_quantity, f.last_price) for f in r.fills()] == [(D(1), D(99)), (D(4), D(97))]
+    assert r.desk.open_orders() == 0
+
+
+async def test_restart_carries_out_a_replace_left_undone() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))
+    await h.send(order("o1", type="limit", price="90"))
+    # The replace reached the stream, but exeq died before working it.
+    h.stream.append(
+        Outgoing("exec.order.paper", encode(order("o1", type="limit", price="92", action="replace")))
+    )
+    r = await h.restarted()
+    assert [(x.kind, x.last_price) for x in r.reports()] == [("accepted", None), ("replaced", D(92))]
+    await r.desk.on_tick(tick("91", "91.5", ts=T0 + 1))
+    assert [(f.last_quantity, f.last_price) for f in r.fills()] == [(D(1), D(92))]

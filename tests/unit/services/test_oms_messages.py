@@ -10,8 +10,8 @@ import pytest
 from trader.bus.read import decode_message, subject_token
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import CancelRequest, ExecutionReport, OrderRequest, RiskDecision, VenueOrder
-from trader.orders import OrderBook
-from trader.services.oms import EXEC_ID_HEADER, route_cancel, route_new, state_message
+from trader.orders import IllegalTransition, OrderBook
+from trader.services.oms import EXEC_ID_HEADER, route_cancel, route_new, route_replace, state_message
 
 REQUEST = OrderRequest(
     client_order_id="s1-0001",
@@ -84,6 +84,71 @@ def test_each_state_and_each_cancel_has_its_own_message_id() -> None:
     assert cancel.msg_id == "route:s1-0001:cancel:3"
     sent = _venue_order(cancel.payload)
     assert (sent.action, sent.venue, sent.venue_client_id) == ("cancel", "paper", "s1-0001")
+
+
+def _working(book: OrderBook) -> None:
+    assert book.submit(msgspec.structs.replace(REQUEST, tif="GTC", algo=None, algo_params={})) is not None
+    accepted = book.apply_report(_report("accepted", 1, venue_order_id="paper-1"))
+    assert accepted is not None
+
+
+def _report(kind: str, n: int, **fields: object) -> ExecutionReport:
+    return ExecutionReport(
+        exec_id=f"paper:s1-0001:{n}",
+        kind=kind,  # type: ignore[arg-type]
+        client_order_id="s1-0001",
+        strategy="s1",
+        account="paper",
+        venue="paper",
+        symbol="BTCUSDT",
+        side="buy",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_a_replace_goes_to_the_router_with_the_new_terms_under_its_own_id() -> None:
+    book = OrderBook()
+    _working(book)
+    pending = book.apply_cancel(
+        CancelRequest(client_order_id="s1-0001", strategy="s1", price=Decimal("60001"))
+    )
+    assert pending is not None
+    out = route_replace(pending, "", now=7)
+    assert out.subject == "exec.route.s1"
+    assert out.msg_id == "route:s1-0001:replace:3"
+    sent = _venue_order(out.payload)
+    assert (sent.action, sent.venue, sent.venue_client_id, sent.timestamp) == ("replace", "", "s1-0001", 7)
+    # Only the price changes: the quantity is the order's total as it is.
+    assert (sent.quantity, sent.price, sent.post_only) == (Decimal("0.25"), Decimal("60001"), True)
+    replaced = book.apply_report(
+        _report("replaced", 2, last_quantity=Decimal("0.25"), last_price=Decimal("60001"))
+    )
+    assert replaced is not None
+    assert (replaced.status, replaced.price, replaced.replace_price) == ("ACCEPTED", Decimal("60001"), None)
+    # A second replace, of the quantity only, is another message.
+    again = book.apply_cancel(
+        CancelRequest(client_order_id="s1-0001", strategy="s1", quantity=Decimal("0.5"))
+    )
+    assert again is not None
+    second = route_replace(again, "paper", now=8)
+    assert second.msg_id == "route:s1-0001:replace:5"
+    assert (_venue_order(second.payload).quantity, _venue_order(second.payload).price) == (
+        Decimal("0.5"),
+        Decimal("60001"),
+    )
+
+
+def test_a_replaced_report_with_other_terms_than_asked_is_refused() -> None:
+    book = OrderBook()
+    _working(book)
+    book.apply_cancel(CancelRequest(client_order_id="s1-0001", strategy="s1", price=Decimal("60001")))
+    with pytest.raises(IllegalTransition, match="venue replaced to price 60002, asked 60001"):
+        book.apply_report(_report("replaced", 2, last_price=Decimal("60002")))
+    with pytest.raises(IllegalTransition, match=r"venue replaced to quantity 1, asked 0\.25"):
+        book.apply_report(_report("replaced", 2, last_quantity=Decimal("1"), last_price=Decimal("60001")))
+    refused = book.apply_report(_report("rejected", 2, reason="replace rejected: post-only"))
+    assert refused is not None
+    assert (refused.status, refused.price, refused.replace_price) == ("ACCEPTED", Decimal("60000.5"), None)
 
 
 def test_decimals_travel_exactly() -> None:

@@ -42,6 +42,30 @@ class VenueAdapter(ABC):
     async def cancel(self, order: VenueOrder) -> list[ExecutionReport]:
         """Cancel the order with ``order.venue_client_id``; returns the reports it caused at once."""
 
+    async def replace(self, order: VenueOrder) -> list[ExecutionReport]:
+        """Cancel-replace the working order with ``order.venue_client_id``: ``order.quantity`` is its new
+        total quantity (what filled included), ``order.price`` its new limit price. Returns the reports
+        it caused at once: ``replaced`` with the new terms (``last_quantity`` the new total quantity,
+        ``last_price`` the new limit price), then any fill the new terms make at once; or ``rejected``
+        with a reason starting ``replace rejected:``, and the order works on as before.
+
+        By default a venue cannot replace: every replace is rejected."""
+        return [
+            ExecutionReport(
+                exec_id=f"{self.name}:{order.venue_client_id}:replace-rejected:{order.timestamp}",
+                kind="rejected",
+                client_order_id=order.client_order_id,
+                venue_client_id=order.venue_client_id,
+                strategy=order.strategy,
+                account=order.account,
+                venue=self.name,
+                symbol=order.symbol,
+                side=order.side,
+                reason=f"replace rejected: venue {self.name} ({self.kind}) does not support cancel-replace",
+                timestamp=order.timestamp,
+            )
+        ]
+
     def on_tick(self, tick: MarketTick) -> list[ExecutionReport]:
         """Show the adapter a market tick; a simulated venue fills its resting orders here. Live venues
         fill on their own and report through the listener, so by default a tick changes nothing."""

@@ -12,6 +12,11 @@ quantity available at the touch until the next tick (shared by every order that 
 - Stops trigger when the last trade price reaches the stop, then work as a market or limit order.
 - IOC expires what it cannot fill at once, FOK fills all at once or expires, GTC keeps the rest working;
   post-only that would take is rejected (expired if it was already accepted: a triggered stop-limit).
+- Cancel-replace changes a live order's total quantity and/or limit price and keeps what filled. A new
+  price or a larger quantity loses the order's time priority. New terms that make a working limit
+  marketable take at once as a taker; a post-only order's replace that would take is rejected and the
+  order works on unchanged, as it does after any rejected replace (a quantity not above what filled, an
+  order unknown or finished).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from trader.execution.venues.base import ReportListener, VenueAdapter
@@ -102,6 +108,8 @@ class PaperVenue(VenueAdapter):
     async def submit(self, order: VenueOrder) -> list[ExecutionReport]:
         if order.action == "cancel":
             return await self.cancel(order)
+        if order.action == "replace":
+            return await self.replace(order)
         now = self._now(order)
         problem = self._refusal(order)
         if problem is not None:
@@ -129,6 +137,55 @@ class PaperVenue(VenueAdapter):
             reason = f"cancel rejected: order {order.venue_client_id} is already {paper.state}"
             return [self._report(paper.order, paper.venue_order_id, "rejected", now, reason=reason)]
         return [self._finish(paper, "canceled", now, "canceled on request")]
+
+    async def replace(self, order: VenueOrder) -> list[ExecutionReport]:
+        now = self._now(order)
+        vcid = order.venue_client_id
+        paper = self._orders.get(vcid)
+        if paper is None:
+            return [
+                self._report(order, None, "rejected", now, reason=f"replace rejected: unknown order {vcid}")
+            ]
+        if paper.state not in _LIVE_STATES:
+            reason = f"replace rejected: order {vcid} is already {paper.state}"
+            return [self._report(paper.order, paper.venue_order_id, "rejected", now, reason=reason)]
+        old = paper.order
+        filled = old.quantity - paper.remaining
+        price = order.price if order.price is not None else old.price
+        problem: str | None = None
+        if order.quantity <= filled:
+            problem = f"quantity {order.quantity} is not above filled {filled}"
+        elif price != old.price and old.type not in _LIMIT_TYPES:
+            problem = f"a {old.type} order has no limit price to replace"
+        elif price is not None and price <= 0:
+            problem = f"price must be positive, got {price}"
+        new = msgspec.structs.replace(old, quantity=order.quantity, price=price)
+        book = self._books.get(old.symbol)
+        takes = (
+            paper.state == "working"
+            and paper.triggered
+            and old.type in _LIMIT_TYPES
+            and _marketable(new, book)
+        )
+        if problem is None and takes and old.post_only:
+            problem = POST_ONLY_REASON
+        if problem is not None:
+            return [
+                self._report(
+                    old, paper.venue_order_id, "rejected", now, reason=f"replace rejected: {problem}"
+                )
+            ]
+        paper.order = new
+        paper.remaining = new.quantity - filled
+        if price != old.price or new.quantity > old.quantity:  # to the back of the queue
+            self._live.pop(vcid, None)
+            self._live[vcid] = paper
+        replaced = self._report(
+            new, paper.venue_order_id, "replaced", now, last_quantity=new.quantity, last_price=new.price
+        )
+        if takes and book is not None:
+            return [replaced, *self._take(paper, book, now, limit=new.price)]
+        return [replaced]
 
     def on_tick(self, tick: MarketTick) -> list[ExecutionReport]:
         if self.settings.quote_venue is not None and tick.venue != self.settings.quote_venue:
