@@ -8,7 +8,7 @@ import contextlib
 from typing import Any
 
 import httpx
-from questdb.ingress import Sender, TimestampNanos
+from questdb import Sender, TimestampNanos
 
 from trader.config import Settings
 from trader.messages import Bar
