@@ -23,11 +23,13 @@ from pathlib import Path
 import httpx
 import nats
 import polars as pl
+import pyarrow.fs as pafs
 import pytest
 
 from tests.stack_helpers import Stack
 from trader.bus import dlq
 from trader.messages import AltDatum, MarketTick, encode
+from trader.stack.seaweedfs import s3_filesystem
 
 pytestmark = pytest.mark.integration
 
@@ -416,6 +418,17 @@ def test_lake_info_sql_and_compact_agree_with_the_lake(pipeline: Stack, run: dic
     assert after["market_ticks"]["files"] < info["market_ticks"]["files"]
     seqs = _lake(pipeline, "market_ticks").get_column("stream_seq").to_list()
     assert len(seqs) == len(set(seqs))
+    # The files compaction replaced are listed, then deleted; the table reads the same afterwards.
+    listed = _cli_json(pipeline, "lake", "vacuum", "--retention-hours", "0")
+    stale = {r["dry_run"] for r in listed if r["table"] == "market_ticks"}
+    assert len(stale) >= info["market_ticks"]["files"] - after["market_ticks"]["files"]
+    deleted = _cli_json(pipeline, "lake", "vacuum", "--retention-hours", "0", "--apply")
+    assert {r["deleted"] for r in deleted if r["table"] == "market_ticks"} == stale
+    settings = pipeline.settings()
+    selector = pafs.FileSelector(f"{settings.s3_bucket}/lake/market_ticks", recursive=True)
+    in_storage = {f.path for f in s3_filesystem(settings).get_file_info(selector)}
+    assert not {p for p in in_storage if any(p.endswith(name) for name in stale)}, "a vacuumed file is left"
+    assert sorted(_lake(pipeline, "market_ticks").get_column("stream_seq").to_list()) == sorted(seqs)
 
 
 def test_dlq_list_shows_reasons_and_replay_sends_messages_back(pipeline: Stack, run: dict) -> None:
