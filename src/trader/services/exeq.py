@@ -3,7 +3,10 @@
 Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new, cancel or replace);
 ``market.tick.>`` (MARKET_TICKS, the latest per subject then live), shown to every adapter so that
 resting orders fill as the market moves. Runs one ``VenueAdapter`` per ``settings.exeq.venues`` entry
-(kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``).
+(kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``; kind ``ccxt``: a live exchange,
+``CcxtVenue``, from the venue's own config). After the replay and before the restore, each adapter's
+``reconcile`` compares the venue's open orders with those exeq believes open there; every mismatch is
+logged at warning and counted (``reconcile.mismatch``), and changes nothing.
 Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; undecodable
 orders and ticks on the dead letters.
 
@@ -188,6 +191,14 @@ class ExecutionDesk:
 
     def open_orders(self) -> int:
         return sum(1 for t in self.orders.values() if not t.ended and t.order.algo is None)
+
+    def believed_open(self, venue: str) -> list[tuple[VenueOrder, Decimal]]:
+        """The orders exeq believes working at ``venue`` (algo parents never reach it), with their fills."""
+        return [
+            (t.order, t.filled)
+            for (v, _), t in self.orders.items()
+            if v == venue and not t.ended and t.order.algo is None
+        ]
 
     # Orders ------------------------------------------------------------------------------------
 
@@ -534,6 +545,7 @@ class Exeq(Service):
             await adapter.start()
         self.desk = ExecutionDesk(adapters, self._publish, now_ms)
         last_seq = await self._rebuild(rt)
+        await self._reconcile(rt)
         outcome = await self.desk.restore()
         rt.log.info("exeq.restored", **outcome, open_orders=self.desk.open_orders())
         # Ticks stored before now may have been used by the previous run (see the module docstring).
@@ -549,7 +561,21 @@ class Exeq(Service):
         listener = self._venue_reports.put_nowait
         if kind == "paper":
             return PaperVenue(self.settings.exeq.paper, name=name, report_listener=listener)
+        if kind == "ccxt":
+            from trader.execution.venues.ccxt_live import CcxtVenue, CcxtVenueSettings  # imports ccxt: slow
+
+            cfg = self.settings.exeq.venues[name]
+            settings = CcxtVenueSettings(**cfg.model_dump(include=set(CcxtVenueSettings.model_fields)))
+            return CcxtVenue(settings, name=name, report_listener=listener)
         return venue_class(kind)(name=name, report_listener=listener)
+
+    async def _reconcile(self, rt: Runtime) -> None:
+        """Before the restore: each venue's open orders against those exeq believes open there. Every
+        mismatch is logged and counted; none changes what exeq believes (an operator decides)."""
+        for venue, adapter in self.desk.adapters.items():
+            for mismatch in await adapter.reconcile(self.desk.believed_open(venue)):
+                rt.metrics.count_error("reconcile.mismatch")
+                rt.log.warning("exeq.reconcile_mismatch", **vars(mismatch))
 
     async def _rebuild(self, rt: Runtime) -> int:
         last_seq = 0

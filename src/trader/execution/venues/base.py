@@ -8,14 +8,28 @@ returned by that call. What a venue says later on its own (a live venue's websoc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from trader.messages import ExecutionReport, MarketTick, VenueOrder
 
 # Called from the adapter's own tasks, so it must not block: e.g. ``asyncio.Queue.put_nowait``.
 ReportListener = Callable[[ExecutionReport], None]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A difference between a venue's open orders and those exeq believes open there (see ``reconcile``).
+    ``unknown_at_venue``: open at the venue, unknown to us; ``missing_at_venue``: we believe it open, the
+    venue has no such open order; ``quantity``: both have it, with different quantities left to fill."""
+
+    kind: Literal["unknown_at_venue", "missing_at_venue", "quantity"]
+    venue: str
+    venue_client_id: str
+    symbol: str
+    detail: str
 
 
 class VenueAdapter(ABC):
@@ -69,6 +83,12 @@ class VenueAdapter(ABC):
     def on_tick(self, tick: MarketTick) -> list[ExecutionReport]:
         """Show the adapter a market tick; a simulated venue fills its resting orders here. Live venues
         fill on their own and report through the listener, so by default a tick changes nothing."""
+        return []
+
+    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> list[Mismatch]:
+        """Compare the venue's open orders with ``expected`` (each order exeq believes open here, with what
+        it knows filled) and return the differences, changing nothing. A venue that keeps no state of its
+        own (paper: exeq gives it its orders back) has nothing to compare."""
         return []
 
     @abstractmethod

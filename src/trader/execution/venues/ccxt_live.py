@@ -1,0 +1,554 @@
+"""A live venue through ccxt's async REST API: one adapter class for any ccxt exchange id.
+
+- Money stays ``Decimal`` at our boundary: ccxt's numbers come in through ``Decimal(str(x))``; amounts
+  and prices go out as strings from ccxt's ``amount_to_precision`` / ``price_to_precision``.
+- ``clientOrderId`` is the VenueOrder's ``venue_client_id``: a submit retried after a network error that
+  had reached the venue is refused as a duplicate, and the adapter then adopts the order it finds there.
+- Replace is cancel + new (not ``edit_order``, which few venues have and whose semantics differ): the new
+  order keeps the ``venue_client_id`` (Binance wants it unique among *open* orders only) and is sized
+  for what is left to fill. If the cancel works and the new order is refused, the order is reported
+  ``canceled`` with the venue's reason: it is gone.
+- Reports: ``accepted`` or ``rejected`` on submit, with the fills the venue returned at once; later fills
+  (``fetch_my_trades`` per working order, polled every ``poll_interval_s``), and ``canceled`` /
+  ``expired`` seen in the order's status, go to the ``report_listener``. Each fill's exec id is
+  ``<venue>:<trade id>``; its fee is in the quote currency (a fee paid in the base asset is converted at
+  the fill price; one paid in a third asset, e.g. BNB, cannot be and is reported as 0 with a warning).
+- Network errors (timeouts, 5xx, dropped connections) are retried with exponential backoff.
+- ``start()`` loads markets and fetches the open orders and balances; ``reconcile()`` compares the open
+  orders with those exeq believes open and returns every mismatch (logged at warning); nothing is
+  changed or invented because of one. An order open at the venue that exeq restores is adopted, not
+  sent again; one exeq believes open that the venue does not have is not sent again either.
+
+Credentials come from the environment (``TRADER_<NAME>_API_KEY`` / ``TRADER_<NAME>_API_SECRET``, NAME the
+venue name upper-cased, or the variables the settings name) or from a JSON secret file
+(``{"api_key": ..., "api_secret": ...}``). They are held as ``SecretStr`` and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt.async_support as ccxt
+import structlog
+from pydantic import BaseModel, Field, SecretStr
+
+from trader.execution.venues.base import Mismatch, ReportListener, VenueAdapter
+from trader.messages import ExecutionReport, ReportKind, VenueOrder
+
+log = structlog.get_logger("venue.ccxt")
+T = TypeVar("T")
+
+_TERMINAL = frozenset({"closed", "canceled", "expired", "rejected"})
+
+
+class CcxtVenueSettings(BaseModel):
+    """One live venue through ccxt. Secrets are never here: only where to find them."""
+
+    exchange: str | None = Field(default=None, description="ccxt exchange id; None: the venue name")
+    testnet: bool = Field(default=True, description="the exchange's sandbox (set_sandbox_mode)")
+    api_key_env: str | None = Field(default=None, description="default TRADER_<NAME>_API_KEY")
+    api_secret_env: str | None = Field(default=None, description="default TRADER_<NAME>_API_SECRET")
+    secret_file: Path | None = Field(default=None, description='JSON {"api_key": ..., "api_secret": ...}')
+    base_url: str | None = Field(default=None, description="every API URL's scheme and host, for tests")
+    poll_interval_s: float = Field(default=1.0, gt=0, description="how often working orders are polled")
+    retries: int = Field(default=4, ge=0, description="retries of a call after a network error")
+    backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each retry")
+    timeout_ms: int = Field(default=10_000, gt=0)
+    rate_limit: bool = Field(
+        default=True, description="ccxt's client-side rate limiter; off for a local fake"
+    )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: SecretStr
+    api_secret: SecretStr
+
+    def __repr__(self) -> str:
+        return "Credentials(api_key=**********, api_secret=**********)"
+
+
+def load_credentials(name: str, settings: CcxtVenueSettings) -> Credentials | None:
+    """The secret file if set, else the environment; None when neither has both."""
+    if settings.secret_file is not None:
+        data = json.loads(settings.secret_file.read_text())
+        return Credentials(SecretStr(str(data["api_key"])), SecretStr(str(data["api_secret"])))
+    prefix = "TRADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+    key = os.environ.get(settings.api_key_env or f"{prefix}_API_KEY")
+    secret = os.environ.get(settings.api_secret_env or f"{prefix}_API_SECRET")
+    if not key or not secret:
+        return None
+    return Credentials(SecretStr(key), SecretStr(secret))
+
+
+@dataclass
+class _Live:
+    """An order this adapter works: quantities count from when it was given the order."""
+
+    order: VenueOrder
+    venue_order_id: str | None  # None: submitted, no answer yet
+    quantity: Decimal
+    filled: Decimal = Decimal(0)
+    seen_trades: set[str] = field(default_factory=set)
+    ended: bool = False
+
+
+def D(x: Any) -> Decimal:
+    return Decimal(str(x))
+
+
+def _with_base_url(urls: Any, base: str) -> Any:
+    """Every URL under ccxt's ``urls['api']`` with its scheme and host replaced by ``base``."""
+    if isinstance(urls, dict):
+        return {k: _with_base_url(v, base) for k, v in urls.items()}
+    if isinstance(urls, str) and urls.startswith(("http://", "https://")):
+        parts = urlsplit(urls)
+        return base.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+    return urls
+
+
+class CcxtVenue(VenueAdapter):
+    kind = "ccxt"
+
+    def __init__(
+        self,
+        settings: CcxtVenueSettings | None = None,
+        name: str | None = None,
+        *,
+        report_listener: ReportListener | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        super().__init__(name, report_listener=report_listener)
+        self.settings = settings or CcxtVenueSettings()
+        self.exchange_id = self.settings.exchange or self.name
+        self._credentials = credentials or load_credentials(self.name, self.settings)
+        self.exchange: ccxt.Exchange = self._make_exchange()
+        self._orders: dict[str, _Live] = {}  # by venue_client_id
+        self._venue_open: dict[str, dict[str, Any]] = {}  # at start: the venue's open orders, by client id
+        self._missing: set[str] = set()  # believed open by exeq, not open at the venue
+        self._lock = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"CcxtVenue(name={self.name!r}, exchange={self.exchange_id!r}, testnet={self.settings.testnet}, "
+            f"credentials={'set' if self._credentials else 'none'})"
+        )
+
+    def _make_exchange(self) -> ccxt.Exchange:
+        config: dict[str, Any] = {
+            "enableRateLimit": self.settings.rate_limit,
+            "timeout": self.settings.timeout_ms,
+            # Only what we trade: spot. Binance would otherwise load futures markets and currencies too.
+            "options": {
+                "defaultType": "spot",
+                "fetchMarkets": {"types": ["spot"]},
+                "fetchCurrencies": False,
+                "warnOnFetchOpenOrdersWithoutSymbol": False,
+            },
+        }
+        if self._credentials is not None:
+            config["apiKey"] = self._credentials.api_key.get_secret_value()
+            config["secret"] = self._credentials.api_secret.get_secret_value()
+        exchange: ccxt.Exchange = getattr(ccxt, self.exchange_id)(config)
+        if self.settings.testnet:
+            exchange.set_sandbox_mode(True)
+        if self.settings.base_url:
+            exchange.urls["api"] = _with_base_url(exchange.urls["api"], self.settings.base_url)
+        return exchange
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._call(self.exchange.load_markets)
+        opened = await self._call(self.exchange.fetch_open_orders)
+        self._venue_open = {o["clientOrderId"]: o for o in opened if o.get("clientOrderId")}
+        balances = await self.balances()
+        log.info("venue.started", venue=self.name, open_orders=len(opened), assets=len(balances))
+        if self._poller is None:
+            self._poller = asyncio.create_task(self._poll_forever())
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.exchange.close()
+
+    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> list[Mismatch]:
+        """Compare the venue's open orders (fetched now) with ``expected``: the orders exeq believes open
+        here, each with what it knows filled. Returns (and logs) every difference; changes nothing."""
+        opened = await self._call(self.exchange.fetch_open_orders)
+        self._venue_open = {o["clientOrderId"]: o for o in opened if o.get("clientOrderId")}
+        ours = {order.venue_client_id: (order, filled) for order, filled in expected}
+        mismatches: list[Mismatch] = []
+        for vcid, o in self._venue_open.items():
+            if vcid not in ours:
+                detail = f"open at the venue, unknown to us: {o['side']} {o['amount']} @ {o.get('price')}"
+                mismatches.append(Mismatch("unknown_at_venue", self.name, vcid, str(o["symbol"]), detail))
+                continue
+            order, filled = ours[vcid]
+            venue_left = D(o["amount"]) - D(o.get("filled") or 0)
+            ours_left = order.quantity - filled
+            if venue_left != ours_left:
+                detail = f"left to fill: venue {venue_left}, ours {ours_left} (ours filled {filled})"
+                mismatches.append(Mismatch("quantity", self.name, vcid, order.symbol, detail))
+        self._missing = set()
+        for vcid, (order, _) in ours.items():
+            if vcid not in self._venue_open:
+                self._missing.add(vcid)
+                detail = "we believe it open; the venue has no such open order (not sent again)"
+                mismatches.append(Mismatch("missing_at_venue", self.name, vcid, order.symbol, detail))
+        for m in mismatches:
+            log.warning("venue.reconcile_mismatch", **m.__dict__)
+        return mismatches
+
+    # The interface -------------------------------------------------------------------------------
+
+    async def submit(self, order: VenueOrder) -> list[ExecutionReport]:
+        if order.action == "cancel":
+            return await self.cancel(order)
+        if order.action == "replace":
+            return await self.replace(order)
+        async with self._lock:
+            vcid = order.venue_client_id
+            if vcid in self._venue_open:  # restored by exeq and still open here: adopt it
+                return [await self._adopt(order, self._venue_open.pop(vcid))]
+            if vcid in self._missing:
+                log.warning("venue.restore_skipped", venue=self.name, venue_client_id=vcid)
+                return []
+            return await self._create(order, order.quantity)
+
+    async def cancel(self, order: VenueOrder) -> list[ExecutionReport]:
+        async with self._lock:
+            live = self._orders.get(order.venue_client_id)
+            target = live.order if live is not None else order
+            try:
+                await self._cancel_at_venue(target, live)
+            except ccxt.BaseError as exc:
+                return [self._report(target, "rejected", reason=f"cancel rejected: {_reason(exc)}")]
+            reports = await self._new_fills(live) if live is not None else []
+            if live is not None:
+                live.ended = True
+            return [*reports, self._report(target, "canceled", reason="canceled on request", live=live)]
+
+    async def replace(self, order: VenueOrder) -> list[ExecutionReport]:
+        async with self._lock:
+            live = self._orders.get(order.venue_client_id)
+            if live is None or live.ended:
+                return [self._report(order, "rejected", reason="replace rejected: unknown or ended order")]
+            if order.quantity <= live.filled:
+                reason = f"replace rejected: quantity {order.quantity} is not above filled {live.filled}"
+                return [self._report(live.order, "rejected", reason=reason, live=live)]
+            try:
+                await self._cancel_at_venue(live.order, live)
+            except ccxt.BaseError as exc:
+                return [
+                    self._report(
+                        live.order, "rejected", reason=f"replace rejected: {_reason(exc)}", live=live
+                    )
+                ]
+            fills = await self._new_fills(live)
+            new_order = VenueOrder(
+                **{**_fields(live.order), "quantity": order.quantity, "price": order.price}
+            )
+            left = new_order.quantity - live.filled
+            if left <= 0:  # it filled up to the new quantity before the cancel
+                live.ended = True
+                return fills
+            created = await self._create(new_order, left, keep_filled=live)
+            if created and created[0].kind == "rejected":
+                live.ended = True
+                reason = f"replace failed after the cancel: {created[0].reason}"
+                return [*fills, self._report(live.order, "canceled", reason=reason, live=live)]
+            replaced = self._report(
+                new_order,
+                "replaced",
+                live=self._orders[new_order.venue_client_id],
+                last_quantity=new_order.quantity,
+                last_price=new_order.price,
+            )
+            return [*fills, replaced, *created[1:]]
+
+    async def open_orders(self) -> list[VenueOrder]:
+        return [live.order for live in self._orders.values() if not live.ended]
+
+    async def balances(self) -> dict[str, Decimal]:
+        raw = await self._call(self.exchange.fetch_balance)
+        return {asset: D(amount) for asset, amount in (raw.get("total") or {}).items() if amount is not None}
+
+    # Orders ------------------------------------------------------------------------------------
+
+    async def _create(
+        self, order: VenueOrder, quantity: Decimal, keep_filled: _Live | None = None
+    ) -> list[ExecutionReport]:
+        if order.type not in ("market", "limit"):
+            return [
+                self._report(
+                    order, "rejected", reason=f"order type {order.type} not supported by {self.kind}"
+                )
+            ]
+        symbol = self._market_symbol(order.symbol)
+        params: dict[str, Any] = {"clientOrderId": order.venue_client_id}
+        price: str | None = None
+        if order.type == "limit":
+            if order.price is None:
+                return [self._report(order, "rejected", reason="limit order without a price")]
+            price = self.exchange.price_to_precision(symbol, str(order.price))
+            if order.post_only:
+                params["postOnly"] = True
+            else:
+                params["timeInForce"] = order.tif
+        amount = self.exchange.amount_to_precision(symbol, str(quantity))
+        try:
+            placed = await self._call(
+                self.exchange.create_order, symbol, order.type, order.side, amount, price, params
+            )
+        except ccxt.NetworkError as exc:
+            # Retried and still no answer: the venue may or may not have it. Polling finds out (by the
+            # client id) and reports accepted, or rejected if the venue never had it.
+            log.error(
+                "venue.submit_unconfirmed",
+                venue=self.name,
+                venue_client_id=order.venue_client_id,
+                error=type(exc).__name__,
+            )
+            self._orders[order.venue_client_id] = _Live(order, None, quantity)
+            return []
+        except ccxt.BaseError as exc:
+            if not (isinstance(exc, ccxt.DuplicateOrderId) or "Duplicate order" in str(exc)):
+                return [self._report(order, "rejected", reason=_reason(exc))]
+            # A retry of a submit that reached the venue: the order is there; take it as it is.
+            placed = await self._call(
+                self.exchange.fetch_order, None, symbol, {"origClientOrderId": order.venue_client_id}
+            )
+        live = _Live(order, str(placed["id"]), quantity)
+        if keep_filled is not None:  # a replace: the same order, with its new terms
+            live.filled, live.seen_trades = keep_filled.filled, keep_filled.seen_trades
+            live.quantity = order.quantity
+        self._orders[order.venue_client_id] = live
+        reports = [self._report(order, "accepted", live=live, timestamp=placed.get("timestamp"))]
+        reports += self._fills_from(live, placed.get("trades") or [], placed.get("timestamp"))
+        reports += self._status_end(live, placed)
+        return reports
+
+    async def _adopt(self, order: VenueOrder, at_venue: dict[str, Any]) -> ExecutionReport:
+        live = _Live(order, str(at_venue["id"]), order.quantity)
+        trades = await self._call(
+            self.exchange.fetch_my_trades, at_venue["symbol"], None, None, {"orderId": at_venue["id"]}
+        )
+        live.seen_trades = {
+            str(t["id"]) for t in trades
+        }  # before the restart: exeq has them or reconcile said
+        self._orders[order.venue_client_id] = live
+        log.info("venue.order_adopted", venue=self.name, venue_client_id=order.venue_client_id)
+        return self._report(order, "accepted", live=live)
+
+    async def _cancel_at_venue(self, order: VenueOrder, live: _Live | None) -> None:
+        symbol = self._market_symbol(order.symbol)
+        if live is not None and live.venue_order_id:
+            await self._call(self.exchange.cancel_order, live.venue_order_id, symbol)
+        else:
+            await self._call(
+                self.exchange.cancel_order, None, symbol, {"origClientOrderId": order.venue_client_id}
+            )
+
+    # Polling ---------------------------------------------------------------------------------------
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.poll()
+            except Exception as exc:  # one failed round must not stop the polling
+                log.warning("venue.poll_failed", venue=self.name, error=repr(exc))
+
+    async def poll(self) -> None:
+        """One round: new fills and ends of every working order, to the report listener."""
+        async with self._lock:
+            for live in [lv for lv in self._orders.values() if not lv.ended]:
+                if live.venue_order_id is None:
+                    for report in await self._confirm(live):
+                        self.emit(report)
+                    if live.ended:
+                        continue
+                for report in await self._new_fills(live):
+                    self.emit(report)
+                status = await self._call(
+                    self.exchange.fetch_order, live.venue_order_id, self._market_symbol(live.order.symbol)
+                )
+                for report in self._status_end(live, status):
+                    self.emit(report)
+
+    async def _confirm(self, live: _Live) -> list[ExecutionReport]:
+        """A submit that got no answer: did the venue take it?"""
+        symbol = self._market_symbol(live.order.symbol)
+        try:
+            found = await self._call(
+                self.exchange.fetch_order, None, symbol, {"origClientOrderId": live.order.venue_client_id}
+            )
+        except ccxt.OrderNotFound:
+            live.ended = True
+            reason = "the submit got no answer and the venue has no such order"
+            return [self._report(live.order, "rejected", reason=reason)]
+        live.venue_order_id = str(found["id"])
+        return [self._report(live.order, "accepted", live=live, timestamp=found.get("timestamp"))]
+
+    async def _new_fills(self, live: _Live) -> list[ExecutionReport]:
+        if live.venue_order_id is None:
+            return []
+        trades = await self._call(
+            self.exchange.fetch_my_trades,
+            self._market_symbol(live.order.symbol),
+            None,
+            None,
+            {"orderId": live.venue_order_id},
+        )
+        return self._fills_from(live, trades)
+
+    def _fills_from(
+        self, live: _Live, trades: list[dict[str, Any]], when: int | None = None
+    ) -> list[ExecutionReport]:
+        """Fills of trades not reported before; ``when`` for trades without a time (in a new order's
+        answer)."""
+        reports = []
+        for trade in sorted(trades, key=lambda t: (t.get("timestamp") or 0, str(t.get("id")))):
+            trade_id = str(trade.get("id"))
+            if trade.get("id") is None or trade_id in live.seen_trades:
+                continue
+            live.seen_trades.add(trade_id)
+            qty, price = D(trade["amount"]), D(trade["price"])
+            live.filled += qty
+            reports.append(
+                ExecutionReport(
+                    exec_id=f"{self.name}:{trade_id}",
+                    kind="fill",
+                    client_order_id=live.order.client_order_id,
+                    venue_client_id=live.order.venue_client_id,
+                    strategy=live.order.strategy,
+                    account=live.order.account,
+                    venue=self.name,
+                    symbol=live.order.symbol,
+                    side=live.order.side,
+                    venue_order_id=live.venue_order_id,
+                    last_quantity=qty,
+                    last_price=price,
+                    fee=self._fee_in_quote(trade, qty, price),
+                    liquidity=("maker" if trade.get("takerOrMaker") == "maker" else "taker"),
+                    timestamp=int(trade.get("timestamp") or when or live.order.timestamp),
+                )
+            )
+        if live.filled >= live.quantity:
+            live.ended = True
+        return reports
+
+    def _fee_in_quote(self, trade: dict[str, Any], qty: Decimal, price: Decimal) -> Decimal:
+        fee = trade.get("fee") or {}
+        if fee.get("cost") is None:
+            return Decimal(0)
+        cost = D(fee["cost"])
+        market = self.exchange.market(trade["symbol"])
+        if fee.get("currency") == market["quote"]:
+            return cost
+        if fee.get("currency") == market["base"]:
+            return cost * price
+        log.warning(
+            "venue.fee_not_converted", venue=self.name, trade_id=trade.get("id"), currency=fee.get("currency")
+        )
+        return Decimal(0)
+
+    def _status_end(self, live: _Live, status: dict[str, Any]) -> list[ExecutionReport]:
+        """``canceled`` or ``expired`` when the venue ended the order short (not at our request)."""
+        state = status.get("status")
+        if live.ended or state not in _TERMINAL or state == "closed":
+            return []
+        live.ended = True
+        kind: ReportKind = "expired" if state in ("expired", "rejected") else "canceled"
+        reason = f"{state} at the venue: {live.quantity - live.filled} unfilled"
+        return [self._report(live.order, kind, reason=reason, live=live, timestamp=status.get("timestamp"))]
+
+    # Helpers ---------------------------------------------------------------------------------------
+
+    def _market_symbol(self, symbol: str) -> str:
+        """Ours (BTCUSDT) or ccxt's (BTC/USDT) to ccxt's unified symbol."""
+        if symbol in self.exchange.markets:
+            return symbol
+        by_id = self.exchange.markets_by_id.get(symbol) if self.exchange.markets_by_id else None
+        if by_id:
+            return by_id[0]["symbol"]
+        return symbol
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        delay = self.settings.backoff_s
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return await fn(*args)
+            except ccxt.NetworkError as exc:
+                if attempt == self.settings.retries:
+                    raise
+                log.warning(
+                    "venue.retry",
+                    venue=self.name,
+                    call=fn.__name__,
+                    attempt=attempt + 1,
+                    error=type(exc).__name__,
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _report(
+        self,
+        order: VenueOrder,
+        kind: ReportKind,
+        *,
+        reason: str | None = None,
+        live: _Live | None = None,
+        timestamp: int | None = None,
+        last_quantity: Decimal = Decimal(0),
+        last_price: Decimal | None = None,
+    ) -> ExecutionReport:
+        vid = live.venue_order_id if live is not None else None
+        return ExecutionReport(
+            exec_id=f"{self.name}:{order.venue_client_id}:{kind}:{vid or order.timestamp}",
+            kind=kind,
+            client_order_id=order.client_order_id,
+            venue_client_id=order.venue_client_id,
+            strategy=order.strategy,
+            account=order.account,
+            venue=self.name,
+            symbol=order.symbol,
+            side=order.side,
+            venue_order_id=vid,
+            last_quantity=last_quantity,
+            last_price=last_price,
+            reason=reason,
+            timestamp=int(timestamp or order.timestamp),
+        )
+
+
+def _fields(order: VenueOrder) -> dict[str, Any]:
+    return {f: getattr(order, f) for f in order.__struct_fields__}
+
+
+def _reason(exc: BaseException) -> str:
+    """The venue's own message when it sent one (ccxt puts its JSON body after the exchange id)."""
+    text = str(exc)
+    match = re.search(r"\{.*\}", text)
+    if match:
+        with contextlib.suppress(ValueError):
+            body = json.loads(match.group(0))
+            if isinstance(body, dict) and body.get("msg"):
+                return f"{type(exc).__name__}: {body['msg']}"
+    return f"{type(exc).__name__}: {text}"
