@@ -149,7 +149,13 @@ class StrategySettings(BaseModel):
                 name="mm-eth",
                 kind="market_maker",
                 symbols=["ETHUSDT"],
-                params={"spread_bps": "10", "quantity": "0.1", "max_position": "1", "refresh_s": "5"},
+                params={
+                    "spread_bps": "10",
+                    "quantity": "0.1",
+                    "max_position": "1",
+                    "refresh_s": "5",
+                    "tick_size": "0.01",  # quotes on the instrument's price grid, as a venue requires
+                },
             ),
         ]
     )

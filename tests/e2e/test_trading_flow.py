@@ -37,7 +37,13 @@ STRATEGIES = [
         "name": "e2e-mm",
         "kind": "market_maker",
         "symbols": ["ETHUSDT"],
-        "params": {"spread_bps": "1", "quantity": "0.1", "max_position": "0.5", "refresh_s": "1"},
+        "params": {
+            "spread_bps": "1",
+            "quantity": "0.1",
+            "max_position": "0.5",
+            "refresh_s": "1",
+            "tick_size": "0.01",
+        },
     },
 ]
 RUN_S = 25
