@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 import msgspec
@@ -368,38 +369,30 @@ def route_new(request: OrderRequest, now: int) -> Outgoing:
 
 
 def route_cancel(order: Order, venue: str, now: int) -> Outgoing:
-    """The cancel of the whole order (an algo's parent: exeq cancels its children)."""
-    venue_order = VenueOrder(
-        action="cancel",
-        client_order_id=order.client_order_id,
-        venue_client_id=order.client_order_id,
-        strategy=order.strategy,
-        account=order.account,
-        venue=venue,
-        symbol=order.symbol,
-        side=order.side,
-        quantity=order.quantity,
-        type=order.type,
-        price=order.price,
-        stop_price=order.stop_price,
-        tif=order.tif,
-        post_only=order.post_only,
-        algo=order.algo,
-        timestamp=now,
-    )
-    # The version of the PENDING_CANCEL state: a second cancel after a refused one is a new message.
-    return Outgoing(
-        exec_route_subject(order.strategy),
-        encode(venue_order),
-        msg_id=f"route:{order.client_order_id}:cancel:{order.version}",
-    )
+    """The cancel of the whole order (an algo's parent: exeq cancels its children). The version of the
+    PENDING_CANCEL state is in the id: a second cancel after a refused one is a new message."""
+    return _route_change(order, venue, now, "cancel", order.quantity, order.price)
 
 
 def route_replace(order: Order, venue: str, now: int) -> Outgoing:
     """The cancel-replace of a working order (PENDING_CANCEL with its replace terms): the VenueOrder
-    carries the new total quantity and limit price, the current one of either when it does not change."""
+    carries the new total quantity and limit price, the current one of either when it does not change.
+    Each replace is a message of its own (the version that asks it is in the id)."""
+    quantity = order.replace_quantity if order.replace_quantity is not None else order.quantity
+    price = order.replace_price if order.replace_price is not None else order.price
+    return _route_change(order, venue, now, "replace", quantity, price)
+
+
+def _route_change(
+    order: Order,
+    venue: str,
+    now: int,
+    action: Literal["cancel", "replace"],
+    quantity: Decimal,
+    price: Decimal | None,
+) -> Outgoing:
     venue_order = VenueOrder(
-        action="replace",
+        action=action,
         client_order_id=order.client_order_id,
         venue_client_id=order.client_order_id,
         strategy=order.strategy,
@@ -407,20 +400,19 @@ def route_replace(order: Order, venue: str, now: int) -> Outgoing:
         venue=venue,
         symbol=order.symbol,
         side=order.side,
-        quantity=order.replace_quantity if order.replace_quantity is not None else order.quantity,
+        quantity=quantity,
         type=order.type,
-        price=order.replace_price if order.replace_price is not None else order.price,
+        price=price,
         stop_price=order.stop_price,
         tif=order.tif,
         post_only=order.post_only,
         algo=order.algo,
         timestamp=now,
     )
-    # The version of the PENDING_CANCEL state that asks it: each replace is a message of its own.
     return Outgoing(
         exec_route_subject(order.strategy),
         encode(venue_order),
-        msg_id=f"route:{order.client_order_id}:replace:{order.version}",
+        msg_id=f"route:{order.client_order_id}:{action}:{order.version}",
     )
 
 
