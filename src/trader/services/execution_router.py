@@ -43,8 +43,9 @@ from trader.bus.read import (
 from trader.bus.streams import SOURCE_SEQ, exec_order_subject, exec_report_subject
 from trader.config import Settings
 from trader.execution.routing import RoutingError, VenueQuote, choose_venue
+from trader.execution.venues.base import report_about
 from trader.marketdata.decode import decode_tick
-from trader.messages import ExecutionReport, MarketTick, Side, VenueOrder, encode
+from trader.messages import MarketTick, Side, VenueOrder, encode
 from trader.runtime.consumer import Delivery
 from trader.runtime.service import Runtime, Service
 
@@ -139,18 +140,13 @@ class Router:
     @staticmethod
     def _reject(order: VenueOrder, seq: int, reason: str, venue: str | None = None) -> Outgoing:
         venue = venue or ROUTER_VENUE
-        report = ExecutionReport(
-            exec_id=f"{ROUTER_VENUE}:{order.venue_client_id}:{seq}",
-            kind="rejected",
-            client_order_id=order.client_order_id,
-            venue_client_id=order.venue_client_id,
-            strategy=order.strategy,
-            account=order.account,
+        report = report_about(
+            order,
             venue=venue,
-            symbol=order.symbol,
-            side=order.side,
-            reason=f"routing: {reason}",
+            kind="rejected",
+            exec_id=f"{ROUTER_VENUE}:{order.venue_client_id}:{seq}",
             timestamp=order.timestamp or time.time_ns() // 1_000_000,
+            reason=f"routing: {reason}",
         )
         return Outgoing(
             exec_report_subject(venue), encode(report), msg_id=report.exec_id, headers={SOURCE_SEQ: str(seq)}

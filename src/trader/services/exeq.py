@@ -76,6 +76,7 @@ from trader.bus.read import (
 from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject, exec_report_subject
 from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
+from trader.execution.venues.base import report_about
 from trader.marketdata.decode import decode_tick
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
 from trader.runtime.consumer import Delivery, now_ms
@@ -168,7 +169,7 @@ class ExecutionDesk:
                 if seen_before and tick.timestamp <= self.last_fill_ms.get((venue, tick.symbol), -1):
                     shown = msgspec.structs.replace(tick, size=Decimal(0), volume=Decimal(0))
                 touched = await self._handle(venue, adapter.on_tick(shown))
-                if _quotes_from(adapter, tick):
+                if adapter.quotes_from(tick):
                     for rest in self._deferred.pop((venue, tick.symbol), []):
                         touched |= await self._handle(venue, await adapter.submit(rest))
                     touched |= self._unpause(venue, tick.symbol)
@@ -508,29 +509,9 @@ class ExecutionDesk:
             return {"restored": restored, "deferred": deferred, "algos": len(self.algos)}
 
 
-def _quotes_from(adapter: VenueAdapter, tick: MarketTick) -> bool:
-    """Whether the adapter takes its quotes from this tick (a paper venue may follow one venue only)."""
-    if isinstance(adapter, PaperVenue):
-        quote_venue = adapter.settings.quote_venue
-        return quote_venue is None or quote_venue == tick.venue
-    return True
-
-
 def _report_for(order: VenueOrder, kind: ReportKind, now: int, reason: str | None = None) -> ExecutionReport:
     """A report exeq makes itself (about an algo parent, or an order it cannot send); numbered later."""
-    return ExecutionReport(
-        exec_id="",
-        kind=kind,
-        client_order_id=order.client_order_id,
-        venue_client_id=order.venue_client_id,
-        strategy=order.strategy,
-        account=order.account,
-        venue=order.venue,
-        symbol=order.symbol,
-        side=order.side,
-        reason=reason,
-        timestamp=now,
-    )
+    return report_about(order, venue=order.venue, kind=kind, exec_id="", timestamp=now, reason=reason)
 
 
 class Exeq(Service):

@@ -11,9 +11,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from trader.messages import ExecutionReport, MarketTick, VenueOrder
+from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder
 
 # Called from the adapter's own tasks, so it must not block: e.g. ``asyncio.Queue.put_nowait``.
 ReportListener = Callable[[ExecutionReport], None]
@@ -30,6 +30,26 @@ class Mismatch:
     venue_client_id: str
     symbol: str
     detail: str
+
+
+def report_about(
+    order: VenueOrder, *, venue: str, kind: ReportKind, exec_id: str, timestamp: int, **details: Any
+) -> ExecutionReport:
+    """An execution report about ``order``: its identity copied over, ``details`` (quantity, price, fee,
+    liquidity, reason, venue order id) as the event has them."""
+    return ExecutionReport(
+        exec_id=exec_id,
+        kind=kind,
+        client_order_id=order.client_order_id,
+        venue_client_id=order.venue_client_id,
+        strategy=order.strategy,
+        account=order.account,
+        venue=venue,
+        symbol=order.symbol,
+        side=order.side,
+        timestamp=timestamp,
+        **details,
+    )
 
 
 class VenueAdapter(ABC):
@@ -65,20 +85,19 @@ class VenueAdapter(ABC):
 
         By default a venue cannot replace: every replace is rejected."""
         return [
-            ExecutionReport(
-                exec_id=f"{self.name}:{order.venue_client_id}:replace-rejected:{order.timestamp}",
-                kind="rejected",
-                client_order_id=order.client_order_id,
-                venue_client_id=order.venue_client_id,
-                strategy=order.strategy,
-                account=order.account,
+            report_about(
+                order,
                 venue=self.name,
-                symbol=order.symbol,
-                side=order.side,
-                reason=f"replace rejected: venue {self.name} ({self.kind}) does not support cancel-replace",
+                kind="rejected",
+                exec_id=f"{self.name}:{order.venue_client_id}:replace-rejected:{order.timestamp}",
                 timestamp=order.timestamp,
+                reason=f"replace rejected: venue {self.name} ({self.kind}) does not support cancel-replace",
             )
         ]
+
+    def quotes_from(self, tick: MarketTick) -> bool:
+        """Whether this tick is a quote of this venue's market (a simulated venue may follow one feed)."""
+        return True
 
     def on_tick(self, tick: MarketTick) -> list[ExecutionReport]:
         """Show the adapter a market tick; a simulated venue fills its resting orders here. Live venues

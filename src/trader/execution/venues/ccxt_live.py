@@ -42,7 +42,7 @@ import ccxt.async_support as ccxt
 import structlog
 from pydantic import BaseModel, Field, SecretStr
 
-from trader.execution.venues.base import Mismatch, ReportListener, VenueAdapter
+from trader.execution.venues.base import Mismatch, ReportListener, VenueAdapter, report_about
 from trader.messages import ExecutionReport, ReportKind, VenueOrder
 
 log = structlog.get_logger("venue.ccxt")
@@ -431,16 +431,11 @@ class CcxtVenue(VenueAdapter):
             qty, price = D(trade["amount"]), D(trade["price"])
             live.filled += qty
             reports.append(
-                ExecutionReport(
-                    exec_id=f"{self.name}:{trade_id}",
-                    kind="fill",
-                    client_order_id=live.order.client_order_id,
-                    venue_client_id=live.order.venue_client_id,
-                    strategy=live.order.strategy,
-                    account=live.order.account,
+                report_about(
+                    live.order,
                     venue=self.name,
-                    symbol=live.order.symbol,
-                    side=live.order.side,
+                    kind="fill",
+                    exec_id=f"{self.name}:{trade_id}",
                     venue_order_id=live.venue_order_id,
                     last_quantity=qty,
                     last_price=price,
@@ -520,16 +515,11 @@ class CcxtVenue(VenueAdapter):
         last_price: Decimal | None = None,
     ) -> ExecutionReport:
         vid = live.venue_order_id if live is not None else None
-        return ExecutionReport(
-            exec_id=f"{self.name}:{order.venue_client_id}:{kind}:{vid or order.timestamp}",
-            kind=kind,
-            client_order_id=order.client_order_id,
-            venue_client_id=order.venue_client_id,
-            strategy=order.strategy,
-            account=order.account,
+        return report_about(
+            order,
             venue=self.name,
-            symbol=order.symbol,
-            side=order.side,
+            kind=kind,
+            exec_id=f"{self.name}:{order.venue_client_id}:{kind}:{vid or order.timestamp}",
             venue_order_id=vid,
             last_quantity=last_quantity,
             last_price=last_price,

@@ -28,7 +28,7 @@ from typing import Literal
 import msgspec
 from pydantic import BaseModel, Field
 
-from trader.execution.venues.base import ReportListener, VenueAdapter
+from trader.execution.venues.base import ReportListener, VenueAdapter, report_about
 from trader.messages import ExecutionReport, Liquidity, MarketTick, ReportKind, Side, VenueOrder
 
 BPS = Decimal(10_000)
@@ -187,8 +187,11 @@ class PaperVenue(VenueAdapter):
             return [replaced, *self._take(paper, book, now, limit=new.price)]
         return [replaced]
 
+    def quotes_from(self, tick: MarketTick) -> bool:
+        return self.settings.quote_venue is None or tick.venue == self.settings.quote_venue
+
     def on_tick(self, tick: MarketTick) -> list[ExecutionReport]:
-        if self.settings.quote_venue is not None and tick.venue != self.settings.quote_venue:
+        if not self.quotes_from(tick):
             return []
         book = self._books.setdefault(tick.symbol, _Book(tick))
         book.update(tick)
@@ -363,16 +366,11 @@ class PaperVenue(VenueAdapter):
     ) -> ExecutionReport:
         count = self._report_counts.get(order.venue_client_id, 0) + 1
         self._report_counts[order.venue_client_id] = count
-        return ExecutionReport(
-            exec_id=f"{self.name}:{order.venue_client_id}:{count}",
-            kind=kind,
-            client_order_id=order.client_order_id,
-            venue_client_id=order.venue_client_id,
-            strategy=order.strategy,
-            account=order.account,
+        return report_about(
+            order,
             venue=self.name,
-            symbol=order.symbol,
-            side=order.side,
+            kind=kind,
+            exec_id=f"{self.name}:{order.venue_client_id}:{count}",
             venue_order_id=venue_order_id,
             last_quantity=last_quantity,
             last_price=last_price,
