@@ -8,7 +8,8 @@ that arrive within the stream's duplicate window.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
@@ -74,3 +75,58 @@ async def publish_batch(
         if not_done:
             result.errors.append(f"ack: {len(not_done)} not acknowledged within {ack_timeout}s")
     return result
+
+
+class Outbox:
+    """Messages published in order by one task, so that a producer hands them over without waiting for
+    their acknowledgements: what is put while a batch is in flight goes out as the next batch. For a
+    producer whose inputs are not acknowledged per message (a market-data callback): one that must
+    not acknowledge its input before the output is stored publishes itself."""
+
+    def __init__(self, publish: Callable[[list[Outgoing]], Awaitable[object]]) -> None:
+        self._publish = publish
+        self._items: list[Outgoing] = []
+        self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, items: list[Outgoing]) -> None:
+        if not items:
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox")
+        self._items += items
+        self._empty.clear()
+        self._wake.set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._items)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            items, self._items = self._items, []
+            try:
+                await self._publish(items)  # publish_reliably: retries until stored
+            except Exception:  # kept, in order, for the next try
+                self._items = items + self._items
+                self._wake.set()
+                await asyncio.sleep(0.5)
+                continue
+            if not self._items:
+                self._empty.set()
+
+    async def drain(self) -> None:
+        """Until everything put so far is published."""
+        await self._empty.wait()
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

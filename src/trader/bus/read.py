@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -37,7 +37,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outgoing
 from trader.marketdata.decode import InvalidMessage
-from trader.runtime.consumer import Delivery, StreamConsumer
+from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.service import Refused, Runtime
 
 T = TypeVar("T")
@@ -58,8 +58,8 @@ class Stored:
         """A JetStream message, or a ``StreamConsumer`` delivery, as stored."""
         if isinstance(message, Delivery):
             return cls(message.seq, message.subject, message.data, message.headers, message.arrival_ms)
-        seq = message.metadata.sequence.stream
-        return cls(seq, message.subject, message.data, message.headers, arrival_ms(message))
+        seq, arrived, _pending = ack_metadata(message.reply)  # nats-py's ``metadata`` is slower to make
+        return cls(seq, message.subject, message.data, message.headers, arrived)
 
     def refused(self, exc: InvalidMessage) -> Refused:
         return refusal(self, exc.field, exc.reason)
@@ -153,14 +153,15 @@ class Follower:
     async def _on_message(self, msg: Msg) -> None:
         if not msg.reply:  # flow control and heartbeats are nats-py's
             return
-        stored = Stored.of(msg)
+        seq, arrived, pending = ack_metadata(msg.reply)
+        stored = Stored(seq, msg.subject, msg.data, msg.headers, arrived)
         try:
             await self.handler(stored)
         except Exception as exc:  # one bad message must not stop the follower
             if self.on_error is not None:
                 self.on_error(stored, exc)
         self.handled += 1
-        if msg.metadata.num_pending == 0 or stored.seq >= self._end_seq:
+        if pending == 0 or seq >= self._end_seq:
             self.caught_up.set()
 
     async def stop(self) -> None:
@@ -347,6 +348,14 @@ async def next_batch(inbox: asyncio.Queue[Msg], max_batch: int, wait_s: float = 
     return batch
 
 
+async def ack_each(messages: list[Msg]) -> None:
+    """Acknowledge each message (in one socket write: nothing awaits in between). A lost acknowledgement
+    is a redelivery, which the services take as a repeat."""
+    for msg in messages:
+        with contextlib.suppress(Exception):
+            await msg.ack()
+
+
 def redelivered(msg: Msg) -> bool:
     """Delivered before: a crash (or a nak) came between its delivery and its acknowledgement."""
     return msg.metadata.num_delivered > 1
@@ -354,7 +363,51 @@ def redelivered(msg: Msg) -> bool:
 
 def arrival_ms(msg: Msg) -> int:
     """When JetStream stored the message, in epoch milliseconds."""
-    return int(msg.metadata.timestamp.timestamp() * 1000)
+    return ack_metadata(msg.reply)[1]
+
+
+# Acknowledging in bulk -----------------------------------------------------------------------------
+
+A = TypeVar("A")
+
+ACK_DELAY_S = 0.05
+
+
+class LazyAcks(Generic[A]):
+    """Acknowledgements held for ``delay_s`` and then sent together by ``send``.
+
+    Each acknowledgement is a message to the server, and each burst of them a socket write: sending
+    them as the work is done costs every service one more write per message, on the critical path of
+    the next hop. Held a moment, those of many messages go in one write, off that path. Only work
+    already done (and published) is added, so a crash meanwhile means a redelivery, which the
+    services take as a repeat (message ids, versions)."""
+
+    def __init__(self, send: Callable[[list[A]], Awaitable[None]], delay_s: float = ACK_DELAY_S) -> None:
+        self._send, self.delay_s = send, delay_s
+        self._held: list[A] = []
+        self._timer: asyncio.Task[None] | None = None
+
+    def add(self, item: A) -> None:
+        self._held.append(item)
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        self._timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            await self._send(held)
+
+    async def close(self) -> None:
+        """Send what is held now (the service is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.flush()
 
 
 # Working through a StreamConsumer -----------------------------------------------------------------
@@ -378,13 +431,22 @@ def work_consumer(rt: Runtime, *, stream: str, subject: str, start_seq: int) -> 
 async def work_through(
     rt: Runtime, consumer: StreamConsumer, process: Callable[[list[Delivery]], Awaitable[None]]
 ) -> None:
-    """Until the service stops: every batch of ``consumer`` through ``process``, then acknowledged."""
-    async for batch in consumer.batches():
-        if batch:
-            started = time.perf_counter()
-            await process(batch)
-            await consumer.ack(batch)
-            rt.metrics.observe_batch(time.perf_counter() - started)
+    """Until the service stops: every batch of ``consumer`` through ``process``, then acknowledged (a
+    moment later, with the batches after it: one acknowledgement covers all before it)."""
+
+    async def ack_latest(batches: list[list[Delivery]]) -> None:
+        await consumer.ack(batches[-1])
+
+    acks = LazyAcks(ack_latest)
+    try:
+        async for batch in consumer.batches():
+            if batch:
+                started = time.perf_counter()
+                await process(batch)
+                acks.add(batch)
+                rt.metrics.observe_batch(time.perf_counter() - started)
+    finally:
+        await acks.close()
 
 
 async def take_batch(

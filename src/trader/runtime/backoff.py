@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 
+# One generator for all: seeding a new one reads os.urandom, and a Backoff is made per publish.
+_SHARED_RNG = random.Random()
+
 
 class Backoff:
     """Delays of initial * factor**n, capped, each spread by +/- jitter so that many clients that lost
@@ -22,7 +25,7 @@ class Backoff:
             raise ValueError("backoff needs 0 < initial <= maximum, factor >= 1, 0 <= jitter < 1")
         self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
         self.attempts = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
 
     def next_delay(self) -> float:
         base = min(self.maximum, self.initial * self.factor**self.attempts)

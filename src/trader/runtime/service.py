@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -249,6 +250,10 @@ async def _lifecycle(service: Service, rt: Runtime) -> int:
     if await _with_retry(rt, "start", lambda: service.start(rt)) is None and rt.stopping.is_set():
         return await _close(service, rt, started=False)
     rt.started = True
+    # What the start built (books rebuilt from the streams) lives as long as the service: out of the
+    # garbage collector's sight, a full collection does not walk it again and again.
+    gc.collect()
+    gc.freeze()
     rt.log.info("service.started")
     run_task = asyncio.create_task(service.run(rt))
     stop_task = asyncio.create_task(rt.stopping.wait())

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from trader.bus.publish import Outgoing
 from trader.bus.read import (
     DurableConsumer,
+    LazyAcks,
     decode_message,
     next_batch,
     redelivered,
@@ -86,6 +87,7 @@ class Oms(Service):
         self.trading, _ = await read_state(self.kv)
         await self._rebuild(rt)
         self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.acks = LazyAcks(_settle)
         self.consumers = [
             DurableConsumer(
                 rt.js,
@@ -139,7 +141,7 @@ class Oms(Service):
                 if out:
                     await rt.publish_reliably(out)
             for msg, outcome in zip(batch, outcomes, strict=True):
-                await _settle(msg, outcome)
+                self.acks.add((msg, outcome))
             rt.metrics.count_in(len(batch))
             rt.metrics.observe_batch(time.perf_counter() - started)
 
@@ -187,7 +189,8 @@ class Oms(Service):
                 # The first pass may have died between storing the order and routing it.
                 return Outcome([route_new(request, now)])
             return Outcome()
-        rt.log.info(
+        # Per order, the approved ones at debug: a log line costs about what the rest of the work does.
+        (rt.log.debug if decision.approved else rt.log.info)(
             "order.new" if decision.approved else "order.denied",
             client_order_id=order.client_order_id,
             strategy=order.strategy,
@@ -313,6 +316,8 @@ class Oms(Service):
         await self._stop_consumers()
 
     async def _stop_consumers(self) -> None:
+        if hasattr(self, "acks"):
+            await self.acks.close()
         for consumer in getattr(self, "consumers", []):
             await consumer.stop()
 
@@ -416,12 +421,13 @@ def _route_change(
     )
 
 
-async def _settle(msg: Msg, outcome: Outcome) -> None:
-    with contextlib.suppress(Exception):  # a lost ack only means a redelivery, which changes nothing
-        if outcome.ack == "nak":
-            await msg.nak(delay=RETRY_DELAY_S)
-        else:
-            await msg.ack()
+async def _settle(settled: list[tuple[Msg, Outcome]]) -> None:
+    for msg, outcome in settled:
+        with contextlib.suppress(Exception):  # a lost ack only means a redelivery, which changes nothing
+            if outcome.ack == "nak":
+                await msg.nak(delay=RETRY_DELAY_S)
+            else:
+                await msg.ack()
 
 
 SERVICE = Oms

@@ -37,7 +37,9 @@ from trader.bus.publish import Outgoing
 from trader.bus.read import (
     DurableConsumer,
     Follower,
+    LazyAcks,
     Stored,
+    ack_each,
     arrival_ms,
     decode_message,
     next_batch,
@@ -150,6 +152,7 @@ class Risk(Service):
         self.raw_ticks: dict[str, bytes] = {}
         self.dirty_ticks: set[str] = set()
         self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        self.acks = LazyAcks(ack_each)
         self.followers: list[Follower] = []
         self.tick_sub: Any = None
         self.consumer: DurableConsumer | None = None
@@ -295,7 +298,7 @@ class Risk(Service):
                 continue
             decision = self.decider.decide(request, arrival_ms(msg), now_ms())
             if not decision.approved:
-                rt.log.info(
+                rt.log.warning(
                     "risk.denied",
                     client_order_id=request.client_order_id,
                     strategy=request.strategy,
@@ -312,10 +315,7 @@ class Risk(Service):
         if out:
             await rt.publish_reliably(out)
         for msg in batch:
-            try:
-                await msg.ack()
-            except Exception:  # a lost ack is a redelivery: the same decision, stored once
-                rt.metrics.count_error("ack")
+            self.acks.add(msg)
         rt.metrics.count_in(len(batch))
         rt.metrics.observe_batch(time.perf_counter() - started)
 
@@ -356,6 +356,8 @@ class Risk(Service):
             await self._save_checkpoint(rt)
 
     async def _stop_inputs(self) -> None:
+        if hasattr(self, "acks"):
+            await self.acks.close()
         if self.consumer is not None:
             await self.consumer.stop()
         for follower in self.followers:

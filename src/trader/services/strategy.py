@@ -3,17 +3,19 @@
 Consumes:
 - ``order.>`` (stream ORDERS, durable ``strategy-orders``, from the first message at every start):
   the history rebuilds each strategy's open orders (its requests on ``order.submit.<strategy>``, the
-  latest state per id on ``order.state.<strategy>``); after it, new states go to ``on_order``;
+  latest state per id on ``order.state.<strategy>``); after it, the consumer is re-created on
+  ``order.state.>`` only, and new states go to ``on_order``;
 - ``exec.>`` (stream EXEC, durable ``strategy-exec``, from the first message at every start): the
-  reports on ``exec.report.<venue>`` of the strategies' own orders rebuild their positions, then new
-  fills go to ``on_fill``;
+  reports on ``exec.report.<venue>`` of the strategies' own orders rebuild their positions; after it,
+  the consumer takes ``exec.report.>`` only, and new fills go to ``on_fill``;
 - ``market.tick.<SYMBOL>`` and ``market.bar.*.<SYMBOL>`` for the strategies' symbols (ordered
   consumers starting at NEW, only once the rebuild is done: strategies act on live data only);
 - the key ``trading.state`` of the TRADER_STATE bucket (watched): while ``halted``, submits are not
   sent (logged and counted) and the strategy hears at once that its order was rejected; a value
   that cannot be read counts as halted.
 Produces: ``OrderRequest`` on ``order.submit.<strategy>`` (msg id: the client_order_id) and
-``CancelRequest`` on ``order.cancel.<strategy>`` (msg id: a per-strategy unique cancel id).
+``CancelRequest`` on ``order.cancel.<strategy>`` (msg id: a per-strategy unique cancel id), through an
+``Outbox``: in order, and without a market event waiting for the acknowledgement of the last one's.
 State: nothing of its own beyond the streams. The two durable consumers acknowledge after
 processing and are re-created from the first message at every start, since the rebuild needs the
 whole history (the whole stream, so that its end is one stream sequence; other subjects are skipped
@@ -31,7 +33,7 @@ from typing import Any
 import msgspec
 from nats.js.api import DeliverPolicy
 
-from trader.bus.publish import Outgoing
+from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal, work_through
 from trader.bus.streams import order_cancel_subject, order_submit_subject, tick_subject
 from trader.config import Settings
@@ -48,6 +50,10 @@ _report_decoder = msgspec.json.Decoder(ExecutionReport)
 _bar_decoder = msgspec.json.Decoder(Bar)
 
 Apply = Callable[[Runtime, list[Delivery]], Awaitable[None]]
+
+# After the rebuild, what the strategies hear of: their orders' states and the fills.
+LIVE_ORDERS = "order.state.>"
+LIVE_EXECS = "exec.report.>"
 
 
 class StrategyService(Service):
@@ -74,8 +80,9 @@ class StrategyService(Service):
         self.kv = await state_bucket(rt.js)
         state, _ = await read_state(self.kv, unreadable=self._unreadable)
         self._set_trading(rt, state)
-        self.orders = await self._replay(rt, "ORDERS", "order.>", self._apply_orders)
-        self.execs = await self._replay(rt, "EXEC", "exec.>", self._apply_execs)
+        self.outbox = Outbox(rt.publish_reliably)
+        self.orders = await self._replay(rt, "ORDERS", "order.>", LIVE_ORDERS, self._apply_orders)
+        self.execs = await self._replay(rt, "EXEC", "exec.>", LIVE_EXECS, self._apply_execs)
         async with self._lock:
             for runner in self.runners.values():
                 if not runner.started:
@@ -123,34 +130,44 @@ class StrategyService(Service):
         self.rt.log.error("strategy.trading_state_unreadable", error=str(exc), revision=revision)
         return TradingState(mode="halted", reason=f"unreadable trading state: {exc}")
 
-    async def _replay(self, rt: Runtime, stream: str, subject: str, apply: Apply) -> StreamConsumer:
-        """Create the stream's consumer from its first message and apply the history up to the last
-        message stored before now; what comes after is left for ``run``."""
+    async def _replay(
+        self, rt: Runtime, stream: str, subject: str, live_subject: str, apply: Apply
+    ) -> StreamConsumer:
+        """Apply the history of ``subject`` up to the last message stored before now, then return the
+        consumer of what comes after, on ``live_subject`` only (the rest of the stream is of no use
+        once the books are rebuilt: fewer deliveries per order)."""
         end = (await rt.js.stream_info(stream)).state.last_seq
         self._history_end[stream] = end
-        consumer = StreamConsumer(
+        applied = 0
+        if end:
+            history = self._consumer(rt, stream, subject, start_seq=None)
+            await history.start()
+            async for batch in history.batches():
+                if batch:
+                    await apply(rt, batch)
+                    await history.ack(batch)  # delivery pauses at max_ack_pending unacknowledged
+                    applied = batch[-1].seq
+                    if applied >= end:
+                        break
+                elif await _drained(rt, stream, history.name):
+                    break  # the last messages were deleted: nothing more of the history will come
+            await history.stop_intake()
+            rt.log.info("strategy.history_applied", stream=stream, last_seq=end)
+        live = self._consumer(rt, stream, live_subject, start_seq=applied + 1)
+        await live.start()  # replaces the history's consumer (the same durable name)
+        return live
+
+    def _consumer(self, rt: Runtime, stream: str, subject: str, start_seq: int | None) -> StreamConsumer:
+        return StreamConsumer(
             rt,
             stream=stream,
             name=f"{self.name}-{stream.lower()}",
             subject=subject,
-            start_seq=None,
+            start_seq=start_seq,
             max_rows=2_000,
             max_wait_s=0.25,
             eager=True,
         )
-        await consumer.start()
-        if end == 0:
-            return consumer
-        async for batch in consumer.batches():
-            if batch:
-                await apply(rt, batch)
-                await consumer.ack(batch)
-                if batch[-1].seq >= end:
-                    break
-            elif await _drained(rt, stream, consumer.name):
-                break  # the last messages were deleted: nothing more of the history will come
-        rt.log.info("strategy.history_applied", stream=stream, last_seq=end)
-        return consumer
 
     async def _subscribe_market(self, rt: Runtime) -> None:
         symbols = sorted(self.by_symbol)
@@ -202,6 +219,8 @@ class StrategyService(Service):
         async with self._lock:
             for runner in self.runners.values():
                 await self._emit(rt, runner, runner.stop())
+        if hasattr(self, "outbox"):
+            await self.outbox.close()
 
     async def _watch_trading_state(self, rt: Runtime) -> None:
         async for state in watch_state(self.kv, unreadable=self._unreadable):
@@ -321,7 +340,8 @@ class StrategyService(Service):
             return
         for instruction in actions.instructions:
             _log_instruction(rt, instruction)
-        await rt.publish_reliably([_outgoing(i) for i in actions.instructions])
+        # Published in order by the outbox: the next market event need not wait for the acknowledgement.
+        self.outbox.put([_outgoing(i) for i in actions.instructions])
 
     # Probes ---------------------------------------------------------------------------------------
 
@@ -353,9 +373,10 @@ def _outgoing(instruction: Instruction) -> Outgoing:
 
 
 def _log_instruction(rt: Runtime, instruction: Instruction) -> None:
+    """At debug: one line per order costs about what the rest of the service's work on it does."""
     message = instruction.message
     if isinstance(message, OrderRequest):
-        rt.log.info(
+        rt.log.debug(
             "strategy.submit",
             strategy=message.strategy,
             client_order_id=message.client_order_id,
@@ -366,7 +387,7 @@ def _log_instruction(rt: Runtime, instruction: Instruction) -> None:
             price=None if message.price is None else str(message.price),
         )
     else:
-        rt.log.info(
+        rt.log.debug(
             "strategy.cancel",
             strategy=message.strategy,
             client_order_id=message.client_order_id,
