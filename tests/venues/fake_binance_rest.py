@@ -232,6 +232,10 @@ class FakeBinanceRest:
     def fail_next(self, *statuses: int) -> None:
         self.failures.extend(statuses)
 
+    def new_orders(self) -> list[dict[str, str]]:
+        """Every order placement as sent."""
+        return [p for method, path, p in self.requests if method == "POST" and path == "/api/v3/order"]
+
     def order_by_client_id(self, client_id: str) -> FakeOrder:
         return next(o for o in reversed(self.orders.values()) if o.client_id == client_id)
 

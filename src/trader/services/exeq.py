@@ -5,8 +5,10 @@ Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new, canc
 resting orders fill as the market moves. Runs one ``VenueAdapter`` per ``settings.exeq.venues`` entry
 (kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``; kind ``ccxt``: a live exchange,
 ``CcxtVenue``, from the venue's own config). After the replay and before the restore, each adapter's
-``reconcile`` compares the venue's open orders with those exeq believes open there; every mismatch is
-logged at warning and counted (``reconcile.mismatch``), and changes nothing.
+``reconcile`` compares the venue with the orders exeq believes open there: the reports of what the venue
+did meanwhile (fills, an order's end) are published as any report (numbered on from the replay, so once);
+every mismatch left is logged at warning and counted (``reconcile.mismatch``), and changes nothing. Each
+venue's balances are then logged and set on the ``trader_venue_balance`` gauge.
 Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; undecodable
 orders and ticks on the dead letters.
 
@@ -57,11 +59,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
+from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import (
@@ -69,7 +72,6 @@ from trader.bus.read import (
     decode_message,
     follow_latest,
     replay,
-    take_batch,
     work_consumer,
     work_through,
 )
@@ -77,10 +79,10 @@ from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject
 from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
 from trader.execution.venues.base import report_about
-from trader.marketdata.decode import decode_tick
+from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
 from trader.runtime.consumer import Delivery, now_ms
-from trader.runtime.service import Runtime, Service
+from trader.runtime.service import Refused, Runtime, Service
 
 REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
 
@@ -133,8 +135,9 @@ class Tracked:
 
 class ExecutionDesk:
     """The venues and algos of exeq, without the bus: orders, ticks and the clock in, messages out through
-    ``publish`` (awaited, so that a child order is stored before its reports). Callers may come from
-    several tasks: every entry point holds one lock."""
+    ``publish``. Callers may come from several tasks: every entry point holds one lock, and publishes
+    what it caused in one batch as it ends (pipelined, in order); a child order is published, and
+    stored, before it goes to the venue."""
 
     def __init__(self, adapters: dict[str, VenueAdapter], publish: Publish, clock: Callable[[], int]) -> None:
         self.adapters = adapters
@@ -149,21 +152,26 @@ class ExecutionDesk:
         self._cancels_seen: set[Key] = set()  # cancels in the replayed stream
         self._deferred: dict[Key, list[VenueOrder]] = {}  # (venue, symbol) -> market rests to restore
         self._paused: set[Key] = set()  # restored algos: they release again once their symbol has a tick
+        self._outbox: list[Outgoing] = []  # what the entry point in progress caused, to publish as it ends
 
     # Entry points --------------------------------------------------------------------------------
 
     async def on_order(self, order: VenueOrder) -> None:
-        async with self.lock:
-            if order.action == "new":
-                await self._new(order)
-            elif order.action == "replace":
-                await self._replace(order)
-            else:
-                await self._cancel(order)
+        await self.on_orders([order])
+
+    async def on_orders(self, orders: list[VenueOrder]) -> None:
+        async with self._turn():
+            for order in orders:
+                if order.action == "new":
+                    await self._new(order)
+                elif order.action == "replace":
+                    await self._replace(order)
+                else:
+                    await self._cancel(order)
 
     async def on_tick(self, tick: MarketTick, *, seen_before: bool = False) -> None:
         """``seen_before``: a tick stored before this start, which the previous run may have used."""
-        async with self.lock:
+        async with self._turn():
             for venue, adapter in self.adapters.items():
                 shown = tick
                 if seen_before and tick.timestamp <= self.last_fill_ms.get((venue, tick.symbol), -1):
@@ -175,20 +183,41 @@ class ExecutionDesk:
                     touched |= self._unpause(venue, tick.symbol)
                 await self._settle(venue, touched)
 
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One entry point at a time; what it caused is published as it ends (even by an error: the
+        venue did what the reports say)."""
+        async with self.lock:
+            try:
+                yield
+            finally:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        out, self._outbox = self._outbox, []
+        if out:
+            await self.publish(out)
+
     def _unpause(self, venue: str, symbol: str) -> set[str]:
         resumed = {key for key in self._paused if key[0] == venue and self.orders[key].order.symbol == symbol}
         self._paused -= resumed
         return {parent for _, parent in resumed}
 
     async def drive_algos(self) -> None:
-        async with self.lock:
+        async with self._turn():
             for venue, parent in list(self.algos):
                 await self._settle(venue, {parent})
 
     async def on_venue_report(self, venue: str, report: ExecutionReport) -> None:
         """A report a (live) venue sent on its own."""
-        async with self.lock:
+        async with self._turn():
             await self._settle(venue, await self._handle(venue, [report]))
+
+    async def catch_up(self, venue: str, reports: list[ExecutionReport]) -> None:
+        """Publish what ``venue`` did while exeq was down (its ``reconcile`` reports), numbered and recorded
+        as any report. Algos are not driven here: the restore that follows does, once quotes are back."""
+        async with self._turn():
+            await self._handle(venue, reports)
 
     def open_orders(self) -> int:
         return sum(1 for t in self.orders.values() if not t.ended and t.order.algo is None)
@@ -322,8 +351,8 @@ class ExecutionDesk:
     # Reports ------------------------------------------------------------------------------------
 
     async def _handle(self, venue: str, reports: list[ExecutionReport]) -> set[str]:
-        """Number, record and publish reports; returns the parents (venue_client_id) they concern."""
-        out: list[Outgoing] = []
+        """Number and record reports, for the entry point to publish; returns the parents (venue_client_id)
+        they concern."""
         touched: set[str] = set()
         for report in reports:
             vcid = report.venue_client_id or report.client_order_id
@@ -349,9 +378,7 @@ class ExecutionDesk:
             if report.kind == "fill":
                 key = (venue, report.symbol)
                 self.last_fill_ms[key] = max(self.last_fill_ms.get(key, 0), report.timestamp)
-            out.append(Outgoing(subject, encode(report), msg_id=report.exec_id))
-        if out:
-            await self.publish(out)
+            self._outbox.append(Outgoing(subject, encode(report), msg_id=report.exec_id))
         return touched
 
     def _own_report(self, tracked: Tracked, kind: ReportKind, reason: str | None = None) -> ExecutionReport:
@@ -364,12 +391,11 @@ class ExecutionDesk:
         reports, which the rebuild relies on."""
         if not children:
             return set()
-        await self.publish(
-            [
-                Outgoing(exec_algo_order_subject(venue), encode(c), msg_id=f"{c.venue_client_id}:{c.action}")
-                for c in children
-            ]
-        )
+        self._outbox += [
+            Outgoing(exec_algo_order_subject(venue), encode(c), msg_id=f"{c.venue_client_id}:{c.action}")
+            for c in children
+        ]
+        await self._flush()
         adapter = self.adapters[venue]
         touched: set[str] = set()
         for child in children:
@@ -472,7 +498,7 @@ class ExecutionDesk:
 
     async def restore(self) -> dict[str, int]:
         """After the replay: the open venue orders back into the adapters, and what was left undone."""
-        async with self.lock:
+        async with self._turn():
             for key in [k for k, t in self.orders.items() if k in self.algos and t.ended]:
                 del self.algos[key]
             restored = deferred = 0
@@ -507,6 +533,13 @@ class ExecutionDesk:
                 await self._settle(venue, parents)
             self._cancels_seen.clear()
             return {"restored": restored, "deferred": deferred, "algos": len(self.algos)}
+
+
+def _order_of(stored: Stored) -> VenueOrder:
+    order = decode_message(_venue_order, stored.data)
+    if not order.venue:  # the subject names the venue the router chose
+        order = msgspec.structs.replace(order, venue=stored.subject.rpartition(".")[2])
+    return order
 
 
 def _report_for(order: VenueOrder, kind: ReportKind, now: int, reason: str | None = None) -> ExecutionReport:
@@ -551,12 +584,26 @@ class Exeq(Service):
         return venue_class(kind)(name=name, report_listener=listener)
 
     async def _reconcile(self, rt: Runtime) -> None:
-        """Before the restore: each venue's open orders against those exeq believes open there. Every
-        mismatch is logged and counted; none changes what exeq believes (an operator decides)."""
+        """Before the restore: each venue against the orders exeq believes open there. What the venue did
+        meanwhile is published; every mismatch left is logged and counted, and changes nothing that exeq
+        believes (an operator decides). Then the venue's balances are logged and set as gauges."""
+        if not hasattr(self, "_balance_gauge"):  # once: a start retried after a failure reuses it
+            labels = ["service", "venue", "asset"]
+            self._balance_gauge = Gauge(
+                "trader_venue_balance", "Balance per asset", labels, registry=rt.metrics.registry
+            )
         for venue, adapter in self.desk.adapters.items():
-            for mismatch in await adapter.reconcile(self.desk.believed_open(venue)):
+            found = await adapter.reconcile(self.desk.believed_open(venue))
+            for mismatch in found.mismatches:
                 rt.metrics.count_error("reconcile.mismatch")
                 rt.log.warning("exeq.reconcile_mismatch", **vars(mismatch))
+            if found.reports:
+                rt.log.info("exeq.caught_up", venue=venue, reports=len(found.reports))
+                await self.desk.catch_up(venue, found.reports)
+            balances = await adapter.balances()
+            rt.log.info("exeq.venue_balances", venue=venue, balances={a: str(v) for a, v in balances.items()})
+            for asset, amount in balances.items():  # a gauge is a float: the log has the exact amounts
+                self._balance_gauge.labels(rt.name, venue, asset).set(float(amount))
 
     async def _rebuild(self, rt: Runtime) -> int:
         last_seq = 0
@@ -592,14 +639,18 @@ class Exeq(Service):
                 task.cancel()
 
     async def _process(self, batch: list[Delivery]) -> None:
-        await take_batch(self.rt, "EXEC", batch, self._take_order)
-
-    async def _take_order(self, stored: Stored) -> list[Outgoing]:
-        order = decode_message(_venue_order, stored.data)
-        if not order.venue:  # the subject names the venue the router chose
-            order = msgspec.structs.replace(order, venue=stored.subject.rpartition(".")[2])
-        await self.desk.on_order(order)  # publishes what it caused itself
-        return []
+        """The batch's orders in one turn of the desk, which publishes their reports together."""
+        orders: list[VenueOrder] = []
+        refused: list[Refused] = []
+        for delivery in batch:
+            stored = Stored.of(delivery)
+            try:
+                orders.append(_order_of(stored))
+            except InvalidMessage as exc:
+                refused.append(stored.refused(exc))
+        await self.rt.dead_letter("EXEC", refused)
+        await self.desk.on_orders(orders)
+        self.rt.metrics.count_in(len(batch))
 
     async def _drive_algos(self, rt: Runtime) -> None:
         interval = self.settings.exeq.algo_interval_s

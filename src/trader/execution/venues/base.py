@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -17,19 +17,30 @@ from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder
 
 # Called from the adapter's own tasks, so it must not block: e.g. ``asyncio.Queue.put_nowait``.
 ReportListener = Callable[[ExecutionReport], None]
+MismatchKind = Literal["unknown_at_venue", "missing_at_venue", "quantity"]
 
 
 @dataclass(frozen=True)
 class Mismatch:
     """A difference between a venue's open orders and those exeq believes open there (see ``reconcile``).
     ``unknown_at_venue``: open at the venue, unknown to us; ``missing_at_venue``: we believe it open, the
-    venue has no such open order; ``quantity``: both have it, with different quantities left to fill."""
+    venue has no such order; ``quantity``: both have it, and what filled differs in a way the venue's
+    trades do not explain."""
 
-    kind: Literal["unknown_at_venue", "missing_at_venue", "quantity"]
+    kind: MismatchKind
     venue: str
     venue_client_id: str
     symbol: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What ``reconcile`` found. ``reports``: what the venue did while exeq was away (fills exeq has not
+    published, an order's end), for exeq to publish as any report; ``mismatches``: what it cannot explain."""
+
+    mismatches: list[Mismatch] = field(default_factory=list)
+    reports: list[ExecutionReport] = field(default_factory=list)
 
 
 def report_about(
@@ -104,11 +115,12 @@ class VenueAdapter(ABC):
         fill on their own and report through the listener, so by default a tick changes nothing."""
         return []
 
-    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> list[Mismatch]:
-        """Compare the venue's open orders with ``expected`` (each order exeq believes open here, with what
-        it knows filled) and return the differences, changing nothing. A venue that keeps no state of its
-        own (paper: exeq gives it its orders back) has nothing to compare."""
-        return []
+    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> Reconciliation:
+        """Compare the venue with ``expected`` (each order exeq believes open here, with what it knows
+        filled): return the reports of what happened there meanwhile and the differences left, changing
+        nothing at the venue. A venue that keeps no state of its own (paper: exeq gives it its orders
+        back) has nothing to compare."""
+        return Reconciliation()
 
     @abstractmethod
     async def open_orders(self) -> list[VenueOrder]:

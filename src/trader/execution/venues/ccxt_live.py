@@ -9,19 +9,23 @@
   for what is left to fill. If the cancel works and the new order is refused, the order is reported
   ``canceled`` with the venue's reason: it is gone.
 - Reports: ``accepted`` or ``rejected`` on submit, with the fills the venue returned at once; later fills
-  (``fetch_my_trades`` per working order, polled every ``poll_interval_s``), and ``canceled`` /
+  (``fetch_order_trades`` per working order, polled every ``poll_interval_s``), and ``canceled`` /
   ``expired`` seen in the order's status, go to the ``report_listener``. Each fill's exec id is
   ``<venue>:<trade id>``; its fee is in the quote currency (a fee paid in the base asset is converted at
   the fill price; one paid in a third asset, e.g. BNB, cannot be and is reported as 0 with a warning).
 - Network errors (timeouts, 5xx, dropped connections) are retried with exponential backoff.
-- ``start()`` loads markets and fetches the open orders and balances; ``reconcile()`` compares the open
-  orders with those exeq believes open and returns every mismatch (logged at warning); nothing is
-  changed or invented because of one. An order open at the venue that exeq restores is adopted, not
-  sent again; one exeq believes open that the venue does not have is not sent again either.
+- ``start()`` loads markets and fetches the open orders and balances. ``reconcile()`` looks up every
+  order exeq believes open (in the open orders, else by its client id) and returns the reports of what
+  happened there while exeq was away: the fills exeq has not published (told apart by quantity: exeq's
+  fills are the first trades of the venue order, in time order) and ``canceled`` / ``expired`` if it
+  ended short. What it cannot explain is a mismatch (logged at warning), and nothing is changed or
+  invented because of one. An order open at the venue that exeq restores is adopted, not sent again;
+  one exeq believes open that the venue does not have open is not sent again either.
 
-Credentials come from the environment (``TRADER_<NAME>_API_KEY`` / ``TRADER_<NAME>_API_SECRET``, NAME the
-venue name upper-cased, or the variables the settings name) or from a JSON secret file
-(``{"api_key": ..., "api_secret": ...}``). They are held as ``SecretStr`` and never logged.
+Credentials come from the environment (``TRADER_<NAME>_API_KEY`` / ``_API_SECRET`` / ``_API_PASSPHRASE``
+(OKX's), NAME the venue name upper-cased, or the variables the settings name) or from a JSON secret file
+(``{"api_key": ..., "api_secret": ..., "api_passphrase": ...}``). They are held as ``SecretStr`` and never
+logged.
 """
 
 from __future__ import annotations
@@ -42,13 +46,22 @@ import ccxt.async_support as ccxt
 import structlog
 from pydantic import BaseModel, Field, SecretStr
 
-from trader.execution.venues.base import Mismatch, ReportListener, VenueAdapter, report_about
+from trader.execution.venues.base import (
+    Mismatch,
+    MismatchKind,
+    Reconciliation,
+    ReportListener,
+    VenueAdapter,
+    report_about,
+)
 from trader.messages import ExecutionReport, ReportKind, VenueOrder
 
 log = structlog.get_logger("venue.ccxt")
 T = TypeVar("T")
 
 _TERMINAL = frozenset({"closed", "canceled", "expired", "rejected"})
+# How venues say a client order id is taken (Binance -2010, OKX 51016): the submit reached them before.
+_DUPLICATE = ("Duplicate order", "Duplicated client order ID")
 
 
 class CcxtVenueSettings(BaseModel):
@@ -58,7 +71,12 @@ class CcxtVenueSettings(BaseModel):
     testnet: bool = Field(default=True, description="the exchange's sandbox (set_sandbox_mode)")
     api_key_env: str | None = Field(default=None, description="default TRADER_<NAME>_API_KEY")
     api_secret_env: str | None = Field(default=None, description="default TRADER_<NAME>_API_SECRET")
-    secret_file: Path | None = Field(default=None, description='JSON {"api_key": ..., "api_secret": ...}')
+    api_passphrase_env: str | None = Field(
+        default=None, description="default TRADER_<NAME>_API_PASSPHRASE; OKX wants one"
+    )
+    secret_file: Path | None = Field(
+        default=None, description='JSON {"api_key": ..., "api_secret": ..., "api_passphrase": ...}'
+    )
     base_url: str | None = Field(default=None, description="every API URL's scheme and host, for tests")
     poll_interval_s: float = Field(default=1.0, gt=0, description="how often working orders are polled")
     retries: int = Field(default=4, ge=0, description="retries of a call after a network error")
@@ -73,22 +91,27 @@ class CcxtVenueSettings(BaseModel):
 class Credentials:
     api_key: SecretStr
     api_secret: SecretStr
+    passphrase: SecretStr | None = None  # ccxt's "password": OKX's API passphrase
 
     def __repr__(self) -> str:
-        return "Credentials(api_key=**********, api_secret=**********)"
+        return "Credentials(api_key=**********, api_secret=**********, passphrase=**********)"
 
 
 def load_credentials(name: str, settings: CcxtVenueSettings) -> Credentials | None:
-    """The secret file if set, else the environment; None when neither has both."""
+    """The secret file if set, else the environment; None when neither has key and secret."""
     if settings.secret_file is not None:
         data = json.loads(settings.secret_file.read_text())
-        return Credentials(SecretStr(str(data["api_key"])), SecretStr(str(data["api_secret"])))
-    prefix = "TRADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
-    key = os.environ.get(settings.api_key_env or f"{prefix}_API_KEY")
-    secret = os.environ.get(settings.api_secret_env or f"{prefix}_API_SECRET")
+        key, secret, passphrase = data["api_key"], data["api_secret"], data.get("api_passphrase")
+    else:
+        prefix = "TRADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+        key = os.environ.get(settings.api_key_env or f"{prefix}_API_KEY")
+        secret = os.environ.get(settings.api_secret_env or f"{prefix}_API_SECRET")
+        passphrase = os.environ.get(settings.api_passphrase_env or f"{prefix}_API_PASSPHRASE")
     if not key or not secret:
         return None
-    return Credentials(SecretStr(key), SecretStr(secret))
+    return Credentials(
+        SecretStr(str(key)), SecretStr(str(secret)), SecretStr(str(passphrase)) if passphrase else None
+    )
 
 
 @dataclass
@@ -136,6 +159,8 @@ class CcxtVenue(VenueAdapter):
         self._orders: dict[str, _Live] = {}  # by venue_client_id
         self._venue_open: dict[str, dict[str, Any]] = {}  # at start: the venue's open orders, by client id
         self._missing: set[str] = set()  # believed open by exeq, not open at the venue
+        self._accounted: dict[str, set[str]] = {}  # by client id: trades reconcile reported or exeq had
+        self._symbols: dict[str, str] = {}  # BTCUSDT -> BTC/USDT, for venues whose ids differ (BTC-USDT)
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
@@ -160,6 +185,8 @@ class CcxtVenue(VenueAdapter):
         if self._credentials is not None:
             config["apiKey"] = self._credentials.api_key.get_secret_value()
             config["secret"] = self._credentials.api_secret.get_secret_value()
+            if self._credentials.passphrase is not None:
+                config["password"] = self._credentials.passphrase.get_secret_value()
         exchange: ccxt.Exchange = getattr(ccxt, self.exchange_id)(config)
         if self.settings.testnet:
             exchange.set_sandbox_mode(True)
@@ -171,6 +198,9 @@ class CcxtVenue(VenueAdapter):
 
     async def start(self) -> None:
         await self._call(self.exchange.load_markets)
+        self._symbols = {
+            f"{m['base']}{m['quote']}": symbol for symbol, m in self.exchange.markets.items() if m.get("spot")
+        }
         opened = await self._call(self.exchange.fetch_open_orders)
         self._venue_open = {o["clientOrderId"]: o for o in opened if o.get("clientOrderId")}
         balances = await self.balances()
@@ -186,33 +216,80 @@ class CcxtVenue(VenueAdapter):
             self._poller = None
         await self.exchange.close()
 
-    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> list[Mismatch]:
-        """Compare the venue's open orders (fetched now) with ``expected``: the orders exeq believes open
-        here, each with what it knows filled. Returns (and logs) every difference; changes nothing."""
+    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> Reconciliation:
+        """Compare the venue (fetched now) with ``expected``: the orders exeq believes open here, each with
+        what it knows filled. Returns the reports of what they did meanwhile and (logged) every difference
+        left; changes nothing at the venue."""
         opened = await self._call(self.exchange.fetch_open_orders)
         self._venue_open = {o["clientOrderId"]: o for o in opened if o.get("clientOrderId")}
         ours = {order.venue_client_id: (order, filled) for order, filled in expected}
-        mismatches: list[Mismatch] = []
-        for vcid, o in self._venue_open.items():
-            if vcid not in ours:
-                detail = f"open at the venue, unknown to us: {o['side']} {o['amount']} @ {o.get('price')}"
-                mismatches.append(Mismatch("unknown_at_venue", self.name, vcid, str(o["symbol"]), detail))
-                continue
-            order, filled = ours[vcid]
-            venue_left = D(o["amount"]) - D(o.get("filled") or 0)
-            ours_left = order.quantity - filled
-            if venue_left != ours_left:
-                detail = f"left to fill: venue {venue_left}, ours {ours_left} (ours filled {filled})"
-                mismatches.append(Mismatch("quantity", self.name, vcid, order.symbol, detail))
-        self._missing = set()
-        for vcid, (order, _) in ours.items():
+        mismatches = [
+            self._mismatch("unknown_at_venue", vcid, str(o["symbol"]), _unknown_detail(o))
+            for vcid, o in self._venue_open.items()
+            if vcid not in ours
+        ]
+        reports: list[ExecutionReport] = []
+        self._missing, self._accounted = set(), {}
+        for vcid, (order, filled) in ours.items():
+            at_venue = self._venue_open.get(vcid) or await self._find(order)
             if vcid not in self._venue_open:
-                self._missing.add(vcid)
-                detail = "we believe it open; the venue has no such open order (not sent again)"
-                mismatches.append(Mismatch("missing_at_venue", self.name, vcid, order.symbol, detail))
+                self._missing.add(vcid)  # ended there, or never there: not sent again on restore
+            if at_venue is None:
+                detail = "we believe it open; the venue has no such order (not sent again)"
+                mismatches.append(self._mismatch("missing_at_venue", vcid, order.symbol, detail))
+                continue
+            caught, mismatch = await self._catch_up(order, filled, at_venue)
+            reports += caught
+            mismatches += [mismatch] if mismatch is not None else []
         for m in mismatches:
             log.warning("venue.reconcile_mismatch", **m.__dict__)
-        return mismatches
+        if reports:
+            log.info("venue.caught_up", venue=self.name, reports=len(reports))
+        return Reconciliation(mismatches, reports)
+
+    async def _find(self, order: VenueOrder) -> dict[str, Any] | None:
+        """The venue's order with this client id, whatever its state; None if it has none."""
+        try:
+            return await self._call(
+                self.exchange.fetch_order,
+                None,
+                self._market_symbol(order.symbol),
+                {"clientOrderId": order.venue_client_id},
+            )
+        except ccxt.OrderNotFound:
+            return None
+
+    async def _catch_up(
+        self, order: VenueOrder, filled: Decimal, at_venue: dict[str, Any]
+    ) -> tuple[list[ExecutionReport], Mismatch | None]:
+        """The reports exeq missed about ``order`` (it knows ``filled``), or why they cannot be told."""
+        vid, vcid = str(at_venue["id"]), order.venue_client_id
+        trades = await self._call(self.exchange.fetch_order_trades, vid, self._market_symbol(order.symbol))
+        trades = sorted(trades, key=_trade_key)
+        self._accounted[vcid] = {str(t["id"]) for t in trades}
+        # A replace placed a new venue order for what was left: what filled before is not in its trades.
+        known = filled - (order.quantity - D(at_venue["amount"]))
+        seen, upto = _first_trades(trades, known)
+        if upto != known:
+            detail = (
+                f"our fills ({known} of venue order {vid}) are not its first trades ({upto}): none reported"
+            )
+            return [], self._mismatch("quantity", vcid, order.symbol, detail)
+        live = _Live(order, vid, order.quantity, filled=filled, seen_trades=seen)
+        caught = self._fills_from(live, trades) + self._status_end(live, at_venue)
+        by_trades, venue_filled = known + live.filled - filled, D(at_venue.get("filled") or 0)
+        mismatch = None
+        if venue_filled != by_trades:  # e.g. a trade not listed yet: its fill comes by polling, if ever
+            detail = f"the venue says {venue_filled} filled, its trades {by_trades}"
+            mismatch = self._mismatch("quantity", vcid, order.symbol, detail)
+        if not caught:
+            return [], mismatch
+        # exeq drops this when it had it; a submit that never got an answer needs it before the fills.
+        accepted = self._report(order, "accepted", live=live, timestamp=at_venue.get("timestamp"))
+        return [accepted, *caught], mismatch
+
+    def _mismatch(self, kind: MismatchKind, vcid: str, symbol: str, detail: str) -> Mismatch:
+        return Mismatch(kind, self.name, vcid, symbol, detail)
 
     # The interface -------------------------------------------------------------------------------
 
@@ -327,11 +404,11 @@ class CcxtVenue(VenueAdapter):
             self._orders[order.venue_client_id] = _Live(order, None, quantity)
             return []
         except ccxt.BaseError as exc:
-            if not (isinstance(exc, ccxt.DuplicateOrderId) or "Duplicate order" in str(exc)):
+            if not (isinstance(exc, ccxt.DuplicateOrderId) or any(m in str(exc) for m in _DUPLICATE)):
                 return [self._report(order, "rejected", reason=_reason(exc))]
             # A retry of a submit that reached the venue: the order is there; take it as it is.
             placed = await self._call(
-                self.exchange.fetch_order, None, symbol, {"origClientOrderId": order.venue_client_id}
+                self.exchange.fetch_order, None, symbol, {"clientOrderId": order.venue_client_id}
             )
         live = _Live(order, str(placed["id"]), quantity)
         if keep_filled is not None:  # a replace: the same order, with its new terms
@@ -345,12 +422,13 @@ class CcxtVenue(VenueAdapter):
 
     async def _adopt(self, order: VenueOrder, at_venue: dict[str, Any]) -> ExecutionReport:
         live = _Live(order, str(at_venue["id"]), order.quantity)
-        trades = await self._call(
-            self.exchange.fetch_my_trades, at_venue["symbol"], None, None, {"orderId": at_venue["id"]}
-        )
-        live.seen_trades = {
-            str(t["id"]) for t in trades
-        }  # before the restart: exeq has them or reconcile said
+        seen = self._accounted.pop(order.venue_client_id, None)
+        if seen is None:  # not reconciled: take its trades so far as reported
+            trades = await self._call(
+                self.exchange.fetch_order_trades, live.venue_order_id, at_venue["symbol"]
+            )
+            seen = {str(t["id"]) for t in trades}
+        live.seen_trades = seen  # exeq had them, or reconcile reported them; later ones are new
         self._orders[order.venue_client_id] = live
         log.info("venue.order_adopted", venue=self.name, venue_client_id=order.venue_client_id)
         return self._report(order, "accepted", live=live)
@@ -361,7 +439,7 @@ class CcxtVenue(VenueAdapter):
             await self._call(self.exchange.cancel_order, live.venue_order_id, symbol)
         else:
             await self._call(
-                self.exchange.cancel_order, None, symbol, {"origClientOrderId": order.venue_client_id}
+                self.exchange.cancel_order, None, symbol, {"clientOrderId": order.venue_client_id}
             )
 
     # Polling ---------------------------------------------------------------------------------------
@@ -396,7 +474,7 @@ class CcxtVenue(VenueAdapter):
         symbol = self._market_symbol(live.order.symbol)
         try:
             found = await self._call(
-                self.exchange.fetch_order, None, symbol, {"origClientOrderId": live.order.venue_client_id}
+                self.exchange.fetch_order, None, symbol, {"clientOrderId": live.order.venue_client_id}
             )
         except ccxt.OrderNotFound:
             live.ended = True
@@ -409,11 +487,7 @@ class CcxtVenue(VenueAdapter):
         if live.venue_order_id is None:
             return []
         trades = await self._call(
-            self.exchange.fetch_my_trades,
-            self._market_symbol(live.order.symbol),
-            None,
-            None,
-            {"orderId": live.venue_order_id},
+            self.exchange.fetch_order_trades, live.venue_order_id, self._market_symbol(live.order.symbol)
         )
         return self._fills_from(live, trades)
 
@@ -423,7 +497,7 @@ class CcxtVenue(VenueAdapter):
         """Fills of trades not reported before; ``when`` for trades without a time (in a new order's
         answer)."""
         reports = []
-        for trade in sorted(trades, key=lambda t: (t.get("timestamp") or 0, str(t.get("id")))):
+        for trade in sorted(trades, key=_trade_key):
             trade_id = str(trade.get("id"))
             if trade.get("id") is None or trade_id in live.seen_trades:
                 continue
@@ -471,18 +545,19 @@ class CcxtVenue(VenueAdapter):
         live.ended = True
         kind: ReportKind = "expired" if state in ("expired", "rejected") else "canceled"
         reason = f"{state} at the venue: {live.quantity - live.filled} unfilled"
-        return [self._report(live.order, kind, reason=reason, live=live, timestamp=status.get("timestamp"))]
+        when = status.get("lastUpdateTimestamp") or status.get("timestamp")  # when it ended, if told
+        return [self._report(live.order, kind, reason=reason, live=live, timestamp=when)]
 
     # Helpers ---------------------------------------------------------------------------------------
 
     def _market_symbol(self, symbol: str) -> str:
-        """Ours (BTCUSDT) or ccxt's (BTC/USDT) to ccxt's unified symbol."""
+        """Ours (BTCUSDT), the venue's (BTC-USDT) or ccxt's (BTC/USDT) to ccxt's unified symbol."""
         if symbol in self.exchange.markets:
             return symbol
         by_id = self.exchange.markets_by_id.get(symbol) if self.exchange.markets_by_id else None
         if by_id:
             return by_id[0]["symbol"]
-        return symbol
+        return self._symbols.get(re.sub(r"[^A-Z0-9]", "", symbol.upper()), symbol)
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         delay = self.settings.backoff_s
@@ -533,12 +608,39 @@ def _fields(order: VenueOrder) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException) -> str:
-    """The venue's own message when it sent one (ccxt puts its JSON body after the exchange id)."""
+    """The venue's own message when it sent one (ccxt puts its JSON body after the exchange id): Binance's
+    ``msg``, or OKX's per-order ``sMsg``."""
     text = str(exc)
     match = re.search(r"\{.*\}", text)
     if match:
         with contextlib.suppress(ValueError):
             body = json.loads(match.group(0))
+            items = body.get("data") if isinstance(body, dict) else None
+            if isinstance(items, list) and items and isinstance(items[0], dict) and items[0].get("sMsg"):
+                return f"{type(exc).__name__}: {items[0]['sMsg']}"
             if isinstance(body, dict) and body.get("msg"):
                 return f"{type(exc).__name__}: {body['msg']}"
     return f"{type(exc).__name__}: {text}"
+
+
+def _trade_key(trade: dict[str, Any]) -> tuple[int, int, str]:
+    """Trades in the venue's order: by time, then by id (numeric ids compare by length first)."""
+    trade_id = str(trade.get("id"))
+    return (int(trade.get("timestamp") or 0), len(trade_id), trade_id)
+
+
+def _first_trades(trades: list[dict[str, Any]], quantity: Decimal) -> tuple[set[str], Decimal]:
+    """The ids of the first ``trades`` (in order) that add up to ``quantity`` or just past it, and their
+    sum: the trades exeq has published when it knows ``quantity`` filled."""
+    seen: set[str] = set()
+    total = Decimal(0)
+    for trade in trades:
+        if total >= quantity:
+            break
+        seen.add(str(trade["id"]))
+        total += D(trade["amount"])
+    return seen, total
+
+
+def _unknown_detail(order: dict[str, Any]) -> str:
+    return f"open at the venue, unknown to us: {order['side']} {order['amount']} @ {order.get('price')}"
