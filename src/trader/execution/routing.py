@@ -7,7 +7,7 @@ be one configured for the symbol); so is the only venue configured.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -93,4 +93,21 @@ def _configured(venue: str, venues: Sequence[VenueQuote], symbol: str) -> str:
     if all(quote.venue != venue for quote in venues):
         names = ", ".join(quote.venue for quote in venues)
         raise RoutingError(f"venue {venue!r} is not configured for {symbol} (configured: {names})")
+    return venue
+
+
+def venue_without_choice(
+    symbol: str,
+    requested: str | None,
+    *,
+    configured: Sequence[str],
+    fixed_venue: str | None,
+    run: Container[str],
+) -> str | None:
+    """The venue of an order that leaves nothing to choose: the one it names, else the config's fixed
+    one, else the only one ``configured`` for its symbol, provided it is configured and ``run`` (by exeq).
+    None when there is a choice to make on price, or a refusal to give: the router's work."""
+    venue = requested or fixed_venue or (configured[0] if len(configured) == 1 else None)
+    if venue is None or venue not in configured or venue not in run:
+        return None
     return venue

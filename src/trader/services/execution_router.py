@@ -1,7 +1,9 @@
-"""execution-router: picks the venue of every order.
+"""execution-router: picks the venue of every order that leaves a choice.
 
 Consumes: ``exec.route.>`` (stream EXEC), VenueOrders from the oms with the venue empty (to choose) or
 fixed; ``market.tick.>`` (MARKET_TICKS, the latest per subject then live) for each venue's top of book.
+An order whose venue leaves nothing to choose (one it names, else the fixed one, else the only one
+configured, when configured and run) goes from the oms straight to ``exec.order.<venue>``: one hop less.
 Produces: the VenueOrder with its venue on ``exec.order.<venue>``; for an order that cannot be routed,
 an ExecutionReport ``rejected`` with the reason on ``exec.report.<venue>`` (the venue it named) or
 ``exec.report.router``, so that the oms rejects it. Undecodable route messages go to the dead letters.
@@ -16,9 +18,9 @@ order was routed.
 State and restart: the routing decision of every order (client_order_id -> venue). Everything published
 carries ``Trader-Source-Seq``, the EXEC sequence of the route message it answers. On start the router
 replays ``exec.order.>`` and ``exec.report.>`` from the stream: the decisions come back from the orders
-it published, and it resumes consuming ``exec.route.>`` after the highest answered sequence. Repeating a
-message changes nothing: a second ``new`` for a routed order is skipped, and what is published carries a
-``Nats-Msg-Id`` from the route message's identity.
+it (or the oms) published, and it resumes consuming ``exec.route.>`` after the highest answered
+sequence. Repeating a message changes nothing: a second ``new`` for a routed order is skipped, and what
+is published carries a ``Nats-Msg-Id`` from the route message's identity.
 """
 
 from __future__ import annotations
@@ -175,9 +177,8 @@ class ExecutionRouter(Service):
         async def take(stored: Stored) -> None:
             nonlocal answered
             source = (stored.headers or {}).get(SOURCE_SEQ)
-            if source is None:
-                return  # published by exeq, not by the router
-            answered = max(answered, int(source))
+            if source is not None:  # else published by exeq, or by the oms straight to a venue
+                answered = max(answered, int(source))
             if stored.subject.startswith("exec.order."):
                 with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                     self.router.remember(_venue_order.decode(stored.data))

@@ -6,7 +6,10 @@ ORDERS, durable consumer ``oms-orders``, in stream order), ``ExecutionReport`` o
 Produces: every changed ``Order`` on ``order.state.<strategy>`` (msg id ``<client_order_id>:<version>``;
 the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new, cancel or replace on
 ``exec.route.<strategy>`` for the router (a replace carries the new terms; the venue answers "replaced",
-applied with them, or "rejected", and the order works on as before).
+applied with them, or "rejected", and the order works on as before). An order whose venue leaves the
+router nothing to choose (the venue it names, else ``routing.fixed_venue``, else the only venue configured
+for its symbol, when configured and run by exeq) gets that venue written into it and goes, with its
+cancels and replaces, straight to exeq on ``exec.order.<venue>``.
 State: an ``OrderBook``. At start it is rebuilt from ``order.state.>`` (the latest version per id; the
 ``Trader-Exec-Id`` headers are the reports already applied), then the durable consumers resume after the
 last acknowledged message. A message is acknowledged only once what it caused is stored, so a crash
@@ -37,7 +40,8 @@ from trader.bus.read import (
     refusal,
     subject_token,
 )
-from trader.bus.streams import exec_route_subject, order_state_subject
+from trader.bus.streams import exec_order_subject, exec_route_subject, order_state_subject
+from trader.execution.routing import venue_without_choice
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import (
     CancelRequest,
@@ -179,6 +183,10 @@ class Oms(Service):
             # Approved just before the switch: it must not reach a venue now.
             reason = f"halted: {self.trading.reason or 'trading is halted'}"
             decision = msgspec.structs.replace(decision, approved=False, reason=reason)
+        if decision.approved and (venue := self._venue_without_choice(request.symbol, request.venue)):
+            # Nothing for the router to choose: the order names its venue, and goes straight to it.
+            request = msgspec.structs.replace(request, venue=venue)
+            decision = msgspec.structs.replace(decision, request=request)
         try:
             order = self.book.apply_decision(decision)
         except DuplicateOrderId as exc:
@@ -187,7 +195,7 @@ class Oms(Service):
             known = self.book.get(request.client_order_id)
             if redelivered(msg) and decision.approved and known is not None and known.status == "NEW":
                 # The first pass may have died between storing the order and routing it.
-                return Outcome([route_new(request, now)])
+                return Outcome([self._route_new(known, request, now)])
             return Outcome()
         # Per order, the approved ones at debug: a log line costs about what the rest of the work does.
         (rt.log.debug if decision.approved else rt.log.info)(
@@ -198,7 +206,7 @@ class Oms(Service):
         )
         out = [state_message(order)]
         if order.status == "NEW":
-            out.append(route_new(request, now))
+            out.append(self._route_new(order, request, now))
         return Outcome(out)
 
     def _on_cancel(self, rt: Runtime, request: CancelRequest, msg: Msg) -> Outcome:
@@ -300,11 +308,34 @@ class Oms(Service):
         return [state_message(changed), self._route_cancel(changed)]
 
     def _route_cancel(self, order: Order) -> Outgoing:
-        """The cancel, or the replace when one is pending. The venue the order asked for, else none: the
-        router sends either where it routed the order."""
+        """The cancel, or the replace when one is pending: straight to the order's venue when it has one
+        that leaves nothing to choose (see ``_route_new``), else through the router, which sends either
+        where it routed the order."""
+        direct = self._goes_direct(order)
         if has_pending_replace(order):
-            return route_replace(order, order.venue or "", now_ms())
-        return route_cancel(order, order.venue or "", now_ms())
+            return route_replace(order, order.venue or "", now_ms(), direct=direct)
+        return route_cancel(order, order.venue or "", now_ms(), direct=direct)
+
+    def _route_new(self, order: Order, request: OrderRequest, now: int) -> Outgoing:
+        """To exeq straight (``exec.order.<venue>``) when the order's venue leaves nothing to choose;
+        else to the router."""
+        if self._goes_direct(order):
+            return route_new(msgspec.structs.replace(request, venue=order.venue), now, direct=True)
+        return route_new(request, now)
+
+    def _goes_direct(self, order: Order) -> bool:
+        venue = order.venue
+        return venue is not None and self._venue_without_choice(order.symbol, venue) == venue
+
+    def _venue_without_choice(self, symbol: str, requested: str | None) -> str | None:
+        routing = self.settings.routing
+        return venue_without_choice(
+            symbol,
+            requested,
+            configured=routing.venues_for(symbol),
+            fixed_venue=routing.fixed_venue,
+            run=self.settings.exeq.venues,
+        )
 
     # Lifecycle -----------------------------------------------------------------------------------
 
@@ -346,7 +377,8 @@ def state_message(order: Order, exec_id: str | None = None) -> Outgoing:
     )
 
 
-def route_new(request: OrderRequest, now: int) -> Outgoing:
+def route_new(request: OrderRequest, now: int, *, direct: bool = False) -> Outgoing:
+    """The new order for the router (``exec.route.<strategy>``), or ``direct`` for exeq at its venue."""
     venue_order = VenueOrder(
         action="new",
         client_order_id=request.client_order_id,
@@ -367,25 +399,29 @@ def route_new(request: OrderRequest, now: int) -> Outgoing:
         timestamp=now,
     )
     return Outgoing(
-        exec_route_subject(request.strategy),
+        _route_subject(venue_order, direct),
         encode(venue_order),
         msg_id=f"route:{request.client_order_id}:new",
     )
 
 
-def route_cancel(order: Order, venue: str, now: int) -> Outgoing:
+def _route_subject(order: VenueOrder, direct: bool) -> str:
+    return exec_order_subject(order.venue) if direct else exec_route_subject(order.strategy)
+
+
+def route_cancel(order: Order, venue: str, now: int, *, direct: bool = False) -> Outgoing:
     """The cancel of the whole order (an algo's parent: exeq cancels its children). The version of the
     PENDING_CANCEL state is in the id: a second cancel after a refused one is a new message."""
-    return _route_change(order, venue, now, "cancel", order.quantity, order.price)
+    return _route_change(order, venue, now, "cancel", order.quantity, order.price, direct)
 
 
-def route_replace(order: Order, venue: str, now: int) -> Outgoing:
+def route_replace(order: Order, venue: str, now: int, *, direct: bool = False) -> Outgoing:
     """The cancel-replace of a working order (PENDING_CANCEL with its replace terms): the VenueOrder
     carries the new total quantity and limit price, the current one of either when it does not change.
     Each replace is a message of its own (the version that asks it is in the id)."""
     quantity = order.replace_quantity if order.replace_quantity is not None else order.quantity
     price = order.replace_price if order.replace_price is not None else order.price
-    return _route_change(order, venue, now, "replace", quantity, price)
+    return _route_change(order, venue, now, "replace", quantity, price, direct)
 
 
 def _route_change(
@@ -395,6 +431,7 @@ def _route_change(
     action: Literal["cancel", "replace"],
     quantity: Decimal,
     price: Decimal | None,
+    direct: bool,
 ) -> Outgoing:
     venue_order = VenueOrder(
         action=action,
@@ -415,7 +452,7 @@ def _route_change(
         timestamp=now,
     )
     return Outgoing(
-        exec_route_subject(order.strategy),
+        _route_subject(venue_order, direct),
         encode(venue_order),
         msg_id=f"route:{order.client_order_id}:{action}:{order.version}",
     )

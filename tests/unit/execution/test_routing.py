@@ -4,7 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from trader.execution.routing import RouteChoice, RoutingError, VenueQuote, choose_venue
+from trader.execution.routing import RouteChoice, RoutingError, VenueQuote, choose_venue, venue_without_choice
 from trader.messages import Order, OrderRequest
 
 
@@ -113,3 +113,22 @@ def test_net_price_is_exact() -> None:
     assert quote("x", "100", "100", fee_bps="7.5").net_price("buy") == D("100.075")
     assert quote("x", "100", "100", fee_bps="7.5").net_price("sell") == D("99.925")
     assert quote("x", None, None).net_price("buy") is None
+
+
+@pytest.mark.parametrize(
+    ("requested", "configured", "fixed", "run", "expected"),
+    [
+        (None, ["paper"], None, {"paper"}, "paper"),  # the only venue
+        (None, ["a", "b"], None, {"a", "b"}, None),  # a choice on price: the router's
+        (None, ["a", "b"], "b", {"a", "b"}, "b"),  # fixed by the config
+        ("a", ["a", "b"], "b", {"a", "b"}, "a"),  # named by the order, before the config's
+        ("c", ["a", "b"], None, {"a", "b", "c"}, None),  # not configured for the symbol: the router refuses
+        (None, ["a"], None, {"b"}, None),  # not run by exeq: the router refuses
+        (None, [], None, {"a"}, None),  # nothing configured: the router refuses
+    ],
+)
+def test_a_venue_without_choice_is_one_the_router_would_take_as_is(
+    requested: str | None, configured: list[str], fixed: str | None, run: set[str], expected: str | None
+) -> None:
+    venue = venue_without_choice("BTCUSDT", requested, configured=configured, fixed_venue=fixed, run=run)
+    assert venue == expected

@@ -8,10 +8,11 @@ import msgspec
 import pytest
 
 from trader.bus.read import decode_message, subject_token
+from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.marketdata.decode import InvalidMessage
-from trader.messages import CancelRequest, ExecutionReport, OrderRequest, RiskDecision, VenueOrder
+from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision, VenueOrder
 from trader.orders import IllegalTransition, OrderBook
-from trader.services.oms import EXEC_ID_HEADER, route_cancel, route_new, route_replace, state_message
+from trader.services.oms import EXEC_ID_HEADER, Oms, route_cancel, route_new, route_replace, state_message
 
 REQUEST = OrderRequest(
     client_order_id="s1-0001",
@@ -182,3 +183,52 @@ def test_decode_errors_name_a_nested_field() -> None:
 
 def test_the_strategy_is_the_last_subject_token() -> None:
     assert subject_token("order.risk.mm-eth") == "mm-eth"
+
+
+def _oms(venues: dict[str, list[str]], fixed: str | None = None) -> Oms:
+    run = {name: VenueConfig() for names in venues.values() for name in names}
+    settings = Settings(
+        routing=RoutingSettings(venues=venues, fixed_venue=fixed), exeq=ExeqSettings(venues=run)
+    )
+    return Oms(settings)
+
+
+def _accepted_order(oms: Oms, request: OrderRequest) -> Order:
+    venue = oms._venue_without_choice(request.symbol, request.venue)
+    order = OrderBook().apply_decision(
+        RiskDecision(request=msgspec.structs.replace(request, venue=venue or request.venue), approved=True)
+    )
+    assert order is not None
+    return order
+
+
+def test_with_one_venue_the_order_and_its_cancel_go_straight_to_exeq_at_that_venue() -> None:
+    oms = _oms({"*": ["paper"]})
+    order = _accepted_order(oms, REQUEST)
+    assert order.venue == "paper"  # written into the order: its cancels know where it went
+    new = oms._route_new(order, REQUEST, now=5)
+    assert new.subject == "exec.order.paper"
+    assert _venue_order(new.payload).venue == "paper"
+    cancel = oms._route_cancel(order)
+    assert cancel.subject == "exec.order.paper"
+    assert _venue_order(cancel.payload).venue == "paper"
+
+
+def test_with_a_choice_of_venues_the_order_goes_to_the_router() -> None:
+    oms = _oms({"BTCUSDT": ["a", "b"]})
+    order = _accepted_order(oms, REQUEST)
+    assert order.venue is None
+    new = oms._route_new(order, REQUEST, now=5)
+    assert new.subject == "exec.route.s1"
+    assert _venue_order(new.payload).venue == ""
+    assert oms._route_cancel(order).subject == "exec.route.s1"
+
+
+def test_a_venue_the_config_fixes_or_the_order_names_leaves_no_choice() -> None:
+    fixed = _oms({"BTCUSDT": ["a", "b"]}, fixed="b")
+    assert fixed._route_new(_accepted_order(fixed, REQUEST), REQUEST, now=5).subject == "exec.order.b"
+    named = msgspec.structs.replace(REQUEST, venue="a")
+    oms = _oms({"BTCUSDT": ["a", "b"]})
+    assert oms._route_new(_accepted_order(oms, named), named, now=5).subject == "exec.order.a"
+    unknown = msgspec.structs.replace(REQUEST, venue="z")  # not configured: the router refuses it
+    assert oms._route_new(_accepted_order(oms, unknown), unknown, now=5).subject == "exec.route.s1"
