@@ -182,9 +182,19 @@ class VenueConfig(BaseModel):
     testnet: bool = Field(default=True, description="trade on the exchange's sandbox")
     api_key_env: str | None = Field(default=None, description="env var of the key; TRADER_<NAME>_API_KEY")
     api_secret_env: str | None = Field(default=None, description="env var; TRADER_<NAME>_API_SECRET")
-    secret_file: Path | None = Field(default=None, description='JSON {"api_key": ..., "api_secret": ...}')
+    api_passphrase_env: str | None = Field(
+        default=None, description="env var of the API passphrase (OKX); TRADER_<NAME>_API_PASSPHRASE"
+    )
+    secret_file: Path | None = Field(
+        default=None, description='JSON {"api_key": ..., "api_secret": ..., "api_passphrase": ...}'
+    )
     base_url: str | None = Field(default=None, description="replaces the API's scheme and host (tests)")
     poll_interval_s: float = Field(default=1.0, gt=0, description="how often working orders are polled")
+    # Defaults as CcxtVenueSettings's (exeq copies these fields over; a test keeps them equal).
+    retries: int = Field(default=4, ge=0, description="retries of a call after a network error")
+    backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each retry")
+    timeout_ms: int = Field(default=10_000, gt=0, description="ccxt's timeout per request")
+    rate_limit: bool = Field(default=True, description="ccxt's client-side rate limiter; off for a fake")
 
 
 class ExeqSettings(BaseModel):

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
-from trader.config import PortMap, Settings
+from trader.config import PortMap, Settings, VenueConfig
 
 
 def test_default_ports_keep_the_earlier_design() -> None:
@@ -46,3 +48,23 @@ def test_missing_config_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
 def test_delta_options_allow_plain_http_only_for_http_endpoints() -> None:
     assert Settings(s3_endpoint="http://127.0.0.1:8333").delta_storage_options()["AWS_ALLOW_HTTP"] == "true"
     assert Settings(s3_endpoint="https://s3.example").delta_storage_options()["AWS_ALLOW_HTTP"] == "false"
+
+
+def test_a_ccxt_venue_is_configured_from_the_environment_without_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    venue = {
+        "kind": "ccxt",
+        "exchange": "okx",
+        "api_passphrase_env": "MY_OKX_PASSPHRASE",
+        "retries": 2,
+        "backoff_s": 0.25,
+        "timeout_ms": 3000,
+        "rate_limit": False,
+    }
+    monkeypatch.setenv("TRADER_EXEQ__VENUES", json.dumps({"okx": venue}))
+    monkeypatch.setenv("MY_OKX_PASSPHRASE", "never-shown-5c1d")
+    okx = Settings().exeq.venues["okx"]
+    assert okx.model_dump(include=set(venue)) == venue
+    assert "never-shown-5c1d" not in repr(okx) + okx.model_dump_json()  # only where it is, never what
+    assert VenueConfig().api_passphrase_env is None  # default: TRADER_<NAME>_API_PASSPHRASE

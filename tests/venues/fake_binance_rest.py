@@ -1,9 +1,13 @@
-"""A local stand-in for Binance spot's REST trading API (the endpoints ccxt calls), on 127.0.0.1.
+r"""A local stand-in for Binance spot's REST trading API (the endpoints ccxt calls), on 127.0.0.1.
 
 Shapes follow Binance's public API documentation (GET /api/v3/exchangeInfo, /api/v3/time,
 POST|DELETE|GET /api/v3/order, GET /api/v3/openOrders, /api/v3/account, /api/v3/myTrades); errors are
 ``{"code": ..., "msg": ...}`` with HTTP 400. Signed requests must carry ``X-MBX-APIKEY``, ``timestamp``
 and ``signature`` (accepted, not verified). One symbol: BTCUSDT, tick 0.01, step 0.00001.
+
+As Binance does: a ``newClientOrderId`` / ``origClientOrderId`` outside ``^[\.A-Z\:/a-z0-9_-]{1,36}$`` is
+refused (-1100, "Illegal characters found in parameter ..."); ``myTrades`` returns at most ``limit``
+trades (default 500, at most 1000), ascending by id: from ``fromId`` when given, else the most recent.
 
 The test drives the book: a limit order rests until ``fill`` trades (part of) it; a market order fills at
 once at ``last_price``; ``fail_next`` answers the next requests with a 5xx (or ``DROP``s them);
@@ -14,6 +18,7 @@ order nobody sent.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -24,6 +29,7 @@ START_MS = 1_764_000_000_000
 SYMBOL = "BTCUSDT"
 PARAMS = web.RequestKey("params", dict)  # the query and form parameters of a request
 DROP = 0  # for fail_next: close the connection instead of answering
+CLIENT_ID_RANGE = r"^[\.A-Z\:/a-z0-9_-]{1,36}$"  # Binance's own pattern, as its -1100 message quotes it
 
 
 @dataclass
@@ -224,6 +230,10 @@ class FakeBinanceRest:
                 return _error(-2014, "API-key format invalid.", 401)
             if "signature" not in params or "timestamp" not in params:
                 return _error(-1102, "Mandatory parameter 'signature' was not sent.")
+        for name in ("newClientOrderId", "origClientOrderId"):
+            if name in params and not re.fullmatch(CLIENT_ID_RANGE, params[name]):
+                legal = f"legal range is '{CLIENT_ID_RANGE}'."
+                return _error(-1100, f"Illegal characters found in parameter '{name}'; {legal}")
         self.clock += 1
         return await handler(request)
 
@@ -366,5 +376,12 @@ class FakeBinanceRest:
 
     async def _my_trades(self, request: web.Request) -> web.Response:
         p = request[PARAMS]
+        limit = int(p.get("limit", 500))
+        if not 0 < limit <= 1000:
+            return _error(-1130, "Data sent for parameter 'limit' is not valid.")
         trades = [t for t in self.trades if "orderId" not in p or t.order.order_id == int(p["orderId"])]
+        if "fromId" in p:  # trades with id >= fromId, the first `limit` of them
+            trades = [t for t in trades if t.trade_id >= int(p["fromId"])][:limit]
+        else:  # the most recent `limit`
+            trades = trades[-limit:]
         return web.json_response([t.json() for t in trades])

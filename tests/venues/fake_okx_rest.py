@@ -9,6 +9,10 @@ are strings; a refused order is HTTP 200 with ``code`` "1" and the reason in ``d
 is checked (base64 HMAC-SHA256 of timestamp + method + path (+ query, or + body)). One instrument:
 BTC-USDT, tick 0.01, lot 0.00001.
 
+As OKX does: a ``clOrdId`` that is not 1 to 32 alphanumerics is refused (sCode 51000, "Parameter clOrdId
+error"); the fills endpoints return at most ``limit`` fills (default and most 100), newest first,
+``after`` / ``before`` a ``billId`` for older / newer ones.
+
 The test controls are those of ``fake_binance_rest.FakeBinanceRest``: ``fill``, ``venue_cancel`` (state
 ``canceled``: OKX has no expired), ``add_open_order``, ``fail_next`` (5xx or ``DROP``).
 """
@@ -20,6 +24,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -34,6 +39,8 @@ INST_ID = "BTC-USDT"
 PARAMS = web.RequestKey("params", dict)  # the query or JSON body (first element of a batch)
 BODY = web.RequestKey("body", object)  # the JSON body as sent
 LIVE_STATES = ("live", "partially_filled")
+CLIENT_ID = re.compile(r"[A-Za-z0-9]{1,32}")  # OKX: case-sensitive alphanumerics, up to 32
+BAD_CLIENT_ID = "Parameter clOrdId error "  # OKX's sMsg, trailing space included
 
 INSTRUMENT = {
     "alias": "",
@@ -171,6 +178,10 @@ class FakeOkxTrade:
     maker: bool
     time: int
 
+    @property
+    def bill_id(self) -> int:
+        return self.trade_id + 9_000_000
+
     def json(self) -> dict[str, Any]:
         return {
             "side": self.order.side,
@@ -187,7 +198,7 @@ class FakeOkxTrade:
             "instId": INST_ID,
             "clOrdId": self.order.client_id,
             "posSide": "net",
-            "billId": str(self.trade_id + 9_000_000),
+            "billId": str(self.bill_id),
             "subType": "1",
             "fillMarkVol": "",
             "tag": "",
@@ -349,6 +360,11 @@ class FakeOkxRest:
     async def _time(self, request: web.Request) -> web.Response:
         return _ok([{"ts": str(self.clock)}])
 
+    @staticmethod
+    def _bad_client_id(params: dict[str, Any]) -> bool:
+        client_id = str(params.get("clOrdId") or "")
+        return bool(client_id) and CLIENT_ID.fullmatch(client_id) is None
+
     def _find(self, params: dict[str, Any]) -> FakeOkxOrder | None:
         if params.get("ordId"):
             return self.orders.get(int(params["ordId"]))
@@ -359,6 +375,8 @@ class FakeOkxRest:
         p = request[PARAMS]
         client_id = str(p.get("clOrdId") or "")
         ids = {"clOrdId": client_id, "ts": str(self.clock)}
+        if self._bad_client_id(p):
+            return _refused("51000", BAD_CLIENT_ID, **ids)
         if p.get("instId") != INST_ID:
             return _refused("51001", "Instrument ID does not exist.", **ids)
         if p.get("tdMode") != "cash":
@@ -385,6 +403,8 @@ class FakeOkxRest:
         return _ok([{**item, "sCode": "0", "sMsg": "Order placed"}])
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
+        if self._bad_client_id(request[PARAMS]):
+            return _refused("51000", BAD_CLIENT_ID, clOrdId=str(request[PARAMS]["clOrdId"]))
         order = self._find(request[PARAMS])
         if order is None or order.status not in LIVE_STATES:
             reason = "Order cancellation failed as the order has been filled, canceled or does not exist."
@@ -394,6 +414,8 @@ class FakeOkxRest:
         return _ok([{**item, "sCode": "0", "sMsg": ""}])
 
     async def _get_order(self, request: web.Request) -> web.Response:
+        if self._bad_client_id(request[PARAMS]):
+            return _error("51000", BAD_CLIENT_ID)
         order = self._find(request[PARAMS])
         if order is None:
             return _error("51603", "Order does not exist")
@@ -406,8 +428,15 @@ class FakeOkxRest:
         p = request[PARAMS]
         if p.get("instType") != "SPOT":
             return _error("51000", "Parameter instType error")
+        limit = int(p.get("limit") or 100)
+        if not 0 < limit <= 100:
+            return _error("51000", "Parameter limit error")
         trades = [t for t in self.trades if not p.get("ordId") or t.order.order_id == int(p["ordId"])]
-        return _ok([t.json() for t in reversed(trades)])  # newest first, as OKX sends them
+        if p.get("after"):  # older than that bill id
+            trades = [t for t in trades if t.bill_id < int(p["after"])]
+        if p.get("before"):  # newer than that bill id
+            trades = [t for t in trades if t.bill_id > int(p["before"])]
+        return _ok([t.json() for t in reversed(trades)][:limit])  # newest first, as OKX sends them
 
     async def _balance(self, request: web.Request) -> web.Response:
         details = [

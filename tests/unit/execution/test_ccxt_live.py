@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import ccxt.async_support as ccxt
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
@@ -24,11 +25,21 @@ from tests.venues.fake_okx_rest import FakeOkxRest
 from trader.bus.publish import Outgoing
 from trader.config import ExeqSettings, Settings, VenueConfig
 from trader.execution.venues import venue_class
-from trader.execution.venues.ccxt_live import CcxtVenue, CcxtVenueSettings, Credentials, load_credentials
+from trader.execution.venues.ccxt_live import (
+    CLIENT_ID_RULES,
+    CcxtVenue,
+    CcxtVenueSettings,
+    Credentials,
+    load_credentials,
+    map_client_id,
+)
 from trader.messages import ExecutionReport, ReportKind, VenueOrder, encode
 from trader.services.exeq import ExecutionDesk, Exeq
 
 KEY, SECRET, PASSPHRASE = "test-key-4f7a9c", "test-secret-b81e22", "test-pass-77d0"
+# Ids of ours a venue refuses as they are: an algo child (OKX: not alphanumeric) and a strategy's long id
+# (longer than either venue allows).
+CHILD, LONG = "twap:parent-42.1", "mm-BTCUSDT-" + "9" * 30
 
 Fake = FakeBinanceRest | FakeOkxRest
 
@@ -132,6 +143,16 @@ async def venue(case: Case, fake: Fake) -> AsyncIterator[Venue]:
 
 def posted(fake: Fake) -> list[dict[str, Any]]:
     return fake.new_orders()
+
+
+def at_venue(case: Case, vcid: str) -> str:
+    """The client id the venue knows our ``vcid`` by."""
+    return map_client_id(vcid, CLIENT_ID_RULES[case.exchange])
+
+
+def trade_requests(fake: Fake) -> list[dict[str, Any]]:
+    trade_paths = ("/api/v3/myTrades", "/api/v5/trade/fills-history", "/api/v5/trade/fills")
+    return [params for _, path, params in fake.requests if path in trade_paths]
 
 
 async def test_submit_limit_is_accepted_with_our_client_id_and_exact_terms(
@@ -256,22 +277,137 @@ async def test_5xx_and_a_dropped_connection_are_retried(fake: Fake, venue: Venue
     assert len(fake.orders) == 1
 
 
-async def test_a_retry_of_a_submit_that_reached_the_venue_adopts_it(fake: Fake, venue: Venue) -> None:
-    there = fake.add_open_order("o1", "BUY", "0.5", "59000.50")  # as if the first try had got there
-    reports = await venue.adapter.submit(order())
+@pytest.mark.parametrize("vcid", ["o1", CHILD])
+async def test_a_retry_of_a_submit_that_reached_the_venue_adopts_it(
+    case: Case, fake: Fake, venue: Venue, vcid: str
+) -> None:
+    # As if the first try had got there: by the id the venue knows it by.
+    there = fake.add_open_order(at_venue(case, vcid), "BUY", "0.5", "59000.50")
+    reports = await venue.adapter.submit(order(vcid))
     assert [r.kind for r in reports] == ["accepted"]
     assert reports[0].venue_order_id == str(there.order_id)
     assert len(fake.orders) == 1
 
 
-async def test_a_submit_with_no_answer_is_confirmed_by_polling(case: Case, fake: Fake) -> None:
+@pytest.mark.parametrize("vcid", ["o1", LONG])
+async def test_a_submit_with_no_answer_is_confirmed_by_polling(case: Case, fake: Fake, vcid: str) -> None:
     v = Venue(fake, case.exchange, retries=1)
     await v.adapter.start()
     try:
         fake.fail_next(503, 503)
-        assert await v.adapter.submit(order()) == []  # unknown: nothing invented
+        assert await v.adapter.submit(order(vcid)) == []  # unknown: nothing invented
         await v.adapter.poll()
         assert [r.kind for r in v.reports] == ["rejected"]  # the venue never had it
+        fake.fail_next(503, 503)
+        assert await v.adapter.submit(order(vcid)) == []
+        fake.add_open_order(at_venue(case, vcid), "BUY", "0.5", "59000.50")  # this time it got there
+        await v.adapter.poll()
+        assert [(r.kind, r.venue_client_id) for r in v.reports[1:]] == [("accepted", vcid)]
+    finally:
+        await v.adapter.close()
+
+
+# Client ids: ours as each venue accepts them -----------------------------------------------------------
+
+
+def test_a_client_id_is_kept_when_the_venue_accepts_it_and_else_mapped_within_its_rule() -> None:
+    okx, binance = CLIENT_ID_RULES["okx"], CLIENT_ID_RULES["binance"]
+    assert map_client_id("o1", okx) == "o1"
+    assert map_client_id(CHILD, binance) == CHILD  # '.', ':' and '-' are fine at Binance
+    similar = ["a.1", "a-1", "a:1", "a/1", LONG, LONG + "0", "x" * 40 + "1", "x" * 40 + "2"]
+    for rule in (okx, binance):
+        mapped = [map_client_id(vcid, rule) for vcid in similar]
+        assert all(rule.accepts(m) and len(m) <= rule.max_len for m in mapped), mapped
+        assert len(set(mapped)) == len(similar)  # no two of ours collide
+        assert mapped == [map_client_id(vcid, rule) for vcid in similar]  # deterministic
+    assert map_client_id(CHILD, okx).startswith("twapparent421")  # still readable
+    assert map_client_id("a1", okx) == "a1" != map_client_id("a.1", okx)
+
+
+async def test_ids_a_venue_refuses_are_mapped_for_submit_fill_and_cancel(
+    case: Case, fake: Fake, venue: Venue
+) -> None:
+    for vcid in (CHILD, LONG):
+        reports = await venue.adapter.submit(order(vcid))
+        assert [(r.kind, r.venue_client_id) for r in reports] == [("accepted", vcid)]
+    sent = [p.get("clOrdId") or p.get("newClientOrderId") for p in posted(fake)]
+    assert sent == [at_venue(case, CHILD), at_venue(case, LONG)]
+    assert LONG not in sent
+    trade = fake.fill(at_venue(case, CHILD), "0.1", "59000.50", "0")
+    await venue.adapter.poll()
+    assert [(r.venue_client_id, r.exec_id) for r in venue.reports] == [
+        (CHILD, f"{case.exchange}:{trade.trade_id}")
+    ]
+    # A fresh adapter cancels by client id (it has no venue order id for it).
+    other = await started(case, fake)
+    try:
+        canceled = await other.adapter.cancel(order(LONG, action="cancel"))
+        assert [(r.kind, r.venue_client_id) for r in canceled] == [("canceled", LONG)]
+        assert fake.order_by_client_id(at_venue(case, LONG)).status.lower() == "canceled"
+    finally:
+        await other.adapter.close()
+
+
+async def test_after_a_restart_reconcile_recognises_orders_by_their_mapped_ids(
+    case: Case, fake: Fake
+) -> None:
+    first = await started(case, fake)
+    for vcid in (CHILD, LONG):
+        await first.adapter.submit(order(vcid))
+    await first.adapter.close()
+    missed = fake.fill(at_venue(case, CHILD), "0.2", "59000.50", "0")
+    fake.venue_cancel(at_venue(case, LONG), case.ended_status)  # found by client id: not open
+    fake.add_open_order("stranger", "SELL", "0.1", "61000")
+    v = await started(case, fake)
+    try:
+        found = await v.adapter.reconcile([(order(CHILD), D(0)), (order(LONG), D(0))])
+        assert [(m.kind, m.venue_client_id) for m in found.mismatches] == [("unknown_at_venue", "stranger")]
+        assert [(r.venue_client_id, r.kind, r.exec_id) for r in found.reports[1:2]] == [
+            (CHILD, "fill", f"{case.exchange}:{missed.trade_id}")
+        ]
+        assert [(r.venue_client_id, r.kind) for r in found.reports] == [
+            (CHILD, "accepted"),
+            (CHILD, "fill"),
+            (LONG, "accepted"),
+            (LONG, case.ended_kind),
+        ]
+        sent = len(posted(fake))
+        assert [r.kind for r in await v.adapter.submit(order(CHILD))] == ["accepted"]  # adopted
+        assert await v.adapter.submit(order(LONG)) == []  # ended there: not sent again
+        assert len(posted(fake)) == sent
+    finally:
+        await v.adapter.close()
+
+
+# Trades, page by page --------------------------------------------------------------------------------
+
+MANY_TRADES = {"okx": 201, "binance": 1001}  # more than two pages of OKX's 100, one of Binance's 1000
+
+
+async def test_an_order_with_more_trades_than_a_page_is_reconciled_and_polled_whole(
+    case: Case, fake: Fake
+) -> None:
+    first = await started(case, fake)
+    await first.adapter.submit(order("big"))
+    await first.adapter.close()
+    n = MANY_TRADES[case.exchange]
+    trades = [fake.fill("big", "0.0001", "59000.50", "0") for _ in range(n)]
+    v = await started(case, fake)
+    try:
+        found = await v.adapter.reconcile([(order("big"), D("0.0003"))])  # exeq had the first 3
+        assert found.mismatches == []
+        fills = [r for r in found.reports if r.kind == "fill"]
+        assert [r.exec_id for r in fills] == [f"{case.exchange}:{t.trade_id}" for t in trades[3:]]
+        assert sum(r.last_quantity for r in fills) == D("0.0001") * (n - 3)
+        cursor = "after" if case.exchange == "okx" else "fromId"
+        assert sum(cursor in p for p in trade_requests(fake)) >= 2
+        # Adopted on restore; a poll then reads only the newest page, and reports the new trade once.
+        assert [r.kind for r in await v.adapter.submit(order("big"))] == ["accepted"]
+        asked = len(trade_requests(fake))
+        last = fake.fill("big", "0.0001", "59000.50", "0")
+        await v.adapter.poll()
+        assert [r.exec_id for r in v.reports] == [f"{case.exchange}:{last.trade_id}"]
+        assert len(trade_requests(fake)) == asked + 1
     finally:
         await v.adapter.close()
 
@@ -422,12 +558,15 @@ async def test_a_fill_after_a_replace_while_down_is_counted_from_the_new_order(
 def test_credentials_from_the_environment_and_never_in_a_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADER_BINANCE_MAIN_API_KEY", KEY)
     monkeypatch.setenv("TRADER_BINANCE_MAIN_API_SECRET", SECRET)
+    monkeypatch.setenv("TRADER_BINANCE_MAIN_API_PASSPHRASE", PASSPHRASE)
     settings = CcxtVenueSettings(exchange="binance")
     credentials = load_credentials("binance-main", settings)
     assert credentials is not None
     assert credentials.api_key.get_secret_value() == KEY
+    assert credentials.passphrase is not None
+    assert credentials.passphrase.get_secret_value() == PASSPHRASE
     adapter = CcxtVenue(settings, name="binance-main")
-    assert adapter.exchange.apiKey == KEY
+    assert (adapter.exchange.apiKey, adapter.exchange.password) == (KEY, PASSPHRASE)
     shown = " ".join(
         [
             repr(adapter),
@@ -438,8 +577,8 @@ def test_credentials_from_the_environment_and_never_in_a_repr(monkeypatch: pytes
             repr(vars(adapter)),
         ]
     )
-    assert KEY not in shown
-    assert SECRET not in shown
+    for secret in (KEY, SECRET, PASSPHRASE):
+        assert secret not in shown
 
 
 def test_credentials_from_named_variables_or_a_secret_file(
@@ -509,6 +648,55 @@ async def test_exeq_builds_the_ccxt_adapter_from_its_venue_config() -> None:
     assert (adapter.name, adapter.exchange_id, adapter.settings.testnet) == ("live", "binance", False)
     assert adapter.settings.base_url == "http://127.0.0.1:9"
     await adapter.close()
+
+
+def test_every_adapter_setting_is_a_venue_config_field_with_the_same_default() -> None:
+    # exeq copies VenueConfig's fields named as CcxtVenueSettings's: one missing there is silently lost.
+    for name, adapter_field in CcxtVenueSettings.model_fields.items():
+        assert name in VenueConfig.model_fields, name
+        assert VenueConfig.model_fields[name].default == adapter_field.default, name
+
+
+async def test_exeq_venue_config_reaches_the_adapter_and_the_wire_passphrase_included(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in (("KEY", KEY), ("SECRET", SECRET), ("PASS", PASSPHRASE)):
+        monkeypatch.setenv(f"MY_OKX_{name}", value)
+    fake = FakeOkxRest(api_key=KEY, secret=SECRET, passphrase=PASSPHRASE)  # checks all three
+    await fake.start()
+    config = VenueConfig(
+        kind="ccxt",
+        exchange="okx",
+        api_key_env="MY_OKX_KEY",
+        api_secret_env="MY_OKX_SECRET",
+        api_passphrase_env="MY_OKX_PASS",
+        base_url=f"http://127.0.0.1:{fake.port}",
+        poll_interval_s=3600,
+        retries=1,
+        backoff_s=0.01,
+        timeout_ms=2500,
+        rate_limit=False,
+    )
+    settings = Settings(exeq=ExeqSettings(venues={"okx-main": config}))
+    exeq = Exeq(settings)
+    exeq._venue_reports = asyncio.Queue()
+    adapter = exeq._adapter("okx-main", "ccxt")
+    try:
+        assert isinstance(adapter, CcxtVenue)
+        assert adapter.settings.model_dump() == config.model_dump(include=set(CcxtVenueSettings.model_fields))
+        assert (adapter.exchange.timeout, adapter.exchange.enableRateLimit) == (2500, False)
+        assert adapter.exchange.password == PASSPHRASE
+        await adapter.start()  # the fake refuses a wrong passphrase (50105)
+        fake.fail_next(503, 503)  # retries=1: two failures are the end of it
+        with pytest.raises(ccxt.NetworkError):
+            await adapter.balances()
+        shown = " ".join([repr(settings), settings.model_dump_json(), repr(adapter), repr(vars(adapter))])
+        logged = capsys.readouterr()
+        for secret in (KEY, SECRET, PASSPHRASE):
+            assert secret not in shown + logged.out + logged.err
+    finally:
+        await adapter.close()
+        await fake.stop()
 
 
 class _Recorder:

@@ -2,14 +2,19 @@
 
 - Money stays ``Decimal`` at our boundary: ccxt's numbers come in through ``Decimal(str(x))``; amounts
   and prices go out as strings from ccxt's ``amount_to_precision`` / ``price_to_precision``.
-- ``clientOrderId`` is the VenueOrder's ``venue_client_id``: a submit retried after a network error that
-  had reached the venue is refused as a duplicate, and the adapter then adopts the order it finds there.
+- ``clientOrderId`` is the VenueOrder's ``venue_client_id`` as the venue accepts it (``map_client_id``:
+  unchanged when valid there, else its valid characters and a hash; OKX wants up to 32 alphanumerics,
+  Binance up to 36 of ``.:/_-`` and alphanumerics). The mapping is deterministic, so after a restart the
+  ids of the orders exeq believes open are recomputed, not stored. A submit retried after a network error
+  that had reached the venue is refused as a duplicate, and the adapter then adopts the order it finds
+  there.
 - Replace is cancel + new (not ``edit_order``, which few venues have and whose semantics differ): the new
   order keeps the ``venue_client_id`` (Binance wants it unique among *open* orders only) and is sized
   for what is left to fill. If the cancel works and the new order is refused, the order is reported
   ``canceled`` with the venue's reason: it is gone.
 - Reports: ``accepted`` or ``rejected`` on submit, with the fills the venue returned at once; later fills
-  (``fetch_order_trades`` per working order, polled every ``poll_interval_s``), and ``canceled`` /
+  (``fetch_order_trades`` per working order, polled every ``poll_interval_s``, paged by the venue's cursor:
+  OKX's ``after`` bill id, Binance's ``fromId``), and ``canceled`` /
   ``expired`` seen in the order's status, go to the ``report_listener``. Each fill's exec id is
   ``<venue>:<trade id>``; its fee is in the quote currency (a fee paid in the base asset is converted at
   the fill price; one paid in a third asset, e.g. BNB, cannot be and is reported as 0 with a warning).
@@ -32,10 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -62,6 +68,49 @@ T = TypeVar("T")
 _TERMINAL = frozenset({"closed", "canceled", "expired", "rejected"})
 # How venues say a client order id is taken (Binance -2010, OKX 51016): the submit reached them before.
 _DUPLICATE = ("Duplicate order", "Duplicated client order ID")
+# Trades per page of an order's trades (ccxt does not page): OKX's fills-history gives at most 100,
+# Binance's myTrades at most 1000.
+_OKX_PAGE, _BINANCE_PAGE = 100, 1000
+_ID_HASH_LEN = 16  # hex digits of sha256 (64 bits) in a mapped client id: no two of ours map to one
+
+
+@dataclass(frozen=True)
+class ClientIdRule:
+    """The client order ids a venue accepts: ``chars`` (a regex character class) and a length."""
+
+    chars: str
+    max_len: int
+
+    def accepts(self, client_id: str) -> bool:
+        fits = 0 < len(client_id) <= self.max_len
+        return fits and re.fullmatch(f"[{self.chars}]+", client_id) is not None
+
+
+# OKX v5 ``clOrdId``: case-sensitive alphanumerics, up to 32 characters. Binance spot
+# ``newClientOrderId``: ``^[\.A-Z\:/a-z0-9_-]{1,36}$``. By ccxt family, so myokx, binanceus... too.
+CLIENT_ID_RULES: dict[str, ClientIdRule] = {
+    "okx": ClientIdRule("A-Za-z0-9", 32),
+    "binance": ClientIdRule(r"\.A-Z\:/a-z0-9_-", 36),
+}
+
+
+def map_client_id(ours: str, rule: ClientIdRule | None) -> str:
+    """Our ``venue_client_id`` as a venue with ``rule`` accepts it: itself when valid, else its valid
+    characters (cut short) and a hash of all of it. Deterministic, so a restarted adapter recomputes it from
+    the orders exeq believes open and finds them again; no state to keep."""
+    if rule is None or rule.accepts(ours):
+        return ours
+    digest = hashlib.sha256(ours.encode()).hexdigest()[:_ID_HASH_LEN]
+    prefix = re.sub(f"[^{rule.chars}]", "", ours)[: rule.max_len - _ID_HASH_LEN]
+    return prefix + digest
+
+
+def _family(exchange: ccxt.Exchange) -> str | None:
+    """``okx`` or ``binance`` for them and their ccxt subclasses: what decides id rules and paging."""
+    for family in ("okx", "binance"):
+        if isinstance(exchange, getattr(ccxt, family)):
+            return family
+    return None
 
 
 class CcxtVenueSettings(BaseModel):
@@ -156,8 +205,12 @@ class CcxtVenue(VenueAdapter):
         self.exchange_id = self.settings.exchange or self.name
         self._credentials = credentials or load_credentials(self.name, self.settings)
         self.exchange: ccxt.Exchange = self._make_exchange()
+        self._family = _family(self.exchange)
+        self._id_rule = CLIENT_ID_RULES.get(self._family or "")
+        self._ours_by_wire: dict[str, str] = {}  # a mapped client id -> ours, for those seen so far
         self._orders: dict[str, _Live] = {}  # by venue_client_id
-        self._venue_open: dict[str, dict[str, Any]] = {}  # at start: the venue's open orders, by client id
+        # The venue's open orders (at start, at reconcile), by *its* client id (see wire_client_id).
+        self._venue_open: dict[str, dict[str, Any]] = {}
         self._missing: set[str] = set()  # believed open by exeq, not open at the venue
         self._accounted: dict[str, set[str]] = {}  # by client id: trades reconcile reported or exeq had
         self._symbols: dict[str, str] = {}  # BTCUSDT -> BTC/USDT, for venues whose ids differ (BTC-USDT)
@@ -202,7 +255,7 @@ class CcxtVenue(VenueAdapter):
             f"{m['base']}{m['quote']}": symbol for symbol, m in self.exchange.markets.items() if m.get("spot")
         }
         opened = await self._call(self.exchange.fetch_open_orders)
-        self._venue_open = {o["clientOrderId"]: o for o in opened if o.get("clientOrderId")}
+        self._venue_open = _by_client_id(opened)
         balances = await self.balances()
         log.info("venue.started", venue=self.name, open_orders=len(opened), assets=len(balances))
         if self._poller is None:
@@ -221,18 +274,20 @@ class CcxtVenue(VenueAdapter):
         what it knows filled. Returns the reports of what they did meanwhile and (logged) every difference
         left; changes nothing at the venue."""
         opened = await self._call(self.exchange.fetch_open_orders)
-        self._venue_open = {o["clientOrderId"]: o for o in opened if o.get("clientOrderId")}
+        self._venue_open = _by_client_id(opened)
         ours = {order.venue_client_id: (order, filled) for order, filled in expected}
+        wires = {self.wire_client_id(vcid) for vcid in ours}  # recomputed: the mapping is deterministic
         mismatches = [
-            self._mismatch("unknown_at_venue", vcid, str(o["symbol"]), _unknown_detail(o))
-            for vcid, o in self._venue_open.items()
-            if vcid not in ours
+            self._mismatch("unknown_at_venue", self._our_id(wire), str(o["symbol"]), _unknown_detail(o))
+            for wire, o in self._venue_open.items()
+            if wire not in wires
         ]
         reports: list[ExecutionReport] = []
         self._missing, self._accounted = set(), {}
         for vcid, (order, filled) in ours.items():
-            at_venue = self._venue_open.get(vcid) or await self._find(order)
-            if vcid not in self._venue_open:
+            wire = self.wire_client_id(vcid)
+            at_venue = self._venue_open.get(wire) or await self._find(order)
+            if wire not in self._venue_open:
                 self._missing.add(vcid)  # ended there, or never there: not sent again on restore
             if at_venue is None:
                 detail = "we believe it open; the venue has no such order (not sent again)"
@@ -254,7 +309,7 @@ class CcxtVenue(VenueAdapter):
                 self.exchange.fetch_order,
                 None,
                 self._market_symbol(order.symbol),
-                {"clientOrderId": order.venue_client_id},
+                {"clientOrderId": self.wire_client_id(order.venue_client_id)},
             )
         except ccxt.OrderNotFound:
             return None
@@ -264,8 +319,7 @@ class CcxtVenue(VenueAdapter):
     ) -> tuple[list[ExecutionReport], Mismatch | None]:
         """The reports exeq missed about ``order`` (it knows ``filled``), or why they cannot be told."""
         vid, vcid = str(at_venue["id"]), order.venue_client_id
-        trades = await self._call(self.exchange.fetch_order_trades, vid, self._market_symbol(order.symbol))
-        trades = sorted(trades, key=_trade_key)
+        trades = sorted(await self._order_trades(vid, self._market_symbol(order.symbol)), key=_trade_key)
         self._accounted[vcid] = {str(t["id"]) for t in trades}
         # A replace placed a new venue order for what was left: what filled before is not in its trades.
         known = filled - (order.quantity - D(at_venue["amount"]))
@@ -299,9 +353,9 @@ class CcxtVenue(VenueAdapter):
         if order.action == "replace":
             return await self.replace(order)
         async with self._lock:
-            vcid = order.venue_client_id
-            if vcid in self._venue_open:  # restored by exeq and still open here: adopt it
-                return [await self._adopt(order, self._venue_open.pop(vcid))]
+            vcid, wire = order.venue_client_id, self.wire_client_id(order.venue_client_id)
+            if wire in self._venue_open:  # restored by exeq and still open here: adopt it
+                return [await self._adopt(order, self._venue_open.pop(wire))]
             if vcid in self._missing:
                 log.warning("venue.restore_skipped", venue=self.name, venue_client_id=vcid)
                 return []
@@ -377,7 +431,7 @@ class CcxtVenue(VenueAdapter):
                 )
             ]
         symbol = self._market_symbol(order.symbol)
-        params: dict[str, Any] = {"clientOrderId": order.venue_client_id}
+        params: dict[str, Any] = {"clientOrderId": self.wire_client_id(order.venue_client_id)}
         price: str | None = None
         if order.type == "limit":
             if order.price is None:
@@ -399,6 +453,7 @@ class CcxtVenue(VenueAdapter):
                 "venue.submit_unconfirmed",
                 venue=self.name,
                 venue_client_id=order.venue_client_id,
+                at_venue=params["clientOrderId"],
                 error=type(exc).__name__,
             )
             self._orders[order.venue_client_id] = _Live(order, None, quantity)
@@ -408,7 +463,7 @@ class CcxtVenue(VenueAdapter):
                 return [self._report(order, "rejected", reason=_reason(exc))]
             # A retry of a submit that reached the venue: the order is there; take it as it is.
             placed = await self._call(
-                self.exchange.fetch_order, None, symbol, {"clientOrderId": order.venue_client_id}
+                self.exchange.fetch_order, None, symbol, {"clientOrderId": params["clientOrderId"]}
             )
         live = _Live(order, str(placed["id"]), quantity)
         if keep_filled is not None:  # a replace: the same order, with its new terms
@@ -424,9 +479,7 @@ class CcxtVenue(VenueAdapter):
         live = _Live(order, str(at_venue["id"]), order.quantity)
         seen = self._accounted.pop(order.venue_client_id, None)
         if seen is None:  # not reconciled: take its trades so far as reported
-            trades = await self._call(
-                self.exchange.fetch_order_trades, live.venue_order_id, at_venue["symbol"]
-            )
+            trades = await self._order_trades(str(at_venue["id"]), str(at_venue["symbol"]))
             seen = {str(t["id"]) for t in trades}
         live.seen_trades = seen  # exeq had them, or reconcile reported them; later ones are new
         self._orders[order.venue_client_id] = live
@@ -438,9 +491,8 @@ class CcxtVenue(VenueAdapter):
         if live is not None and live.venue_order_id:
             await self._call(self.exchange.cancel_order, live.venue_order_id, symbol)
         else:
-            await self._call(
-                self.exchange.cancel_order, None, symbol, {"clientOrderId": order.venue_client_id}
-            )
+            wire = self.wire_client_id(order.venue_client_id)
+            await self._call(self.exchange.cancel_order, None, symbol, {"clientOrderId": wire})
 
     # Polling ---------------------------------------------------------------------------------------
 
@@ -473,9 +525,8 @@ class CcxtVenue(VenueAdapter):
         """A submit that got no answer: did the venue take it?"""
         symbol = self._market_symbol(live.order.symbol)
         try:
-            found = await self._call(
-                self.exchange.fetch_order, None, symbol, {"clientOrderId": live.order.venue_client_id}
-            )
+            wire = self.wire_client_id(live.order.venue_client_id)
+            found = await self._call(self.exchange.fetch_order, None, symbol, {"clientOrderId": wire})
         except ccxt.OrderNotFound:
             live.ended = True
             reason = "the submit got no answer and the venue has no such order"
@@ -486,9 +537,8 @@ class CcxtVenue(VenueAdapter):
     async def _new_fills(self, live: _Live) -> list[ExecutionReport]:
         if live.venue_order_id is None:
             return []
-        trades = await self._call(
-            self.exchange.fetch_order_trades, live.venue_order_id, self._market_symbol(live.order.symbol)
-        )
+        symbol = self._market_symbol(live.order.symbol)
+        trades = await self._order_trades(live.venue_order_id, symbol, known=live.seen_trades)
         return self._fills_from(live, trades)
 
     def _fills_from(
@@ -548,7 +598,60 @@ class CcxtVenue(VenueAdapter):
         when = status.get("lastUpdateTimestamp") or status.get("timestamp")  # when it ended, if told
         return [self._report(live.order, kind, reason=reason, live=live, timestamp=when)]
 
+    # Trades, page by page ----------------------------------------------------------------------------
+
+    async def _order_trades(self, vid: str, symbol: str, known: Collection[str] = ()) -> list[dict[str, Any]]:
+        """Every trade of venue order ``vid``, by the venue's cursor (ccxt reads one page): a long-lived
+        order has more than a page. With ``known`` (its first trades, seen already), only the pages that
+        may hold newer ones."""
+        if self._family == "okx":
+            return await self._trades_newest_first(vid, symbol, known)
+        if self._family == "binance":
+            return await self._trades_by_id(vid, symbol, known)
+        return await self._call(self.exchange.fetch_order_trades, vid, symbol)
+
+    async def _trades_newest_first(
+        self, vid: str, symbol: str, known: Collection[str]
+    ) -> list[dict[str, Any]]:
+        """OKX: newest first; ``after`` a bill id gives the older ones. A page with a known trade is the
+        last one needed: the ones before it are known too."""
+        trades: list[dict[str, Any]] = []
+        params: dict[str, str] = {}
+        while True:
+            page = await self._call(self.exchange.fetch_order_trades, vid, symbol, None, _OKX_PAGE, params)
+            trades += page
+            if len(page) < _OKX_PAGE or any(str(t["id"]) in known for t in page):
+                return trades
+            params = {"after": min((str(t["info"]["billId"]) for t in page), key=int)}
+
+    async def _trades_by_id(self, vid: str, symbol: str, known: Collection[str]) -> list[dict[str, Any]]:
+        """Binance: ascending from ``fromId`` (a trade id; they grow per symbol), so from just after the
+        newest known trade."""
+        trades: list[dict[str, Any]] = []
+        start = max((int(t) for t in known if t.isdigit()), default=-1) + 1
+        while True:
+            params = {"fromId": start}
+            page = await self._call(
+                self.exchange.fetch_order_trades, vid, symbol, None, _BINANCE_PAGE, params
+            )
+            trades += page
+            if len(page) < _BINANCE_PAGE:
+                return trades
+            start = max(int(t["id"]) for t in page) + 1
+
     # Helpers ---------------------------------------------------------------------------------------
+
+    def wire_client_id(self, vcid: str) -> str:
+        """Our venue_client_id as sent to this venue (``map_client_id``); a mapped one is remembered, to
+        read it back."""
+        wire = map_client_id(vcid, self._id_rule)
+        if wire != vcid:
+            self._ours_by_wire[wire] = vcid
+        return wire
+
+    def _our_id(self, wire: str) -> str:
+        """The venue's client id back to ours, when one of ours maps to it; else the venue's."""
+        return self._ours_by_wire.get(wire, wire)
 
     def _market_symbol(self, symbol: str) -> str:
         """Ours (BTCUSDT), the venue's (BTC-USDT) or ccxt's (BTC/USDT) to ccxt's unified symbol."""
@@ -640,6 +743,10 @@ def _first_trades(trades: list[dict[str, Any]], quantity: Decimal) -> tuple[set[
         seen.add(str(trade["id"]))
         total += D(trade["amount"])
     return seen, total
+
+
+def _by_client_id(orders: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(o["clientOrderId"]): o for o in orders if o.get("clientOrderId")}
 
 
 def _unknown_detail(order: dict[str, Any]) -> str:
