@@ -10,13 +10,13 @@ since a request may leave the venue to the router. ``PostTradeRisk`` turns equit
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from decimal import Decimal
 
 from trader.messages import Order, OrderRequest, PnlSnapshot, Position, RiskDecision, TradingState
 from trader.orders.state import new_order
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk.limits import RiskLimits
+from trader.risk.open_orders import OpenOrders
 
 ZERO = Decimal(0)
 RATE_WINDOW_MS = 1000
@@ -41,7 +41,7 @@ class PreTradeRisk:
         self.state = state or TradingState()
         self._positions: dict[tuple[str, str, str], Position] = {}  # by (account, venue, symbol)
         self._last_prices: dict[str, Decimal] = {}
-        self._open: dict[str, Order] = {}
+        self._open = OpenOrders()
         self._approved_at: dict[str, deque[int]] = {}  # strategy -> approval times, oldest first
 
     # The inputs ----------------------------------------------------------------------------------
@@ -60,9 +60,9 @@ class PreTradeRisk:
     def update_order(self, order: Order) -> None:
         """The latest state of an order: open ones count as exposure, terminal ones no longer do."""
         if order.is_terminal:
-            self._open.pop(order.client_order_id, None)
+            self._open.remove(order.client_order_id)
         else:
-            self._open[order.client_order_id] = order
+            self._open.put(order)
 
     # The checks ----------------------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class PreTradeRisk:
         if abs(before + _signed(request.side, request.quantity)) <= abs(before):
             return  # an order that reduces exposure is always welcome
         positions = self._positions_exposure(request.account)
-        open_orders = sum((self._open_notional(order) for order in self._open_orders(request)), ZERO)
+        open_orders = self._open.notional(request.account, self._last_prices.get, request.client_order_id)
         gross = positions + open_orders + notional
         if gross > self.limits.max_gross_exposure:
             raise _Denied(
@@ -155,7 +155,7 @@ class PreTradeRisk:
     def _record_approval(self, request: OrderRequest, now_ms: int) -> None:
         self._recent_approvals(request.strategy, now_ms).append(now_ms)
         # Counted as open until the oms publishes its state, so a quick second order sees this one.
-        self._open[request.client_order_id] = new_order(request, now_ms)
+        self._open.put(new_order(request, now_ms))
 
     def _recent_approvals(self, strategy: str, now_ms: int) -> deque[int]:
         times = self._approved_at.setdefault(strategy, deque())
@@ -169,21 +169,11 @@ class PreTradeRisk:
             ZERO,
         )
 
-    def _open_orders(self, request: OrderRequest) -> Iterator[Order]:
-        """The account's open orders, without the request's own (a redelivered request is no new risk)."""
-        for order in self._open.values():
-            if order.account == request.account and order.client_order_id != request.client_order_id:
-                yield order
-
     def _open_same_side(self, request: OrderRequest) -> Decimal:
-        """Signed unfilled quantity of the account's open orders on the request's symbol and side."""
-        leaves = sum(
-            (
-                order.leaves_quantity
-                for order in self._open_orders(request)
-                if order.symbol == request.symbol and order.side == request.side
-            ),
-            ZERO,
+        """Signed unfilled quantity of the account's open orders on the request's symbol and side, without
+        the request's own (a redelivered request is no new risk)."""
+        leaves = self._open.same_side_leaves(
+            request.account, request.symbol, request.side, excluding=request.client_order_id
         )
         return _signed(request.side, leaves)
 
@@ -195,10 +185,6 @@ class PreTradeRisk:
                 mark = self._last_prices.get(position.symbol, position.average_price or ZERO)
                 exposure += abs(position.quantity) * mark
         return exposure
-
-    def _open_notional(self, order: Order) -> Decimal:
-        price = _first_known(order.price, order.stop_price, self._last_prices.get(order.symbol), ZERO)
-        return order.leaves_quantity * price
 
 
 def _check_well_formed(request: OrderRequest) -> None:
