@@ -48,6 +48,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TRADER_EXEQ__ALGO_INTERVAL_S="0.05",
         TRADER_PNL__SNAPSHOT_INTERVAL_S="0.5",
         TRADER_SUPERVISOR__RESTART_BACKOFF_INITIAL_S="0.2",
+        # DUOUSDT has a choice of two venues, which the router makes on price net of each one's fee.
+        TRADER_ROUTING__VENUES=json.dumps({"*": ["paper"], "DUOUSDT": ["paper", "cheap"]}),
+        TRADER_EXEQ__VENUES=json.dumps(
+            {
+                "paper": {"kind": "paper", "taker_fee_bps": "10"},
+                "cheap": {"kind": "paper", "taker_fee_bps": "2"},
+            }
+        ),
     )
     s.trader("up", "--detach", "--services", ",".join(SERVICES), check=True)
     try:
@@ -236,6 +244,26 @@ async def test_twap_parent_is_sliced_and_its_fills_sum_to_the_parent(nc: NATS) -
     assert [(r.kind, r.venue_client_id) for r in await reports(js, "TWPUSDT") if r.kind != "fill"] == [
         ("accepted", parent.venue_client_id)
     ]
+
+
+async def test_with_a_choice_of_venues_the_router_takes_the_best_price_net_of_fees(nc: NATS) -> None:
+    js = nc.jetstream()
+    await tick(js, "DUOUSDT", "99", "101")  # both paper venues quote the same touch
+    await asyncio.sleep(0.5)  # the router's quote
+    order = await route(js, venue_order("DUOUSDT", "buy", "1", type="market"))
+
+    async def routed() -> list[VenueOrder]:
+        sent = [
+            msgspec.json.decode(d, type=VenueOrder) for _, _, d in await stored(js, "EXEC", "exec.order.")
+        ]
+        return [o for o in sent if o.client_order_id == order.client_order_id]
+
+    (sent,) = await eventually(routed, "the routed order")
+    assert sent.venue == "cheap"  # 101 x (1 + 2 bps) beats 101 x (1 + 10 bps)
+    fills = await eventually(
+        lambda: reports(js, "DUOUSDT", "exec.report.cheap"), "the fill at the cheap venue"
+    )
+    assert [(r.kind, r.venue) for r in fills][-1] == ("fill", "cheap")
 
 
 async def test_unroutable_orders_are_rejected_and_garbage_is_dead_lettered(nc: NATS) -> None:

@@ -34,6 +34,7 @@ import msgspec
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import (
+    Follower,
     Stored,
     decode_message,
     follow_latest,
@@ -155,18 +156,28 @@ class Router:
         )
 
 
+def quotes_needed(settings: Settings) -> bool:
+    """Whether any order may be routed on price: some symbol has a choice of venues and no fixed one."""
+    routing = settings.routing
+    return routing.fixed_venue is None and any(len(venues) > 1 for venues in routing.venues.values())
+
+
 class ExecutionRouter(Service):
     name = "execution-router"
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
+        self.ticks: Follower | None = None
         await self.stop(rt)  # a start retried after a failure begins afresh
         self.router = Router(self.settings)
         answered = await self._rebuild(rt)
-        self.ticks = follow_latest(
-            rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
-        )
-        await self.ticks.start()
+        if quotes_needed(self.settings):
+            self.ticks = follow_latest(
+                rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
+            )
+            await self.ticks.start()
+        else:  # every venue is fixed or alone: no choice on price, so no tick is worth reading
+            rt.log.info("router.quotes_not_needed", venues=self.settings.routing.venues)
         self.consumer = work_consumer(rt, stream="EXEC", subject="exec.route.>", start_seq=answered + 1)
         await self.consumer.start()
 
@@ -205,8 +216,9 @@ class ExecutionRouter(Service):
         return [message]
 
     async def stop(self, rt: Runtime) -> None:
-        if hasattr(self, "ticks"):
+        if getattr(self, "ticks", None) is not None:
             await self.ticks.stop()
+        self.ticks = None
 
     def ready_checks(self) -> dict[str, bool]:
         return {"consumer": hasattr(self, "consumer")}

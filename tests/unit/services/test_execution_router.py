@@ -5,12 +5,13 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import msgspec
+import pytest
 
 from trader.bus.streams import SOURCE_SEQ
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.execution.venues import PaperVenueSettings
 from trader.messages import ExecutionReport, MarketTick, VenueOrder
-from trader.services.execution_router import Router
+from trader.services.execution_router import Router, quotes_needed
 
 
 def settings(paper_quote_venue: str | None = None, **routing: object) -> Settings:
@@ -148,3 +149,18 @@ def test_decisions_come_back_from_the_published_orders() -> None:
     assert cancel is not None
     assert cancel.subject == "exec.order.pricey"
     assert restarted.route(order(), seq=3) is None
+
+
+@pytest.mark.parametrize(
+    ("venues", "fixed", "needed"),
+    [
+        ({"*": ["paper"]}, None, False),  # one venue everywhere: nothing to choose
+        ({"*": ["paper"], "BTCUSDT": ["a", "b"]}, None, True),  # a choice on price for BTCUSDT
+        ({"BTCUSDT": ["a", "b"]}, "a", False),  # a fixed venue: no choice on price
+    ],
+)
+def test_the_router_reads_ticks_only_when_some_order_may_be_routed_on_price(
+    venues: dict[str, list[str]], fixed: str | None, needed: bool
+) -> None:
+    settings = Settings(routing=RoutingSettings(venues=venues, fixed_venue=fixed))
+    assert quotes_needed(settings) is needed
