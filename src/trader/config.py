@@ -134,6 +134,9 @@ class StrategyConfig(BaseModel):
     params: dict[str, str] = Field(default_factory=dict)  # strings: exact decimals, parsed by the strategy
     account: str = "paper"
     enabled: bool = True
+    # Bars of history fed at start, per timeframe the strategy declares (``Strategy.warmup``):
+    # None keeps the strategy's own number, 0 turns the warm-up off.
+    warmup_bars: int | None = Field(default=None, ge=0)
 
 
 class StrategySettings(BaseModel):

@@ -1,9 +1,11 @@
 """The strategy service on the real servers: bars in, OrderRequests out, rejections seen, the kill
 switch honoured, and a restart after SIGKILL that rebuilds open orders and positions from the streams.
 
-One stack (`--services strategy`) runs three ma_cross strategies on 1 s bars with windows 2 and 3, one
+One stack (`--services strategy`) runs four ma_cross strategies on 1 s bars with windows 2 and 3, one
 per symbol so that the tests do not share a strategy, and two strategies that cannot load. The test
 plays the rest of the flow itself: it publishes bars, ticks, order states and fills with nats-py.
+The warm-up test freezes the service, publishes bars, and kills it: the supervisor's restart warms up
+from them while more bars keep coming.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ STRATEGIES = [
     {"name": "mac-a", "kind": "ma_cross", "symbols": ["BTCUSDT"], "params": PARAMS},
     {"name": "mac-b", "kind": "ma_cross", "symbols": ["ETHUSDT"], "params": PARAMS},
     {"name": "mac-c", "kind": "ma_cross", "symbols": ["SOLUSDT"], "params": PARAMS},
+    {
+        "name": "mac-w",
+        "kind": "ma_cross",
+        "symbols": ["ADAUSDT"],
+        "params": {**PARAMS, "allow_short": "true"},
+        "warmup_bars": 5,  # more than slow: a cross among them, which must send nothing
+    },
     {"name": "broken-kind", "kind": "nowhere.at_all:Strategy", "symbols": ["XRPUSDT"]},
     {
         "name": "broken-params",
@@ -93,8 +102,8 @@ async def wait_health(stack: Stack, predicate: Callable[[dict[str, Any]], bool],
     raise AssertionError(f"{what}; last health: {json.dumps(last)[:3000]}\n{stack.log('strategy')}")
 
 
-async def publish_bar(js: JetStreamContext, symbol: str, start: int, close: str) -> None:
-    price = D(close)
+async def publish_bar(js: JetStreamContext, symbol: str, start: int, close: str | int) -> None:
+    price = D(str(close))
     bar = Bar(
         venue="test",
         symbol=symbol,
@@ -195,7 +204,7 @@ async def test_bad_strategies_are_reported_and_the_others_run(stack: Stack) -> N
     assert "cannot import nowhere.at_all" in failed["broken-kind"]
     assert "must be below slow" in failed["broken-params"]
     running = details["strategies"]
-    assert set(running) == {"mac-a", "mac-b", "mac-c"}
+    assert set(running) == {"mac-a", "mac-b", "mac-c", "mac-w"}
     assert all(s["started"] for s in running.values())
     log = stack.log("strategy")
     assert "strategy.load_failed" in log
@@ -323,7 +332,9 @@ async def test_a_killed_service_rebuilds_orders_and_position_and_never_reuses_an
     assert mac_c["open_orders"] == 1, "the sell in flight comes from its request in ORDERS"
     assert rebuilt["strategies"]["mac-a"]["last_rejection"] is not None, "states of the other strategies too"
 
-    # The in-flight sell holds further orders back until its fill; the averages start over.
+    # The in-flight sell holds further orders back until its fill; the warm-up primed the averages
+    # with the last 3 bars ([12 11 8]: fast below).
+    assert mac_c["warmup"]["bars"] == 3
     start = await publish_bars(js, "SOLUSDT", ["12", "13", "14", "5", "20"], start)
     await assert_quiet(submits)
     await fill_completely(js, sell, "8")
@@ -340,3 +351,65 @@ async def test_a_killed_service_rebuilds_orders_and_position_and_never_reuses_an
     assert again.client_order_id not in old_ids
     session = int(again.client_order_id.split("-")[2])
     assert all(session > int(i.split("-")[2]) for i in old_ids), "a new session, above the old ones"
+
+
+async def test_a_restarted_service_warms_up_from_history_and_acts_on_live_bars_only(
+    stack: Stack, js: JetStreamContext
+) -> None:
+    await wait_health(stack, lambda h: h["rebuilt"], "the service did not rebuild")
+    submits = await js.subscribe("order.submit.mac-w", ordered_consumer=True)
+    old_pid = strategy_pid(stack)
+    os.kill(old_pid, signal.SIGSTOP)  # frozen: it hears nothing of what follows
+    try:
+        # Two bars too old to be wanted, then the warm-up's 5 with a cross up at the last: had the
+        # warm-up traded it, the first live order would be a buy of 0.5 and the later one a sell of 1.
+        start = await publish_bars(js, "ADAUSDT", ["50", "50", *CLOSES[:5]], now_s_ms())
+    finally:
+        os.kill(old_pid, signal.SIGKILL)
+    # Rising closes (fast stays above: no cross) while the service comes back: each lands before
+    # the warm-up's read or after it, and must be fed exactly once either way.
+    published: list[int] = []
+    close = 13
+    deadline = time.monotonic() + 30
+    back_at: float | None = None
+    while time.monotonic() < deadline and (back_at is None or time.monotonic() < back_at + 0.5):
+        await publish_bar(js, "ADAUSDT", start, close)
+        published.append(start)
+        start, close = start + 1_000, close + 1
+        await asyncio.sleep(0.1)
+        if back_at is None and _restarted(stack, old_pid):
+            back_at = time.monotonic()  # a few more after it, surely live
+    warmed = await wait_health(
+        stack,
+        lambda h: h["pid"] != old_pid and h["strategies"]["mac-w"]["live_bars"] > 0,
+        "the service did not come back and take live bars",
+    )
+    warmup = warmed["strategies"]["mac-w"]["warmup"]
+    assert warmup["done"] is True
+    assert warmup["bars"] == 5, "the last 5 closed bars, not fewer, not the older ones"
+    assert warmup["orders_dropped"] == 0
+    last_warm = warmup["last_start"]["1s.ADAUSDT"]
+    live = [s for s in published if s > last_warm]
+    assert last_warm in published or last_warm == published[0] - 1_000, "the latest bar before live ones"
+    done = await wait_health(
+        stack,
+        lambda h: h["strategies"]["mac-w"]["live_bars"] >= len(live),
+        "live bars were missed",
+    )
+    await assert_quiet(submits)  # nothing from the warm-up's cross, nor from the rising bars
+    assert health(stack)["strategies"]["mac-w"]["live_bars"] == len(live), "a bar was fed twice"
+    assert done["strategies"]["mac-w"]["state"]["ADAUSDT"]["target"] is None
+
+    # The first live cross (down, short allowed) trades at once: a sell of 0.5 from flat.
+    await publish_bar(js, "ADAUSDT", start, "1")
+    sell, _ = await next_request(submits)
+    assert (sell.strategy, sell.side, sell.quantity, sell.reduce_only) == ("mac-w", "sell", D("0.5"), False)
+    await assert_quiet(submits)
+
+
+def _restarted(stack: Stack, old_pid: int) -> bool:
+    try:
+        details = health(stack)
+    except (httpx.HTTPError, ValueError):
+        return False  # not back yet
+    return bool(details["pid"] != old_pid and details["rebuilt"])

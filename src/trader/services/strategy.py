@@ -8,8 +8,12 @@ Consumes:
 - ``exec.>`` (stream EXEC, durable ``strategy-exec``, from the first message at every start): the
   reports on ``exec.report.<venue>`` of the strategies' own orders rebuild their positions; after it,
   the consumer takes ``exec.report.>`` only, and new fills go to ``on_fill``;
+- ``market.bar.<tf>.<SYMBOL>`` (stream BARS) at start, after the rebuild and ``on_start``: the warm-up
+  (``trader.strategies.warmup``), the last closed bars each strategy declares it needs, fed to
+  ``on_bar`` while its context drops every order asked for (strategies act on live data only);
 - ``market.tick.<SYMBOL>`` and ``market.bar.*.<SYMBOL>`` for the strategies' symbols (ordered
-  consumers starting at NEW, only once the rebuild is done: strategies act on live data only);
+  consumers, only once the rebuild and warm-up are done): ticks from NEW, bars from the sequence
+  after the last one the warm-up could see, so a bar published meanwhile is fed once, live;
 - the key ``trading.state`` of the TRADER_STATE bucket (watched): while ``halted``, submits are not
   sent (logged and counted) and the strategy hears at once that its order was rejected; a value
   that cannot be read counts as halted.
@@ -22,26 +26,41 @@ whole history (the whole stream, so that its end is one stream sequence; other s
 unread); a state or fill redelivered is applied once (versions, exec_ids). Messages of the
 history are applied silently; one that cannot be decoded goes to the dead letters only when new.
 A strategy that cannot be loaded is logged (and shown in /health) and the others run.
+
+Warm-up from JetStream rather than QuestDB: the BARS stream is what the live bars come from, so the
+hand-over is exact (the warm-up reads up to the stream's last sequence at that moment, the live
+consumer starts at the next one: no bar lost or fed twice), the bars are the very messages a live
+strategy would have seen (amendments included), and the service needs no store to start. The cost:
+history is bounded by the stream's retention (24 h by default: 1,440 bars of 1m), and a warm-up
+wanting more gets what the stream holds (logged as ``short``). The read is by arrival time
+(``DeliverPolicy.BY_START_TIME``) over a window of about the bars wanted, widened for the subjects
+still short until it covers the retention (bars may be late, or the feed may have paused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from nats.js.api import DeliverPolicy
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal, work_through
 from trader.bus.streams import order_cancel_subject, order_submit_subject, tick_subject
 from trader.config import Settings
+from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import Bar, ExecutionReport, Order, OrderRequest, TradingState, encode
-from trader.runtime.consumer import Delivery, StreamConsumer
+from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.service import Refused, Runtime, Service
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
+from trader.strategies.context import wall_clock_ms
+from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest, short_of
 from trader.trading.state import read_state, state_bucket, watch_state
 
 _order_decoder = msgspec.json.Decoder(Order)
@@ -54,6 +73,11 @@ Apply = Callable[[Runtime, list[Delivery]], Awaitable[None]]
 # After the rebuild, what the strategies hear of: their orders' states and the fills.
 LIVE_ORDERS = "order.state.>"
 LIVE_EXECS = "exec.report.>"
+
+BARS = "BARS"
+WARMUP_WIDEN = 4  # the read window grows so while a subject has fewer bars than wanted
+WARMUP_MAX_WINDOW_MS = 7 * 86_400_000  # a stream kept forever: history older than this is not read
+WARMUP_WAIT_S = 10.0  # for the next stored message of a warm-up read: the stream holds it already
 
 
 class StrategyService(Service):
@@ -70,6 +94,7 @@ class StrategyService(Service):
         self._lock = asyncio.Lock()  # one event at a time: strategies and their outbox stay in order
         self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
         self._market: list[Follower] = []
+        self._bars_end: int | None = None  # the last BARS sequence the warm-up could see
 
     # Start: load, rebuild, then live data --------------------------------------------------------
 
@@ -87,6 +112,7 @@ class StrategyService(Service):
             for runner in self.runners.values():
                 if not runner.started:
                     await self._emit(rt, runner, runner.start())
+        await self._warm_up(rt)
         self.rebuilt = True
         rt.log.info("strategy.rebuilt", strategies={n: r.describe() for n, r in self.runners.items()})
         await self._subscribe_market(rt)
@@ -175,8 +201,10 @@ class StrategyService(Service):
             return
         feeds = (
             ("MARKET_TICKS", [tick_subject(s) for s in symbols], self._on_tick),
-            ("BARS", [f"market.bar.*.{s}" for s in symbols], self._on_bar),
+            (BARS, [f"market.bar.*.{s}" for s in symbols], self._on_bar),
         )
+        # Bars from just after what the warm-up could see: none lost, none fed twice.
+        bars_from = (self._bars_end or 0) + 1
         for stream, subjects, handler in feeds:
             follower = Follower(
                 rt.js,
@@ -184,11 +212,66 @@ class StrategyService(Service):
                 subjects=subjects,
                 handler=handler,
                 deliver_policy=DeliverPolicy.NEW,
+                start_seq=bars_from if stream == BARS else None,
                 on_error=handler_errors(rt, stream),
             )
             await follower.start()
             self._market.append(follower)
         rt.log.info("strategy.market_subscribed", symbols=symbols)
+
+    # Warm-up: the history each strategy asked for, before live data -------------------------------
+
+    async def _warm_up(self, rt: Runtime) -> None:
+        """Feed each started strategy its warm-up bars, once (a retried start skips those done). The
+        end of what it reads is fixed at the first try: live bars start right after it."""
+        if self._bars_end is None:
+            self._bars_end = (await rt.js.stream_info(BARS)).state.last_seq
+        todo = [r for r in self.runners.values() if r.started and not r.warmed_up]
+        wanted = {r.name: r.warmup_wanted() for r in todo}
+        merged = merge_wanted(wanted.values())
+        picked = await self._read_warmup(rt, merged) if merged and self._bars_end else {}
+        async with self._lock:
+            for runner in todo:
+                await self._emit(rt, runner, runner.warm_up(bars_for(wanted[runner.name], picked)))
+        rt.log.info(
+            "strategy.warmed_up",
+            bars_end=self._bars_end,
+            wanted=merged,
+            found={subject: len(items) for subject, items in picked.items()},
+            short=short_of(merged, picked),
+        )
+
+    async def _read_warmup(self, rt: Runtime, wanted: dict[str, int]) -> dict[str, list[HistoryBar]]:
+        """The latest bars of each subject up to ``_bars_end``: read from a window of about the bars
+        wanted, widened for the subjects still short until it covers what the stream keeps."""
+        end = self._bars_end or 0
+        horizon = await _retention_ms(rt.js)
+        picked: dict[str, list[HistoryBar]] = {}
+        short = dict(wanted)
+        window = max(timeframe_ms(s.split(".")[2]) * (bars + 1) for s, bars in wanted.items())
+        while short:
+            since = wall_clock_ms() - window
+            picked |= pick_latest(await self._read_bars(rt, sorted(short), since, end), short)
+            short = short_of(short, picked)
+            if window >= horizon:
+                break
+            window *= WARMUP_WIDEN
+        return picked
+
+    async def _read_bars(self, rt: Runtime, subjects: list[str], since_ms: int, end: int) -> list[HistoryBar]:
+        """The bars stored on ``subjects`` from ``since_ms`` (arrival time) to sequence ``end``; one that
+        cannot be decoded is skipped (history: it went to no dead letters when it was new either)."""
+        found: list[HistoryBar] = []
+        for stored in await _stored_between(rt.js, subjects, since_ms, end):
+            try:
+                found.append(
+                    HistoryBar(stored.seq, stored.subject, decode_message(_bar_decoder, stored.data))
+                )
+            except InvalidMessage as exc:
+                rt.log.warning(
+                    "strategy.warmup_bar_skipped", seq=stored.seq, subject=stored.subject, error=str(exc)
+                )
+        return found
 
     # Run: order states, fills, the trading switch; market data arrives through callbacks --------
 
@@ -355,6 +438,49 @@ class StrategyService(Service):
             "strategies": {name: runner.describe() for name, runner in self.runners.items()},
             "failed_strategies": dict(self.failed),
         }
+
+
+async def _retention_ms(js: JetStreamContext) -> int:
+    """How far back BARS may hold bars: its ``max_age`` (capped when it keeps them forever)."""
+    max_age_s = (await js.stream_info(BARS)).config.max_age or 0
+    return min(int(max_age_s * 1000), WARMUP_MAX_WINDOW_MS) if max_age_s else WARMUP_MAX_WINDOW_MS
+
+
+async def _stored_between(js: JetStreamContext, subjects: list[str], since_ms: int, end: int) -> list[Stored]:
+    """The messages of ``subjects`` in BARS stored from ``since_ms`` on, up to sequence ``end``, oldest
+    first, through an ephemeral ordered consumer (nothing to acknowledge, gone when unsubscribed)."""
+    start = datetime.fromtimestamp(max(since_ms, 0) / 1000, tz=UTC)
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=start,
+        filter_subjects=subjects if len(subjects) > 1 else None,
+    )
+    sub = await js.subscribe(
+        subjects[0],
+        stream=BARS,
+        ordered_consumer=True,
+        config=config,
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        inactive_threshold=5.0,
+    )
+    found: list[Stored] = []
+    try:
+        if (await sub.consumer_info()).num_pending == 0:
+            return found
+        while True:
+            msg = await sub.next_msg(timeout=WARMUP_WAIT_S)
+            if not msg.reply:
+                continue  # flow control and heartbeats
+            seq, arrived, pending = ack_metadata(msg.reply)
+            if seq > end:
+                break  # live: the market follower's, not the warm-up's
+            found.append(Stored(seq, msg.subject, msg.data, msg.headers, arrived))
+            if seq == end or pending == 0:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return found
 
 
 async def _drained(rt: Runtime, stream: str, consumer: str) -> bool:

@@ -2,6 +2,12 @@
 
 A strategy's ``kind`` in its ``StrategyConfig`` is a built-in name (``BUILTINS``) or a
 ``package.module:Class`` path to a ``Strategy`` subclass importable by the service.
+
+Warm-up: a strategy that needs history declares it by overriding ``Strategy.warmup`` to return
+``Warmup(timeframe, bars)`` items (``ma_cross``: ``slow`` bars of its timeframe); at every start the
+service feeds those last closed bars of its symbols to ``on_bar`` before any live data, with
+``ctx.warming_up`` true and every order asked for dropped (``trader.strategies.warmup``). The
+configuration's ``warmup_bars`` overrides the number (0 turns it off).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from collections.abc import Callable
 
 from trader.config import StrategyConfig
 from trader.marketdata.decode import SYMBOL_PATTERN
-from trader.strategies.base import Strategy, StrategyConfigError, StrategyContext
+from trader.strategies.base import Strategy, StrategyConfigError, StrategyContext, Warmup
 from trader.strategies.context import Instruction, OrderContext, wall_clock_ms
 from trader.strategies.runner import Actions, StrategyRunner
 
@@ -64,6 +70,7 @@ __all__ = [
     "StrategyConfigError",
     "StrategyContext",
     "StrategyRunner",
+    "Warmup",
     "build_runner",
     "load_strategy_class",
 ]

@@ -16,11 +16,21 @@ A minimal strategy::
                 self.ctx.submit("buy", bar.symbol, self.quantity)
 
 configured with ``kind: "my_package.my_module:BuyTheDip"`` (``trader.strategies.load_strategy_class``).
+
+Warm-up: a strategy that needs history to act on its first live bar declares it by overriding
+``warmup`` (for example ``[Warmup("1m", 20)]``: the last 20 closed 1m bars of each of its symbols). At
+every start the service feeds those bars to ``on_bar`` after ``on_start`` and before any live data, with
+``ctx.warming_up`` true: nothing asked for meanwhile is sent (``submit`` returns an id that is never
+sent, ``cancel`` and ``replace`` return ``False``; each is counted). A strategy should only update its
+indicators then, and trade on live bars. ``warmup_bars`` in the configuration overrides the number of
+bars (0: no warm-up).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -44,6 +54,15 @@ class StrategyConfigError(ValueError):
     """A strategy's configuration cannot run: a missing or malformed parameter, an unknown kind."""
 
 
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """History a strategy needs at start: the last ``bars`` closed bars of ``timeframe`` (``1s``,
+    ``1m``, ...) of each of its symbols."""
+
+    timeframe: str
+    bars: int
+
+
 class StrategyContext(ABC):
     """What a strategy acts through. Every call is synchronous: what it asks for is sent by the
     service once the callback returns, in the order it was asked."""
@@ -57,6 +76,11 @@ class StrategyContext(ABC):
     @abstractmethod
     def trading_mode(self) -> TradingMode:
         """The shared trading switch: ``active``, ``reduce_only`` or ``halted``."""
+
+    @property
+    def warming_up(self) -> bool:
+        """True while history is being fed (see ``Strategy.warmup``): nothing asked for is sent."""
+        return False
 
     @abstractmethod
     def submit(
@@ -126,8 +150,14 @@ class Strategy:
     def symbols(self) -> list[str]:
         return self.config.symbols
 
+    def warmup(self) -> Sequence[Warmup]:
+        """The history to feed to ``on_bar`` (with ``ctx.warming_up`` true) after ``on_start`` and
+        before live data; none by default."""
+        return ()
+
     def on_start(self) -> None:
-        """Called once the strategy's open orders and position are rebuilt, before any market data."""
+        """Called once the strategy's open orders and position are rebuilt, before any market data
+        (the warm-up bars come after it)."""
 
     def on_stop(self) -> None:
         """Called when the service stops; what the strategy asks for here is still sent."""

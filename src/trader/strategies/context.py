@@ -73,6 +73,8 @@ class OrderContext(StrategyContext):
         self.trading_state = TradingState()
         self.submitted = 0
         self.suppressed = 0
+        self.warmup_dropped = 0  # submits, cancels and replaces asked for during the warm-up
+        self._warming_up = False
         self.last_rejection: Order | None = None
 
     # What the strategy calls --------------------------------------------------------------------
@@ -84,6 +86,10 @@ class OrderContext(StrategyContext):
     @property
     def trading_mode(self) -> TradingMode:
         return self.trading_state.mode
+
+    @property
+    def warming_up(self) -> bool:
+        return self._warming_up
 
     def submit(
         self,
@@ -102,6 +108,10 @@ class OrderContext(StrategyContext):
         algo_params: dict[str, str] | None = None,
     ) -> str:
         _check_terms(side, quantity, type, price, stop_price)
+        if self._warming_up:
+            client_order_id = self._next_id()  # never sent, so never known to ``order``
+            self._drop_in_warmup("submit", client_order_id, symbol=symbol, side=side)
+            return client_order_id
         now = self.now_ms
         request = OrderRequest(
             client_order_id=self._next_id(),
@@ -131,6 +141,9 @@ class OrderContext(StrategyContext):
         return request.client_order_id
 
     def cancel(self, client_order_id: str, reason: str = "requested") -> bool:
+        if self._warming_up:
+            self._drop_in_warmup("cancel", client_order_id)
+            return False
         return self._ask_cancel(client_order_id, None, None, reason)
 
     def replace(
@@ -138,6 +151,9 @@ class OrderContext(StrategyContext):
     ) -> bool:
         if quantity is None and price is None:
             raise ValueError("a replace needs a new quantity or a new price")
+        if self._warming_up:
+            self._drop_in_warmup("replace", client_order_id)
+            return False
         if self.trading_state.mode == "halted":
             self.log.info("strategy.replace_suppressed", client_order_id=client_order_id, mode="halted")
             self.suppressed += 1
@@ -196,6 +212,10 @@ class OrderContext(StrategyContext):
     def set_trading_state(self, state: TradingState) -> None:
         self.trading_state = state
 
+    def set_warming_up(self, warming_up: bool) -> None:
+        """While true, history is being fed: what the strategy asks for is dropped, never sent."""
+        self._warming_up = warming_up
+
     def take_instructions(self) -> list[Instruction]:
         out, self._outbox = self._outbox, []
         return out
@@ -228,6 +248,11 @@ class OrderContext(StrategyContext):
         session, _, counter = client_order_id[len(prefix) :].partition("-")
         if session.isdigit() and counter.isdigit() and int(session) >= self._session:
             self._session, self._counter = int(session) + 1, 0
+
+    def _drop_in_warmup(self, what: str, client_order_id: str, **terms: str) -> None:
+        """Strategies act on live data only: a request made on history is counted and dropped."""
+        self.warmup_dropped += 1
+        self.log.debug("strategy.warmup_dropped", what=what, client_order_id=client_order_id, **terms)
 
     def _suppress(self, placeholder: Order, now: int) -> str:
         reason = f"trading halted: {self.trading_state.reason or 'no reason given'}; not sent"

@@ -12,18 +12,23 @@ At every bar the position is brought to the target with one market order, never 
 flight per symbol (the next bar tries again if an order ended without reaching the target). A
 rejection stops trading the symbol until the next cross: the same order would be denied again.
 A bar that comes again amended (same ``start``) corrects the last close without a new decision.
+
+Warm-up: at start it asks for the last ``slow`` bars of its timeframe (``warmup``), so the averages
+are full and the side known before the first live bar, which trades if it crosses. A cross within
+the warm-up bars sets no target: the strategy acts on crosses it sees live only.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from trader.config import StrategyConfig
 from trader.marketdata.bars import timeframe_ms
 from trader.messages import Bar, Order
-from trader.strategies.base import Strategy, StrategyConfigError, StrategyContext
+from trader.strategies.base import Strategy, StrategyConfigError, StrategyContext, Warmup
 
 ZERO = Decimal(0)
 
@@ -71,8 +76,14 @@ class MaCross(Strategy):
         series.closes.append(bar.close)
         if len(series.closes) < self.slow:
             return
+        if self.ctx.warming_up:
+            self._learn_side(series)  # history primes the averages; only a live cross trades
+            return
         self._decide(series)
         self._reconcile(bar.symbol, series)
+
+    def warmup(self) -> Sequence[Warmup]:
+        return (Warmup(self.timeframe, self.slow),)
 
     def on_order(self, order: Order) -> None:
         series = self.series.get(order.symbol)
@@ -93,17 +104,20 @@ class MaCross(Strategy):
         }
 
     def _decide(self, series: _Series) -> None:
+        before = series.fast_above
+        fast_above = self._learn_side(series)
+        if fast_above is not None and before is not None and fast_above != before:
+            series.target = self.quantity if fast_above else (-self.quantity if self.allow_short else ZERO)
+            series.blocked = None
+
+    def _learn_side(self, series: _Series) -> bool | None:
+        """The averages of the closes and the side the fast one is on (kept when they touch)."""
         closes = list(series.closes)
         series.fast_ma = sum(closes[-self.fast :], ZERO) / self.fast
         series.slow_ma = sum(closes, ZERO) / self.slow
-        if series.fast_ma == series.slow_ma:
-            return  # touching is not crossing: the side stays what it was
-        fast_above = series.fast_ma > series.slow_ma
-        crossed = series.fast_above is not None and fast_above != series.fast_above
-        series.fast_above = fast_above
-        if crossed:
-            series.target = self.quantity if fast_above else (-self.quantity if self.allow_short else ZERO)
-            series.blocked = None
+        if series.fast_ma != series.slow_ma:  # touching is not crossing: the side stays what it was
+            series.fast_above = series.fast_ma > series.slow_ma
+        return series.fast_above
 
     def _reconcile(self, symbol: str, series: _Series) -> None:
         if series.target is None or series.blocked is not None or self.ctx.open_orders(symbol):

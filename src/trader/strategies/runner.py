@@ -3,12 +3,13 @@
 The runner routes each event to the strategy only when it concerns it (its symbols, its orders),
 updates the context first (so the strategy sees its position and orders already changed), keeps a
 failing callback from taking the service down, and hands back what the strategy asked for.
-Before ``start`` the events only rebuild the context: the strategy hears of nothing from the past.
+Before ``start`` the events only rebuild the context: the strategy hears of nothing from the past
+but the bars of its warm-up (``warm_up``), fed after ``start`` with nothing it asks for sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import structlog
 from trader.messages import Bar, ExecutionReport, MarketTick, Order
 from trader.strategies.base import Strategy
 from trader.strategies.context import Instruction, OrderContext
+from trader.strategies.warmup import warmup_subjects
 
 # A strategy that answers every halted (locally rejected) submit with another submit would loop:
 # its notices are delivered this many rounds per event, the rest dropped with a warning.
@@ -44,6 +46,10 @@ class StrategyRunner:
         self.started = False
         self.errors = 0
         self.events = 0
+        self.warmed_up = False
+        self.warmup_bars = 0
+        self.warmup_last: dict[str, int] = {}  # "<tf>.<SYMBOL>": start of the last warm-up bar
+        self.live_bars = 0
         self.log = structlog.get_logger("strategy").bind(strategy=self.name)
 
     def start(self) -> Actions:
@@ -56,6 +62,34 @@ class StrategyRunner:
         self.started = False
         return self._call(self.strategy.on_stop)
 
+    def warmup_wanted(self) -> dict[str, int]:
+        """Bars wanted per ``market.bar.<tf>.<SYMBOL>`` subject (``Strategy.warmup``, the configuration's
+        ``warmup_bars``); a strategy that fails to say runs without warm-up, which is logged."""
+        try:
+            return warmup_subjects(self.strategy.config, self.strategy.warmup())
+        except Exception:
+            self.errors += 1
+            self.log.exception("strategy.warmup_declaration_failed")
+            return {}
+
+    def warm_up(self, bars: Iterable[Bar]) -> Actions:
+        """History through ``on_bar``, once, after ``start``: the context drops (and counts) whatever
+        the strategy asks for meanwhile, so only errors come back."""
+        if not self.started or self.warmed_up:
+            return Actions()
+        actions = Actions()
+        self.ctx.set_warming_up(True)
+        try:
+            for bar in bars:
+                if bar.closed and bar.symbol in self.symbols:
+                    actions.error = self._call(self.strategy.on_bar, bar).error or actions.error
+                    self.warmup_bars += 1
+                    self.warmup_last[f"{bar.timeframe}.{bar.symbol}"] = bar.start
+        finally:
+            self.ctx.set_warming_up(False)
+        self.warmed_up = True
+        return actions
+
     def on_tick(self, tick: MarketTick) -> Actions:
         if not self.started or tick.symbol not in self.symbols:
             return Actions()
@@ -64,6 +98,7 @@ class StrategyRunner:
     def on_bar(self, bar: Bar) -> Actions:
         if not self.started or not bar.closed or bar.symbol not in self.symbols:
             return Actions()
+        self.live_bars += 1
         return self._call(self.strategy.on_bar, bar)
 
     def on_order(self, order: Order) -> Actions:
@@ -103,6 +138,13 @@ class StrategyRunner:
             "suppressed": ctx.suppressed,
             "events": self.events,
             "errors": self.errors,
+            "warmup": {
+                "done": self.warmed_up,
+                "bars": self.warmup_bars,
+                "orders_dropped": ctx.warmup_dropped,
+                "last_start": dict(self.warmup_last),
+            },
+            "live_bars": self.live_bars,
             "last_rejection": None
             if rejection is None
             else {"client_order_id": rejection.client_order_id, "reason": rejection.reason},
