@@ -105,7 +105,8 @@ class StrategyService(Service):
         self.kv = await state_bucket(rt.js)
         state, _ = await read_state(self.kv, unreadable=self._unreadable)
         self._set_trading(rt, state)
-        self.outbox = Outbox(rt.publish_reliably)
+        if not hasattr(self, "outbox"):  # one for the life of the service: a retried start keeps its queue
+            self.outbox = Outbox(rt.publish_reliably)
         self.orders = await self._replay(rt, "ORDERS", "order.>", LIVE_ORDERS, self._apply_orders)
         self.execs = await self._replay(rt, "EXEC", "exec.>", LIVE_EXECS, self._apply_execs)
         async with self._lock:
@@ -196,6 +197,7 @@ class StrategyService(Service):
         )
 
     async def _subscribe_market(self, rt: Runtime) -> None:
+        await self._unsubscribe_market()  # those of a start that failed after subscribing
         symbols = sorted(self.by_symbol)
         if not symbols:
             return
@@ -218,6 +220,11 @@ class StrategyService(Service):
             await follower.start()
             self._market.append(follower)
         rt.log.info("strategy.market_subscribed", symbols=symbols)
+
+    async def _unsubscribe_market(self) -> None:
+        for follower in self._market:
+            await follower.stop()
+        self._market.clear()
 
     # Warm-up: the history each strategy asked for, before live data -------------------------------
 
@@ -296,9 +303,7 @@ class StrategyService(Service):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self, rt: Runtime) -> None:
-        for follower in self._market:
-            await follower.stop()
-        self._market.clear()
+        await self._unsubscribe_market()
         async with self._lock:
             for runner in self.runners.values():
                 await self._emit(rt, runner, runner.stop())
