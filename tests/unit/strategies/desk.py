@@ -6,9 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 from itertools import count
 
+from tests.factories import flat_bar
 from trader.config import StrategyConfig
 from trader.messages import (
-    Bar,
     CancelRequest,
     ExecutionReport,
     MarketTick,
@@ -54,22 +54,7 @@ class Desk:
     def bar(
         self, start: int, close: str, symbol: str = "BTCUSDT", timeframe: str = "1m", closed: bool = True
     ) -> list[Instruction]:
-        price = D(close)
-        bar = Bar(
-            venue="test",
-            symbol=symbol,
-            timeframe=timeframe,
-            start=start,
-            open=price,
-            high=price,
-            low=price,
-            close=price,
-            volume=D(1),
-            vwap=price,
-            trades=1,
-            closed=closed,
-        )
-        return self.take(self.runner.on_bar(bar))
+        return self.take(self.runner.on_bar(flat_bar(start, close, symbol, timeframe, closed)))
 
     def tick(self, bid: str, ask: str, symbol: str = "BTCUSDT") -> list[Instruction]:
         tick = MarketTick(

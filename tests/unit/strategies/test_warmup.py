@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.factories import flat_bar
 from tests.unit.strategies.desk import Desk, submits
 from trader.messages import Bar
 from trader.strategies import Strategy, Warmup
@@ -41,22 +42,7 @@ class BadDeclaration(Strategy):
 SUBMIT_EVERY_BAR = f"{__name__}:SubmitEveryBar"
 
 
-def bar(start: int, close: str, symbol: str = "BTCUSDT", timeframe: str = "1m", closed: bool = True) -> Bar:
-    price = D(close)
-    return Bar(
-        venue="test",
-        symbol=symbol,
-        timeframe=timeframe,
-        start=start,
-        open=price,
-        high=price,
-        low=price,
-        close=price,
-        volume=D(1),
-        vwap=price,
-        trades=1,
-        closed=closed,
-    )
+bar = flat_bar
 
 
 def history(first: int, last: int) -> list[Bar]:
