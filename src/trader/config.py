@@ -198,6 +198,9 @@ class VenueConfig(BaseModel):
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each retry")
     timeout_ms: int = Field(default=10_000, gt=0, description="ccxt's timeout per request")
     rate_limit: bool = Field(default=True, description="ccxt's client-side rate limiter; off for a fake")
+    balance_tolerance: Decimal = Field(
+        default=Decimal("0.00000001"), ge=0, description="the largest balance difference not reported"
+    )
 
 
 class ExeqSettings(BaseModel):

@@ -241,6 +241,10 @@ class ExecutionReport(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
     # The venue order this is about: tells an algo's child orders apart (they share client_order_id).
     venue_client_id: str | None = None
+    # What a live venue charged, as it charged it (BTC on a Binance buy, BNB, ...), where ``fee`` is that
+    # in the quote currency (0 for an asset with no price here): balances reconcile with this.
+    commission: Decimal | None = None
+    commission_asset: str | None = None
 
 
 class Position(msgspec.Struct, kw_only=True, frozen=True):

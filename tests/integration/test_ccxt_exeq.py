@@ -4,6 +4,11 @@ A VenueOrder on ``exec.order.binance`` becomes an order at the (fake) venue and 
 ``exec.report.binance``. Then exeq stops; meanwhile the venue fills one order and ends another; exeq
 starts again and publishes what it missed exactly once (and nothing more on a further restart). One
 order's id is longer than Binance takes (36): it goes there mapped, and is found again after the restart.
+
+Balances: the fake moves them on fills as Binance does. The first start records a baseline; the restart
+finds the venue's balances moved exactly by the fills published since (those made while exeq was down
+included): no mismatch. A deposit made behind exeq's back before the last restart is a mismatch of that
+asset and amount, logged, counted and in /health.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal as D
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -115,6 +120,22 @@ class ExeqProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def events(self, name: str, since: int = 0) -> list[dict[str, Any]]:
+        """exeq's JSON log lines with event ``name``, from byte ``since`` of its log on."""
+        lines = self.log_path.read_bytes()[since:].decode(errors="replace").splitlines()
+        parsed = [json.loads(line) for line in lines if line.startswith("{")]
+        return [p for p in parsed if p.get("event") == name]
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as client:
+            body: dict[str, Any] = (
+                await client.get(f"http://127.0.0.1:{self.port}/health", timeout=5)
+            ).json()
+            return body
+
     async def start(self) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = await asyncio.create_subprocess_exec(
@@ -207,7 +228,10 @@ async def test_exeq_trades_through_ccxt_and_publishes_fills_made_while_it_was_do
     nc: NATS, fake: FakeBinanceRest, exeq: ExeqProcess
 ) -> None:
     js = nc.jetstream()
+    start = exeq.log_size()
     await exeq.start()
+    (first,) = exeq.events("exeq.balances_first_baseline", since=start)
+    assert first["venue"] == "binance"
     await send(js, "live1", "0.5", "59000.50")
     await send(js, LIVE2, "0.2", "58000")
 
@@ -233,6 +257,7 @@ async def test_exeq_trades_through_ccxt_and_publishes_fills_made_while_it_was_do
     fake.fill(LIVE2_AT_VENUE, "0.05", "58000", "0.0029")
     fake.venue_cancel(LIVE2_AT_VENUE, "EXPIRED")
 
+    restart = exeq.log_size()
     await exeq.start()
     got = await eventually(lambda: count(6), "the fills made while exeq was down", log=exeq.log)
     await asyncio.sleep(1.5)  # several polls: anything published twice would be there now
@@ -256,19 +281,41 @@ async def test_exeq_trades_through_ccxt_and_publishes_fills_made_while_it_was_do
         str(fake.order_by_client_id("live1").order_id),
     )
     assert "exeq.reconcile_mismatch" not in exeq.log()
+    # The venue's balances moved by exactly the three fills since the first start (two made while down).
+    assert exeq.events("exeq.balance_mismatch") == [], exeq.log()
+    (checked,) = exeq.events("exeq.balances_reconciled", since=restart)
+    assert (checked["venue"], checked["fills"], checked["since_seq"]) == ("binance", 3, first["seq"])
+    spent = D("0.2") * D("59000.50") + D("0.1") * D("59000.40") + D("0.05") * D("58000")
+    usdt = D(100000) - spent - D("0.0118001") - D("0.0059004") - D("0.0029")
+    assert fake.balances == {"BTC": D("1.35"), "USDT": usdt}
+    assert (await exeq.health())["balance_mismatches"] == []
     # live1 was adopted, not sent again; its next fill is published once.
     assert len(fake.new_orders()) == 2
     fake.fill("live1", "0.1", "59000.50", "0")
     await eventually(lambda: count(7), "the fill after the restart", log=exeq.log)
-    assert (
-        'trader_venue_balance{asset="USDT",service="exeq",venue="binance"} 100000.0' in await exeq.metrics()
-    )
+    gauge = 'trader_venue_balance{asset="USDT",service="exeq",venue="binance"} '
+    assert f"{gauge}{float(usdt)!r}" in await exeq.metrics()  # as fetched at the restart
 
     # One more restart, live1 still open (0.4 of 0.5 filled): nothing to catch up, nothing published again.
+    # Meanwhile 0.25 BTC arrives that no order explains: a mismatch of BTC (USDT moved by the last fill only).
     assert await exeq.stop() == 0
+    fake.deposit("BTC", "0.25")
+    last = exeq.log_size()
     await exeq.start()
     await asyncio.sleep(1.0)
     again = await reports(js)
     assert len(again) == 7
     assert ("binance:live1:3", "fill", D("0.1")) in summary(again)
     assert [r.exec_id for _, r in again][-1] == "binance:live1:4"
+    (mismatch,) = exeq.events("exeq.balance_mismatch", since=last)
+    assert mismatch["level"] == "warning"
+    venue_btc = D("1.35") + D("0.1") + D("0.25")
+    assert (mismatch["venue"], mismatch["asset"], mismatch["fills"]) == ("binance", "BTC", 1)
+    figures = [D(mismatch[k]) for k in ("expected", "venue_balance", "difference")]
+    assert figures == [venue_btc - D("0.25"), venue_btc, D("0.25")]  # exact, as Decimal strings
+    assert [(m["asset"], m["difference"]) for m in (await exeq.health())["balance_mismatches"]] == [
+        ("BTC", "0.25")
+    ]
+    errors = 'trader_errors_total{kind="reconcile.mismatch",service="exeq"} 1.0'
+    assert errors in await exeq.metrics()
+    assert fake.balances["BTC"] == venue_btc  # reported, not corrected

@@ -9,6 +9,11 @@ As Binance does: a ``newClientOrderId`` / ``origClientOrderId`` outside ``^[\.A-
 refused (-1100, "Illegal characters found in parameter ..."); ``myTrades`` returns at most ``limit``
 trades (default 500, at most 1000), ascending by id: from ``fromId`` when given, else the most recent.
 
+Balances move as Binance moves them: a fill adds the bought asset and takes the paid one (BUY: +qty BTC,
+-qty*price USDT; SELL the reverse), and its commission is taken from the commission asset; an open order
+locks what it may spend (``locked`` in /api/v3/account, ``free`` the rest; the total is unchanged) and a
+new order beyond what is free is refused. ``deposit`` changes a balance behind everyone's back.
+
 The test drives the book: a limit order rests until ``fill`` trades (part of) it; a market order fills at
 once at ``last_price``; ``fail_next`` answers the next requests with a 5xx (or ``DROP``s them);
 ``venue_cancel`` ends an order at the venue (``EXPIRED`` or ``CANCELED``); ``add_open_order`` places an
@@ -261,6 +266,10 @@ class FakeBinanceRest:
         order = self.order_by_client_id(client_id)
         return self._trade(order, Decimal(qty), Decimal(price), Decimal(commission), asset, maker)
 
+    def deposit(self, asset: str, amount: str) -> None:
+        """A deposit (a withdrawal when negative): nothing any order did."""
+        self._move(asset, Decimal(amount))
+
     def venue_cancel(self, client_id: str, status: str = "EXPIRED") -> None:
         self.order_by_client_id(client_id).status = status
 
@@ -272,15 +281,42 @@ class FakeBinanceRest:
         return order
 
     def _trade(
-        self, order: FakeOrder, qty: Decimal, price: Decimal, commission: Decimal, asset: str, maker: bool
+        self,
+        order: FakeOrder,
+        qty: Decimal,
+        price: Decimal,
+        commission: Decimal,
+        commission_asset: str,
+        maker: bool,
     ) -> FakeTrade:
         self.clock += 1
-        trade = FakeTrade(next(self._trade_ids), order, qty, price, commission, asset, maker, self.clock)
+        trade = FakeTrade(
+            next(self._trade_ids), order, qty, price, commission, commission_asset, maker, self.clock
+        )
         self.trades.append(trade)
         order.executed += qty
         order.quote += qty * price
         order.status = "FILLED" if order.executed >= order.quantity else "PARTIALLY_FILLED"
+        sign = 1 if order.side == "BUY" else -1
+        self._move("BTC", sign * qty)
+        self._move("USDT", -sign * qty * price)
+        self._move(commission_asset, -commission)
         return trade
+
+    def _move(self, asset: str, amount: Decimal) -> None:
+        self.balances[asset] = self.balances.get(asset, Decimal(0)) + amount
+
+    def _locked(self) -> dict[str, Decimal]:
+        """What the open orders may spend: a BUY its rest at its price in USDT, a SELL its rest in BTC."""
+        locked = {"BTC": Decimal(0), "USDT": Decimal(0)}
+        for o in self.orders.values():
+            if o.status in ("NEW", "PARTIALLY_FILLED"):
+                rest = o.quantity - o.executed
+                if o.side == "BUY":
+                    locked["USDT"] += rest * o.price
+                else:
+                    locked["BTC"] += rest
+        return locked
 
     # Endpoints ---------------------------------------------------------------------------------
 
@@ -310,7 +346,7 @@ class FakeBinanceRest:
         kind = p["type"]
         price = Decimal(p["price"]) if "price" in p else self.last_price
         needed, asset = (qty * price, "USDT") if p["side"] == "BUY" else (qty, "BTC")
-        if needed > self.balances.get(asset, Decimal(0)):
+        if needed > self.balances.get(asset, Decimal(0)) - self._locked().get(asset, Decimal(0)):
             return _error(-2010, "Account has insufficient balance for requested action.")
         if kind == "LIMIT_MAKER" and (
             (p["side"] == "BUY" and price >= self.last_price)
@@ -366,13 +402,22 @@ class FakeBinanceRest:
                 "preventSor": False,
                 "updateTime": self.clock,
                 "accountType": "SPOT",
-                "balances": [
-                    {"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"} for a, v in self.balances.items()
-                ],
+                "balances": self._balances_json(),
                 "permissions": ["SPOT"],
                 "uid": 354937868,
             }
         )
+
+    def _balances_json(self) -> list[dict[str, str]]:
+        locked = self._locked()
+        return [
+            {
+                "asset": a,
+                "free": f"{v - locked.get(a, Decimal(0)):.8f}",
+                "locked": f"{locked.get(a, Decimal(0)):.8f}",
+            }
+            for a, v in self.balances.items()
+        ]
 
     async def _my_trades(self, request: web.Request) -> web.Response:
         p = request[PARAMS]

@@ -13,8 +13,12 @@ As OKX does: a ``clOrdId`` that is not 1 to 32 alphanumerics is refused (sCode 5
 error"); the fills endpoints return at most ``limit`` fills (default and most 100), newest first,
 ``after`` / ``before`` a ``billId`` for older / newer ones.
 
+Balances move as on Binance (``fake_binance_rest``): a fill moves BTC and USDT and its fee leaves the fee
+currency; open orders freeze what they may spend (``frozenBal``/``ordFrozen``, ``availBal`` the rest; ``eq``
+and ``cashBal`` the total).
+
 The test controls are those of ``fake_binance_rest.FakeBinanceRest``: ``fill``, ``venue_cancel`` (state
-``canceled``: OKX has no expired), ``add_open_order``, ``fail_next`` (5xx or ``DROP``).
+``canceled``: OKX has no expired), ``add_open_order``, ``deposit``, ``fail_next`` (5xx or ``DROP``).
 """
 
 from __future__ import annotations
@@ -326,6 +330,10 @@ class FakeOkxRest:
         order = self.order_by_client_id(client_id)
         return self._trade(order, Decimal(qty), Decimal(price), Decimal(commission), asset, maker)
 
+    def deposit(self, asset: str, amount: str) -> None:
+        """A deposit (a withdrawal when negative): nothing any order did."""
+        self._move(asset, Decimal(amount))
+
     def venue_cancel(self, client_id: str, status: str = "canceled") -> None:
         order = self.order_by_client_id(client_id)
         order.status, order.updated = status, self.clock
@@ -348,7 +356,26 @@ class FakeOkxRest:
         order.fee -= fee if ccy == "USDT" else Decimal(0)
         order.status = "filled" if order.executed >= order.quantity else "partially_filled"
         order.updated = self.clock
+        sign = 1 if order.side == "buy" else -1
+        self._move("BTC", sign * qty)
+        self._move("USDT", -sign * qty * price)
+        self._move(ccy, -fee)
         return trade
+
+    def _move(self, ccy: str, amount: Decimal) -> None:
+        self.balances[ccy] = self.balances.get(ccy, Decimal(0)) + amount
+
+    def _frozen(self) -> dict[str, Decimal]:
+        """What the live orders may spend: a buy its rest at its price in USDT, a sell its rest in BTC."""
+        frozen = {"BTC": Decimal(0), "USDT": Decimal(0)}
+        for o in self.orders.values():
+            if o.status in LIVE_STATES:
+                rest = o.quantity - o.executed
+                if o.side == "buy":
+                    frozen["USDT"] += rest * (o.price if o.price is not None else self.last_price)
+                else:
+                    frozen["BTC"] += rest
+        return frozen
 
     # Endpoints ---------------------------------------------------------------------------------
 
@@ -387,7 +414,7 @@ class FakeOkxRest:
         price = Decimal(p["px"]) if p.get("px") else None
         at = price if price is not None else self.last_price
         needed, ccy = (qty * at, "USDT") if side == "buy" else (qty, "BTC")
-        if needed > self.balances.get(ccy, Decimal(0)):
+        if needed > self.balances.get(ccy, Decimal(0)) - self._frozen().get(ccy, Decimal(0)):
             return _refused("51008", f"Order failed. Insufficient {ccy} balance in account.", **ids)
         order = FakeOkxOrder(next(self._ids), client_id, side, kind, qty, price, self.clock)
         takes = price is not None and (
@@ -439,9 +466,10 @@ class FakeOkxRest:
         return _ok([t.json() for t in reversed(trades)][:limit])  # newest first, as OKX sends them
 
     async def _balance(self, request: web.Request) -> web.Response:
+        frozen = self._frozen()
         details = [
             {
-                "availBal": _s(v),
+                "availBal": _s(v - frozen.get(ccy, Decimal(0))),
                 "availEq": "",
                 "cashBal": _s(v),
                 "ccy": ccy,
@@ -450,10 +478,10 @@ class FakeOkxRest:
                 "eq": _s(v),
                 "eqUsd": "",
                 "fixedBal": "0",
-                "frozenBal": "0",
+                "frozenBal": _s(frozen.get(ccy, Decimal(0))),
                 "imr": "",
                 "isoEq": "",
-                "ordFrozen": "0",
+                "ordFrozen": _s(frozen.get(ccy, Decimal(0))),
                 "uTime": str(self.clock),
             }
             for ccy, v in self.balances.items()

@@ -8,7 +8,9 @@ resting orders fill as the market moves. Runs one ``VenueAdapter`` per ``setting
 ``reconcile`` compares the venue with the orders exeq believes open there: the reports of what the venue
 did meanwhile (fills, an order's end) are published as any report (numbered on from the replay, so once);
 every mismatch left is logged at warning and counted (``reconcile.mismatch``), and changes nothing. Each
-venue's balances are then logged and set on the ``trader_venue_balance`` gauge.
+venue's balances are then logged, set on the ``trader_venue_balance`` gauge and, for a live venue,
+reconciled with the baseline recorded at the previous start plus the fills published since
+(``trader.execution.balances``): a difference is a mismatch too, and the balances the new baseline.
 Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; undecodable
 orders and ticks on the dead letters.
 
@@ -76,13 +78,16 @@ from trader.bus.read import (
     work_through,
 )
 from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject, exec_report_subject
+from trader.config import Settings
 from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
+from trader.execution.balances import BalanceBaseline, BalanceBook, JetStreamBalanceBook, check_balances
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
 from trader.execution.venues.base import report_about
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
 from trader.runtime.consumer import Delivery, now_ms
 from trader.runtime.service import Refused, Runtime, Service
+from trader.trading.state import state_bucket
 
 REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
 
@@ -549,6 +554,12 @@ def _report_for(order: VenueOrder, kind: ReportKind, now: int, reason: str | Non
 
 class Exeq(Service):
     name = "exeq"
+    balance_book: BalanceBook | None = None  # JetStream's, made at the first reconcile; tests set one
+    balance_mismatches: list[dict[str, str]]  # found at this start: in /health until the next
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.balance_mismatches = []
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
@@ -586,7 +597,9 @@ class Exeq(Service):
     async def _reconcile(self, rt: Runtime) -> None:
         """Before the restore: each venue against the orders exeq believes open there. What the venue did
         meanwhile is published; every mismatch left is logged and counted, and changes nothing that exeq
-        believes (an operator decides). Then the venue's balances are logged and set as gauges."""
+        believes (an operator decides). Then the venue's balances are logged, set as gauges and
+        reconciled (``_reconcile_balances``)."""
+        self.balance_mismatches.clear()  # this start's findings only
         if not hasattr(self, "_balance_gauge"):  # once: a start retried after a failure reuses it
             labels = ["service", "venue", "asset"]
             self._balance_gauge = Gauge(
@@ -604,6 +617,58 @@ class Exeq(Service):
             rt.log.info("exeq.venue_balances", venue=venue, balances={a: str(v) for a, v in balances.items()})
             for asset, amount in balances.items():  # a gauge is a float: the log has the exact amounts
                 self._balance_gauge.labels(rt.name, venue, asset).set(float(amount))
+            await self._reconcile_balances(rt, venue, adapter, balances)
+
+    async def _reconcile_balances(
+        self, rt: Runtime, venue: str, adapter: VenueAdapter, balances: dict[str, Decimal]
+    ) -> None:
+        """``balances`` (just fetched, after the catch-up) against the previous baseline moved by the fills
+        published since; then they are the new baseline. A failure here is logged and counted and does not
+        stop exeq: the old baseline stays, and the next start checks the longer span."""
+        if not adapter.reconciles_balances:  # paper: balances in memory, starting over at every start
+            rt.log.info("exeq.balances_not_reconciled", venue=venue, kind=adapter.kind)
+            return
+        try:
+            book = await self._balance_book(rt)
+            upto = await book.last_seq()  # nothing else publishes this venue's reports during the start
+            baseline = await book.baseline(venue)
+            if baseline is not None and baseline.seq > upto:  # EXEC was recreated: its seqs mean nothing
+                rt.log.warning("exeq.balance_baseline_ahead", venue=venue, seq=baseline.seq, last_seq=upto)
+                baseline = None
+            if baseline is None:
+                rt.log.info("exeq.balances_first_baseline", venue=venue, seq=upto, compared=False)
+            else:
+                fills = await book.fills_after(venue, baseline.seq, upto)
+                self._report_balances(rt, baseline, fills, balances, adapter)
+            await book.record(BalanceBaseline(venue=venue, balances=balances, seq=upto, timestamp=now_ms()))
+        except Exception as exc:
+            rt.metrics.count_error("reconcile.balances_failed")
+            rt.log.exception("exeq.balance_reconcile_failed", venue=venue, error=repr(exc))
+
+    def _report_balances(
+        self,
+        rt: Runtime,
+        baseline: BalanceBaseline,
+        fills: list[ExecutionReport],
+        balances: dict[str, Decimal],
+        adapter: VenueAdapter,
+    ) -> None:
+        """Log and count each mismatch (exact figures) and keep it for /health; change nothing."""
+        found = check_balances(baseline, fills, balances, adapter.assets, adapter.balance_tolerance)
+        since = {"since_seq": baseline.seq, "fills": len(fills)}
+        if found.uncounted:
+            rt.log.warning("exeq.balance_fills_uncounted", venue=baseline.venue, exec_ids=found.uncounted)
+        for mismatch in found.mismatches:
+            rt.metrics.count_error("reconcile.mismatch")
+            rt.log.warning("exeq.balance_mismatch", **mismatch.as_strings(), **since)
+            self.balance_mismatches.append(mismatch.as_strings())
+        if not found.mismatches:
+            rt.log.info("exeq.balances_reconciled", venue=baseline.venue, assets=len(balances), **since)
+
+    async def _balance_book(self, rt: Runtime) -> BalanceBook:
+        if self.balance_book is None:
+            self.balance_book = JetStreamBalanceBook(rt.js, await state_bucket(rt.js))
+        return self.balance_book
 
     async def _rebuild(self, rt: Runtime) -> int:
         last_seq = 0
@@ -681,7 +746,11 @@ class Exeq(Service):
     def health_details(self) -> dict[str, object]:
         if not hasattr(self, "desk"):
             return {}
-        return {"open_orders": self.desk.open_orders(), "algos": len(self.desk.algos)}
+        return {
+            "open_orders": self.desk.open_orders(),
+            "algos": len(self.desk.algos),
+            "balance_mismatches": list(self.balance_mismatches),
+        }
 
 
 SERVICE = Exeq

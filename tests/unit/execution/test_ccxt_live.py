@@ -24,7 +24,8 @@ from tests.venues.fake_binance_rest import DROP, FakeBinanceRest
 from tests.venues.fake_okx_rest import FakeOkxRest
 from trader.bus.publish import Outgoing
 from trader.config import ExeqSettings, Settings, VenueConfig
-from trader.execution.venues import venue_class
+from trader.execution.balances import BalanceBaseline
+from trader.execution.venues import PaperVenue, PaperVenueSettings, venue_class
 from trader.execution.venues.ccxt_live import (
     CLIENT_ID_RULES,
     CcxtVenue,
@@ -719,17 +720,54 @@ class _Recorder:
     def info(self, event: str, **fields: Any) -> None:
         self.infos.append((event, fields))
 
+    def exception(self, event: str, **fields: Any) -> None:
+        raise AssertionError(f"{event}: {fields}")
+
 
 def runtime(recorder: _Recorder) -> Any:
     return SimpleNamespace(metrics=recorder, log=recorder, name=recorder.name)
+
+
+class MemoryBook:
+    """The EXEC stream and the baselines, in memory: what exeq publishes is numbered as the stream would."""
+
+    def __init__(self) -> None:
+        self.published: list[ExecutionReport] = []  # seq = index + 1
+        self.baselines: dict[str, BalanceBaseline] = {}
+
+    async def publish(self, items: list[Outgoing]) -> None:
+        self.published += [msgspec.json.decode(o.payload, type=ExecutionReport) for o in items]
+
+    async def last_seq(self) -> int:
+        return len(self.published)
+
+    async def baseline(self, venue: str) -> BalanceBaseline | None:
+        return self.baselines.get(venue)
+
+    async def fills_after(self, venue: str, seq: int, upto: int) -> list[ExecutionReport]:
+        return [r for r in self.published[seq:upto] if r.venue == venue and r.kind == "fill"]
+
+    async def record(self, baseline: BalanceBaseline) -> None:
+        self.baselines[baseline.venue] = baseline
+
+
+def fields_of(logged: dict[str, Any]) -> dict[str, str]:
+    """A logged balance mismatch as /health shows it."""
+    return {k: logged[k] for k in ("venue", "asset", "expected", "venue_balance", "difference")}
+
+
+def exeq_on(adapters: dict[str, Any], book: MemoryBook) -> Exeq:
+    exeq = Exeq(Settings())
+    exeq.desk = ExecutionDesk(adapters, publish=book.publish, clock=lambda: 0)
+    exeq.balance_book = book
+    return exeq
 
 
 async def test_exeq_logs_and_counts_every_mismatch_and_changes_nothing(case: Case, fake: Fake) -> None:
     fake.add_open_order("stranger", "SELL", "0.1", "61000")
     v = await started(case, fake)
     try:
-        exeq = Exeq(Settings())
-        exeq.desk = ExecutionDesk({case.exchange: v.adapter}, publish=_no_publish, clock=lambda: 0)
+        exeq = exeq_on({case.exchange: v.adapter}, MemoryBook())
         exeq.desk._track(order("gone", venue=case.exchange))
         exeq.desk._track(order("parent", venue=case.exchange, algo="twap"))  # never reaches the venue
         recorder = _Recorder()
@@ -753,11 +791,13 @@ async def test_exeq_publishes_what_the_venue_did_while_it_was_down_once(case: Ca
     try:
         exeq = Exeq(Settings())
         exeq.desk = ExecutionDesk({case.exchange: v.adapter}, publish=publish, clock=lambda: 0)
+        exeq.balance_book = MemoryBook()
         stream = _stream_of_the_first_run(case.exchange)
         for subject, message in stream:
             exeq.desk.replay(subject, encode(message))
         recorder = _Recorder()
         await exeq._reconcile(runtime(recorder))
+        at_start = dict(fake.balances)
         reports = [msgspec.json.decode(o.payload, type=ExecutionReport) for o in published]
         # Numbered on from the replay, the repeated "accepted" of a dropped; published as any report.
         assert [(r.exec_id, r.kind, r.last_quantity) for r in reports] == [
@@ -787,11 +827,13 @@ async def test_exeq_publishes_what_the_venue_did_while_it_was_down_once(case: Ca
         after = [msgspec.json.decode(o.payload, type=ExecutionReport) for o in published]
         assert [(r.exec_id, r.last_quantity) for r in after] == [(f"{case.exchange}:a:4", D("0.25"))]
         assert v.reports[0].exec_id == f"{case.exchange}:{last.trade_id}"
-        # Balances: logged exactly, and on the gauge.
+        # Balances (moved by the fills): logged exactly, and on the gauge.
         (balances,) = [f["balances"] for e, f in recorder.infos if e == "exeq.venue_balances"]
-        assert {asset: D(amount) for asset, amount in balances.items()} == {"BTC": 1, "USDT": 100000}
+        assert {asset: D(amount) for asset, amount in balances.items()} == at_start
+        assert at_start != {"BTC": 1, "USDT": 100000}
         labels = {"service": "exeq", "venue": case.exchange, "asset": "USDT"}
-        assert recorder.registry.get_sample_value("trader_venue_balance", labels) == 100000.0
+        usdt = recorder.registry.get_sample_value("trader_venue_balance", labels)
+        assert usdt == float(at_start["USDT"])
     finally:
         await v.adapter.close()
 
@@ -827,5 +869,71 @@ def _stream_of_the_first_run(venue: str) -> list[tuple[str, VenueOrder | Executi
     return stream
 
 
-async def _no_publish(items: list[Any]) -> None:
-    raise AssertionError("reconcile publishes nothing")
+async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case: Case, fake: Fake) -> None:
+    book = MemoryBook()
+    v = await started(case, fake)
+    try:
+        exeq = exeq_on({case.exchange: v.adapter}, book)
+        first = _Recorder()
+        await exeq._reconcile(runtime(first))
+        assert [e for e, _ in first.infos if e.startswith("exeq.balances")] == [
+            "exeq.balances_first_baseline"
+        ]
+        assert book.baselines[case.exchange].balances == {"BTC": D(1), "USDT": D(100000)}
+        assert (first.errors, book.baselines[case.exchange].seq) == ([], 0)
+
+        # A run: a buy filled in two (the first one's fee in BTC, as Binance charges a buy, the second's
+        # in USDT) and a sell, published as exeq publishes them.
+        await exeq.desk.on_order(order("a", venue=case.exchange))
+        await exeq.desk.on_order(
+            order("s", venue=case.exchange, side="sell", quantity=D("0.1"), price=D("61000"))
+        )
+        fake.fill("a", "0.2", "59000.50", "0.0002", asset="BTC")
+        fake.fill("a", "0.3", "59000.40", "0.0177001")
+        fake.fill("s", "0.1", "61000", "0.0061")
+        await v.adapter.poll()
+        for report in v.reports:
+            await exeq.desk.on_venue_report(case.exchange, report)
+        fills = [r for r in book.published if r.kind == "fill"]
+        assert len(fills) == 3
+        # The venue's own charge rides along; the fee stays in the quote currency, for PnL.
+        assert (fills[0].commission, fills[0].commission_asset) == (D("0.0002"), "BTC")
+        assert fills[0].fee == D("0.0002") * D("59000.50")
+
+        second = _Recorder()
+        await exeq._reconcile(runtime(second))
+        assert (second.errors, second.warnings) == ([], [])
+        (done,) = [f for e, f in second.infos if e == "exeq.balances_reconciled"]
+        assert (done["since_seq"], done["fills"]) == (0, 3)
+        assert exeq.health_details()["balance_mismatches"] == []
+        assert book.baselines[case.exchange].seq == len(book.published)
+
+        # Behind exeq's back: a deposit. Reported with its exact figures, and not corrected.
+        fake.deposit("BTC", "0.5")
+        third = _Recorder()
+        await exeq._reconcile(runtime(third))
+        assert third.errors == ["reconcile.mismatch"]
+        ((event, fields),) = third.warnings
+        venue_btc = fake.balances["BTC"]
+        assert event == "exeq.balance_mismatch"
+        assert (fields["venue"], fields["asset"]) == (case.exchange, "BTC")
+        figures = {k: D(fields[k]) for k in ("expected", "venue_balance", "difference")}
+        expected = venue_btc - D("0.5")
+        assert figures == {"expected": expected, "venue_balance": venue_btc, "difference": D("0.5")}
+        assert exeq.health_details()["balance_mismatches"] == [fields_of(fields)]
+
+        # The venue's balances are the new baseline: the next start finds nothing more.
+        fourth = _Recorder()
+        await exeq._reconcile(runtime(fourth))
+        assert (fourth.errors, exeq.health_details()["balance_mismatches"]) == ([], [])
+    finally:
+        await v.adapter.close()
+
+
+async def test_exeq_does_not_reconcile_a_paper_venues_balances() -> None:
+    book = MemoryBook()
+    exeq = exeq_on({"paper": PaperVenue(PaperVenueSettings(), name="paper")}, book)
+    recorder = _Recorder()
+    await exeq._reconcile(runtime(recorder))
+    assert ("exeq.balances_not_reconciled", {"venue": "paper", "kind": "paper"}) in recorder.infos
+    assert (book.baselines, recorder.errors) == ({}, [])

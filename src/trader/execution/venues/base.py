@@ -68,6 +68,11 @@ class VenueAdapter(ABC):
     venue name on the bus (two instances of one kind may run side by side)."""
 
     kind: ClassVar[str]
+    # Whether exeq reconciles this venue's balances at each start (trader.execution.balances): only for
+    # an account that outlives exeq. A paper venue's balances live in memory and start over.
+    reconciles_balances: ClassVar[bool] = False
+    # The largest difference per asset that is not a balance mismatch.
+    balance_tolerance: Decimal = Decimal(0)
 
     def __init__(self, name: str | None = None, *, report_listener: ReportListener | None = None) -> None:
         self.name = name or self.kind
@@ -129,6 +134,10 @@ class VenueAdapter(ABC):
     @abstractmethod
     async def balances(self) -> dict[str, Decimal]:
         """The balance per asset."""
+
+    def assets(self, symbol: str) -> tuple[str, str] | None:
+        """The (base, quote) assets of ``symbol`` as ``balances`` names them; None when unknown."""
+        return None
 
     def emit(self, report: ExecutionReport) -> None:
         """Hand over a report the venue sent on its own."""

@@ -26,6 +26,9 @@
   ended short. What it cannot explain is a mismatch (logged at warning), and nothing is changed or
   invented because of one. An order open at the venue that exeq restores is adopted, not sent again;
   one exeq believes open that the venue does not have open is not sent again either.
+- Balances: ``balances()`` is ccxt's ``total`` per asset; ``assets(symbol)`` gives the base and quote codes
+  they use, so exeq can reconcile them with the fills (``trader.execution.balances``; the adapter's
+  ``balance_tolerance``, default ``DEFAULT_BALANCE_TOLERANCE``, is the largest difference not reported).
 
 Credentials come from the environment (``TRADER_<NAME>_API_KEY`` / ``_API_SECRET`` / ``_API_PASSPHRASE``
 (OKX's), NAME the venue name upper-cased, or the variables the settings name) or from a JSON secret file
@@ -72,6 +75,9 @@ _DUPLICATE = ("Duplicate order", "Duplicated client order ID")
 # Binance's myTrades at most 1000.
 _OKX_PAGE, _BINANCE_PAGE = 100, 1000
 _ID_HASH_LEN = 16  # hex digits of sha256 (64 bits) in a mapped client id: no two of ours map to one
+# Largest difference per asset, venue balance against what the fills explain, not reported: one unit of
+# the 8th decimal, where spot venues count; finer than any fee, so a missed fee still shows.
+DEFAULT_BALANCE_TOLERANCE = Decimal("0.00000001")
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,9 @@ class CcxtVenueSettings(BaseModel):
     rate_limit: bool = Field(
         default=True, description="ccxt's client-side rate limiter; off for a local fake"
     )
+    balance_tolerance: Decimal = Field(
+        default=DEFAULT_BALANCE_TOLERANCE, ge=0, description="the largest balance difference not reported"
+    )
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,7 @@ def _with_base_url(urls: Any, base: str) -> Any:
 
 class CcxtVenue(VenueAdapter):
     kind = "ccxt"
+    reconciles_balances = True
 
     def __init__(
         self,
@@ -199,10 +209,14 @@ class CcxtVenue(VenueAdapter):
         *,
         report_listener: ReportListener | None = None,
         credentials: Credentials | None = None,
+        balance_tolerance: Decimal | None = None,
     ) -> None:
         super().__init__(name, report_listener=report_listener)
         self.settings = settings or CcxtVenueSettings()
         self.exchange_id = self.settings.exchange or self.name
+        self.balance_tolerance = (
+            self.settings.balance_tolerance if balance_tolerance is None else balance_tolerance
+        )
         self._credentials = credentials or load_credentials(self.name, self.settings)
         self.exchange: ccxt.Exchange = self._make_exchange()
         self._family = _family(self.exchange)
@@ -419,6 +433,14 @@ class CcxtVenue(VenueAdapter):
         raw = await self._call(self.exchange.fetch_balance)
         return {asset: D(amount) for asset, amount in (raw.get("total") or {}).items() if amount is not None}
 
+    def assets(self, symbol: str) -> tuple[str, str] | None:
+        """ccxt's unified base and quote codes: those ``balances`` uses."""
+        try:
+            market = self.exchange.market(self._market_symbol(symbol))
+        except ccxt.BaseError:  # not a market of this venue (or markets not loaded)
+            return None
+        return str(market["base"]), str(market["quote"])
+
     # Orders ------------------------------------------------------------------------------------
 
     async def _create(
@@ -564,6 +586,7 @@ class CcxtVenue(VenueAdapter):
                     last_quantity=qty,
                     last_price=price,
                     fee=self._fee_in_quote(trade, qty, price),
+                    **_commission(trade),
                     liquidity=("maker" if trade.get("takerOrMaker") == "maker" else "taker"),
                     timestamp=int(trade.get("timestamp") or when or live.order.timestamp),
                 )
@@ -751,3 +774,11 @@ def _by_client_id(orders: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _unknown_detail(order: dict[str, Any]) -> str:
     return f"open at the venue, unknown to us: {order['side']} {order['amount']} @ {order.get('price')}"
+
+
+def _commission(trade: dict[str, Any]) -> dict[str, Any]:
+    """The venue's charge for a trade as it made it (asset and amount), for the balance reconciliation."""
+    fee = trade.get("fee") or {}
+    if fee.get("cost") is None or not fee.get("currency"):
+        return {}
+    return {"commission": D(fee["cost"]), "commission_asset": str(fee["currency"])}
