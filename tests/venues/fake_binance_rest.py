@@ -30,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.venues.fake_controls import FakeVenueControls
+
 START_MS = 1_764_000_000_000
 SYMBOL = "BTCUSDT"
 PARAMS = web.RequestKey("params", dict)  # the query and form parameters of a request
@@ -178,7 +180,7 @@ def _error(code: int, msg: str, status: int = 400) -> web.Response:
 
 
 @dataclass
-class FakeBinanceRest:
+class FakeBinanceRest(FakeVenueControls[FakeOrder, FakeTrade]):
     balances: dict[str, Decimal] = field(
         default_factory=lambda: {"BTC": Decimal("1"), "USDT": Decimal("100000")}
     )
@@ -244,31 +246,9 @@ class FakeBinanceRest:
 
     # Test controls ---------------------------------------------------------------------------------
 
-    def fail_next(self, *statuses: int) -> None:
-        self.failures.extend(statuses)
-
     def new_orders(self) -> list[dict[str, str]]:
         """Every order placement as sent."""
         return [p for method, path, p in self.requests if method == "POST" and path == "/api/v3/order"]
-
-    def order_by_client_id(self, client_id: str) -> FakeOrder:
-        return next(o for o in reversed(self.orders.values()) if o.client_id == client_id)
-
-    def fill(
-        self,
-        client_id: str,
-        qty: str,
-        price: str,
-        commission: str,
-        asset: str = "USDT",
-        maker: bool = True,
-    ) -> FakeTrade:
-        order = self.order_by_client_id(client_id)
-        return self._trade(order, Decimal(qty), Decimal(price), Decimal(commission), asset, maker)
-
-    def deposit(self, asset: str, amount: str) -> None:
-        """A deposit (a withdrawal when negative): nothing any order did."""
-        self._move(asset, Decimal(amount))
 
     def venue_cancel(self, client_id: str, status: str = "EXPIRED") -> None:
         self.order_by_client_id(client_id).status = status

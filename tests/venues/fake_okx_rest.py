@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.venues.fake_binance_rest import DROP, START_MS
+from tests.venues.fake_controls import FakeVenueControls
 
 __all__ = ["DROP", "FakeOkxRest"]
 
@@ -217,7 +218,7 @@ class FakeOkxTrade:
 
 
 @dataclass
-class FakeOkxRest:
+class FakeOkxRest(FakeVenueControls[FakeOkxOrder, FakeOkxTrade]):
     api_key: str | None = None  # when set with secret and passphrase, requests must match them
     secret: str | None = None
     passphrase: str | None = None
@@ -306,33 +307,11 @@ class FakeOkxRest:
 
     # Test controls ---------------------------------------------------------------------------------
 
-    def fail_next(self, *statuses: int) -> None:
-        self.failures.extend(statuses)
-
     def new_orders(self) -> list[dict[str, Any]]:
         """Every order placement as sent."""
         return [
             p for m, path, p in self.requests if m == "POST" and path.endswith(("/order", "/batch-orders"))
         ]
-
-    def order_by_client_id(self, client_id: str) -> FakeOkxOrder:
-        return next(o for o in reversed(self.orders.values()) if o.client_id == client_id)
-
-    def fill(
-        self,
-        client_id: str,
-        qty: str,
-        price: str,
-        commission: str,
-        asset: str = "USDT",
-        maker: bool = True,
-    ) -> FakeOkxTrade:
-        order = self.order_by_client_id(client_id)
-        return self._trade(order, Decimal(qty), Decimal(price), Decimal(commission), asset, maker)
-
-    def deposit(self, asset: str, amount: str) -> None:
-        """A deposit (a withdrawal when negative): nothing any order did."""
-        self._move(asset, Decimal(amount))
 
     def venue_cancel(self, client_id: str, status: str = "canceled") -> None:
         order = self.order_by_client_id(client_id)
