@@ -450,10 +450,16 @@ async def work_through(
 
 
 async def take_batch(
-    rt: Runtime, stream: str, batch: list[Delivery], handle: Callable[[Stored], Awaitable[list[Outgoing]]]
+    rt: Runtime,
+    stream: str,
+    batch: list[Delivery],
+    handle: Callable[[Stored], Awaitable[list[Outgoing]]],
+    *,
+    latest_only: bool = False,
 ) -> None:
     """Each message of ``batch`` through ``handle``, in order: one it refuses (``InvalidMessage``) goes
-    to the dead letters, then what the others caused is published."""
+    to the dead letters, then what the others caused is published; ``latest_only``: only the last of
+    each subject (what a snapshot subject's consumers read is its latest message)."""
     out: list[Outgoing] = []
     refused: list[Refused] = []
     for delivery in batch:
@@ -463,5 +469,7 @@ async def take_batch(
         except InvalidMessage as exc:
             refused.append(stored.refused(exc))
     await rt.dead_letter(stream, refused)
+    if latest_only:
+        out = list({item.subject: item for item in out}.values())  # a dict keeps the last, in order
     await rt.publish_reliably(out)
     rt.metrics.count_in(len(batch))

@@ -3,7 +3,8 @@
 Consumes: ``exec.report.>`` (stream EXEC); every report of kind ``fill`` goes through
 ``trader.portfolio.PositionTracker`` (average cost, realized PnL through flips, fees), each ``exec_id``
 once. Other reports are not about positions and are passed over.
-Produces (stream POSITIONS), after every fill, the two positions it changed:
+Produces (stream POSITIONS), after every batch of fills (one fill when they come one at a time), the
+latest of each position they changed (a position is a snapshot: its subject's latest message is it):
 
 - the account's net position on ``position.<account>.<venue>.<symbol>`` (``strategy`` None),
   ``Nats-Msg-Id`` ``<account>:<venue>:<symbol>:<last_exec_id>``;
@@ -105,7 +106,8 @@ class Ptrc(Service):
         await work_through(rt, self.consumer, self._process)
 
     async def _process(self, batch: list[Delivery]) -> None:
-        await take_batch(self.rt, "EXEC", batch, self._take_report)
+        # A position is a snapshot: several fills of a batch on one make one message, its latest.
+        await take_batch(self.rt, "EXEC", batch, self._take_report, latest_only=True)
 
     async def _take_report(self, stored: Stored) -> list[Outgoing]:
         changed = apply_report(self.tracker, decode_message(_report, stored.data))

@@ -1,0 +1,94 @@
+"""The batch helpers of trader.bus.read, on a stand-in runtime (no server: pure logic)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from trader.bus.publish import Outbox, Outgoing
+from trader.bus.read import LazyAcks, Stored, take_batch
+from trader.marketdata.decode import InvalidMessage
+from trader.runtime.consumer import Delivery
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def count_in(self, n: int = 1) -> None:
+        self.taken += n
+
+
+class _Runtime:
+    def __init__(self) -> None:
+        self.published: list[list[Outgoing]] = []
+        self.dead: list[Any] = []
+        self.metrics = _Metrics()
+
+    async def dead_letter(self, stream: str, refused: list[Any]) -> None:
+        self.dead += refused
+
+    async def publish_reliably(self, items: list[Outgoing]) -> None:
+        self.published.append(list(items))
+
+
+def _delivery(seq: int, data: bytes) -> Delivery:
+    return Delivery(seq=seq, arrival_ms=0, subject="in", data=data, headers=None)
+
+
+async def _echo(stored: Stored) -> list[Outgoing]:
+    if stored.data == b"bad":
+        raise InvalidMessage("body", "bad")
+    subject, payload = stored.data.split(b"=")
+    return [Outgoing(subject.decode(), payload)]
+
+
+async def test_take_batch_publishes_in_order_and_dead_letters_the_refused() -> None:
+    rt = _Runtime()
+    batch = [_delivery(1, b"a=1"), _delivery(2, b"bad"), _delivery(3, b"b=2"), _delivery(4, b"a=3")]
+    await take_batch(rt, "S", batch, _echo)  # type: ignore[arg-type]
+    assert [(o.subject, o.payload) for o in rt.published[0]] == [("a", b"1"), ("b", b"2"), ("a", b"3")]
+    assert [r.seq for r in rt.dead] == [2]
+    assert rt.metrics.taken == 4
+
+
+async def test_take_batch_latest_only_keeps_the_last_message_of_each_subject() -> None:
+    rt = _Runtime()
+    batch = [_delivery(1, b"a=1"), _delivery(2, b"b=2"), _delivery(3, b"a=3")]
+    await take_batch(rt, "S", batch, _echo, latest_only=True)  # type: ignore[arg-type]
+    assert sorted((o.subject, o.payload) for o in rt.published[0]) == [("a", b"3"), ("b", b"2")]
+
+
+async def test_lazy_acks_send_what_was_added_meanwhile_together_after_the_delay() -> None:
+    sent: list[list[int]] = []
+
+    async def send(items: list[int]) -> None:
+        sent.append(items)
+
+    acks = LazyAcks(send, delay_s=0.05)
+    for item in range(5):
+        acks.add(item)
+    assert sent == []  # held
+    await asyncio.sleep(0.1)
+    assert sent == [[0, 1, 2, 3, 4]]
+    acks.add(5)
+    await acks.close()  # stopping: what is held goes now
+    assert sent == [[0, 1, 2, 3, 4], [5]]
+
+
+async def test_the_outbox_publishes_in_order_and_drains_before_close() -> None:
+    published: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def publish(items: list[Outgoing]) -> None:
+        await gate.wait()  # an acknowledgement that takes a while
+        published.append([o.subject for o in items])
+
+    outbox = Outbox(publish)
+    outbox.put([Outgoing("1", b"")])
+    await asyncio.sleep(0)  # the first batch is in flight
+    outbox.put([Outgoing("2", b"")])
+    outbox.put([Outgoing("3", b"")])
+    gate.set()
+    await outbox.close()
+    assert published == [["1"], ["2", "3"]]
