@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import os
 import signal
 import subprocess
 import sys
@@ -51,15 +52,23 @@ STREAM = "MARKET_TICKS"
 
 @dataclass
 class Progress:
-    """Samples of one consumer's acknowledgement floor: (monotonic time, stream sequence)."""
+    """Samples of one consumer's acknowledgement floor: (monotonic time, stream sequence), with the CPU
+    seconds its process had used by then (None when unknown)."""
 
     times: list[float] = field(default_factory=list)
     floors: list[int] = field(default_factory=list)
+    cpu: list[float | None] = field(default_factory=list)
 
-    def add(self, at: float, floor: int) -> None:
+    def add(self, at: float, floor: int, cpu_s: float | None = None) -> None:
         if not self.floors or floor > self.floors[-1]:
             self.times.append(at)
             self.floors.append(floor)
+            self.cpu.append(cpu_s)
+
+    def cpu_at(self, seq: int) -> float | None:
+        """The CPU seconds used when the floor first reached ``seq``."""
+        i = bisect.bisect_left(self.floors, seq)
+        return self.cpu[i] if i < len(self.floors) else None
 
     def reached(self, seq: int) -> float | None:
         """When the floor first reached ``seq``."""
@@ -88,6 +97,18 @@ def peak_rss_mib(pid: int | None) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User and system CPU time a process has used (``/proc/<pid>/stat``)."""
+    if not pid:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _service_pids(settings: Settings) -> dict[str, int | None]:
     state = read_state(settings.run_dir)
     if state is None or state.phase != "ready":
@@ -95,14 +116,21 @@ def _service_pids(settings: Settings) -> dict[str, int | None]:
     return {c["name"]: c.get("pid") for c in state.components}
 
 
-async def _sample(js: JetStreamContext, progress: dict[str, Progress], stop: asyncio.Event, every: float):
+async def _sample(
+    js: JetStreamContext,
+    progress: dict[str, Progress],
+    stop: asyncio.Event,
+    every: float,
+    pids: dict[str, int],
+) -> None:
     while not stop.is_set():
         for name in progress:
             try:
                 info = await js.consumer_info(STREAM, name)
             except NotFoundError:  # not created yet: the service is starting
                 continue
-            progress[name].add(time.monotonic(), info.ack_floor.stream_seq if info.ack_floor else 0)
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+            progress[name].add(time.monotonic(), floor, cpu_seconds(pids.get(name)))
         await asyncio.sleep(every)
 
 
@@ -189,11 +217,16 @@ def _drain_figures(progress: Progress, first_seq: int, last_seq: int) -> dict[st
         return {"finished": False, "ticks_per_s": None}
     counted = last_seq - max(progress.floors[0], first_seq - 1)
     elapsed = done - progress.times[0]
+    cpu_start, cpu_end = progress.cpu[0], progress.cpu_at(last_seq)
+    # CPU time per tick does not depend on what else the machine runs, the rate does: both are given.
+    cpu_us = None if cpu_start is None or cpu_end is None else (cpu_end - cpu_start) / counted * 1e6
     return {
         "finished": True,
         "ticks": counted,
         "seconds": round(elapsed, 2),
         "ticks_per_s": round(counted / elapsed),
+        "cpu_us_per_tick": None if cpu_us is None else round(cpu_us, 2),
+        "cpu_share": None if cpu_us is None else round(cpu_us * counted / 1e6 / elapsed, 2),
     }
 
 
@@ -258,11 +291,13 @@ async def run_ingest_bench(
     tasks = []
     try:
         backlog_batches = await _publish(js, backlog, symbols, batch)
+        load_before = os.getloadavg()
         procs = _spawn_consumers(settings, consumers)
-        tasks.append(asyncio.create_task(_sample(js, drain_progress, stop_drain, sample_s)))
+        consumer_pids = {name: proc.pid for name, proc in procs.items()}
+        tasks.append(asyncio.create_task(_sample(js, drain_progress, stop_drain, sample_s, consumer_pids)))
         await _wait_until(drain_progress, backlog_batches[-1][0][-1], sample_s, timeout_s)
         stop_drain.set()
-        tasks.append(asyncio.create_task(_sample(js, progress, stop, sample_s)))
+        tasks.append(asyncio.create_task(_sample(js, progress, stop, sample_s, consumer_pids)))
         tasks.append(asyncio.create_task(_watch_bars(settings.questdb_http_url, stop, sample_s * 2, seen)))
         began = time.monotonic()
         batches = await _publish(js, ticks, symbols, batch)
@@ -290,6 +325,12 @@ async def run_ingest_bench(
         "live": {name: _consumer_figures(progress[name], batches, began) for name in consumers},
         "bar_visibility": _visibility(seen, flowing_until_ms),
         "peak_rss_mib": {name: _round(value) for name, value in rss.items()},
+        # Other work on the machine slows the consumers down: the load average says how much there was.
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m_before": round(load_before[0], 2),
+            "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        },
     }
 
 

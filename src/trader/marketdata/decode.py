@@ -60,12 +60,48 @@ def decode_tick(data: bytes | bytearray | memoryview) -> MarketTick:
         tick = _canonical.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return _decode_lenient(data)
+    if _plainly_valid(tick, data):
+        return tick
     if not MIN_TIMESTAMP_MS <= tick.timestamp < MAX_TIMESTAMP_MS:
         return _decode_lenient(data)  # an integer time in s, us or ns: let the lenient path infer it
     # The exact decimal-places check is costly; a message with no long fraction and no negative
     # exponent anywhere in its bytes cannot fail it, and that is nearly every message.
-    _check_values(tick, exact_places=_maybe_too_precise(bytes(data)))
+    _check_values(tick, exact_places=_maybe_too_precise(data))
+    _remember_names(tick)
     return tick
+
+
+# (symbol, venue, exchange) that passed the checks: a feed repeats a few, and the pattern match is
+# a good part of the cost of a tick. Bounded, so that hostile input cannot grow it without limit.
+_valid_names: set[tuple[str, str, str]] = set()
+_MAX_VALID_NAMES = 100_000
+
+
+def _plainly_valid(tick: MarketTick, data: bytes | bytearray | memoryview) -> bool:
+    """Every check of ``_check_values`` passes: the common case, in a few comparisons. False does not
+    mean invalid: the full checks then run and name the fault, if there is one."""
+    bid, ask = tick.bid, tick.ask
+    try:
+        return (
+            MIN_TIMESTAMP_MS <= tick.timestamp < MAX_TIMESTAMP_MS
+            and (tick.symbol, tick.venue, tick.exchange) in _valid_names
+            and 0 < tick.price < MAX_MAGNITUDE
+            and 0 <= tick.size < MAX_MAGNITUDE
+            and 0 <= tick.volume < MAX_MAGNITUDE
+            and (bid is None or 0 < bid < MAX_MAGNITUDE)
+            and (ask is None or 0 < ask < MAX_MAGNITUDE)
+            and (bid is None or ask is None or bid <= ask)
+            and (tick.source_seq is None or tick.source_seq >= 0)
+            and not _maybe_too_precise(data)
+        )
+    except InvalidOperation:  # a NaN is not ordered
+        return False
+
+
+def _remember_names(tick: MarketTick) -> None:
+    if len(_valid_names) >= _MAX_VALID_NAMES:
+        _valid_names.clear()
+    _valid_names.add((tick.symbol, tick.venue, tick.exchange))
 
 
 def decode_alt(data: bytes | bytearray | memoryview) -> AltDatum:
@@ -125,9 +161,13 @@ def tick_from_mapping(raw: dict[str, Any]) -> MarketTick:
     return tick
 
 
-def _maybe_too_precise(data: bytes) -> bool:
-    """More than 18 digits after a point, or a negative exponent: a number may have too many places."""
-    return _LONG_FRACTION.search(data) is not None or b"e-" in data or b"E-" in data
+def _maybe_too_precise(data: bytes | bytearray | memoryview) -> bool:
+    """More than 18 digits after a point, or a negative exponent: a number may have too many places.
+    (Searches for plain bytes are several times faster than a pattern with a character class.)"""
+    data = bytes(data)  # no copy of bytes; ``in`` on a memoryview would compare integers
+    if _LONG_FRACTION.search(data) is not None:
+        return True
+    return b"-" in data and (b"e-" in data or b"E-" in data)
 
 
 def _check_values(tick: MarketTick, *, exact_places: bool = True) -> None:

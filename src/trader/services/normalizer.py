@@ -22,7 +22,7 @@ from trader.bus.publish import Outgoing
 from trader.bus.streams import STATE_BUCKET, bar_subject
 from trader.marketdata.bars import BarBuilder
 from trader.marketdata.decode import InvalidMessage, decode_tick
-from trader.messages import Bar, encode
+from trader.messages import Bar, MarketTick, encode
 from trader.runtime.consumer import Delivery, StreamConsumer, now_ms
 from trader.runtime.service import Refused, Runtime, Service
 from trader.stores.questdb import QuestDB
@@ -56,7 +56,13 @@ class Normalizer(Service):
             start_seq=self.checkpoint.resume_seq or None,
             max_rows=cfg.max_batch,
             max_wait_s=cfg.flush_interval_s,
+            # Batches go on while earlier ones are stored (see ``run``), and a flush waits its turns on
+            # a busy event loop: room for several batches not yet acknowledged.
+            max_ack_pending=cfg.max_batch * 10,
         )
+        self._refused: list[Refused] = []  # dead letters of the batches processed since the last flush
+        self._unacked: list[Delivery] = []  # the last batch processed and not yet covered by a flush
+        self._work, self._closing = asyncio.Event(), False
         await self.consumer.start()
         rt.log.info("normalizer.resumed", **msgspec.structs.asdict(self.checkpoint))
 
@@ -68,67 +74,94 @@ class Normalizer(Service):
         return msgspec.json.decode(entry.value or b"{}", type=Checkpoint)
 
     async def run(self, rt: Runtime) -> None:
+        """Batches are processed while the previous results are being stored: a flush (QuestDB, bars
+        on the bus, checkpoint, acknowledgement) waits on the servers for longer than a batch takes to
+        count, and one flush covers every batch processed while the one before it ran."""
+        flusher = asyncio.create_task(self._flush_loop(rt))
         async for batch in self.consumer.batches():
+            if flusher.done():
+                break  # it failed: its error is raised below
             started = time.perf_counter()
-            refused = self._process(batch)
-            # Dead letters first: once the checkpoint moves past them, they are not sent again.
-            await rt.dead_letter("MARKET_TICKS", refused)
+            self._refused += self._process(batch)
             if batch:
                 self.next_seq = batch[-1].seq + 1
+                self._unacked = batch
                 rt.metrics.count_in(len(batch))
-            await self._flush(rt)
-            await self.consumer.ack(batch)
-            if batch:
                 rt.metrics.observe_batch(time.perf_counter() - started)
+            self._work.set()  # also for an empty batch: the clock may close bars
+        self._closing = True
+        self._work.set()
+        await flusher  # never cancelled: bars taken from the builder must reach QuestDB
+
+    async def _flush_loop(self, rt: Runtime) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            await self._flush(rt)
+            if self._closing and not self._work.is_set():
+                return  # the batches processed during the last flush are stored too
 
     async def stop(self, rt: Runtime) -> None:
         await self._flush(rt)
         self.qdb.close()
 
     def _process(self, batch: list[Delivery]) -> list[Refused]:
-        refused = []
+        """Decode the batch, count its ticks in the bars together; what is refused, in stream order."""
+        refused: list[Refused] = []
         replayed_to = self.checkpoint.last_seq
+        decoded: list[Delivery] = []
+        entries: list[tuple[MarketTick, int, int]] = []
         for d in batch:
             try:
-                tick = decode_tick(d.data)
+                entries.append((decode_tick(d.data), d.seq, d.arrival_ms))
             except InvalidMessage as exc:
-                reason, field = str(exc), exc.field
+                if d.seq > replayed_to:  # a replay does not send the same dead letter twice
+                    refused.append(Refused(d.seq, d.subject, d.data, d.headers, exc.field, str(exc)))
+                continue
+            decoded.append(d)
+        for i, outcome in self.builder.add_many(entries):
+            d, tick = decoded[i], entries[i][0]
+            if d.seq <= replayed_to:
+                continue  # refused before the restart, or a tick whose bars were final and stored
+            delay = d.arrival_ms - tick.timestamp
+            if outcome == "late":
+                reason = f"late: arrived {delay} ms after its event time; the window is {self.lateness_ms} ms"
             else:
-                outcome = self.builder.add(tick, d.seq, d.arrival_ms)
-                if outcome == "ok":
-                    continue
-                field = "late"
-                delay = d.arrival_ms - tick.timestamp
-                if outcome == "late":
-                    reason = (
-                        f"late: arrived {delay} ms after its event time; the window is {self.lateness_ms} ms"
-                    )
-                elif d.seq <= replayed_to:
-                    continue  # a replayed tick whose bars were final and stored before the restart
-                else:
-                    reason = f"late: arrived {delay} ms after its event time, when its bars were final"
-            if d.seq > replayed_to:  # a replay does not send the same dead letter twice
-                refused.append(Refused(d.seq, d.subject, d.data, d.headers, field, reason))
+                reason = f"late: arrived {delay} ms after its event time, when its bars were final"
+            refused.append(Refused(d.seq, d.subject, d.data, d.headers, "late", reason))
+        refused.sort(key=lambda r: r.seq or 0)
         return refused
 
     async def _flush(self, rt: Runtime) -> None:
-        """Write and publish the bars that closed or changed, then move the checkpoint."""
+        """Dead letters, then the bars that closed or changed to QuestDB and the bus, then the checkpoint,
+        then the acknowledgement. What to store is taken at once, before any wait: batches processed
+        meanwhile belong to the next flush."""
+        refused, self._refused = self._refused, []
+        unacked, self._unacked = self._unacked, []
         safety_ms = int(self.settings.normalizer.clock_safety_s * 1000)
         wall = now_ms() - safety_ms if self.consumer.caught_up else None
         out = self.builder.advance(wall)
-        if out.bars or out.open_bars:
-            rows = out.bars + out.open_bars
-            await rt.retry("questdb.write", lambda: asyncio.to_thread(self.qdb.write_bars, rows))
-        if out.bars:
-            await rt.publish_reliably([_bar_message(bar) for bar in out.bars])
         checkpoint = Checkpoint(
             resume_seq=self.builder.resume_seq(self.next_seq),
             final_before=self.builder.final_before,
             last_seq=max(self.next_seq - 1, self.checkpoint.last_seq),
         )
+        # Dead letters first: once the checkpoint moves past them, they are not sent again.
+        await rt.dead_letter("MARKET_TICKS", refused)
+        # QuestDB and the bus at once: the checkpoint waits for both.
+        await asyncio.gather(self._write_bars(rt, out.bars + out.open_bars), self._publish_bars(rt, out.bars))
         if checkpoint != self.checkpoint:
             await rt.retry("checkpoint", lambda: self.kv.put(CHECKPOINT_KEY, msgspec.json.encode(checkpoint)))
             self.checkpoint = checkpoint
+        await self.consumer.ack(unacked)
+
+    async def _write_bars(self, rt: Runtime, rows: list[Bar]) -> None:
+        if rows:
+            await rt.retry("questdb.write", lambda: asyncio.to_thread(self.qdb.write_bars, rows))
+
+    async def _publish_bars(self, rt: Runtime, closed: list[Bar]) -> None:
+        if closed:
+            await rt.publish_reliably([_bar_message(bar) for bar in closed])
 
     def ready_checks(self) -> dict[str, bool]:
         return {"consumer": hasattr(self, "consumer")}

@@ -82,8 +82,9 @@ TABLES = {t.name: t for t in (MARKET_TICKS, ALT_DATA)}
 
 def utc_dates(millis: pa.Array) -> pa.Array:
     """'YYYY-MM-DD' of each epoch-millisecond value, in UTC: the ``dt`` partition."""
-    days = pa.array([m // 86_400_000 for m in millis.to_pylist()], pa.int32())
-    return days.cast(pa.date32()).cast(pa.string())
+    # Floor division, in Arrow: the integer ``divide`` truncates toward zero, wrong before 1970.
+    days = pc.subtract(millis, pc.if_else(pc.less(millis, 0), 86_399_999, 0))
+    return pc.divide(days, 86_400_000).cast(pa.int32()).cast(pa.date32()).cast(pa.string())
 
 
 class Lake:

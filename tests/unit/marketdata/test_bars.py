@@ -140,3 +140,49 @@ def test_bars_equal_an_independent_computation(rows: list[tuple[int, int, int, i
             assert (bar.volume, bar.trades) == (volume, len(members))
             notional = sum((r[2] * r[3] for r in members), Decimal(0))
             assert abs(bar.vwap - notional / volume) < Decimal("1e-17")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 9_999),  # event time offset
+            st.integers(0, 3_000),  # delay to arrival
+            st.integers(1, 9_999),  # price in cents
+            st.integers(0, 999),  # size in thousandths
+            st.sampled_from(["BTCUSDT", "ETHUSDT"]),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.lists(st.integers(1, 20), min_size=1, max_size=10),  # batch sizes
+    st.sampled_from([["1s", "1m"], ["2s", "3s"], ["1s"]]),
+    st.integers(0, 4_000),  # bars final before a restart: T0 + this
+)
+def test_a_batch_counts_exactly_as_its_ticks_one_by_one(
+    rows: list[tuple[int, int, int, int, str]],
+    sizes: list[int],
+    timeframes: list[str],
+    final_offset: int,
+) -> None:
+    one_by_one = BarBuilder(timeframes, lateness_ms=1_500, final_before=T0 + final_offset)
+    batched = BarBuilder(timeframes, lateness_ms=1_500, final_before=T0 + final_offset)
+    entries = [
+        (
+            tick(T0 + offset, str(Decimal(cents) / 100), str(Decimal(size) / 1000), symbol),
+            seq,
+            T0 + offset + delay,
+        )
+        for seq, (offset, delay, cents, size, symbol) in enumerate(rows, start=1)
+    ]
+    start = 0
+    while start < len(entries):
+        batch = entries[start : start + sizes[start % len(sizes)]]
+        expected = [(i, o) for i, e in enumerate(batch) if (o := one_by_one.add(*e)) != "ok"]
+        assert batched.add_many(batch) == expected
+        assert batched.clock == one_by_one.clock
+        wall = batch[-1][2]
+        assert batched.advance(wall) == one_by_one.advance(wall)
+        assert batched.resume_seq(batch[-1][1] + 1) == one_by_one.resume_seq(batch[-1][1] + 1)
+        start += len(batch)
+    assert batched.advance(T0 + 120_000) == one_by_one.advance(T0 + 120_000)

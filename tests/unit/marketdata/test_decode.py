@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from trader.marketdata import decode
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import MarketTick, encode
 
@@ -151,3 +155,41 @@ def test_encode_then_decode_is_identity() -> None:
     data = encode(tick)
     assert b'"price":3000.10' in data  # exact decimal text on the wire, not a binary float
     assert decode_tick(data) == tick
+
+
+PLACES_18, PLACES_19 = "0." + "0" * 17 + "1", "0." + "0" * 18 + "1"
+NUMBERS = st.sampled_from(
+    [
+        *("1", "0", "-1", "0.5", "60000.25", "1e-19", "1E-5", "1e21", "99999999999999999999"),
+        *('"NaN"', '"Infinity"', PLACES_18, PLACES_19, "1.00000000000000000000", '"12.5"', "null"),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"price": NUMBERS, "size": NUMBERS, "volume": NUMBERS, "bid": NUMBERS, "ask": NUMBERS},
+    ),
+    st.sampled_from(["BTCUSDT", "BTC-USD", "bad symbol", ""]),
+    st.sampled_from(["binance", ""]),
+    st.sampled_from([MS, MS // 1000, "null", "-3"]),
+)
+def test_the_shortcut_for_plain_ticks_decides_as_the_full_checks(
+    numbers: dict[str, str], symbol: str, venue: str, timestamp: object
+) -> None:
+    """A tick of names seen before is checked in a few comparisons: the outcome must not change."""
+    body = ",".join(f'"{k}":{v}' for k, v in numbers.items())
+    data = f'{{"timestamp":{timestamp},"exchange":"x","venue":"{venue}","symbol":"{symbol}",{body}}}'.encode()
+    plain = f'{{"timestamp":{MS},"exchange":"x","venue":"{venue}","symbol":"{symbol}","price":1,"size":1}}'
+    outcomes = []
+    for known in (False, True):
+        decode._valid_names.clear()
+        if known:  # the names pass as those of a plain tick before: remembered, if they are valid
+            with contextlib.suppress(InvalidMessage):
+                decode_tick(plain.encode())
+        try:
+            outcomes.append(decode_tick(data))
+        except InvalidMessage as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
