@@ -8,8 +8,9 @@ the touch. It then publishes ticks (venue ``bench``) at a paced rate and times e
 
 - latency: from the tick's publish acknowledgement (JetStream stored it) to the moment the benchmark
   receives the order's first state from the venue on ``order.state.<strategy>`` (a core subscription):
-  ACCEPTED, PARTIALLY_FILLED, FILLED, EXPIRED or CANCELED. That is strategy -> risk -> oms ->
-  execution-router -> exeq (paper venue) -> oms, every hop a JetStream publish and consume. A REJECTED
+  ACCEPTED, PARTIALLY_FILLED, FILLED, EXPIRED or CANCELED. That is strategy -> risk -> oms -> exeq
+  (paper venue) -> oms, every hop a JetStream publish and consume (with one venue, the oms sends the
+  order straight to exeq; with a choice of venues, the execution-router is one hop more). A REJECTED
   order is counted apart, with its reason. Each tick's ask and bid are unique in the run, and the
   strategy's limit price is one of them: that maps an order back to its tick;
 - orders/s: the orders acknowledged by the venue, of the ticks of the measured window, over the time
@@ -79,13 +80,15 @@ TICK_SIZE = Decimal(1)  # what the paper venue may fill on one tick: more than a
 VENUE_STATES = frozenset({"ACCEPTED", "PARTIALLY_FILLED", "FILLED", "EXPIRED", "CANCELED"})
 # The chain as the benchmark sees it on the bus (``hops``): each stage's message, in order.
 STAGES = ("tick", "submit", "risk", "route", "venue_order", "report", "state")
+# An order the oms sends straight to its venue (nothing for the router to choose) skips "route".
 HOPS = {
-    "submit": "strategy: tick -> order.submit",
-    "risk": "risk: order.submit -> order.risk",
-    "route": "oms: order.risk -> exec.route",
-    "venue_order": "execution-router: exec.route -> exec.order",
-    "report": "exeq: exec.order -> exec.report",
-    "state": "oms: exec.report -> order.state",
+    ("tick", "submit"): "strategy: tick -> order.submit",
+    ("submit", "risk"): "risk: order.submit -> order.risk",
+    ("risk", "route"): "oms: order.risk -> exec.route",
+    ("route", "venue_order"): "execution-router: exec.route -> exec.order",
+    ("risk", "venue_order"): "oms: order.risk -> exec.order (no choice: no router)",
+    ("venue_order", "report"): "exeq: exec.order -> exec.report",
+    ("report", "state"): "oms: exec.report -> order.state",
 }
 
 
@@ -477,13 +480,16 @@ class TradingBench:
             **{stage: rec.stage_times(stage) for stage in STAGES[1:-1]},
             "state": {k: a.at for k, a in rec.answers.items() if a.status in VENUE_STATES},
         }
-        out = {}
-        for before, after in itertools.pairwise(STAGES):
-            gaps = [
-                seen[after][k] - seen[before][k] for k in measured if k in seen[before] and k in seen[after]
-            ]
-            out[HOPS[after]] = {**latency_figures(gaps), "orders": len(gaps)}
-        return out
+        gaps: dict[tuple[str, str], list[float]] = {}
+        for k in measured:
+            stages = [stage for stage in STAGES if k in seen[stage]]
+            for before, after in itertools.pairwise(stages):
+                gaps.setdefault((before, after), []).append(seen[after][k] - seen[before][k])
+        return {
+            label: {**latency_figures(gaps[hop]), "orders": len(gaps[hop])}
+            for hop, label in HOPS.items()
+            if hop in gaps
+        }
 
 
 async def run_trading_bench(
