@@ -207,16 +207,7 @@ class FakeBinanceRest(FakeVenueControls[FakeOrder, FakeTrade]):
         app.router.add_get("/api/v3/openOrders", self._open_orders)
         app.router.add_get("/api/v3/account", self._account)
         app.router.add_get("/api/v3/myTrades", self._my_trades)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return await self.serve(app)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from aiohttp import web
+
 Order = TypeVar("Order")
 Trade = TypeVar("Trade")
 
@@ -15,6 +17,21 @@ Trade = TypeVar("Trade")
 class FakeVenueControls(Generic[Order, Trade]):
     orders: dict[Any, Order]
     failures: list[int]
+    port: int
+    _runner: web.AppRunner | None
+
+    async def serve(self, app: web.Application) -> str:
+        """Serve ``app`` on a free port of 127.0.0.1; its base URL."""
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     def _trade(
         self, order: Order, qty: Decimal, price: Decimal, commission: Decimal, asset: str, maker: bool

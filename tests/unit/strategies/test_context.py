@@ -8,6 +8,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from tests.factories import flat_bar
 from tests.unit.strategies.desk import T0, Desk, cancels, submits
 from trader.config import StrategyConfig
 from trader.messages import Bar, ExecutionReport, Order, OrderRequest, TradingState
@@ -315,17 +316,4 @@ def test_the_halt_notice_reaches_the_strategy_once() -> None:
 
 
 def _bar(start: int) -> Bar:
-    price = D("10")
-    return Bar(
-        venue="test",
-        symbol="BTCUSDT",
-        timeframe="1m",
-        start=start,
-        open=price,
-        high=price,
-        low=price,
-        close=price,
-        volume=D(1),
-        vwap=price,
-        trades=1,
-    )
+    return flat_bar(start, "10")
