@@ -50,6 +50,11 @@ class IllegalTransition(ValueError):
         super().__init__(f"{from_status} -> {to_status or '?'}: {why}")
 
 
+class LateRefusal(IllegalTransition):
+    """The venue refused a cancel or replace of an order that has ended meanwhile (it filled, or ended,
+    before the cancel landed): a race every venue has, not a fault. Nothing changes."""
+
+
 class MismatchedEvent(ValueError):
     """An event that names another order (id, strategy, account, symbol or side): a routing bug upstream."""
 
@@ -148,6 +153,8 @@ def _on_rejected(order: Order, report: ExecutionReport) -> Order:
             replace_quantity=None,
             replace_price=None,
         )
+    if order.is_terminal:
+        raise LateRefusal(order.status, None, "a cancel or replace refused after the order ended")
     raise IllegalTransition(order.status, None, "venue rejection with no order or cancel pending")
 
 

@@ -53,7 +53,14 @@ from trader.messages import (
     VenueOrder,
     encode,
 )
-from trader.orders import DuplicateOrderId, IllegalTransition, MismatchedEvent, OrderBook, UnknownOrder
+from trader.orders import (
+    DuplicateOrderId,
+    IllegalTransition,
+    LateRefusal,
+    MismatchedEvent,
+    OrderBook,
+    UnknownOrder,
+)
 from trader.orders.state import has_pending_replace, is_replace
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
@@ -244,6 +251,9 @@ class Oms(Service):
             order = self.book.apply_report(report)
         except UnknownOrder as exc:
             return self._unknown(rt, msg, exc, report.client_order_id)
+        except LateRefusal as exc:  # the order ended before its cancel or replace landed: no fault
+            rt.log.info("order.late_refusal", client_order_id=report.client_order_id, error=str(exc))
+            return Outcome()
         except (IllegalTransition, MismatchedEvent) as exc:
             return self._refuse(rt, "illegal_transition", exc, report.client_order_id, exec_id=report.exec_id)
         if order is None:  # this exec id was applied before

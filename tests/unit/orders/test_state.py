@@ -16,6 +16,7 @@ from trader.orders.state import (
     TERMINAL,
     TRANSITIONS,
     IllegalTransition,
+    LateRefusal,
     MismatchedEvent,
     apply_cancel,
     apply_report,
@@ -198,6 +199,19 @@ def test_a_refused_cancel_returns_the_order_to_work() -> None:
     order = apply_cancel(accepted(), cancel(accepted()))
     order = apply_report(order, report(order, "rejected", reason="unknown order"))
     assert (order.status, order.reason) == ("ACCEPTED", "cancel refused: unknown order")
+
+
+def test_a_cancel_refused_after_the_order_filled_is_a_late_refusal_that_changes_nothing() -> None:
+    # The race every venue has: the order fills while its cancel (or replace) is on the way.
+    order = apply_cancel(accepted(), cancel(accepted()))
+    order = apply_report(order, fill(order, "4", "100"))
+    assert order.status == "FILLED"
+    with pytest.raises(LateRefusal, match="refused after the order ended"):
+        apply_report(order, report(order, "rejected", reason="replace rejected: order has ended"))
+    working = accepted()  # a rejection of a working order with nothing pending stays an illegal event
+    with pytest.raises(IllegalTransition) as raised:
+        apply_report(working, report(working, "rejected"))
+    assert not isinstance(raised.value, LateRefusal)
 
 
 def test_cancel_before_the_ack_then_rejected_is_a_rejected_order() -> None:
