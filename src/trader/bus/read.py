@@ -226,6 +226,8 @@ async def replay(
     """Hand every message of ``subjects`` (or the latest per subject) stored now to ``handler``, oldest
     first; returns how many there were. A handler that raises ends the replay with its error;
     ``TimeoutError`` when ``timeout`` seconds pass without a message."""
+    if deliver_policy == DeliverPolicy.ALL:
+        return await _replay_all(js, stream, subjects, handler, timeout)
     failure: list[Exception] = []
 
     def on_error(_stored: Stored, exc: Exception) -> None:
@@ -255,6 +257,78 @@ async def replay(
     if failure:
         raise failure[0]
     return follower.handled
+
+
+REPLAY_WINDOW = 20_000  # messages delivered ahead of the handler: bounds memory, not speed
+
+
+async def _replay_all(
+    js: JetStreamContext, stream: str, subjects: str | list[str], handler: Handler, timeout: float
+) -> int:
+    """``replay`` of the whole history: an ephemeral consumer whose messages are taken from nats-py's
+    queue in bulk, where an ordered consumer costs a coroutine call per message and about twice the
+    time (every service replays its history at start). One acknowledgement per bulk (``AckPolicy.ALL``)
+    paces the server: at most ``REPLAY_WINDOW`` unacknowledged, fewer than the queue holds, so none is
+    dropped."""
+    names = [subjects] if isinstance(subjects, str) else list(subjects)
+    end = (await js.stream_info(stream)).state.last_seq
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL,
+        max_ack_pending=REPLAY_WINDOW,
+        ack_wait=300,
+        inactive_threshold=5.0,  # the server forgets the consumer soon after
+        filter_subjects=names if len(names) > 1 else None,
+    )
+    sub = await js.subscribe(
+        names[0],
+        stream=stream,
+        manual_ack=True,
+        config=config,
+        pending_msgs_limit=REPLAY_WINDOW * 2,
+        pending_bytes_limit=512 * 1024 * 1024,
+    )
+    try:
+        if end == 0 or not (await sub.consumer_info()).num_pending:
+            return 0
+        return await _take_all(sub, end, handler, timeout, f"replay of {subjects} in {stream}")
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _take_all(sub: Any, end: int, handler: Handler, timeout: float, what: str) -> int:
+    """Hand over what ``sub`` delivers, in bulk, until nothing is pending or ``end`` is reached."""
+    queue: asyncio.Queue[Msg] = sub._pending_queue  # nats-py has no public way to take messages in bulk
+    handled, last_seq = 0, 0
+    while True:
+        try:
+            msgs = [await asyncio.wait_for(queue.get(), timeout)]
+        except TimeoutError:
+            raise TimeoutError(f"{what}: nothing for {timeout}s") from None
+        while not queue.empty():
+            msgs.append(queue.get_nowait())
+        for _ in msgs:
+            queue.task_done()  # nats-py's drain of the connection waits for every message to be done
+        sub._pending_size -= sum(len(msg.data) for msg in msgs)  # nats-py's slow-consumer count
+        done, last = False, None
+        for msg in msgs:
+            if not msg.reply:
+                continue  # a heartbeat or flow control: nats-py's
+            last = msg
+            seq, arrived, pending = ack_metadata(msg.reply)
+            if seq > last_seq:  # not a redelivery
+                last_seq = seq
+                await handler(Stored(seq, msg.subject, msg.data, msg.headers, arrived))
+                handled += 1
+            if pending == 0 or seq >= end:
+                done = True
+                break
+        if last is not None:
+            with contextlib.suppress(Exception):  # paces delivery only: the consumer is dropped after
+                await last.ack()
+        if done:
+            return handled
 
 
 async def replay_messages(

@@ -1,0 +1,71 @@
+"""``trader.bus.read.replay`` of a whole history on a real nats-server: every message of the subjects
+asked, once, in stream order, however many (more than the replay's window of unacknowledged ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import StreamConfig
+
+from trader.bus.read import REPLAY_WINDOW, Stored, replay
+
+pytestmark = pytest.mark.integration
+
+STREAM = "REPLAYTEST"
+
+
+async def _fresh_stream(nc: NATS) -> None:
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):
+        await js.delete_stream(STREAM)
+    await js.add_stream(StreamConfig(name=STREAM, subjects=["rt.>"]))
+
+
+async def _publish(nc: NATS, subjects: list[str]) -> None:
+    js = nc.jetstream()
+    acks = [await js.publish_async(subject, str(i).encode()) for i, subject in enumerate(subjects)]
+    await asyncio.gather(*acks)
+
+
+async def test_a_long_history_is_replayed_whole_once_and_in_order_on_the_subjects_asked(nc: NATS) -> None:
+    await _fresh_stream(nc)
+    count = REPLAY_WINDOW + 7_000  # past the window: the replay must acknowledge to get the rest
+    subjects = [("rt.a", "rt.b", "rt.c")[i % 3] for i in range(count)]
+    await _publish(nc, subjects)
+    seen: list[Stored] = []
+
+    async def keep(stored: Stored) -> None:
+        seen.append(stored)
+
+    handled = await replay(nc.jetstream(), STREAM, ["rt.a", "rt.c"], keep)
+    expected = [(i + 1, s, str(i).encode()) for i, s in enumerate(subjects) if s != "rt.b"]
+    assert handled == len(expected)
+    assert [(m.seq, m.subject, m.data) for m in seen] == expected
+
+
+async def test_a_replay_of_subjects_with_no_message_ends_at_once(nc: NATS) -> None:
+    await _fresh_stream(nc)
+    await _publish(nc, ["rt.a"] * 10)
+
+    async def fail(stored: Stored) -> None:
+        raise AssertionError(f"nothing to hand over, got {stored}")
+
+    started = time.monotonic()
+    assert await replay(nc.jetstream(), STREAM, "rt.nothing", fail, timeout=30) == 0
+    assert time.monotonic() - started < 5  # not the timeout
+
+
+async def test_a_handler_that_raises_ends_the_replay_with_its_error(nc: NATS) -> None:
+    await _fresh_stream(nc)
+    await _publish(nc, ["rt.a"] * 10)
+
+    async def broken(stored: Stored) -> None:
+        if stored.seq == 4:
+            raise RuntimeError("bad message")
+
+    with pytest.raises(RuntimeError, match="bad message"):
+        await replay(nc.jetstream(), STREAM, "rt.a", broken)
