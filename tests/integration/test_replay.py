@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 
 import pytest
@@ -18,11 +19,19 @@ pytestmark = pytest.mark.integration
 STREAM = "REPLAYTEST"
 
 
-async def _fresh_stream(nc: NATS) -> None:
+_streams = itertools.count()
+
+
+async def _fresh_stream(nc: NATS) -> str:
+    """A new stream on ``rt.>`` (a new name each time: deleting a big one may outlast the request)."""
     js = nc.jetstream()
-    with contextlib.suppress(Exception):
-        await js.delete_stream(STREAM)
-    await js.add_stream(StreamConfig(name=STREAM, subjects=["rt.>"]))
+    for info in await js.streams_info():
+        if info.config.name.startswith(STREAM):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(info.config.name)
+    name = f"{STREAM}{next(_streams)}"
+    await js.add_stream(StreamConfig(name=name, subjects=["rt.>"]))
+    return name
 
 
 async def _publish(nc: NATS, subjects: list[str]) -> None:
@@ -32,7 +41,7 @@ async def _publish(nc: NATS, subjects: list[str]) -> None:
 
 
 async def test_a_long_history_is_replayed_whole_once_and_in_order_on_the_subjects_asked(nc: NATS) -> None:
-    await _fresh_stream(nc)
+    stream = await _fresh_stream(nc)
     count = REPLAY_WINDOW + 7_000  # past the window: the replay must acknowledge to get the rest
     subjects = [("rt.a", "rt.b", "rt.c")[i % 3] for i in range(count)]
     await _publish(nc, subjects)
@@ -41,26 +50,40 @@ async def test_a_long_history_is_replayed_whole_once_and_in_order_on_the_subject
     async def keep(stored: Stored) -> None:
         seen.append(stored)
 
-    handled = await replay(nc.jetstream(), STREAM, ["rt.a", "rt.c"], keep)
+    handled = await replay(nc.jetstream(), stream, ["rt.a", "rt.c"], keep)
     expected = [(i + 1, s, str(i).encode()) for i, s in enumerate(subjects) if s != "rt.b"]
     assert handled == len(expected)
     assert [(m.seq, m.subject, m.data) for m in seen] == expected
 
 
+async def test_a_short_history_delivered_before_the_replay_looks_is_replayed_whole(nc: NATS) -> None:
+    # A handful of messages reach the client before the replay asks the consumer what is pending.
+    for _ in range(20):
+        stream = await _fresh_stream(nc)
+        await _publish(nc, ["rt.a", "rt.b", "rt.a"])
+        seen: list[bytes] = []
+
+        async def keep(stored: Stored, seen: list[bytes] = seen) -> None:
+            seen.append(stored.data)
+
+        assert await replay(nc.jetstream(), stream, "rt.a", keep) == 2
+        assert seen == [b"0", b"2"]
+
+
 async def test_a_replay_of_subjects_with_no_message_ends_at_once(nc: NATS) -> None:
-    await _fresh_stream(nc)
+    stream = await _fresh_stream(nc)
     await _publish(nc, ["rt.a"] * 10)
 
     async def fail(stored: Stored) -> None:
         raise AssertionError(f"nothing to hand over, got {stored}")
 
     started = time.monotonic()
-    assert await replay(nc.jetstream(), STREAM, "rt.nothing", fail, timeout=30) == 0
+    assert await replay(nc.jetstream(), stream, "rt.nothing", fail, timeout=30) == 0
     assert time.monotonic() - started < 5  # not the timeout
 
 
 async def test_a_handler_that_raises_ends_the_replay_with_its_error(nc: NATS) -> None:
-    await _fresh_stream(nc)
+    stream = await _fresh_stream(nc)
     await _publish(nc, ["rt.a"] * 10)
 
     async def broken(stored: Stored) -> None:
@@ -68,4 +91,4 @@ async def test_a_handler_that_raises_ends_the_replay_with_its_error(nc: NATS) ->
             raise RuntimeError("bad message")
 
     with pytest.raises(RuntimeError, match="bad message"):
-        await replay(nc.jetstream(), STREAM, "rt.a", broken)
+        await replay(nc.jetstream(), stream, "rt.a", broken)

@@ -289,12 +289,20 @@ async def _replay_all(
         pending_bytes_limit=512 * 1024 * 1024,
     )
     try:
-        if end == 0 or not (await sub.consumer_info()).num_pending:
+        if end == 0 or await _nothing_to_deliver(sub):
             return 0
         return await _take_all(sub, end, handler, timeout, f"replay of {subjects} in {stream}")
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def _nothing_to_deliver(sub: Any) -> bool:
+    """No message on the consumer's subjects: none pending, and none delivered already (a short history
+    may be in the queue before this asks)."""
+    info = await sub.consumer_info()
+    delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+    return not info.num_pending and not delivered
 
 
 async def _take_all(sub: Any, end: int, handler: Handler, timeout: float, what: str) -> int:
