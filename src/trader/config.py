@@ -174,15 +174,12 @@ class RoutingSettings(BaseModel):
         return self.venues.get(symbol, self.venues.get("*", []))
 
 
-class VenueConfig(BaseModel):
-    """A venue exeq runs: ``kind`` names an adapter in ``trader.execution.venues``. The fields after
-    ``taker_fee_bps`` are those of kind ``ccxt`` (a live exchange; docs/venues.md, "Live execution"):
-    they say where the credentials are, never what they are."""
+class CcxtVenueSettings(BaseModel):
+    """One live venue through ccxt (kind ``ccxt``; docs/venues.md, "Live execution"). Secrets are never
+    here: only where to find them."""
 
-    kind: str = "paper"
-    taker_fee_bps: Decimal = Decimal(5)  # what the router nets prices with
     exchange: str | None = Field(default=None, description="ccxt exchange id; None: the venue name")
-    testnet: bool = Field(default=True, description="trade on the exchange's sandbox")
+    testnet: bool = Field(default=True, description="trade on the exchange's sandbox (set_sandbox_mode)")
     api_key_env: str | None = Field(default=None, description="env var of the key; TRADER_<NAME>_API_KEY")
     api_secret_env: str | None = Field(default=None, description="env var; TRADER_<NAME>_API_SECRET")
     api_passphrase_env: str | None = Field(
@@ -193,7 +190,6 @@ class VenueConfig(BaseModel):
     )
     base_url: str | None = Field(default=None, description="replaces the API's scheme and host (tests)")
     poll_interval_s: float = Field(default=1.0, gt=0, description="how often working orders are polled")
-    # Defaults as CcxtVenueSettings's (exeq copies these fields over; a test keeps them equal).
     retries: int = Field(default=4, ge=0, description="retries of a call after a network error")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each retry")
     timeout_ms: int = Field(default=10_000, gt=0, description="ccxt's timeout per request")
@@ -201,6 +197,14 @@ class VenueConfig(BaseModel):
     balance_tolerance: Decimal = Field(
         default=Decimal("0.00000001"), ge=0, description="the largest balance difference not reported"
     )
+
+
+class VenueConfig(CcxtVenueSettings):
+    """A venue exeq runs: ``kind`` names an adapter in ``trader.execution.venues``. The fields of
+    ``CcxtVenueSettings`` are those of kind ``ccxt`` (a live exchange), which exeq hands the adapter."""
+
+    kind: str = "paper"
+    taker_fee_bps: Decimal = Decimal(5)  # what the router nets prices with
 
 
 class ExeqSettings(BaseModel):

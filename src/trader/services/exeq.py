@@ -78,7 +78,7 @@ from trader.bus.read import (
     work_through,
 )
 from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject, exec_report_subject
-from trader.config import Settings
+from trader.config import CcxtVenueSettings, Settings
 from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
 from trader.execution.balances import BalanceBaseline, BalanceBook, JetStreamBalanceBook, check_balances
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
@@ -587,8 +587,9 @@ class Exeq(Service):
         if kind == "paper":
             return PaperVenue(self.settings.exeq.paper, name=name, report_listener=listener)
         if kind == "ccxt":
-            from trader.execution.venues.ccxt_live import CcxtVenue, CcxtVenueSettings  # imports ccxt: slow
+            from trader.execution.venues.ccxt_live import CcxtVenue  # imports ccxt: slow
 
+            # A VenueConfig is the adapter's settings with exeq's own fields (kind, fee) on top.
             cfg = self.settings.exeq.venues[name]
             settings = CcxtVenueSettings(**cfg.model_dump(include=set(CcxtVenueSettings.model_fields)))
             return CcxtVenue(settings, name=name, report_listener=listener)

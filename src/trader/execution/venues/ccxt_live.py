@@ -28,7 +28,7 @@
   one exeq believes open that the venue does not have open is not sent again either.
 - Balances: ``balances()`` is ccxt's ``total`` per asset; ``assets(symbol)`` gives the base and quote codes
   they use, so exeq can reconcile them with the fills (``trader.execution.balances``; the adapter's
-  ``balance_tolerance``, default ``DEFAULT_BALANCE_TOLERANCE``, is the largest difference not reported).
+  ``balance_tolerance``, default 1e-8, is the largest difference not reported).
 
 Credentials come from the environment (``TRADER_<NAME>_API_KEY`` / ``_API_SECRET`` / ``_API_PASSPHRASE``
 (OKX's), NAME the venue name upper-cased, or the variables the settings name) or from a JSON secret file
@@ -47,14 +47,14 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
 import structlog
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import SecretStr
 
+from trader.config import CcxtVenueSettings
 from trader.execution.venues.base import (
     Mismatch,
     MismatchKind,
@@ -77,7 +77,6 @@ _OKX_PAGE, _BINANCE_PAGE = 100, 1000
 _ID_HASH_LEN = 16  # hex digits of sha256 (64 bits) in a mapped client id: no two of ours map to one
 # Largest difference per asset, venue balance against what the fills explain, not reported: one unit of
 # the 8th decimal, where spot venues count; finer than any fee, so a missed fee still shows.
-DEFAULT_BALANCE_TOLERANCE = Decimal("0.00000001")
 
 
 @dataclass(frozen=True)
@@ -117,32 +116,6 @@ def _family(exchange: ccxt.Exchange) -> str | None:
         if isinstance(exchange, getattr(ccxt, family)):
             return family
     return None
-
-
-class CcxtVenueSettings(BaseModel):
-    """One live venue through ccxt. Secrets are never here: only where to find them."""
-
-    exchange: str | None = Field(default=None, description="ccxt exchange id; None: the venue name")
-    testnet: bool = Field(default=True, description="the exchange's sandbox (set_sandbox_mode)")
-    api_key_env: str | None = Field(default=None, description="default TRADER_<NAME>_API_KEY")
-    api_secret_env: str | None = Field(default=None, description="default TRADER_<NAME>_API_SECRET")
-    api_passphrase_env: str | None = Field(
-        default=None, description="default TRADER_<NAME>_API_PASSPHRASE; OKX wants one"
-    )
-    secret_file: Path | None = Field(
-        default=None, description='JSON {"api_key": ..., "api_secret": ..., "api_passphrase": ...}'
-    )
-    base_url: str | None = Field(default=None, description="every API URL's scheme and host, for tests")
-    poll_interval_s: float = Field(default=1.0, gt=0, description="how often working orders are polled")
-    retries: int = Field(default=4, ge=0, description="retries of a call after a network error")
-    backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each retry")
-    timeout_ms: int = Field(default=10_000, gt=0)
-    rate_limit: bool = Field(
-        default=True, description="ccxt's client-side rate limiter; off for a local fake"
-    )
-    balance_tolerance: Decimal = Field(
-        default=DEFAULT_BALANCE_TOLERANCE, ge=0, description="the largest balance difference not reported"
-    )
 
 
 @dataclass(frozen=True)
