@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trader.config import PortMap, Settings
+from trader.stack.base import find_binary
 from trader.stack.probes import port_is_free
 
 # Below Linux's ephemeral range (32768+), so an outgoing connection cannot take one meanwhile.
@@ -85,3 +89,22 @@ class Stack:
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.ports['nats']}"
+
+
+@contextlib.contextmanager
+def nats_only(data_dir: Path) -> Iterator[Stack]:
+    """A stack of which only a nats-server (with JetStream) runs: for services that need nothing else."""
+    stack = Stack.create(data_dir)
+    port = stack.ports["nats"]
+    store = str(data_dir / "nats")
+    command = [find_binary("nats-server"), "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while port_is_free(port):
+        assert time.monotonic() < deadline, "nats-server did not start"
+        time.sleep(0.1)
+    try:
+        yield stack
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,12 +32,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from tests.stack_helpers import Stack
+from tests.stack_helpers import Stack, nats_only
 from tests.venues.fake_binance_rest import FakeBinanceRest
 from trader.execution.venues.ccxt_live import CLIENT_ID_RULES, map_client_id
 from trader.messages import ExecutionReport, VenueOrder, encode
-from trader.stack.base import find_binary
-from trader.stack.probes import port_is_free
 
 pytestmark = pytest.mark.integration
 
@@ -50,29 +47,8 @@ LIVE2_AT_VENUE = map_client_id(LIVE2, CLIENT_ID_RULES["binance"])
 @pytest.fixture(scope="module")
 def nats_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Only a NATS server: exeq provisions its streams itself."""
-    data = Path(tmp_path_factory.mktemp("ccxt-exeq"))
-    stack = Stack.create(data)
-    port = stack.ports["nats"]
-    command = [
-        find_binary("nats-server"),
-        "-js",
-        "-sd",
-        str(data / "nats"),
-        "-a",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while port_is_free(port):
-        assert time.monotonic() < deadline, "nats-server did not start"
-        time.sleep(0.1)
-    try:
+    with nats_only(Path(tmp_path_factory.mktemp("ccxt-exeq"))) as stack:
         yield stack
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ import msgspec
 import nats
 import pytest
 
-from tests.stack_helpers import Stack, free_port_map
+from tests.stack_helpers import Stack, free_port_map, nats_only
 from tests.venues.fake_exchanges import (
     BROKEN_JSON,
     CONFIGURED_SYMBOLS,
@@ -44,8 +44,6 @@ from tests.venues.fake_exchanges import (
 from trader.bus import dlq
 from trader.messages import FeedEvent, MarketTick
 from trader.services import REGISTRY
-from trader.stack.base import find_binary
-from trader.stack.probes import port_is_free
 
 pytestmark = pytest.mark.integration
 
@@ -99,28 +97,8 @@ def _ready(port: int) -> bool:
 @pytest.fixture(scope="module")
 def nats_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Only a NATS server: the gateway needs nothing else."""
-    data = Path(tmp_path_factory.mktemp("live"))
-    stack = Stack.create(data)
-    server = subprocess.Popen(
-        [
-            find_binary("nats-server"),
-            "-js",
-            "-sd",
-            str(data / "nats"),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(stack.ports["nats"]),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait(lambda: not port_is_free(stack.ports["nats"]), 15, "nats-server did not start")
-    try:
+    with nats_only(Path(tmp_path_factory.mktemp("live"))) as stack:
         yield stack
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.fixture(scope="module")

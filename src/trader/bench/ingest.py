@@ -239,14 +239,17 @@ def _spawn_consumers(settings: Settings, names: tuple[str, ...]) -> dict[str, su
     return procs
 
 
-def _stop_consumers(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def stop_processes(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to the services a benchmark started, and SIGKILL to those still up 30 s later."""
     for proc in procs.values():
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
     for proc in procs.values():
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 async def _wait_until(progress: dict[str, Progress], seq: int, every: float, timeout_s: float) -> None:
@@ -311,7 +314,7 @@ async def run_ingest_bench(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await nc.close()
-        _stop_consumers(procs)
+        stop_processes(procs)
     first_backlog, last_backlog = backlog_batches[0][0][0], backlog_batches[-1][0][-1]
     return {
         "consumers": list(consumers),

@@ -35,7 +35,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -51,7 +50,7 @@ import psutil
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from trader.bench.ingest import peak_rss_mib, percentile
+from trader.bench.ingest import peak_rss_mib, percentile, stop_processes
 from trader.bus.connection import connect_nats
 from trader.bus.publish import MSG_ID
 from trader.bus.streams import (
@@ -269,18 +268,6 @@ def _spawn(settings: Settings, env: dict[str, str]) -> dict[str, subprocess.Pope
             argv = [sys.executable, "-m", "trader", "service", "run", name]
             procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     return procs
-
-
-def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _wait_ready(
@@ -542,7 +529,7 @@ async def run_trading_bench(
     finally:
         await bench.unsubscribe()
         await nc.close()
-        _stop(procs)
+        stop_processes(procs)
     return {
         "strategy": STRATEGY,
         "symbol": SYMBOL,
