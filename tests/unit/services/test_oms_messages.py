@@ -64,16 +64,7 @@ def test_each_state_and_each_cancel_has_its_own_message_id() -> None:
     assert first.subject == "order.state.s1"
     assert first.msg_id == "s1-0001:1"
     assert first.headers is None
-    report = ExecutionReport(
-        exec_id="paper:s1-0001:1",
-        kind="accepted",
-        client_order_id="s1-0001",
-        strategy="s1",
-        account="paper",
-        venue="paper",
-        symbol="BTCUSDT",
-        side="buy",
-    )
+    report = _report("accepted", 1)
     accepted = book.apply_report(report)
     assert accepted is not None
     second = state_message(accepted, report.exec_id)
