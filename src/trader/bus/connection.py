@@ -10,6 +10,7 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 
+from trader.bus.wire import BulkParser
 from trader.runtime.backoff import Backoff
 
 
@@ -23,7 +24,8 @@ async def connect_nats(
 ) -> NATS | None:
     """Connect, retrying with backoff until connected; None if ``stop`` is set first.
 
-    Once connected, nats-py reconnects on its own without limit. Its wait between attempts has no
+    The connection parses the wire with ``BulkParser``, which the bulk consumers need. Once connected,
+    nats-py reconnects on its own without limit. Its wait between attempts has no
     jitter of its own, so each process draws its own wait once, spreading a herd of reconnects.
     """
     log = log or structlog.get_logger()
@@ -49,7 +51,9 @@ async def connect_nats(
 
     while stop is None or not stop.is_set():
         try:
-            nc = await nats.connect(
+            nc = NATS()
+            nc._ps = BulkParser(nc)  # before connecting: the read loop must never change parsers midway
+            await nc.connect(
                 url,
                 name=name,
                 connect_timeout=2,

@@ -1,13 +1,13 @@
 """Consuming a stream in batches, fast, from an exact position.
 
-A push consumer whose messages are read in bulk. nats-py parses each message into its subscription's
-pending queue; with no callback, this consumer takes everything queued at once instead of having a
-coroutine called per message (which cost more than the parsing itself), and awaits the queue only
-when it is empty. (nats-py's pull ``fetch`` awaits each message on its own and tops out near 18k
-msgs/s on the reference machine.) The consumer is re-created at every start from the position the
-service's own durable state names (a Delta commit, a checkpoint), so correctness never rests on the
-consumer's acknowledgement state: acknowledgements (``AckPolicy.ALL``, one per batch) only pace
-delivery and show the lag.
+A push consumer whose messages are read in bulk. The connection's ``BulkParser`` (trader.bus.wire)
+hands this consumer's messages over raw, one list per read from the socket, without nats-py's
+per-message objects, header parsing or coroutine calls, which cost more than everything the tick
+consumers do with a tick. The consumer awaits only when nothing is waiting. (nats-py's pull ``fetch``
+awaits each message on its own and tops out near 18k msgs/s on the reference machine.) The consumer is
+re-created at every start from the position the service's own durable state names (a Delta commit, a
+checkpoint), so correctness never rests on the consumer's acknowledgement state: acknowledgements
+(``AckPolicy.ALL``, one per batch) only pace delivery and show the lag.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from trader.bus.wire import BulkParser, RawMessage, parse_headers
 from trader.runtime.service import Runtime
 
 
@@ -32,7 +34,11 @@ class Delivery(msgspec.Struct):
     arrival_ms: int  # when JetStream stored it
     subject: str
     data: bytes
-    headers: dict[str, str] | None
+    raw_headers: bytes | None  # as on the wire: parsed only when asked for
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return parse_headers(self.raw_headers)
 
 
 def ack_metadata(reply: str) -> tuple[int, int, int]:
@@ -79,18 +85,29 @@ class StreamConsumer:
         self._buffer: list[Delivery] = []
         self._bytes = 0
         self._last_seq = (start_seq or 1) - 1
-        self._sub = None
-        self._queue: asyncio.Queue[Msg] | None = None
+        self._sub: Subscription | None = None
+        self._parser: BulkParser | None = None
+        self._inbox: list[RawMessage] = []  # handed over by the parser, not yet taken into a batch
+        self._arrived = asyncio.Event()
         self.pending = 0
-        self._last_msg: Msg | None = None
-        self._to_ack: dict[int, Msg] = {}  # batch's last stream sequence -> the message to acknowledge
+        self._last_reply = b""
+        self._to_ack: dict[int, bytes] = {}  # batch's last stream sequence -> the reply to acknowledge
 
     async def start(self) -> None:
-        js = self.rt.js
+        nc, js = self.rt.nc, self.rt.js
+        parser = nc._ps
+        if not isinstance(parser, BulkParser):
+            raise TypeError("StreamConsumer needs a connection made by trader.bus.connection.connect_nats")
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(self.stream, self.name)
+        # The subscription is routed to this consumer before the consumer exists, so that every message
+        # takes the fast way. Its callback sees only what the parser leaves to nats-py: heartbeats.
+        self._sub = await nc.subscribe(nc.new_inbox(), cb=_ignore)
+        self._parser = parser
+        parser.route(self._sub._id, self._receive)
         config = ConsumerConfig(
             durable_name=self.name,
+            deliver_subject=self._sub.subject,
             filter_subject=self.subject,
             ack_policy=AckPolicy.ALL,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if self.start_seq else DeliverPolicy.ALL,
@@ -99,19 +116,12 @@ class StreamConsumer:
             ack_wait=300,
             idle_heartbeat=5,
         )
-        # No callback: the messages wait in the subscription's queue, which holds more than the server
-        # may send unacknowledged (max_ack_pending), so none is ever dropped as from a slow consumer.
-        self._sub = await js.subscribe(
-            self.subject,
-            stream=self.stream,
-            durable=self.name,
-            manual_ack=True,
-            config=config,
-            pending_msgs_limit=self.max_ack_pending + self.max_rows,
-            pending_bytes_limit=512 * 1024 * 1024,
-        )
-        self._queue = self._sub._pending_queue  # nats-py has no public way to take messages in bulk
+        await js.add_consumer(self.stream, config)
         self.rt.log.info("consumer.started", stream=self.stream, consumer=self.name, start_seq=self.start_seq)
+
+    def _receive(self, messages: list[RawMessage]) -> None:
+        self._inbox.extend(messages)
+        self._arrived.set()
 
     async def batches(self) -> AsyncIterator[list[Delivery]]:
         """Batches until the service stops; then intake stops and what is buffered comes last.
@@ -131,52 +141,49 @@ class StreamConsumer:
             if batch:
                 yield batch
         finally:
-            # Also when the service leaves early (an error): the connection's drain at exit would wait
-            # for the queued messages that nobody takes any more.
             await self.stop_intake()
 
     def _full(self) -> bool:
         return len(self._buffer) >= self.max_rows or self._bytes >= self.max_bytes
 
     async def _fill(self) -> None:
-        """Take what is queued; wait for more until the batch is full (or, eager, not empty) or
+        """Take what has arrived; wait for more until the batch is full (or, eager, not empty) or
         ``max_wait_s`` has passed."""
         deadline = time.monotonic() + self.max_wait_s
         self._drain()
-        while not self._full() and not (self.eager and self._buffer) and self._queue is not None:
+        while not self._full() and not (self.eager and self._buffer) and self._sub is not None:
+            if self._inbox:  # more than a batch had room for, and some of it was skipped
+                self._drain()
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            self._arrived.clear()
             try:
                 async with asyncio.timeout(remaining):
-                    msg = await self._queue.get()
+                    await self._arrived.wait()
             except TimeoutError:
                 return
-            self._queue.task_done()
-            self._accept([msg])
             self._drain()
 
     def _drain(self) -> None:
-        """Everything queued now, up to a full batch."""
-        queue = self._queue
-        if queue is None or queue.empty():
+        """Everything that has arrived, up to a full batch."""
+        inbox = self._inbox
+        if not inbox:
             return
-        get, done = queue.get_nowait, queue.task_done
-        msgs = []
-        for _ in range(min(queue.qsize(), self.max_rows - len(self._buffer))):
-            msgs.append(get())
-            done()  # nats-py's drain of the connection waits for every message to be done
-        if msgs:
-            self._accept(msgs)
+        room = self.max_rows - len(self._buffer)
+        if len(inbox) <= room:
+            self._inbox = []
+        else:
+            inbox, self._inbox = inbox[:room], inbox[room:]
+        self._accept(inbox)
 
-    def _accept(self, msgs: list[Msg]) -> None:
-        """Deliveries from messages, in one tight loop: this runs for every message of the stream."""
-        buffer, last_seq, accepted_bytes, queued_bytes = self._buffer, self._last_seq, 0, 0
-        last: Msg | None = None
-        for msg in msgs:
-            data = msg.data
-            queued_bytes += len(data)
-            tokens = msg.reply.split(".")
+    def _accept(self, messages: list[RawMessage]) -> None:
+        """Deliveries from raw messages, in one tight loop: this runs for every message of the stream."""
+        buffer, last_seq, accepted_bytes = self._buffer, self._last_seq, 0
+        last_reply = b""
+        for subject, reply, headers, data in messages:
+            tokens = reply.split(b".")
             if len(tokens) != 9:  # the newer form: domain and account hash after ``ACK``
                 tokens = tokens[2:]
             try:
@@ -185,41 +192,44 @@ class StreamConsumer:
                 continue  # not from JetStream: nothing to take nor to acknowledge
             if seq <= last_seq:
                 continue  # a redelivery of what this run already has: acknowledged with its batch
-            last_seq, last = seq, msg
+            last_seq, last_reply = seq, reply
             accepted_bytes += len(data)
-            buffer.append(Delivery(seq, arrival_ms, msg.subject, data, msg.headers))
-        if self._sub is not None:
-            # nats-py counts the bytes it queued and refuses messages past its limit: give them back.
-            self._sub._pending_size -= queued_bytes
-        if last is not None:
+            buffer.append(Delivery(seq, arrival_ms, subject.decode(), data, headers))
+        if last_reply:
             self._last_seq, self._bytes = last_seq, self._bytes + accepted_bytes
-            self._last_msg = last  # only a batch's last message is acknowledged: the rest are not kept
-            self.pending = ack_metadata(last.reply)[2]
+            self._last_reply = last_reply  # only a batch's last message is acknowledged
+            self.pending = ack_metadata(last_reply.decode())[2]
 
     def _take(self) -> list[Delivery]:
         batch, self._buffer, self._bytes = self._buffer, [], 0
         if batch:
-            self._to_ack[batch[-1].seq] = self._last_msg
+            self._to_ack[batch[-1].seq] = self._last_reply
         return batch
 
     @property
     def caught_up(self) -> bool:
-        return self.pending == 0 and not self._buffer and (self._queue is None or self._queue.empty())
+        return self.pending == 0 and not self._buffer and not self._inbox
 
     async def ack(self, batch: list[Delivery]) -> None:
         """Acknowledge a batch and all before it (AckPolicy.ALL)."""
-        msg = self._to_ack.pop(batch[-1].seq, None) if batch else None
+        reply = self._to_ack.pop(batch[-1].seq, None) if batch else None
         for older in [seq for seq in self._to_ack if batch and seq < batch[-1].seq]:
             del self._to_ack[older]  # covered by this acknowledgement (AckPolicy.ALL)
-        if msg is not None:
+        if reply:
             with contextlib.suppress(Exception):  # a lost ack only means a redelivery, skipped above
-                await msg.ack()
+                await self.rt.nc.publish(reply.decode())
 
     async def stop_intake(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-            self._sub, self._queue = None, None
+            if self._parser is not None:
+                self._parser.unroute(self._sub._id)
+            self._sub = None
+
+
+async def _ignore(msg: Msg) -> None:
+    return None
 
 
 def now_ms() -> int:

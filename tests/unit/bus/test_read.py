@@ -33,7 +33,7 @@ class _Runtime:
 
 
 def _delivery(seq: int, data: bytes) -> Delivery:
-    return Delivery(seq=seq, arrival_ms=0, subject="in", data=data, headers=None)
+    return Delivery(seq=seq, arrival_ms=0, subject="in", data=data, raw_headers=None)
 
 
 async def _echo(stored: Stored) -> list[Outgoing]:

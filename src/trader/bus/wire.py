@@ -1,0 +1,141 @@
+"""Reading the NATS wire fast for the subscriptions that take their messages in bulk.
+
+nats-py parses every message with a regex, awaits two coroutines for it, parses its headers into a
+dict and builds a ``Msg`` object, before anyone has looked at it: about 6 µs a message on the
+reference machine, 40 % of what the tick consumers spend. ``BulkParser`` replaces nats-py's parser on
+the connection (nats-py 2.16's ``Client._ps``; the version is pinned). For a subscription *routed* to a
+sink, it cuts each chunk read from the socket into raw ``(subject, reply, headers, payload)`` tuples
+and hands the sink one list per chunk; the headers stay raw bytes, parsed only if someone asks. Every
+other message, and every other operation (PING, INFO, -ERR, ...), goes through nats-py exactly as
+before, so connecting, reconnecting, requests and JetStream status messages are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nats.aio.client import Client
+from nats.errors import ProtocolError
+from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, CRLF_SIZE, Parser
+
+RawMessage = tuple[bytes, bytes, bytes | None, bytes]  # subject, reply, raw headers or None, payload
+Sink = Callable[[list[RawMessage]], None]
+
+_CRLF = b"\r\n"
+_HEADER_LINE = b"NATS/1.0"
+_STATUS_AT = len(_HEADER_LINE)  # a space there: a status message (heartbeat, flow control, 404, ...)
+
+
+def parse_headers(raw: bytes | None) -> dict[str, str] | None:
+    """The headers of a data message, as nats-py would have given them."""
+    if raw is None:
+        return None
+    return Client._parse_header_lines(raw[_STATUS_AT + CRLF_SIZE :]) or None
+
+
+class BulkParser(Parser):
+    def __init__(self, nc: Client | None = None) -> None:
+        super().__init__(nc)
+        self.routes: dict[int, Sink] = {}
+        self._done = 0
+
+    def route(self, sid: int, sink: Sink) -> None:
+        """From now on, the data messages of subscription ``sid`` go to ``sink``, one list per read."""
+        self.routes[sid] = sink
+
+    def unroute(self, sid: int) -> None:
+        self.routes.pop(sid, None)
+
+    async def parse(self, data: bytes = b"") -> None:
+        if not self.routes:
+            await super().parse(data)
+            return
+        self.buf.extend(data)
+        routed: dict[int, list[RawMessage]] = {}
+        try:
+            # nats-py's own parsing may have stopped in a message's middle (before the first route).
+            if self.state == AWAITING_MSG_PAYLOAD and not await self._finish_message(routed):
+                return
+            self._done = 0
+            try:
+                await self._cut(routed)
+            finally:
+                del self.buf[: self._done]
+        finally:
+            for sid, messages in routed.items():
+                sink = self.routes.get(sid)
+                if sink is not None:
+                    sink(messages)
+
+    async def _cut(self, routed: dict[int, list[RawMessage]]) -> None:
+        """Cuts the buffer into operations, up to the first one not complete yet; ``_done`` is where
+        the operations not yet taken begin. (This loop runs for every message: it slices one
+        immutable copy of the buffer and leaves everything else for later.)"""
+        data, routes, nc = bytes(self.buf), self.routes, self.nc
+        size, find = len(data), data.find
+        pos = 0
+        while pos < size:
+            end = find(_CRLF, pos)
+            if end < 0:
+                break
+            first = data[pos]
+            if first != 72 and first != 77:  # neither "HMSG" nor "MSG": a rare operation, for nats-py
+                self._done = end + CRLF_SIZE
+                await Parser(nc).parse(data[pos : self._done])
+                pos = self._done
+                continue
+            sid, subject, reply, header_size, total = _control_line(data[pos:end])
+            start = end + CRLF_SIZE
+            stop = start + total
+            if stop + CRLF_SIZE > size:
+                break  # the payload has not all arrived: this control line is read again next time
+            pos = self._done = stop + CRLF_SIZE
+            if header_size:
+                body = start + header_size
+                headers: bytes | None = data[start:body]
+                if sid not in routes or data[start + _STATUS_AT] == 32:  # a space: a status message
+                    await nc._process_msg(sid, subject, reply, data[body:stop], headers)
+                    continue
+            else:
+                body, headers = start, None
+                if sid not in routes:
+                    await nc._process_msg(sid, subject, reply, data[body:stop], headers)
+                    continue
+            messages = routed.get(sid)
+            if messages is None:
+                messages = routed[sid] = []
+            messages.append((subject, reply, headers, data[body:stop]))
+
+    async def _finish_message(self, routed: dict[int, list[RawMessage]]) -> bool:
+        """Takes the message nats-py's parser began; False if it has still not all arrived."""
+        buf, needed, header_size, arg = self.buf, self.needed, self.header_needed, self.msg_arg
+        if len(buf) < needed + CRLF_SIZE:
+            return False
+        headers = bytes(buf[:header_size]) if header_size else None
+        payload = bytes(buf[header_size:needed])
+        del buf[: needed + CRLF_SIZE]
+        self.state, self.header_needed = AWAITING_CONTROL_LINE, 0
+        sid, subject, reply = arg["sid"], bytes(arg["subject"]), bytes(arg["reply"])
+        if sid in self.routes and (headers is None or headers[_STATUS_AT : _STATUS_AT + 1] != b" "):
+            routed.setdefault(sid, []).append((subject, reply, headers, payload))
+        else:
+            await self.nc._process_msg(sid, subject, reply, payload, headers)
+        return True
+
+
+def _control_line(line: bytes) -> tuple[int, bytes, bytes, int, int]:
+    """``MSG <subject> <sid> [reply] <size>`` or ``HMSG <subject> <sid> [reply] <header size> <size>``:
+    (sid, subject, reply, header size, total size)."""
+    args = line.split(b" ")
+    try:
+        if args[0] == b"HMSG" and len(args) in (5, 6):
+            header_size, total = int(args[-2]), int(args[-1])
+            reply = args[3] if len(args) == 6 else b""
+        elif args[0] == b"MSG" and len(args) in (4, 5):
+            header_size, total = 0, int(args[-1])
+            reply = args[3] if len(args) == 5 else b""
+        else:
+            raise ValueError(line)
+        return int(args[2]), args[1], reply, header_size, total
+    except ValueError as exc:
+        raise ProtocolError("nats: malformed MSG") from exc
