@@ -8,6 +8,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +26,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def nc(stack: Stack) -> AsyncIterator[NATS]:
+    """A connection as the services make it (reading in bulk)."""
+    client = await connect_nats(stack.nats_url, "test")
+    assert client is not None
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def plain_nc(stack: Stack) -> AsyncIterator[NATS]:
+    """A connection as nats-py makes it: what other programs use."""
     client = await nats.connect(stack.nats_url)
     yield client
     await client.close()

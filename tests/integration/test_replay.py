@@ -56,6 +56,21 @@ async def test_a_long_history_is_replayed_whole_once_and_in_order_on_the_subject
     assert [(m.seq, m.subject, m.data) for m in seen] == expected
 
 
+async def test_a_plain_nats_py_connection_replays_the_same_through_an_ordered_consumer(
+    nc: NATS, plain_nc: NATS
+) -> None:
+    stream = await _fresh_stream(nc)
+    await _publish(nc, ["rt.a", "rt.b", "rt.a", "rt.c"])
+    seen: dict[str, list[tuple[int, bytes]]] = {"bulk": [], "plain": []}
+    for name, client in (("bulk", nc), ("plain", plain_nc)):
+
+        async def keep(stored: Stored, into: list[tuple[int, bytes]] = seen[name]) -> None:
+            into.append((stored.seq, stored.data))
+
+        assert await replay(client.jetstream(), stream, ["rt.a", "rt.c"], keep) == 3
+    assert seen["bulk"] == seen["plain"] == [(1, b"0"), (3, b"2"), (4, b"3")]
+
+
 async def test_a_short_history_delivered_before_the_replay_looks_is_replayed_whole(nc: NATS) -> None:
     # A handful of messages reach the client before the replay asks the consumer what is pending.
     for _ in range(20):

@@ -39,7 +39,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from trader.bus.connection import connect_nats
-from trader.bus.publish import MSG_ID
+from trader.bus.publish import MSG_ID, publish_acked
 from trader.bus.streams import ensure_streams, tick_subject
 from trader.config import Settings
 from trader.marketdata.mock import TickGenerator
@@ -180,7 +180,7 @@ async def _publish(js: JetStreamContext, ticks: int, symbols: int, batch: int) -
         for _ in range(min(batch, ticks - sent)):
             tick = generator.next_tick(now_ms)
             headers = {MSG_ID: f"bench:{run}:{tick.symbol}:{tick.trade_id}"}
-            futures.append(await js.publish_async(tick_subject(tick.symbol), encode(tick), headers=headers))
+            futures.append(await publish_acked(js, tick_subject(tick.symbol), encode(tick), headers))
         acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=60)
         batches.append(([ack.seq for ack in acks], time.monotonic()))
         sent += len(futures)

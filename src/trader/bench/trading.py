@@ -52,7 +52,7 @@ from nats.aio.msg import Msg
 
 from trader.bench.ingest import peak_rss_mib, percentile, stop_processes
 from trader.bus.connection import connect_nats
-from trader.bus.publish import MSG_ID
+from trader.bus.publish import MSG_ID, publish_acked
 from trader.bus.streams import (
     ensure_streams,
     exec_route_subject,
@@ -388,7 +388,7 @@ class TradingBench:
         sent = Sent(measured, time.perf_counter())
         rec.ticks.append(sent)
         headers = {MSG_ID: f"bench-trading:{self.run}:{k}"}
-        future = await self.js.publish_async(tick_subject(SYMBOL), encode(tick), headers=headers)
+        future = await publish_acked(self.js, tick_subject(SYMBOL), encode(tick), headers)
 
         def acked(f: asyncio.Future[Any]) -> None:
             if not f.cancelled() and f.exception() is None:

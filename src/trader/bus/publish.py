@@ -3,16 +3,28 @@
 Every message carries a ``Nats-Msg-Id`` where its producer has a natural identity (venue + trade id),
 so a batch that is retried after a lost acknowledgement is stored once: JetStream drops the copies
 that arrive within the stream's duplicate window.
+
+The acknowledgements come back on one routed subscription per connection (``AckedPublisher``), read
+in bulk by the connection's parser: nats-py's ``publish_async`` makes a ``Msg``, parses headers and
+calls a coroutine for each acknowledgement, which cost the trading services more than their work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError
+
+from trader.bus.wire import RawMessage, reads_in_bulk
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -38,6 +50,106 @@ class BatchResult:
     errors: list[str] = field(default_factory=list)
 
 
+class PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: where the message was stored, or why not."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(PubAck).decode
+
+
+class AckedPublisher:
+    """Publishes to JetStream and gives a future per message for its acknowledgement, which arrives on
+    this publisher's own inbox, read raw and in bulk."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._prefix = nc.new_inbox() + "."
+        self._prefix_bytes = self._prefix.encode()
+        self._futures: dict[bytes, asyncio.Future[PubAck]] = {}
+        self._next = 0
+        self._started = False
+        self._starting = asyncio.Lock()
+
+    async def _start(self) -> None:
+        # Routed before anything is published. The callback sees only what the parser leaves to
+        # nats-py: a status message (503, no stream takes the subject).
+        sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_status)
+        self.nc._ps.route(sub._id, self._on_acks)
+        self._started = True
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None
+    ) -> asyncio.Future[PubAck]:
+        if not self._started:
+            async with self._starting:
+                if not self._started:
+                    await self._start()
+        self._next += 1
+        token = b"%d" % self._next
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        try:
+            await self.nc.publish(subject, payload, reply=self._prefix + token.decode(), headers=headers)
+        except BaseException:
+            del self._futures[token]
+            raise
+        return future
+
+    def forget_unanswered(self) -> None:
+        """Drops the futures given up on (cancelled after a timeout): their answers, if any, are late."""
+        self._futures = {token: f for token, f in self._futures.items() if not f.done()}
+
+    def _on_acks(self, messages: list[RawMessage]) -> None:
+        futures, start = self._futures, len(self._prefix_bytes)
+        for subject, _reply, _headers, payload in messages:
+            future = futures.pop(subject[start:], None)
+            if future is None or future.done():
+                continue
+            try:
+                ack = _decode_ack(payload)
+            except msgspec.DecodeError as exc:
+                future.set_exception(exc)
+                continue
+            if ack.error is not None:
+                future.set_exception(APIError.from_error(ack.error))
+            else:
+                future.set_result(ack)
+
+    async def _on_status(self, msg: Msg) -> None:
+        future = self._futures.pop(msg.subject[len(self._prefix) :].encode(), None)
+        if future is not None and not future.done():
+            future.set_exception(NoStreamResponseError())
+
+
+_publishers: weakref.WeakKeyDictionary[Client, AckedPublisher] = weakref.WeakKeyDictionary()
+
+
+def publisher_of(js: JetStreamContext) -> AckedPublisher | None:
+    """The connection's ``AckedPublisher``; None for a connection without the bulk parser."""
+    nc = js._nc  # the context's connection (nats-py keeps it private)
+    if not reads_in_bulk(nc):
+        return None
+    publisher = _publishers.get(nc)
+    if publisher is None:
+        publisher = _publishers[nc] = AckedPublisher(nc)
+    return publisher
+
+
+async def publish_acked(
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None
+) -> asyncio.Future[Any]:
+    """Publish one message; the future gives its acknowledgement (``duplicate``, ``seq``)."""
+    publisher = publisher_of(js)
+    if publisher is None:
+        return await js.publish_async(subject, payload, headers=headers)
+    return await publisher.publish(subject, payload, headers)
+
+
 async def publish_batch(
     js: JetStreamContext, items: Sequence[Outgoing], *, ack_timeout: float = 5.0
 ) -> BatchResult:
@@ -50,7 +162,7 @@ async def publish_batch(
     pending: list[tuple[Outgoing, asyncio.Future]] = []
     for index, item in enumerate(items):
         try:
-            future = await js.publish_async(item.subject, item.payload, headers=item.all_headers())
+            future = await publish_acked(js, item.subject, item.payload, item.all_headers())
         except Exception as exc:  # not connected, buffer full: the rest of the batch waits for a retry
             result.failed.extend(items[index:])
             result.errors.append(f"publish: {exc!r}")
@@ -59,7 +171,9 @@ async def publish_batch(
     if pending:
         _done, not_done = await asyncio.wait([f for _, f in pending], timeout=ack_timeout)
         for future in not_done:
-            future.cancel()  # frees nats-py's slot for it; the message is retried by the caller
+            future.cancel()  # the message is retried by the caller
+        if not_done and (publisher := publisher_of(js)) is not None:
+            publisher.forget_unanswered()
         for item, future in pending:
             if future in not_done:
                 result.failed.append(item)

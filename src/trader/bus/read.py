@@ -36,6 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outgoing
+from trader.bus.wire import PushInbox, parse_headers, reads_in_bulk
 from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.service import Refused, Runtime
@@ -226,7 +227,7 @@ async def replay(
     """Hand every message of ``subjects`` (or the latest per subject) stored now to ``handler``, oldest
     first; returns how many there were. A handler that raises ends the replay with its error;
     ``TimeoutError`` when ``timeout`` seconds pass without a message."""
-    if deliver_policy == DeliverPolicy.ALL:
+    if deliver_policy == DeliverPolicy.ALL and reads_in_bulk(js._nc):
         return await _replay_all(js, stream, subjects, handler, timeout)
     failure: list[Exception] = []
 
@@ -265,76 +266,58 @@ REPLAY_WINDOW = 20_000  # messages delivered ahead of the handler: bounds memory
 async def _replay_all(
     js: JetStreamContext, stream: str, subjects: str | list[str], handler: Handler, timeout: float
 ) -> int:
-    """``replay`` of the whole history: an ephemeral consumer whose messages are taken from nats-py's
-    queue in bulk, where an ordered consumer costs a coroutine call per message and about twice the
+    """``replay`` of the whole history: an ephemeral consumer read raw and in bulk (``PushInbox``),
+    where an ordered consumer costs a coroutine call and a ``Msg`` per message and several times the
     time (every service replays its history at start). One acknowledgement per bulk (``AckPolicy.ALL``)
-    paces the server: at most ``REPLAY_WINDOW`` unacknowledged, fewer than the queue holds, so none is
-    dropped."""
+    paces the server: at most ``REPLAY_WINDOW`` unacknowledged."""
     names = [subjects] if isinstance(subjects, str) else list(subjects)
     end = (await js.stream_info(stream)).state.last_seq
+    if end == 0:
+        return 0
     config = ConsumerConfig(
         ack_policy=AckPolicy.ALL,
         deliver_policy=DeliverPolicy.ALL,
         max_ack_pending=REPLAY_WINDOW,
         ack_wait=300,
-        inactive_threshold=5.0,  # the server forgets the consumer soon after
+        inactive_threshold=5.0,  # the server forgets the consumer soon after, whatever happens here
+        filter_subject=names[0] if len(names) == 1 else None,
         filter_subjects=names if len(names) > 1 else None,
     )
-    sub = await js.subscribe(
-        names[0],
-        stream=stream,
-        manual_ack=True,
-        config=config,
-        pending_msgs_limit=REPLAY_WINDOW * 2,
-        pending_bytes_limit=512 * 1024 * 1024,
-    )
+    inbox = PushInbox(js._nc)  # the context's connection (nats-py keeps it private)
+    info = None
     try:
-        if end == 0 or await _nothing_to_deliver(sub):
+        info = await inbox.open(js, stream, config)
+        if not info.num_pending:
             return 0
-        return await _take_all(sub, end, handler, timeout, f"replay of {subjects} in {stream}")
+        return await _take_all(inbox, end, handler, timeout, f"replay of {subjects} in {stream}")
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await inbox.close()
+        if info is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, info.name)
 
 
-async def _nothing_to_deliver(sub: Any) -> bool:
-    """No message on the consumer's subjects: none pending, and none delivered already (a short history
-    may be in the queue before this asks)."""
-    info = await sub.consumer_info()
-    delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-    return not info.num_pending and not delivered
-
-
-async def _take_all(sub: Any, end: int, handler: Handler, timeout: float, what: str) -> int:
-    """Hand over what ``sub`` delivers, in bulk, until nothing is pending or ``end`` is reached."""
-    queue: asyncio.Queue[Msg] = sub._pending_queue  # nats-py has no public way to take messages in bulk
+async def _take_all(inbox: PushInbox, end: int, handler: Handler, timeout: float, what: str) -> int:
+    """Hand over what ``inbox`` receives until nothing is pending or ``end`` is reached."""
     handled, last_seq = 0, 0
     while True:
-        try:
-            msgs = [await asyncio.wait_for(queue.get(), timeout)]
-        except TimeoutError:
-            raise TimeoutError(f"{what}: nothing for {timeout}s") from None
-        while not queue.empty():
-            msgs.append(queue.get_nowait())
-        for _ in msgs:
-            queue.task_done()  # nats-py's drain of the connection waits for every message to be done
-        sub._pending_size -= sum(len(msg.data) for msg in msgs)  # nats-py's slow-consumer count
-        done, last = False, None
-        for msg in msgs:
-            if not msg.reply:
-                continue  # a heartbeat or flow control: nats-py's
-            last = msg
-            seq, arrived, pending = ack_metadata(msg.reply)
+        if not await inbox.wait(timeout):
+            raise TimeoutError(f"{what}: nothing for {timeout}s")
+        done, last_reply = False, b""
+        for subject, reply, headers, data in inbox.take():
+            if not reply:
+                continue  # not from JetStream
+            last_reply = reply
+            seq, arrived, pending = ack_metadata(reply.decode())
             if seq > last_seq:  # not a redelivery
                 last_seq = seq
-                await handler(Stored(seq, msg.subject, msg.data, msg.headers, arrived))
+                await handler(Stored(seq, subject.decode(), data, parse_headers(headers), arrived))
                 handled += 1
             if pending == 0 or seq >= end:
                 done = True
                 break
-        if last is not None:
-            with contextlib.suppress(Exception):  # paces delivery only: the consumer is dropped after
-                await last.ack()
+        if last_reply:
+            await inbox.ack(last_reply)  # paces delivery only: the consumer is dropped after
         if done:
             return handled
 

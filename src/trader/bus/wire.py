@@ -8,14 +8,22 @@ sink, it cuts each chunk read from the socket into raw ``(subject, reply, header
 and hands the sink one list per chunk; the headers stay raw bytes, parsed only if someone asks. Every
 other message, and every other operation (PING, INFO, -ERR, ...), goes through nats-py exactly as
 before, so connecting, reconnecting, requests and JetStream status messages are untouched.
+
+``PushInbox`` is a JetStream push consumer read that way: the bulk consumers' one way in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import ProtocolError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, ConsumerInfo
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, CRLF_SIZE, Parser
 
 RawMessage = tuple[bytes, bytes, bytes | None, bytes]  # subject, reply, raw headers or None, payload
@@ -139,3 +147,74 @@ def _control_line(line: bytes) -> tuple[int, bytes, bytes, int, int]:
         return int(args[2]), args[1], reply, header_size, total
     except ValueError as exc:
         raise ProtocolError("nats: malformed MSG") from exc
+
+
+def reads_in_bulk(nc: Client) -> bool:
+    """The connection was made with a ``BulkParser`` (by ``trader.bus.connection.connect_nats``)."""
+    return isinstance(nc._ps, BulkParser)
+
+
+class PushInbox:
+    """A push consumer's messages, raw and in bulk: a subscription routed to this inbox before the
+    consumer is created on it, so that every message takes the fast way."""
+
+    def __init__(self, nc: Client) -> None:
+        if not reads_in_bulk(nc):
+            raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
+        self.nc, self._parser = nc, nc._ps
+        self.messages: list[RawMessage] = []  # arrived, not taken yet
+        self._arrived = asyncio.Event()
+        self._sub: Subscription | None = None
+
+    async def open(self, js: JetStreamContext, stream: str, config: ConsumerConfig) -> ConsumerInfo:
+        """Creates the consumer ``config`` describes, delivering here."""
+        # The callback sees only what the parser leaves to nats-py: heartbeats and flow control.
+        self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=_ignore)
+        self._parser.route(self._sub._id, self._receive)
+        config.deliver_subject = self._sub.subject
+        return await js.add_consumer(stream, config)
+
+    @property
+    def is_open(self) -> bool:
+        return self._sub is not None
+
+    def _receive(self, messages: list[RawMessage]) -> None:
+        self.messages.extend(messages)
+        self._arrived.set()
+
+    def take(self, limit: int | None = None) -> list[RawMessage]:
+        """What has arrived, the oldest ``limit`` at most."""
+        messages = self.messages
+        if limit is None or len(messages) <= limit:
+            self.messages = []
+            return messages
+        self.messages = messages[limit:]
+        return messages[:limit]
+
+    async def wait(self, timeout: float) -> bool:
+        """Until something arrives (True) or ``timeout`` passes (False)."""
+        if self.messages:
+            return True
+        self._arrived.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._arrived.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def ack(self, reply: bytes) -> None:
+        """Acknowledges the message ``reply`` came with (and, with ``AckPolicy.ALL``, all before it)."""
+        with contextlib.suppress(Exception):  # a lost ack only means a redelivery
+            await self.nc.publish(reply.decode())
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._parser.unroute(self._sub._id)
+            self._sub = None
+
+
+async def _ignore(msg: Msg) -> None:
+    return None

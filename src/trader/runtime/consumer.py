@@ -1,29 +1,26 @@
 """Consuming a stream in batches, fast, from an exact position.
 
-A push consumer whose messages are read in bulk. The connection's ``BulkParser`` (trader.bus.wire)
-hands this consumer's messages over raw, one list per read from the socket, without nats-py's
-per-message objects, header parsing or coroutine calls, which cost more than everything the tick
-consumers do with a tick. The consumer awaits only when nothing is waiting. (nats-py's pull ``fetch``
-awaits each message on its own and tops out near 18k msgs/s on the reference machine.) The consumer is
-re-created at every start from the position the service's own durable state names (a Delta commit, a
+A push consumer whose messages are read in bulk: the connection's ``BulkParser`` hands them over raw
+(``trader.bus.wire.PushInbox``), one list per read from the socket, without nats-py's per-message
+objects, header parsing or coroutine calls, which cost more than everything the tick consumers do
+with a tick. The consumer awaits only when nothing is waiting. (nats-py's pull ``fetch`` awaits each
+message on its own and tops out near 18k msgs/s on the reference machine.) The consumer is re-created
+at every start from the position the service's own durable state names (a Delta commit, a
 checkpoint), so correctness never rests on the consumer's acknowledgement state: acknowledgements
 (``AckPolicy.ALL``, one per batch) only pace delivery and show the lag.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from trader.bus.wire import BulkParser, RawMessage, parse_headers
+from trader.bus.wire import PushInbox, RawMessage, parse_headers
 from trader.runtime.service import Runtime
 
 
@@ -85,29 +82,17 @@ class StreamConsumer:
         self._buffer: list[Delivery] = []
         self._bytes = 0
         self._last_seq = (start_seq or 1) - 1
-        self._sub: Subscription | None = None
-        self._parser: BulkParser | None = None
-        self._inbox: list[RawMessage] = []  # handed over by the parser, not yet taken into a batch
-        self._arrived = asyncio.Event()
+        self._inbox: PushInbox | None = None
         self.pending = 0
         self._last_reply = b""
         self._to_ack: dict[int, bytes] = {}  # batch's last stream sequence -> the reply to acknowledge
 
     async def start(self) -> None:
-        nc, js = self.rt.nc, self.rt.js
-        parser = nc._ps
-        if not isinstance(parser, BulkParser):
-            raise TypeError("StreamConsumer needs a connection made by trader.bus.connection.connect_nats")
+        inbox = PushInbox(self.rt.nc)
         with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(self.stream, self.name)
-        # The subscription is routed to this consumer before the consumer exists, so that every message
-        # takes the fast way. Its callback sees only what the parser leaves to nats-py: heartbeats.
-        self._sub = await nc.subscribe(nc.new_inbox(), cb=_ignore)
-        self._parser = parser
-        parser.route(self._sub._id, self._receive)
+            await self.rt.js.delete_consumer(self.stream, self.name)
         config = ConsumerConfig(
             durable_name=self.name,
-            deliver_subject=self._sub.subject,
             filter_subject=self.subject,
             ack_policy=AckPolicy.ALL,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if self.start_seq else DeliverPolicy.ALL,
@@ -116,12 +101,9 @@ class StreamConsumer:
             ack_wait=300,
             idle_heartbeat=5,
         )
-        await js.add_consumer(self.stream, config)
+        self._inbox = inbox
+        await inbox.open(self.rt.js, self.stream, config)
         self.rt.log.info("consumer.started", stream=self.stream, consumer=self.name, start_seq=self.start_seq)
-
-    def _receive(self, messages: list[RawMessage]) -> None:
-        self._inbox.extend(messages)
-        self._arrived.set()
 
     async def batches(self) -> AsyncIterator[list[Delivery]]:
         """Batches until the service stops; then intake stops and what is buffered comes last.
@@ -151,32 +133,18 @@ class StreamConsumer:
         ``max_wait_s`` has passed."""
         deadline = time.monotonic() + self.max_wait_s
         self._drain()
-        while not self._full() and not (self.eager and self._buffer) and self._sub is not None:
-            if self._inbox:  # more than a batch had room for, and some of it was skipped
-                self._drain()
-                continue
+        while not self._full() and not (self.eager and self._buffer) and self._inbox is not None:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not self._inbox.messages:
                 return
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._arrived.wait()
-            except TimeoutError:
+            if not await self._inbox.wait(max(remaining, 0)):
                 return
             self._drain()
 
     def _drain(self) -> None:
         """Everything that has arrived, up to a full batch."""
-        inbox = self._inbox
-        if not inbox:
-            return
-        room = self.max_rows - len(self._buffer)
-        if len(inbox) <= room:
-            self._inbox = []
-        else:
-            inbox, self._inbox = inbox[:room], inbox[room:]
-        self._accept(inbox)
+        if self._inbox is not None and self._inbox.messages:
+            self._accept(self._inbox.take(self.max_rows - len(self._buffer)))
 
     def _accept(self, messages: list[RawMessage]) -> None:
         """Deliveries from raw messages, in one tight loop: this runs for every message of the stream."""
@@ -208,28 +176,20 @@ class StreamConsumer:
 
     @property
     def caught_up(self) -> bool:
-        return self.pending == 0 and not self._buffer and not self._inbox
+        return self.pending == 0 and not self._buffer and not (self._inbox and self._inbox.messages)
 
     async def ack(self, batch: list[Delivery]) -> None:
         """Acknowledge a batch and all before it (AckPolicy.ALL)."""
         reply = self._to_ack.pop(batch[-1].seq, None) if batch else None
         for older in [seq for seq in self._to_ack if batch and seq < batch[-1].seq]:
             del self._to_ack[older]  # covered by this acknowledgement (AckPolicy.ALL)
-        if reply:
-            with contextlib.suppress(Exception):  # a lost ack only means a redelivery, skipped above
-                await self.rt.nc.publish(reply.decode())
+        if reply and self._inbox is not None:
+            await self._inbox.ack(reply)  # a lost ack only means a redelivery, skipped above
 
     async def stop_intake(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            if self._parser is not None:
-                self._parser.unroute(self._sub._id)
-            self._sub = None
-
-
-async def _ignore(msg: Msg) -> None:
-    return None
+        if self._inbox is not None:
+            await self._inbox.close()
+            self._inbox = None
 
 
 def now_ms() -> int:

@@ -121,7 +121,7 @@ def test_ack_metadata_reads_both_forms() -> None:
 async def test_the_subscription_is_routed_before_the_consumer_exists() -> None:
     consumer, nc, rt = await started(start_seq=12, max_rows=100)
     assert rt.events == ["subscribe", "add_consumer"]
-    assert nc._ps.routes[SID] == consumer._receive  # so that no message can take nats-py's way
+    assert nc._ps.routes[SID] == consumer._inbox._receive  # type: ignore[union-attr]
     config = rt.js.config
     assert (config.durable_name, config.deliver_subject, config.filter_subject) == ("c", "_INBOX.test", "s.>")
     assert (config.ack_policy, config.deliver_policy, config.opt_start_seq) == (
