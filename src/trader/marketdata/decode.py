@@ -35,6 +35,7 @@ MAX_DECIMAL_PLACES = 18
 QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
 MAX_MAGNITUDE = Decimal("1e20")
 _LONG_FRACTION = re.compile(rb"\.[0-9]{19}")
+_EXPONENT = (ord("e"), ord("E"))
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SIDES = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
 
@@ -167,7 +168,15 @@ def _maybe_too_precise(data: bytes | bytearray | memoryview) -> bool:
     data = bytes(data)  # no copy of bytes; ``in`` on a memoryview would compare integers
     if _LONG_FRACTION.search(data) is not None:
         return True
-    return b"-" in data and (b"e-" in data or b"E-" in data)
+    # A "-" after an "e" or "E". Symbols and dates have dashes, rarely after an e: looking at each dash
+    # costs a third of searching the whole message for "e-" and again for "E-".
+    find = data.find
+    dash = find(b"-")
+    while dash >= 0:
+        if dash and data[dash - 1] in _EXPONENT:
+            return True
+        dash = find(b"-", dash + 1)
+    return False
 
 
 def _check_values(tick: MarketTick, *, exact_places: bool = True) -> None:
