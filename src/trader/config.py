@@ -109,7 +109,9 @@ class NormalizerSettings(BaseModel):
     lateness_s: float = Field(
         default=5.0, ge=0, description="how long after its event time a tick may arrive"
     )
-    flush_interval_s: float = Field(default=0.25, gt=0, description="how often closed bars are written")
+    flush_interval_s: float = Field(
+        default=0.25, gt=0, description="how often closed bars are written (at most; at least when quiet)"
+    )
     # The wall clock closes quiet bars only this long after their window, for ticks still in flight.
     clock_safety_s: float = Field(default=1.0, ge=0)
     max_batch: int = Field(default=5_000, gt=0)

@@ -295,10 +295,12 @@ async def run_ingest_bench(
     try:
         backlog_batches = await _publish(js, backlog, symbols, batch)
         load_before = os.getloadavg()
+        servers_before = _cpu_now(pids)
         procs = _spawn_consumers(settings, consumers)
         consumer_pids = {name: proc.pid for name, proc in procs.items()}
         tasks.append(asyncio.create_task(_sample(js, drain_progress, stop_drain, sample_s, consumer_pids)))
         await _wait_until(drain_progress, backlog_batches[-1][0][-1], sample_s, timeout_s)
+        servers_share = _cpu_share_since(servers_before, pids)
         stop_drain.set()
         tasks.append(asyncio.create_task(_sample(js, progress, stop, sample_s, consumer_pids)))
         tasks.append(asyncio.create_task(_watch_bars(settings.questdb_http_url, stop, sample_s * 2, seen)))
@@ -325,6 +327,8 @@ async def run_ingest_bench(
         "drain": {
             name: _drain_figures(drain_progress[name], first_backlog, last_backlog) for name in consumers
         },
+        # Where the rest of the two cores went while the consumers drained.
+        "drain_servers_cpu_share": servers_share,
         "live": {name: _consumer_figures(progress[name], batches, began) for name in consumers},
         "bar_visibility": _visibility(seen, flowing_until_ms),
         "peak_rss_mib": {name: _round(value) for name, value in rss.items()},
@@ -334,6 +338,23 @@ async def run_ingest_bench(
             "load_avg_1m_before": round(load_before[0], 2),
             "load_avg_1m_after": round(os.getloadavg()[0], 2),
         },
+    }
+
+
+def _cpu_now(pids: dict[str, int | None]) -> tuple[float, dict[str, float | None]]:
+    return time.monotonic(), {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def _cpu_share_since(
+    before: tuple[float, dict[str, float | None]], pids: dict[str, int | None]
+) -> dict[str, float]:
+    """The share of a core each process used since ``before``."""
+    began, used_before = before
+    now, used_now = _cpu_now(pids)
+    return {
+        name: round((used - start) / (now - began), 2)
+        for name, used in used_now.items()
+        if used is not None and (start := used_before.get(name)) is not None
     }
 
 

@@ -94,12 +94,19 @@ class Normalizer(Service):
         await flusher  # never cancelled: bars taken from the builder must reach QuestDB
 
     async def _flush_loop(self, rt: Runtime) -> None:
+        interval = self.settings.normalizer.flush_interval_s
         while True:
             await self._work.wait()
             self._work.clear()
+            started = time.monotonic()
             await self._flush(rt)
             if self._closing and not self._work.is_set():
                 return  # the batches processed during the last flush are stored too
+            # One flush per interval at most, however fast batches come: each is a QuestDB commit per
+            # table and a checkpoint, which cost the servers as much as the ticks themselves.
+            rest = interval - (time.monotonic() - started)
+            if rest > 0 and not self._closing:
+                await asyncio.sleep(rest)
 
     async def stop(self, rt: Runtime) -> None:
         await self._flush(rt)

@@ -72,7 +72,7 @@ class QuestDB(Infra):
             f"pg.net.bind.to={host}:{p.questdb_pg}\n"
             f"line.tcp.net.bind.to={host}:{p.questdb_ilp}\n"
             "line.udp.enabled=false\n"
-            "telemetry.enabled=false\n"
+            "telemetry.enabled=false\n" + WORKER_IDLING
         )
 
     def command(self) -> list[str]:
@@ -87,6 +87,17 @@ class QuestDB(Infra):
             "-d",
             str(self.root),
         ]
+
+
+# QuestDB's worker threads spin, then yield, then nap, before they sleep when they find no work. With
+# the defaults that cost 0.4 of a core for four small commits a second (each wakes the pools), on
+# machines where the services need the cores. Sleeping sooner halves it, with no slower commits
+# (measured: docs/benchmarks.md). An environment variable QDB_<KEY> still overrides each.
+WORKER_POOLS = ("shared", "wal.apply", "http", "http.min", "pg", "line.tcp.writer", "line.tcp.io")
+WORKER_IDLING = "".join(
+    f"{pool}.worker.yield.threshold=10\n{pool}.worker.nap.threshold=20\n{pool}.worker.sleep.threshold=50\n"
+    for pool in WORKER_POOLS
+)
 
 
 def check_java(minimum: int = 17) -> None:
