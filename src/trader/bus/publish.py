@@ -116,7 +116,7 @@ class AckedPublisher:
                 future.set_exception(exc)
                 continue
             if ack.error is not None:
-                future.set_exception(APIError.from_error(ack.error))
+                future.set_exception(_api_error(ack.error))
             else:
                 future.set_result(ack)
 
@@ -124,6 +124,17 @@ class AckedPublisher:
         future = self._futures.pop(msg.subject[len(self._prefix) :].encode(), None)
         if future is not None and not future.done():
             future.set_exception(NoStreamResponseError())
+
+
+def _api_error(error: dict[str, Any]) -> APIError:
+    """The error JetStream answered, as nats-py's class for its code (``from_error`` raises it)."""
+    try:
+        APIError.from_error(error)
+    except APIError as exc:
+        return exc
+    except Exception:  # fields nats-py does not know
+        pass
+    return APIError(code=error.get("code"), description=str(error.get("description", error)))
 
 
 _publishers: weakref.WeakKeyDictionary[Client, AckedPublisher] = weakref.WeakKeyDictionary()

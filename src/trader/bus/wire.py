@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -29,6 +30,7 @@ from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, CR
 RawMessage = tuple[bytes, bytes, bytes | None, bytes]  # subject, reply, raw headers or None, payload
 Sink = Callable[[list[RawMessage]], None]
 
+_log = structlog.get_logger("trader.bus.wire")
 _CRLF = b"\r\n"
 _HEADER_LINE = b"NATS/1.0"
 _STATUS_AT = len(_HEADER_LINE)  # a space there: a status message (heartbeat, flow control, 404, ...)
@@ -72,8 +74,12 @@ class BulkParser(Parser):
         finally:
             for sid, messages in routed.items():
                 sink = self.routes.get(sid)
-                if sink is not None:
+                if sink is None:
+                    continue
+                try:
                     sink(messages)
+                except Exception:  # a reader's fault must not stop the connection's read loop
+                    _log.exception("bulk reader failed", sid=sid, messages=len(messages))
 
     async def _cut(self, routed: dict[int, list[RawMessage]]) -> None:
         """Cuts the buffer into operations, up to the first one not complete yet; ``_done`` is where

@@ -171,3 +171,18 @@ def test_headers_are_parsed_as_nats_py_parses_them() -> None:
     assert parse_headers(raw) == Client._parse_header_lines(raw[len(b"NATS/1.0\r\n") :])
     assert parse_headers(raw)["Nats-Msg-Id"] == "a:b:1"  # type: ignore[index]
     assert parse_headers(None) is None
+
+
+async def test_a_sink_that_fails_does_not_stop_the_others_nor_the_next_read() -> None:
+    parser = BulkParser(RecordingClient())  # type: ignore[arg-type]
+    got: list[Any] = []
+
+    def broken(messages: list[Any]) -> None:
+        raise RuntimeError("reader bug")
+
+    parser.route(ROUTED, broken)
+    parser.route(OTHER, got.extend)
+    await parser.parse(msg(ROUTED, b"a", b"", b"1") + msg(OTHER, b"b", b"", b"2"))
+    await parser.parse(msg(OTHER, b"b", b"", b"3"))
+    assert [m[-1] for m in got] == [b"2", b"3"]
+    assert not parser.buf
