@@ -55,6 +55,11 @@ class LateRefusal(IllegalTransition):
     before the cancel landed): a race every venue has, not a fault. Nothing changes."""
 
 
+class LateRequest(IllegalTransition):
+    """A cancel or replace that arrives after its order ended (the strategy asked before it saw the
+    fill): a race, not a fault. Nothing changes; the strategy learns the end from the order's state."""
+
+
 class MismatchedEvent(ValueError):
     """An event that names another order (id, strategy, account, symbol or side): a routing bug upstream."""
 
@@ -112,6 +117,9 @@ def apply_cancel(order: Order, request: CancelRequest) -> Order:
             f"cancel for {request.client_order_id} by {request.strategy} does not match order "
             f"{order.client_order_id} of {order.strategy}"
         )
+    if order.status in TERMINAL:
+        what = "replace" if is_replace(request) else "cancel"
+        raise LateRequest(order.status, "PENDING_CANCEL", f"too late to {what}: the order had ended")
     if is_replace(request):
         return _request_replace(order, request)
     if order.status == "PENDING_CANCEL":

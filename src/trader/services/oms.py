@@ -57,6 +57,7 @@ from trader.orders import (
     DuplicateOrderId,
     IllegalTransition,
     LateRefusal,
+    LateRequest,
     MismatchedEvent,
     OrderBook,
     UnknownOrder,
@@ -229,6 +230,9 @@ class Oms(Service):
             order = self.book.apply_cancel(request)
         except UnknownOrder as exc:
             return self._unknown(rt, msg, exc, request.client_order_id)
+        except LateRequest as exc:  # asked before the strategy saw the order end: no fault
+            rt.log.info("order.late_request", client_order_id=request.client_order_id, error=str(exc))
+            return Outcome()
         except (IllegalTransition, MismatchedEvent) as exc:
             return self._refuse(rt, "illegal_transition", exc, request.client_order_id)
         if order is None:  # the same cancel is already pending

@@ -17,6 +17,7 @@ from trader.orders.state import (
     TRANSITIONS,
     IllegalTransition,
     LateRefusal,
+    LateRequest,
     MismatchedEvent,
     apply_cancel,
     apply_report,
@@ -235,6 +236,17 @@ def test_cancel_twice_or_too_late_is_refused() -> None:
     filled = apply_report(accepted(), fill(accepted(), "4", "100"))
     with pytest.raises(IllegalTransition, match="too late to cancel"):
         apply_cancel(filled, cancel(filled))
+
+
+def test_a_cancel_or_replace_after_the_order_ended_is_a_late_request_not_a_fault() -> None:
+    filled = apply_report(accepted(), fill(accepted(), "4", "100"))
+    for late in (cancel(filled), cancel(filled, price=D("101")), cancel(filled, quantity=D("9"))):
+        with pytest.raises(LateRequest, match=r"too late to (cancel|replace): the order had ended"):
+            apply_cancel(filled, late)
+    pending = apply_cancel(accepted(), cancel(accepted()))
+    with pytest.raises(IllegalTransition) as refused:
+        apply_cancel(pending, cancel(pending))
+    assert not isinstance(refused.value, LateRequest)  # the order still lives: a fault upstream
 
 
 def test_cancel_replace_is_pending_until_the_venue_confirms() -> None:
