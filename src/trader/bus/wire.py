@@ -48,6 +48,11 @@ class BulkParser(Parser):
         super().__init__(nc)
         self.routes: dict[int, Sink] = {}
         self._done = 0
+        self._need = 0  # bytes the first operation in the buffer needs: a big message arriving
+
+    def reset(self) -> None:  # on every (re)connection
+        super().reset()
+        self._need = 0
 
     def route(self, sid: int, sink: Sink) -> None:
         """From now on, the data messages of subscription ``sid`` go to ``sink``, one list per read."""
@@ -58,9 +63,13 @@ class BulkParser(Parser):
 
     async def parse(self, data: bytes = b"") -> None:
         if not self.routes:
+            self._need = 0
             await super().parse(data)
             return
         self.buf.extend(data)
+        if len(self.buf) < self._need:
+            return  # not worth cutting again before the message has all arrived
+        self._need = 0
         routed: dict[int, list[RawMessage]] = {}
         try:
             # nats-py's own parsing may have stopped in a message's middle (before the first route).
@@ -102,7 +111,8 @@ class BulkParser(Parser):
             start = end + CRLF_SIZE
             stop = start + total
             if stop + CRLF_SIZE > size:
-                break  # the payload has not all arrived: this control line is read again next time
+                self._need = stop + CRLF_SIZE - pos  # its control line is read again once it has
+                break
             pos = self._done = stop + CRLF_SIZE
             if header_size:
                 body = start + header_size

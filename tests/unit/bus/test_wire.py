@@ -186,3 +186,17 @@ async def test_a_sink_that_fails_does_not_stop_the_others_nor_the_next_read() ->
     await parser.parse(msg(OTHER, b"b", b"", b"3"))
     assert [m[-1] for m in got] == [b"2", b"3"]
     assert not parser.buf
+
+
+async def test_a_big_message_arriving_in_many_reads_comes_whole_once() -> None:
+    parser = BulkParser(RecordingClient())  # type: ignore[arg-type]
+    got: list[Any] = []
+    parser.route(ROUTED, got.extend)
+    big = bytes(range(256)) * 4096  # 1 MiB
+    wire = msg(ROUTED, b"a", b"r", big, data_headers("big")) + msg(ROUTED, b"a", b"r", b"after")
+    for start in range(0, len(wire), 32768):
+        await parser.parse(wire[start : start + 32768])
+    assert [(m[2], m[3]) for m in got] == [(data_headers("big"), big), (None, b"after")]
+    assert not parser.buf
+    parser.reset()
+    assert parser._need == 0
