@@ -71,8 +71,9 @@ def ingest(
     print_rows(columns, rows, False)
     v = report["bar_visibility"]
     typer.echo(f"closed 1s bars queryable in QuestDB after their end: p50 {v['p50_s']} s, p99 {v['p99_s']} s")
-    others = [[name, rss] for name, rss in report["peak_rss_mib"].items() if name not in report["live"]]
-    print_rows(["component", "peak RSS MiB"], others, False)
+    shares, live, rss_of = report["drain_servers_cpu_share"], report["live"], report["peak_rss_mib"]
+    others = [[name, rss, shares.get(name)] for name, rss in rss_of.items() if name not in live]
+    print_rows(["component", "peak RSS MiB", "CPU share in the drain"], others, False)
 
 
 @bench_app.command("trading")
