@@ -150,11 +150,13 @@ class BulkParser(Parser):
 def _control_line(line: bytes) -> tuple[int, bytes, bytes, int, int]:
     """``MSG <subject> <sid> [reply] <size>`` or ``HMSG <subject> <sid> [reply] <header size> <size>``:
     (sid, subject, reply, header size, total size)."""
-    args = line.split(b" ")
+    args = line.split()  # the protocol allows any run of spaces and tabs between arguments
     try:
         if args[0] == b"HMSG" and len(args) in (5, 6):
             header_size, total = int(args[-2]), int(args[-1])
             reply = args[3] if len(args) == 6 else b""
+            if not 0 <= header_size <= total:
+                raise ValueError(line)
         elif args[0] == b"MSG" and len(args) in (4, 5):
             header_size, total = 0, int(args[-1])
             reply = args[3] if len(args) == 5 else b""

@@ -150,7 +150,13 @@ async def test_after_unroute_messages_go_to_nats_py_again() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"MSG a 1\r\n", b"MSG a x 3\r\nabc\r\n", b"HMSG a 1 r 3\r\nabc\r\n", b"HMSG a 1 r x 3\r\nabc\r\n"],
+    [
+        b"MSG a 1\r\n",
+        b"MSG a x 3\r\nabc\r\n",
+        b"HMSG a 1 r 3\r\nabc\r\n",
+        b"HMSG a 1 r x 3\r\nabc\r\n",
+        b"HMSG a 1 r 4 3\r\nabc\r\n",  # more header than message
+    ],
 )
 async def test_a_malformed_message_line_is_a_protocol_error(line: bytes) -> None:
     parser = BulkParser(RecordingClient())  # type: ignore[arg-type]
@@ -164,6 +170,14 @@ async def test_an_unknown_operation_is_a_protocol_error_as_in_nats_py() -> None:
     parser.route(1, lambda messages: None)
     with pytest.raises(ProtocolError):
         await parser.parse(b"BOGUS\r\n")
+
+
+async def test_arguments_may_be_separated_by_any_run_of_spaces_and_tabs() -> None:
+    parser = BulkParser(RecordingClient())  # type: ignore[arg-type]
+    got: list[Any] = []
+    parser.route(ROUTED, got.extend)
+    await parser.parse(b"MSG  a\t%d   r 3\r\nabc\r\n" % ROUTED)
+    assert got == [(b"a", b"r", None, b"abc")]
 
 
 def test_headers_are_parsed_as_nats_py_parses_them() -> None:
