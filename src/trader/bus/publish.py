@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from trader.bus.wire import RawMessage, reads_in_bulk
+from trader.bus.wire import RawMessage, reads_in_bulk, subscribe_raw
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -78,8 +78,7 @@ class AckedPublisher:
     async def _start(self) -> None:
         # Routed before anything is published. The callback sees only what the parser leaves to
         # nats-py: a status message (503, no stream takes the subject).
-        sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_status)
-        self.nc._ps.route(sub._id, self._on_acks)
+        await subscribe_raw(self.nc, self._prefix + "*", self._on_acks, status=self._on_status)
         self._started = True
 
     async def publish(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from nats.aio.client import Client
@@ -172,6 +172,35 @@ def reads_in_bulk(nc: Client) -> bool:
     return isinstance(nc._ps, BulkParser)
 
 
+async def subscribe_raw(
+    nc: Client, subject: str, sink: Sink, status: Callable[[Msg], Awaitable[None]] | None = None
+) -> Subscription:
+    """A subscription whose data messages go raw to ``sink``, from the very first: it is routed under
+    the id nats-py is about to give it (ids are handed out in order). ``status`` gets what the parser
+    leaves to nats-py (JetStream status messages). Stop it with ``unsubscribe_raw``."""
+    if not reads_in_bulk(nc):
+        raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
+    parser: BulkParser = nc._ps
+    expected = nc._sid + 1
+    parser.route(expected, sink)
+    try:
+        sub = await nc.subscribe(subject, cb=status or _ignore)
+    except BaseException:
+        parser.unroute(expected)
+        raise
+    if sub._id != expected:  # another subscription came first after all
+        parser.unroute(expected)
+        parser.route(sub._id, sink)
+    return sub
+
+
+async def unsubscribe_raw(sub: Subscription) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    if reads_in_bulk(sub._conn):
+        sub._conn._ps.unroute(sub._id)
+
+
 class PushInbox:
     """A push consumer's messages, raw and in bulk: a subscription routed to this inbox before the
     consumer is created on it, so that every message takes the fast way."""
@@ -179,22 +208,16 @@ class PushInbox:
     def __init__(self, nc: Client) -> None:
         if not reads_in_bulk(nc):
             raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
-        self.nc, self._parser = nc, nc._ps
+        self.nc = nc
         self.messages: list[RawMessage] = []  # arrived, not taken yet
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
 
     async def open(self, js: JetStreamContext, stream: str, config: ConsumerConfig) -> ConsumerInfo:
-        """Creates the consumer ``config`` describes, delivering here."""
-        # The callback sees only what the parser leaves to nats-py: heartbeats and flow control.
-        self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=_ignore)
-        self._parser.route(self._sub._id, self._receive)
+        """Creates the consumer ``config`` describes, delivering here. (Heartbeats stay nats-py's.)"""
+        self._sub = await subscribe_raw(self.nc, self.nc.new_inbox(), self._receive)
         config.deliver_subject = self._sub.subject
         return await js.add_consumer(stream, config)
-
-    @property
-    def is_open(self) -> bool:
-        return self._sub is not None
 
     def _receive(self, messages: list[RawMessage]) -> None:
         self.messages.extend(messages)
@@ -228,9 +251,7 @@ class PushInbox:
 
     async def close(self) -> None:
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._parser.unroute(self._sub._id)
+            await unsubscribe_raw(self._sub)
             self._sub = None
 
 

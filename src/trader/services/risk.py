@@ -21,7 +21,6 @@ TRADER_STATE bucket under ``risk.post_trade`` with the sequence they cover.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -48,6 +47,7 @@ from trader.bus.read import (
     subject_token,
 )
 from trader.bus.streams import order_risk_subject, pnl_subject
+from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import (
     Order,
@@ -172,7 +172,7 @@ class Risk(Service):
 
     async def _start_inputs(self, rt: Runtime) -> None:
         # Live ticks first, so the seed below never overwrites a newer price with an older one.
-        self.tick_sub = await rt.nc.subscribe("market.tick.>", cb=self._on_tick)
+        self.tick_sub = await subscribe_raw(rt.nc, "market.tick.>", self._on_ticks)
         await replay(
             rt.js,
             "MARKET_TICKS",
@@ -200,9 +200,13 @@ class Risk(Service):
 
     # Inputs --------------------------------------------------------------------------------------
 
-    async def _on_tick(self, msg: Msg) -> None:
-        self.raw_ticks[msg.subject] = msg.data
-        self.dirty_ticks.add(msg.subject)
+    def _on_ticks(self, ticks: list[RawMessage]) -> None:
+        """Every tick of the market, raw: only the latest per symbol is decoded, at the next decision."""
+        raw, dirty = self.raw_ticks, self.dirty_ticks
+        for subject, _reply, _headers, data in ticks:
+            name = subject.decode()
+            raw[name] = data
+            dirty.add(name)
 
     async def _seed_tick(self, stored: Stored) -> None:
         if stored.subject not in self.raw_ticks:
@@ -363,8 +367,7 @@ class Risk(Service):
         for follower in self.followers:
             await follower.stop()
         if self.tick_sub is not None:
-            with contextlib.suppress(Exception):
-                await self.tick_sub.unsubscribe()
+            await unsubscribe_raw(self.tick_sub)
             self.tick_sub = None
 
     def ready_checks(self) -> dict[str, bool]:

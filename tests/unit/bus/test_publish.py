@@ -17,20 +17,22 @@ SID = 3
 
 
 class FakeSubscription:
-    def __init__(self, subject: str, cb: Any) -> None:
-        self._id, self.subject, self.cb = SID, subject, cb
+    def __init__(self, sid: int, subject: str, cb: Any) -> None:
+        self._id, self.subject, self.cb = sid, subject, cb
 
 
 class FakeClient:
     def __init__(self) -> None:
         self._ps = BulkParser(self)  # type: ignore[arg-type]
+        self._sid = SID - 1  # nats-py hands out subscription ids in order
         self.published: list[tuple[str, bytes, str, Any]] = []
 
     def new_inbox(self) -> str:
         return "_INBOX.pub"
 
     async def subscribe(self, subject: str, cb: Any) -> FakeSubscription:
-        self.sub = FakeSubscription(subject, cb)
+        self._sid += 1
+        self.sub = FakeSubscription(self._sid, subject, cb)
         return self.sub
 
     async def publish(self, subject: str, payload: bytes, reply: str = "", headers: Any = None) -> None:

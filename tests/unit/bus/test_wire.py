@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
-from trader.bus.wire import BulkParser, parse_headers
+from trader.bus.wire import BulkParser, parse_headers, subscribe_raw, unsubscribe_raw
 
 ROUTED, OTHER = 7, 9
 
@@ -214,3 +214,32 @@ async def test_a_big_message_arriving_in_many_reads_comes_whole_once() -> None:
     assert not parser.buf
     parser.reset()
     assert parser._need == 0
+
+
+class SubscribingClient(RecordingClient):
+    """Hands out subscription ids as nats-py does; ``jump`` simulates another subscription first."""
+
+    def __init__(self, jump: int = 0) -> None:
+        super().__init__()
+        self._ps = BulkParser(self)  # type: ignore[arg-type]
+        self._sid, self.jump = 0, jump
+
+    async def subscribe(self, subject: str, cb: Any) -> Any:
+        self._sid += 1 + self.jump
+        return type("Sub", (), {"_id": self._sid, "_conn": self, "unsubscribe": _nothing})()
+
+
+async def _nothing() -> None:
+    return None
+
+
+@pytest.mark.parametrize("jump", [0, 2])
+async def test_a_raw_subscription_is_routed_under_its_own_id_only(jump: int) -> None:
+    client = SubscribingClient(jump)
+    got: list[Any] = []
+    sub = await subscribe_raw(client, "a.>", got.extend)  # type: ignore[arg-type]
+    assert list(client._ps.routes) == [sub._id]
+    await client._ps.parse(msg(sub._id, b"a.b", b"", b"x"))
+    assert got == [(b"a.b", b"", None, b"x")]
+    await unsubscribe_raw(sub)
+    assert client._ps.routes == {}

@@ -19,8 +19,8 @@ SID = 5
 
 
 class FakeSubscription:
-    def __init__(self, subject: str) -> None:
-        self._id, self.subject = SID, subject
+    def __init__(self, conn: Any, sid: int, subject: str) -> None:
+        self._conn, self._id, self.subject = conn, sid, subject
         self.unsubscribed = False
 
     async def unsubscribe(self) -> None:
@@ -32,6 +32,7 @@ class FakeClient:
 
     def __init__(self, events: list[str]) -> None:
         self._ps = BulkParser(self)  # type: ignore[arg-type]
+        self._sid = SID - 1  # nats-py hands out subscription ids in order
         self.events = events
         self.acked: list[str] = []
         self.not_routed: list[tuple[Any, ...]] = []
@@ -41,7 +42,8 @@ class FakeClient:
 
     async def subscribe(self, subject: str, cb: Any) -> FakeSubscription:
         self.events.append("subscribe")
-        self.sub = FakeSubscription(subject)
+        self._sid += 1
+        self.sub = FakeSubscription(self, self._sid, subject)
         return self.sub
 
     async def publish(self, subject: str, payload: bytes = b"") -> None:
