@@ -58,6 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ),
     )
     s.trader("up", "--detach", "--services", ",".join(SERVICES), check=True)
+    _EXEQ_PORT[:] = [s.ports["exeq"]]
     try:
         yield s
     finally:
@@ -94,9 +95,21 @@ async def tick(
         ask=D(ask),
         trade_id=trade_id,
     )
-    await js.publish(
+    ack = await js.publish(
         f"market.tick.{symbol}", encode(message), headers={"Nats-Msg-Id": f"test:{symbol}:{trade_id}"}
     )
+    # The paper venue fills at the quotes it has seen, as a venue would: an order sent right after a
+    # tick may reach exeq first (another consumer). The tests mean the tick to come first: wait for it.
+    await eventually(lambda: _exeq_has_seen(ack.seq), f"exeq to see tick {ack.seq}")
+
+
+async def _exeq_has_seen(seq: int) -> bool:
+    async with httpx.AsyncClient() as client:
+        health = (await client.get(f"http://127.0.0.1:{_EXEQ_PORT[0]}/health", timeout=5)).json()
+    return health.get("last_tick_seq", 0) >= seq
+
+
+_EXEQ_PORT: list[int] = []  # set by the stack fixture
 
 
 def venue_order(

@@ -575,6 +575,7 @@ class Exeq(Service):
         rt.log.info("exeq.restored", **outcome, open_orders=self.desk.open_orders())
         # Ticks stored before now may have been used by the previous run (see the module docstring).
         self.ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
+        self.last_tick_seq = 0  # the last tick the venues have seen (health: how far market data got)
         self.ticks = follow_latest(
             rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
         )
@@ -692,6 +693,7 @@ class Exeq(Service):
     async def _on_tick(self, tick: MarketTick, stored: Stored) -> None:
         self.rt.metrics.count_in()
         await self.desk.on_tick(tick, seen_before=stored.seq <= self.ticks_before)
+        self.last_tick_seq = stored.seq
 
     async def run(self, rt: Runtime) -> None:
         tasks = [
@@ -751,6 +753,7 @@ class Exeq(Service):
             "open_orders": self.desk.open_orders(),
             "algos": len(self.desk.algos),
             "balance_mismatches": list(self.balance_mismatches),
+            "last_tick_seq": getattr(self, "last_tick_seq", 0),
         }
 
 
