@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -97,19 +98,22 @@ def test_a_replay_after_restart_rebuilds_the_same_bars_and_skips_final_ones() ->
     assert set(written).isdisjoint(by_start(second.advance(end).bars))
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 5_999),  # event time offset
-            st.integers(0, 3_000),  # delay to arrival
-            st.integers(1, 9_999),  # price in cents
-            st.integers(1, 999),  # size in thousandths
-        ),
-        min_size=1,
-        max_size=60,
+def tick_rows(
+    *more: st.SearchStrategy[Any], within_ms: int, min_thousandths: int, max_rows: int
+) -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    """Rows of (event time offset, delay to arrival, price in cents, size in thousandths, *more)."""
+    row = st.tuples(
+        st.integers(0, within_ms - 1),
+        st.integers(0, 3_000),
+        st.integers(1, 9_999),
+        st.integers(min_thousandths, 999),
+        *more,
     )
-)
+    return st.lists(row, min_size=1, max_size=max_rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tick_rows(within_ms=6_000, min_thousandths=1, max_rows=60))
 def test_bars_equal_an_independent_computation(rows: list[tuple[int, int, int, int]]) -> None:
     lateness = 1_500
     builder = BarBuilder(["1s", "1m"], lateness_ms=lateness)
@@ -144,17 +148,7 @@ def test_bars_equal_an_independent_computation(rows: list[tuple[int, int, int, i
 
 @settings(max_examples=80, deadline=None)
 @given(
-    st.lists(
-        st.tuples(
-            st.integers(0, 9_999),  # event time offset
-            st.integers(0, 3_000),  # delay to arrival
-            st.integers(1, 9_999),  # price in cents
-            st.integers(0, 999),  # size in thousandths
-            st.sampled_from(["BTCUSDT", "ETHUSDT"]),
-        ),
-        min_size=1,
-        max_size=80,
-    ),
+    tick_rows(st.sampled_from(["BTCUSDT", "ETHUSDT"]), within_ms=10_000, min_thousandths=0, max_rows=80),
     st.lists(st.integers(1, 20), min_size=1, max_size=10),  # batch sizes
     st.sampled_from([["1s", "1m"], ["2s", "3s"], ["1s"]]),
     st.integers(0, 4_000),  # bars final before a restart: T0 + this
