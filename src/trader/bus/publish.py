@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from trader.bus.wire import RawMessage, reads_in_bulk, subscribe_raw
+from trader.bus.wire import RawMessage, connection_of, reads_in_bulk, subscribe_raw
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -141,7 +141,7 @@ _publishers: weakref.WeakKeyDictionary[Client, AckedPublisher] = weakref.WeakKey
 
 def publisher_of(js: JetStreamContext) -> AckedPublisher | None:
     """The connection's ``AckedPublisher``; None for a connection without the bulk parser."""
-    nc = js._nc  # the context's connection (nats-py keeps it private)
+    nc = connection_of(js)
     if not reads_in_bulk(nc):
         return None
     publisher = _publishers.get(nc)

@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outgoing
-from trader.bus.wire import PushInbox, parse_headers, reads_in_bulk
+from trader.bus.wire import PushInbox, connection_of, parse_headers, reads_in_bulk
 from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.service import Refused, Runtime
@@ -227,7 +227,7 @@ async def replay(
     """Hand every message of ``subjects`` (or the latest per subject) stored now to ``handler``, oldest
     first; returns how many there were. A handler that raises ends the replay with its error;
     ``TimeoutError`` when ``timeout`` seconds pass without a message."""
-    if deliver_policy == DeliverPolicy.ALL and reads_in_bulk(js._nc):
+    if deliver_policy == DeliverPolicy.ALL and reads_in_bulk(connection_of(js)):
         return await _replay_all(js, stream, subjects, handler, timeout)
     failure: list[Exception] = []
 
@@ -283,7 +283,7 @@ async def _replay_all(
         filter_subject=names[0] if len(names) == 1 else None,
         filter_subjects=names if len(names) > 1 else None,
     )
-    inbox = PushInbox(js._nc)  # the context's connection (nats-py keeps it private)
+    inbox = PushInbox(connection_of(js))
     info = None
     try:
         info = await inbox.open(js, stream, config)

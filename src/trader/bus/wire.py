@@ -167,6 +167,11 @@ def _control_line(line: bytes) -> tuple[int, bytes, bytes, int, int]:
         raise ProtocolError("nats: malformed MSG") from exc
 
 
+def connection_of(js: JetStreamContext) -> Client:
+    """The connection a JetStream context works through (nats-py keeps it private)."""
+    return js._nc
+
+
 def reads_in_bulk(nc: Client) -> bool:
     """The connection was made with a ``BulkParser`` (by ``trader.bus.connection.connect_nats``)."""
     return isinstance(nc._ps, BulkParser)

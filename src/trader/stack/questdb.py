@@ -91,8 +91,9 @@ class QuestDB(Infra):
 
 # QuestDB's worker threads spin, then yield, then nap, before they sleep when they find no work. With
 # the defaults that cost 0.4 of a core for four small commits a second (each wakes the pools), on
-# machines where the services need the cores. Sleeping sooner halves it, with no slower commits
-# (measured: docs/benchmarks.md). An environment variable QDB_<KEY> still overrides each.
+# machines where the services need the cores. Sleeping sooner halves it for the same commits a second;
+# a request after an idle second waits a few ms more for a worker (measured: docs/architecture.md).
+# An environment variable QDB_<KEY> still overrides each.
 WORKER_POOLS = ("shared", "wal.apply", "http", "http.min", "pg", "line.tcp.writer", "line.tcp.io")
 WORKER_IDLING = "".join(
     f"{pool}.worker.yield.threshold=10\n{pool}.worker.nap.threshold=20\n{pool}.worker.sleep.threshold=50\n"
