@@ -6,13 +6,16 @@ same environment plus the overrides of ``service_env``), with one strategy, ``Ec
 (``trader.bench.echo_strategy``), which answers every tick of ``BENCHUSDT`` with one IOC limit order at
 the touch. It then publishes ticks (venue ``bench``) at a paced rate and times each order:
 
-- latency: from the tick's publish acknowledgement (JetStream stored it) to the moment the benchmark
-  receives the order's first state from the venue on ``order.state.<strategy>`` (a core subscription):
-  ACCEPTED, PARTIALLY_FILLED, FILLED, EXPIRED or CANCELED. That is strategy -> risk -> oms -> exeq
-  (paper venue) -> oms, every hop a JetStream publish and consume (with one venue, the oms sends the
-  order straight to exeq; with a choice of venues, the execution-router is one hop more). A REJECTED
-  order is counted apart, with its reason. Each tick's ask and bid are unique in the run, and the
-  strategy's limit price is one of them: that maps an order back to its tick;
+- latency, two ways, from the tick's publish acknowledgement (JetStream stored it):
+  to the venue's acknowledgement, the first ``ExecutionReport`` exeq publishes for the order on
+  ``exec.report.<venue>`` (accepted, or a fill): strategy -> risk -> oms -> exeq (paper venue), the
+  chain the issue names; and to the order's first state from the venue on ``order.state.<strategy>``
+  (ACCEPTED, PARTIALLY_FILLED, FILLED, EXPIRED or CANCELED), one hop more: the oms applying that report.
+  Every hop is a JetStream publish and consume (with one venue, the oms sends the order straight to
+  exeq; with a choice of venues, the execution-router is one hop more). Both are read raw and in bulk
+  (core subscriptions), so the benchmark's own reading costs little. A REJECTED order is counted apart,
+  with its reason. Each tick's ask and bid are unique in the run, and the strategy's limit price is one
+  of them: that maps an order back to its tick (and its reports, by client order id);
 - orders/s: the orders acknowledged by the venue, of the ticks of the measured window, over the time
   from the window's first tick to the last of their acknowledgements: what the chain sustained. While it
   keeps up this equals the offered rate; past saturation the backlog makes it lower;
@@ -61,6 +64,7 @@ from trader.bus.streams import (
     order_submit_subject,
     tick_subject,
 )
+from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.config import Settings
 from trader.messages import MarketTick, encode
 from trader.services import REGISTRY
@@ -178,10 +182,16 @@ class _Decision(msgspec.Struct):
     request: _Ref
 
 
+class _Report(msgspec.Struct):
+    client_order_id: str
+    strategy: str
+
+
 _state_decoder = msgspec.json.Decoder(_State)
 _ref_decoder = msgspec.json.Decoder(_Ref)
 _submit_decoder = msgspec.json.Decoder(_Submit)
 _decision_decoder = msgspec.json.Decoder(_Decision)
+_report_decoder = msgspec.json.Decoder(_Report)
 
 
 @dataclass(slots=True)
@@ -193,9 +203,10 @@ class Sent:
 
 @dataclass(slots=True)
 class Answer:
-    at: float
+    at: float  # the first state from the venue, as the oms published it
     status: str
     reason: str | None
+    venue_ack: float | None = None  # the venue's first report about the order, as exeq published it
 
 
 @dataclass
@@ -206,6 +217,7 @@ class Recorder:
     ticks: list[Sent] = field(default_factory=list)
     answers: dict[int, Answer] = field(default_factory=dict)
     answered_ids: set[str] = field(default_factory=set)
+    venue_acks: dict[str, float] = field(default_factory=dict)  # the first report's time, by order id
     unmapped: int = 0  # states of orders that answer no tick of this run
     # hops: when each stage's message was seen, by client order id (each subscription has its own task,
     # so a decision may be handled before its request); the tick of each order, from its request
@@ -226,11 +238,19 @@ class Recorder:
         if k is None or k in self.answers:
             self.unmapped += 1
             return
-        self.answers[k] = Answer(at, state.status, state.reason)
+        venue_ack = self.venue_acks.pop(state.client_order_id, None)
+        self.answers[k] = Answer(at, state.status, state.reason, venue_ack)
         if self.phase_first <= k < self.phase_first + self.phase_size:
             self.phase_answered += 1
             if self.phase_answered >= self.phase_size:
                 self.phase_done.set()
+
+    def on_report(self, data: bytes, at: float) -> None:
+        """The venue's first report about one of the benchmark's orders: its acknowledgement. (Reports
+        come before the states the oms makes of them.)"""
+        report = _report_decoder.decode(data)
+        if report.strategy == STRATEGY and report.client_order_id not in self.answered_ids:
+            self.venue_acks.setdefault(report.client_order_id, at)
 
     def on_hop(self, stage: str, data: bytes, at: float) -> None:
         if stage == "submit":
@@ -339,14 +359,25 @@ class TradingBench:
         # A base price of its own per run (within 1000..1999), so no answer of an earlier run maps here.
         self.base = Decimal(1000 + int(time.time()) % 1000)
         self.subs: list[Any] = []
+        self.raw_subs: list[Any] = []
 
     async def subscribe(self) -> None:
         rec = self.rec
 
-        async def on_state(msg: Msg) -> None:
-            rec.on_state(msg.data, time.perf_counter())
+        def on_reports(messages: list[RawMessage]) -> None:
+            at = time.perf_counter()
+            for _subject, _reply, _headers, data in messages:
+                rec.on_report(data, at)
 
-        self.subs.append(await self.nc.subscribe(order_state_subject(STRATEGY), cb=on_state))
+        def on_states(messages: list[RawMessage]) -> None:
+            at = time.perf_counter()
+            for _subject, _reply, _headers, data in messages:
+                rec.on_state(data, at)
+
+        # Reports first: in a read holding an order's report and its state, the report is handed over
+        # first.
+        self.raw_subs.append(await subscribe_raw(self.nc, "exec.report.>", on_reports))
+        self.raw_subs.append(await subscribe_raw(self.nc, order_state_subject(STRATEGY), on_states))
         if not self.hops:
             return
         subjects = {
@@ -366,7 +397,10 @@ class TradingBench:
     async def unsubscribe(self) -> None:
         for sub in self.subs:
             await sub.unsubscribe()
+        for sub in self.raw_subs:
+            await unsubscribe_raw(sub)
         self.subs.clear()
+        self.raw_subs.clear()
 
     async def _publish(self, measured: bool) -> None:
         rec = self.rec
@@ -433,6 +467,11 @@ class TradingBench:
         ok = {k: a for k, a in answers.items() if a.status in VENUE_STATES}
         rejected = {k: a for k, a in answers.items() if a.status not in VENUE_STATES}
         from_ack = [a.at - rec.ticks[k].acked for k, a in ok.items() if rec.ticks[k].acked is not None]
+        to_venue_ack = [
+            a.venue_ack - acked
+            for k, a in ok.items()
+            if a.venue_ack is not None and (acked := rec.ticks[k].acked) is not None
+        ]
         from_publish = [a.at - rec.ticks[k].sent for k, a in ok.items()]
         tick_acks = [t.acked - t.sent for t in ticks if t.acked is not None]
         published_s = ticks[-1].sent - ticks[0].sent
@@ -449,6 +488,7 @@ class TradingBench:
             "rejected": len(rejected),
             "unanswered": len(ticks) - len(answers),
             "orders_per_s": round(len(ok) / sustained_s) if ok and sustained_s > 0 else None,
+            "latency_venue_ack": latency_figures(to_venue_ack),
             "latency": latency_figures(from_ack),
             "latency_from_publish": latency_figures(from_publish),
             "tick_publish_ack": latency_figures(tick_acks),

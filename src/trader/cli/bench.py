@@ -114,11 +114,12 @@ def trading(
     phases = report["phases"]
     typer.echo(
         f"{report['strategy']} on {report['symbol']}: one IOC order per tick; {report['warmup_s']:g} s "
-        f"warm-up then {report['seconds']:g} s measured per rate; latency from the tick's publish "
-        "acknowledgement to the order's first state from the venue"
+        f"warm-up then {report['seconds']:g} s measured per rate; latency (ms) from the tick's publish "
+        "acknowledgement to the venue's acknowledgement (exeq's first report: strategy -> risk -> oms "
+        "-> exeq) and to the order's first state from the venue (one hop more: the oms)"
     )
-    columns = ["ticks/s", "published/s", "orders", "acked", "rejected", "unanswered", "p50 ms", "p99 ms"]
-    columns += ["max ms", "orders/s"]
+    columns = ["ticks/s", "published/s", "orders", "acked", "rejected", "unanswered"]
+    columns += ["venue ack p50", "p99", "max", "order state p50", "p99", "max", "orders/s"]
     rows = [
         [
             f"{p['rate']:g}",
@@ -127,6 +128,9 @@ def trading(
             p["acknowledged"],
             p["rejected"],
             p["unanswered"],
+            p["latency_venue_ack"]["p50_ms"],
+            p["latency_venue_ack"]["p99_ms"],
+            p["latency_venue_ack"]["max_ms"],
             p["latency"]["p50_ms"],
             p["latency"]["p99_ms"],
             p["latency"]["max_ms"],

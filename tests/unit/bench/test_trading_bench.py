@@ -110,3 +110,19 @@ def test_a_hop_seen_before_the_request_still_maps_to_its_tick() -> None:
     )
     assert rec.stage_times("risk") == {7: 2.0}
     assert rec.stage_times("submit") == {7: 1.0}
+
+
+def test_the_venue_acknowledgement_is_the_first_report_before_the_orders_state() -> None:
+    rec = Recorder()
+    _, bid, ask = tick_prices(Decimal(1000), 3)
+    rec.index.add(3, bid, ask)
+    rec.phase_first, rec.phase_size = 3, 1
+    report = b'{"client_order_id": "a-1", "strategy": "bench-echo", "kind": "accepted"}'
+    rec.on_report(report, at=1.5)
+    rec.on_report(report.replace(b"accepted", b"fill"), at=1.6)  # the fill after it changes nothing
+    rec.on_report(b'{"client_order_id": "x-1", "strategy": "someone-else", "kind": "accepted"}', at=1.7)
+    rec.on_state(_state("a-1", "buy", ask, "ACCEPTED"), at=2.0)
+    assert (rec.answers[3].venue_ack, rec.answers[3].at) == (1.5, 2.0)
+    assert rec.venue_acks == {}  # nothing kept for an answered order, nor for other strategies
+    rec.on_report(report.replace(b"accepted", b"fill"), at=2.5)  # after the answer: not a new ack
+    assert rec.venue_acks == {}
