@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -22,6 +22,11 @@ dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: refused messages
 console = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+# Decimal places a table shows. An average entry price that is not a finite decimal (fills at 10.1,
+# 10.2 and 10.4 average 10.2333...) is carried at Decimal's 28 digits; the table rounds it for the
+# eye, and --json prints it exact.
+TABLE_DECIMALS = 10
+_TABLE_STEP = Decimal(1).scaleb(-TABLE_DECIMALS)
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool) -> None:
@@ -31,8 +36,23 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: b
         return
     table = Table(*columns)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(table_cell(v) for v in row))
     console.print(table)
+
+
+def table_cell(value: Any) -> str:
+    """A value as a table shows it: a Decimal with more than ``TABLE_DECIMALS`` places rounded to that
+    many (half to even), without the zeros the rounding leaves at its end."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal) and value.is_finite():
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -TABLE_DECIMALS:
+            # Enough digits for the integer part too: a big value keeps every one of them.
+            context = Context(prec=max(value.adjusted(), 0) + TABLE_DECIMALS + 1)
+            rounded = value.quantize(_TABLE_STEP, context=context)
+            return format(rounded.normalize(context) if rounded else Decimal(0), "f")
+    return str(value)
 
 
 def _json_default(value: Any) -> Any:
