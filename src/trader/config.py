@@ -294,6 +294,12 @@ class Settings(BaseSettings):
     # Where the infrastructure is. Unset means: on this machine at the port map's ports, started by
     # `trader up` if nothing answers there.
     nats_url: str | None = None
+    # Threads nats-server runs Go code on (GOMAXPROCS) when `trader up` starts it. Unset: half the
+    # cores, at least one, leaving the others to the services; on two cores, one. Every hop of an order
+    # wakes nats-server, and with a second thread it hands work between threads at each (measured on
+    # 2 cores: a sixth less CPU per order with one; docs/benchmarks.md). A GOMAXPROCS in the environment
+    # wins over both.
+    nats_gomaxprocs: int | None = Field(default=None, ge=1)
     s3_endpoint: str | None = None
     questdb_host: str = "127.0.0.1"
 

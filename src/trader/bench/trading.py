@@ -19,6 +19,9 @@ the touch. It then publishes ticks (venue ``bench``) at a paced rate and times e
 - orders/s: the orders acknowledged by the venue, of the ticks of the measured window, over the time
   from the window's first tick to the last of their acknowledgements: what the chain sustained. While it
   keeps up this equals the offered rate; past saturation the backlog makes it lower;
+- wake-ups per order of every service (and nats-server, and the benchmark): voluntary context
+  switches over the measured window, per tick; with `trader bench wakeup`'s price of one wake-up on
+  the machine, they account for most of the CPU an order costs;
 - CPU of every service (and nats-server, and the benchmark itself) over the measured window, in % of
   one core, and ``others``: what the rest of the machine used meanwhile (on a shared machine, the noise
   in the figures; a few % of sampling error either way);
@@ -54,6 +57,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from trader.bench.ingest import peak_rss_mib, percentile, stop_processes
+from trader.bench.wakeup import voluntary_switches
 from trader.bus.connection import connect_nats
 from trader.bus.publish import MSG_ID, publish_acked
 from trader.bus.streams import (
@@ -440,11 +444,13 @@ class TradingBench:
         rec.phase_done.clear()
         began = time.perf_counter()
         cpu_before: dict[str, float | None] = {}
+        switches_before: dict[str, int] = {}
         window_start = began
         machine_before = 0.0
         for i in range(n_warm + n_measured):
             if i == n_warm:
                 cpu_before, window_start = _cpu_seconds(pids), time.perf_counter()
+                switches_before = {name: voluntary_switches(pid) for name, pid in pids.items()}
                 machine_before = _machine_busy_seconds()
             delay = began + i / rate - time.perf_counter()
             if delay > 0:
@@ -452,13 +458,21 @@ class TradingBench:
             await self._publish(measured=i >= n_warm)
         window_s = time.perf_counter() - window_start
         cpu = _cpu_percent(cpu_before, _cpu_seconds(pids), window_s)
+        # How often each process waited and was woken, per tick of the window: the wake-ups an order
+        # costs (`trader bench wakeup` prices one on this machine).
+        wakeups = {
+            name: round((voluntary_switches(pid) - switches_before[name]) / n_measured, 2)
+            for name, pid in pids.items()
+        }
         # What the rest of the machine used meanwhile: on a shared machine, the noise in the figures.
         busy = round((_machine_busy_seconds() - machine_before) / window_s * 100)
         cpu["others"] = busy - sum(v for v in cpu.values() if v is not None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rec.phase_done.wait(), drain_s)
         await asyncio.sleep(0.2)  # late hop messages (the state comes last) and acknowledgements
-        return self._figures(rate, range(first + n_warm, first + n_warm + n_measured), cpu)
+        figures = self._figures(rate, range(first + n_warm, first + n_warm + n_measured), cpu)
+        figures["wakeups_per_order"] = wakeups
+        return figures
 
     def _figures(self, rate: float, measured: range, cpu: dict[str, Any]) -> dict[str, Any]:
         rec = self.rec

@@ -13,6 +13,16 @@ from trader.config import Settings
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on the running stack.")
 
 
+def _rates(rates: str) -> list[float]:
+    try:
+        rate_list = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        raise fail(f"--rates: not a list of numbers: {rates!r}") from None
+    if not rate_list or any(r <= 0 for r in rate_list):
+        raise fail("--rates: give at least one positive rate")
+    return rate_list
+
+
 @bench_app.command("ingest")
 def ingest(
     ticks: Annotated[int, typer.Option(help="Ticks published at full speed in the live phase.")] = 200_000,
@@ -94,12 +104,7 @@ def trading(
     --services ''`; CPU per process and peak RSS."""
     from trader.bench.trading import run_trading_bench, to_json
 
-    try:
-        rate_list = [float(r) for r in rates.split(",") if r.strip()]
-    except ValueError:
-        raise fail(f"--rates: not a list of numbers: {rates!r}") from None
-    if not rate_list or any(r <= 0 for r in rate_list):
-        raise fail("--rates: give at least one positive rate")
+    rate_list = _rates(rates)
     try:
         report = asyncio.run(
             run_trading_bench(
@@ -143,6 +148,9 @@ def trading(
     cpu_rows = [[f"{p['rate']:g}", *(p["cpu_percent"][name] for name in processes)] for p in phases]
     typer.echo("CPU over the measured window, % of one core:")
     print_rows(["ticks/s", *processes], cpu_rows, False)
+    typer.echo("Wake-ups per order (voluntary context switches per tick of the window):")
+    wake_rows = [[f"{p['rate']:g}", *(p["wakeups_per_order"].get(n) for n in processes)] for p in phases]
+    print_rows(["ticks/s", *processes], wake_rows, False)
     print_rows(["service", "peak RSS MiB"], [list(item) for item in report["peak_rss_mib"].items()], False)
     for p in phases:
         for kind, entry in p["rejections"].items():
@@ -157,3 +165,39 @@ def trading(
             print_rows(["hop", "p50 ms", "p99 ms", "max ms", "orders"], hop_rows, False)
     if report["unmapped_states"]:
         typer.echo(f"{report['unmapped_states']} order states answered no tick of this run")
+
+
+@bench_app.command("wakeup")
+def wakeup(
+    rates: Annotated[
+        str, typer.Option(help="Messages/s to run in turn, comma-separated.")
+    ] = "100,250,1000,4000",
+    seconds: Annotated[float, typer.Option(help="Seconds per rate.")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """What one wake-up of a waiting process costs here: an asyncio echo server in a process of its
+    own, answering paced 64-byte messages over loopback TCP; its CPU per message at each rate. (Needs
+    no stack: it measures the machine, which sets what each hop of the trading chain costs.)"""
+    from trader.bench.trading import to_json
+    from trader.bench.wakeup import run_wakeup_bench
+
+    rate_list = _rates(rates)
+    report = asyncio.run(run_wakeup_bench(rate_list, seconds))
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    columns = ["msgs/s", "achieved", "server CPU us/msg", "server wake-ups/msg", "client CPU us/msg"]
+    columns += ["round trip p50 us", "p99 us"]
+    rows = [
+        [
+            f"{p['rate']:g}",
+            p["achieved_per_s"],
+            p["server_cpu_us_per_message"],
+            p["server_wakeups_per_message"],
+            p["client_cpu_us_per_message"],
+            p["round_trip_p50_us"],
+            p["round_trip_p99_us"],
+        ]
+        for p in report["phases"]
+    ]
+    print_rows(columns, rows, False)

@@ -91,6 +91,7 @@ class Infra(ABC):
             health_url=health,
             ready_url=ready,
             argv=self.command() if managed else None,
+            env=self.environment() if managed else None,
             start_timeout_s=self.start_timeout_s,
             stop_timeout_s=(
                 self.settings.supervisor.stop_timeout_s
@@ -98,6 +99,10 @@ class Infra(ABC):
                 else self.stop_timeout_s
             ),
         )
+
+    def environment(self) -> dict[str, str] | None:
+        """Variables the server starts with, over the supervisor's own environment."""
+        return None
 
     def not_reachable_error(self, address: str) -> StackError:
         return StackError(

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from trader.bus.connection import connect_nats
 from trader.bus.streams import ensure_streams
-from trader.config import is_loopback, url_host_port
+from trader.config import Settings, is_loopback, url_host_port
 from trader.stack.base import Infra, StackError, find_binary
+
+
+def nats_gomaxprocs(settings: Settings) -> int:
+    """The settings' ``nats_gomaxprocs``, or half the cores (at least one)."""
+    return settings.nats_gomaxprocs or max(1, (os.cpu_count() or 1) // 2)
 
 
 class NatsServer(Infra):
@@ -64,6 +70,11 @@ class NatsServer(Infra):
 
     def command(self) -> list[str]:
         return [find_binary("nats-server"), "-c", str(self._config_file)]
+
+    def environment(self) -> dict[str, str] | None:
+        if "GOMAXPROCS" in os.environ:
+            return None  # the operator's choice
+        return {"GOMAXPROCS": str(nats_gomaxprocs(self.settings))}
 
     async def provision(self) -> None:
         nc = await asyncio.wait_for(
