@@ -108,3 +108,39 @@ def nats_only(data_dir: Path) -> Iterator[Stack]:
     finally:
         server.terminate()
         server.wait(10)
+
+
+class RestartableNats:
+    """A nats-server with JetStream on file storage that can be stopped and started again."""
+
+    def __init__(self, store: Path) -> None:
+        self.store, self.port = store, free_port_map()["nats"]
+        assert PORT_RANGE[0] <= self.port < PORT_RANGE[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            find_binary("nats-server"),
+            "-js",
+            "-sd",
+            str(self.store),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while port_is_free(self.port):
+            assert time.monotonic() < deadline, "nats-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None

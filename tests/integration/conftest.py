@@ -7,7 +7,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from tests.stack_helpers import Stack
+from tests.stack_helpers import RestartableNats, Stack
 from trader.bus.connection import connect_nats
 
 pytestmark = pytest.mark.integration
@@ -39,3 +39,14 @@ async def plain_nc(stack: Stack) -> AsyncIterator[NATS]:
     client = await nats.connect(stack.nats_url)
     yield client
     await client.close()
+
+
+@pytest.fixture
+def restartable_nats(tmp_path: Path) -> Iterator[RestartableNats]:
+    """A nats-server of the test's own, with JetStream on file storage, that it can stop and start."""
+    server = RestartableNats(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

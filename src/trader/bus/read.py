@@ -31,17 +31,19 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
+import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from trader.bus.publish import Outgoing
-from trader.bus.wire import PushInbox, connection_of, parse_headers, reads_in_bulk
+from trader.bus.wire import PushInbox, RawMessage, connection_of, parse_headers, reads_in_bulk
 from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.service import Refused, Runtime
 
 T = TypeVar("T")
+_log = structlog.get_logger("trader.bus.read")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,21 @@ ErrorHook = Callable[[Stored, Exception], None]
 class Follower:
     """An ordered push consumer on ``subjects`` (one, or several) of ``stream``, from ``deliver_policy``
     (or from ``start_seq``), in stream order. Nothing is acknowledged: the state it feeds is rebuilt from
-    the stream at every start. A handler that raises does not stop it: ``on_error`` is told."""
+    the stream at every start. A handler that raises does not stop it: ``on_error`` is told.
+
+    On a connection that reads in bulk (``trader.bus.connection.connect_nats``) the messages come raw
+    (``PushInbox``), where nats-py's ordered consumer makes a ``Msg``, parses headers and calls a
+    coroutine for each before the handler's: the followers of ticks, order states and positions take
+    thousands a second. The ordered consumer's recovery is then this class's: a message whose consumer
+    sequence is not the next one (something was lost: a reconnection, a slow reader), or a heartbeat
+    naming a later one, or no heartbeat for ``STALL_HEARTBEATS`` intervals (the server restarted and
+    forgot the consumer), re-creates the consumer from the stream sequence after the last message
+    handled. A flow control request is answered once the messages that came before it are handled,
+    so a slow handler slows the server down instead of piling messages up here. On a plain nats-py
+    connection, nats-py's ordered consumer does all of that."""
+
+    HEARTBEAT_S = 5.0
+    STALL_HEARTBEATS = 3
 
     def __init__(
         self,
@@ -126,13 +142,36 @@ class Follower:
         self.inactive_threshold_s = inactive_threshold_s
         self.caught_up = asyncio.Event()
         self.handled = 0
+        self.resets = 0  # consumers re-created after a gap or a stall (raw reading only)
+        self.flow_answered = 0  # flow control requests answered (raw reading only)
         self._end_seq = 0
         self._sub: Any = None
+        # Raw reading: the consumer in use, the last stream and consumer sequences handled, and why
+        # the consumer must be re-created (None: it needs not).
+        self._inbox: PushInbox | None = None
+        self._consumer: str | None = None
+        self._stream_seq = 0
+        self._consumer_seq = 0
+        self._reset_reason: str | None = None
+        self._last_heard = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._taken = 0  # messages taken from the inbox since it opened
+        self._claimed = 0  # the last consumer sequence the server says it delivered (heartbeats)
+        self._flow: list[tuple[int, str]] = []  # flow control to answer: (after this many taken, reply)
 
     async def start(self) -> None:
         # What the stream holds now is the past to catch up with; a message at or past its last
         # sequence is live. (A busy subject may never show zero pending.)
         self._end_seq = (await self.js.stream_info(self.stream)).state.last_seq
+        if reads_in_bulk(connection_of(self.js)):
+            info = await self._open()
+            self._task = asyncio.create_task(self._read())
+        else:
+            info = await self._subscribe()
+        if info.num_pending == 0 and (info.delivered is None or info.delivered.consumer_seq == 0):
+            self.caught_up.set()  # nothing to replay
+
+    async def _subscribe(self) -> ConsumerInfo:
         config = ConsumerConfig(
             deliver_policy=self.deliver_policy,
             opt_start_seq=self.start_seq,
@@ -147,15 +186,15 @@ class Follower:
             deliver_policy=self.deliver_policy,
             inactive_threshold=self.inactive_threshold_s,
         )
-        info = await self._sub.consumer_info()
-        if info.num_pending == 0 and (info.delivered is None or info.delivered.consumer_seq == 0):
-            self.caught_up.set()  # nothing to replay
+        return await self._sub.consumer_info()
 
     async def _on_message(self, msg: Msg) -> None:
         if not msg.reply:  # flow control and heartbeats are nats-py's
             return
         seq, arrived, pending = ack_metadata(msg.reply)
-        stored = Stored(seq, msg.subject, msg.data, msg.headers, arrived)
+        await self._handle(Stored(seq, msg.subject, msg.data, msg.headers, arrived), seq, pending)
+
+    async def _handle(self, stored: Stored, seq: int, pending: int) -> None:
         try:
             await self.handler(stored)
         except Exception as exc:  # one bad message must not stop the follower
@@ -165,7 +204,145 @@ class Follower:
         if pending == 0 or seq >= self._end_seq:
             self.caught_up.set()
 
+    # Raw reading ---------------------------------------------------------------------------------
+
+    async def _open(self) -> ConsumerInfo:
+        """A consumer from where this follower is: its start, or the message after the last handled."""
+        policy, start = self.deliver_policy, self.start_seq
+        if self._stream_seq:
+            policy, start = DeliverPolicy.BY_START_SEQUENCE, self._stream_seq + 1
+        config = ConsumerConfig(
+            deliver_policy=policy,
+            opt_start_seq=start,
+            filter_subject=self.subjects[0] if len(self.subjects) == 1 else None,
+            filter_subjects=self.subjects if len(self.subjects) > 1 else None,
+            # What nats-py's ordered consumer asks for.
+            ack_policy=AckPolicy.NONE,
+            max_deliver=1,
+            flow_control=True,
+            idle_heartbeat=self.HEARTBEAT_S,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=self.inactive_threshold_s,
+        )
+        inbox = PushInbox(connection_of(self.js), status=self._on_status)
+        try:
+            info = await inbox.open(self.js, self.stream, config)
+        except BaseException:
+            await inbox.close()
+            raise
+        self._inbox, self._consumer = inbox, info.name
+        self._consumer_seq, self._reset_reason = 0, None
+        self._taken, self._flow, self._claimed = 0, [], 0
+        self._last_heard = time.monotonic()
+        return info
+
+    async def _on_status(self, msg: Msg) -> None:
+        """A heartbeat or a flow control request (the data messages come raw)."""
+        if self._inbox is None or msg.subject != self._inbox.subject:
+            return  # from a consumer already dropped
+        self._last_heard = time.monotonic()
+        headers = msg.headers or {}
+        if msg.reply:
+            # Flow control: the server sends no more until answered; answered once what came before
+            # it is handled (it is all in the inbox by now: a read's messages reach the inbox before
+            # nats-py hands this over).
+            self._flow.append((self._inbox.received, msg.reply))
+            await self._answer_flow()
+        stalled = headers.get("Nats-Consumer-Stalled")
+        if stalled:  # the server has been waiting for an answer: give it now
+            await connection_of(self.js).publish(stalled, b"")
+        last = headers.get("Nats-Last-Consumer")
+        if last is not None and last.isdigit():
+            # Checked by the reader once it has taken what came before this heartbeat.
+            self._claimed = int(last)
+            self._inbox.wake()
+
+    async def _read(self) -> None:
+        """Hand every message to the handler, in order, until stopped; re-create the consumer when
+        something was lost or it stalled."""
+        stall_s = self.HEARTBEAT_S * self.STALL_HEARTBEATS
+        backoff = 0.0
+        while True:
+            inbox = self._inbox
+            if inbox is None or self._reset_reason is not None:
+                backoff = await self._reset(backoff)
+                continue
+            if self._claimed > self._consumer_seq and not inbox.messages:
+                # All that came before the heartbeat is handled, and some of it never came.
+                self._reset_reason = f"heartbeat: {self._claimed} delivered, {self._consumer_seq} came"
+                continue
+            if not await inbox.wait(self.HEARTBEAT_S):
+                if time.monotonic() - self._last_heard > stall_s:
+                    self._reset_reason = f"no heartbeat for {stall_s:g}s"
+                continue
+            self._last_heard = time.monotonic()
+            await self._take(inbox.take())
+            await self._answer_flow()
+
+    async def _answer_flow(self) -> None:
+        while self._flow and self._flow[0][0] <= self._taken:
+            _, reply = self._flow.pop(0)
+            with contextlib.suppress(Exception):  # not connected: the consumer will be re-created
+                await connection_of(self.js).publish(reply, b"")
+                self.flow_answered += 1
+
+    async def _take(self, messages: list[RawMessage]) -> None:
+        for subject, reply, headers, data in messages:
+            self._taken += 1
+            tokens = reply.split(b".")
+            if len(tokens) != 9:  # the newer form: domain and account hash after ``ACK``
+                tokens = tokens[2:]
+            try:
+                seq, consumer_seq = int(tokens[5]), int(tokens[6])
+                arrived, pending = int(tokens[7]) // 1_000_000, int(tokens[8])
+            except (IndexError, ValueError):
+                continue  # not from JetStream
+            if consumer_seq != self._consumer_seq + 1:
+                self._reset_reason = f"consumer sequence {consumer_seq} after {self._consumer_seq}"
+                return  # the rest comes again from the new consumer
+            self._consumer_seq, self._stream_seq = consumer_seq, seq
+            stored = Stored(seq, subject.decode(), data, parse_headers(headers), arrived)
+            await self._handle(stored, seq, pending)
+
+    async def _reset(self, backoff: float) -> float:
+        """Drop the consumer in use and open one from the message after the last handled; the next
+        backoff (a server away: each try waits longer, up to 5 s)."""
+        if backoff:
+            await asyncio.sleep(backoff)
+        reason = self._reset_reason or "no consumer"
+        await self._close()
+        try:
+            await self._open()
+        except Exception as exc:
+            _log.warning("follower.reopen_failed", stream=self.stream, error=repr(exc))
+            self._reset_reason = reason
+            return min(max(backoff * 2, 0.1), 5.0)
+        self.resets += 1
+        _log.info(
+            "follower.reset",
+            stream=self.stream,
+            subjects=self.subjects,
+            reason=reason,
+            from_seq=self._stream_seq + 1,
+        )
+        return 0.0
+
+    async def _close(self) -> None:
+        inbox, name, self._inbox, self._consumer = self._inbox, self._consumer, None, None
+        if inbox is not None:
+            await inbox.close()
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.stream, name)
+
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

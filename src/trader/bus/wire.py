@@ -210,22 +210,35 @@ class PushInbox:
     """A push consumer's messages, raw and in bulk: a subscription routed to this inbox before the
     consumer is created on it, so that every message takes the fast way."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, status: Callable[[Msg], Awaitable[None]] | None = None) -> None:
         if not reads_in_bulk(nc):
             raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
         self.nc = nc
         self.messages: list[RawMessage] = []  # arrived, not taken yet
+        self.received = 0  # messages arrived since the inbox opened
         self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
+        self._status = status
 
     async def open(self, js: JetStreamContext, stream: str, config: ConsumerConfig) -> ConsumerInfo:
-        """Creates the consumer ``config`` describes, delivering here. (Heartbeats stay nats-py's.)"""
-        self._sub = await subscribe_raw(self.nc, self.nc.new_inbox(), self._receive)
+        """Creates the consumer ``config`` describes, delivering here. JetStream's status messages
+        (heartbeats, flow control) go to ``status`` as nats-py ``Msg``s; without it, nowhere."""
+        self._sub = await subscribe_raw(self.nc, self.nc.new_inbox(), self._receive, self._status)
         config.deliver_subject = self._sub.subject
         return await js.add_consumer(stream, config)
 
     def _receive(self, messages: list[RawMessage]) -> None:
         self.messages.extend(messages)
+        self.received += len(messages)
+        self._arrived.set()
+
+    @property
+    def subject(self) -> str | None:
+        """Where the consumer delivers (None before ``open``)."""
+        return self._sub.subject if self._sub is not None else None
+
+    def wake(self) -> None:
+        """Ends a ``wait`` now, with nothing arrived (the reader has something else to look at)."""
         self._arrived.set()
 
     def take(self, limit: int | None = None) -> list[RawMessage]:
