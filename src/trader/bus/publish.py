@@ -24,15 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from trader.bus.wire import (
-    RawMessage,
-    buffer_frame,
-    connection_of,
-    publish_frame,
-    reads_in_bulk,
-    subscribe_raw,
-    write_buffered,
-)
+from trader.bus.wire import RawMessage, connection_of, reads_in_bulk, subscribe_raw
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -90,10 +82,8 @@ class AckedPublisher:
         self._started = True
 
     async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str] | None, *, write: bool = True
+        self, subject: str, payload: bytes, headers: dict[str, str] | None
     ) -> asyncio.Future[PubAck]:
-        """Publish one message; the future gives its acknowledgement. ``write=False`` leaves it
-        buffered for the caller's ``write_buffered`` after a batch (one socket write for them all)."""
         if not self._started:
             async with self._starting:
                 if not self._started:
@@ -102,13 +92,8 @@ class AckedPublisher:
         token = b"%d" % self._next
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
-        reply = self._prefix + token.decode()
         try:
-            if buffer_frame(self.nc, publish_frame(subject, reply, payload, headers), len(payload)):
-                if write:
-                    write_buffered(self.nc)
-            else:
-                await self.nc.publish(subject, payload, reply=reply, headers=headers)
+            await self.nc.publish(subject, payload, reply=self._prefix + token.decode(), headers=headers)
         except BaseException:
             del self._futures[token]
             raise
@@ -166,19 +151,13 @@ def publisher_of(js: JetStreamContext) -> AckedPublisher | None:
 
 
 async def publish_acked(
-    js: JetStreamContext,
-    subject: str,
-    payload: bytes,
-    headers: dict[str, str] | None = None,
-    *,
-    write: bool = True,
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None
 ) -> asyncio.Future[Any]:
-    """Publish one message; the future gives its acknowledgement (``duplicate``, ``seq``). With
-    ``write=False`` it waits in the connection's buffer for ``write_buffered`` (or nats-py's flusher)."""
+    """Publish one message; the future gives its acknowledgement (``duplicate``, ``seq``)."""
     publisher = publisher_of(js)
     if publisher is None:
         return await js.publish_async(subject, payload, headers=headers)
-    return await publisher.publish(subject, payload, headers, write=write)
+    return await publisher.publish(subject, payload, headers)
 
 
 async def publish_batch(
@@ -193,13 +172,12 @@ async def publish_batch(
     pending: list[tuple[Outgoing, asyncio.Future]] = []
     for index, item in enumerate(items):
         try:
-            future = await publish_acked(js, item.subject, item.payload, item.all_headers(), write=False)
+            future = await publish_acked(js, item.subject, item.payload, item.all_headers())
         except Exception as exc:  # not connected, buffer full: the rest of the batch waits for a retry
             result.failed.extend(items[index:])
             result.errors.append(f"publish: {exc!r}")
             break
         pending.append((item, future))
-    write_buffered(connection_of(js))  # the whole batch in one write
     if pending:
         _done, not_done = await asyncio.wait([f for _, f in pending], timeout=ack_timeout)
         for future in not_done:

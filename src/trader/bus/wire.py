@@ -22,7 +22,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import BadHeaderError, BadSubjectError, ProtocolError
+from nats.errors import ProtocolError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, CRLF_SIZE, Parser
@@ -165,88 +165,6 @@ def _control_line(line: bytes) -> tuple[int, bytes, bytes, int, int]:
         return int(args[2]), args[1], reply, header_size, total
     except ValueError as exc:
         raise ProtocolError("nats: malformed MSG") from exc
-
-
-# Writing ------------------------------------------------------------------------------------------
-#
-# nats-py's ``publish`` checks the subject with a regex, each header key with another, formats the
-# operation and kicks its flusher task, about 5 µs a message; every hop of an order publishes several.
-# ``publish_frame`` builds the same bytes (a differential test holds it to nats-py's), remembering the
-# subjects and header keys it has checked; ``buffer_frame`` puts it where nats-py's flusher writes
-# from, and ``write_buffered`` writes what is there at once, for a batch, without waiting for the
-# flusher's turn.
-
-_SUBJECT_INVALID = frozenset(" \t\r\n")
-_HEADER_KEY_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_VALUE_NEWLINES = {13: " ", 10: " "}
-_KNOWN = 10_000  # subjects and header keys remembered as checked, at most (then forgotten, rechecked)
-_checked_subjects: dict[str, bytes] = {}
-_checked_keys: dict[str, bytes] = {}
-
-
-def _subject_bytes(subject: str) -> bytes:
-    known = _checked_subjects.get(subject)
-    if known is not None:
-        return known
-    if not subject or not _SUBJECT_INVALID.isdisjoint(subject):
-        raise BadSubjectError
-    if len(_checked_subjects) >= _KNOWN:
-        _checked_subjects.clear()
-    known = _checked_subjects[subject] = subject.encode()
-    return known
-
-
-def _key_bytes(key: str) -> bytes:
-    known = _checked_keys.get(key)
-    if known is not None:
-        return known
-    stripped = key.strip()
-    if stripped and not _HEADER_KEY_CHARS.issuperset(stripped):
-        raise BadHeaderError(stripped)
-    if len(_checked_keys) >= _KNOWN:
-        _checked_keys.clear()
-    known = _checked_keys[key] = stripped.encode()
-    return known
-
-
-def publish_frame(subject: str, reply: str, payload: bytes, headers: dict[str, str] | None) -> bytes:
-    """The PUB (or, with headers, HPUB) operation nats-py's ``publish`` sends for this message."""
-    target = _subject_bytes(subject)
-    if reply:
-        target += b" " + _subject_bytes(reply)
-    if headers is None:
-        return b"PUB %s %d\r\n%s\r\n" % (target, len(payload), payload)
-    lines = [_HEADER_LINE]
-    for key, value in headers.items():
-        name = _key_bytes(key)
-        if name:
-            lines.append(name + b": " + value.strip().translate(_VALUE_NEWLINES).encode())
-    head = b"\r\n".join(lines) + b"\r\n\r\n"
-    return b"HPUB %s %d %d\r\n%s%s\r\n" % (target, len(head), len(head) + len(payload), head, payload)
-
-
-def buffer_frame(nc: Client, frame: bytes, payload_size: int) -> bool:
-    """Put ``frame`` where nats-py's flusher writes from; False when nats-py must take the message
-    itself (not connected, draining, too big, its buffer full), so that its own rules and errors apply."""
-    if not nc.is_connected or nc.is_draining_pubs or payload_size > nc._max_payload:
-        return False
-    limit = nc._max_pending_size
-    if limit > 0 and nc._pending_data_size + len(frame) > limit:
-        return False
-    nc._pending.append(frame)
-    nc._pending_data_size += len(frame)
-    nc.stats["out_msgs"] += 1
-    nc.stats["out_bytes"] += payload_size
-    return True
-
-
-def write_buffered(nc: Client) -> None:
-    """Write what is buffered now (nats-py's flusher, when its turn comes, finds nothing left)."""
-    transport = nc._transport
-    if nc._pending_data_size and nc.is_connected and transport is not None:
-        transport.writelines(nc._pending)
-        nc._pending = []
-        nc._pending_data_size = 0
 
 
 def connection_of(js: JetStreamContext) -> Client:

@@ -22,9 +22,6 @@ class FakeSubscription:
 
 
 class FakeClient:
-    # Not connected: the publisher hands every message to ``publish`` (nats-py's way), recorded here.
-    is_connected = False
-
     def __init__(self) -> None:
         self._ps = BulkParser(self)  # type: ignore[arg-type]
         self._sid = SID - 1  # nats-py hands out subscription ids in order
