@@ -27,7 +27,6 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -46,21 +45,45 @@ T = TypeVar("T")
 _log = structlog.get_logger("trader.bus.read")
 
 
-@dataclass(frozen=True, slots=True)
 class Stored:
-    """A message as the stream holds it."""
+    """A message as the stream holds it. Headers read raw stay bytes until someone asks for them (a
+    follower of ticks never does: parsing them was a fourteenth of its work)."""
 
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-    arrival_ms: int  # when JetStream stored it
+    __slots__ = ("_headers", "_raw_headers", "arrival_ms", "data", "seq", "subject")
+
+    def __init__(
+        self,
+        seq: int,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        arrival_ms: int,  # when JetStream stored it
+        raw_headers: bytes | None = None,  # instead of ``headers``: as on the wire
+    ) -> None:
+        self.seq, self.subject, self.data, self.arrival_ms = seq, subject, data, arrival_ms
+        self._headers, self._raw_headers = headers, raw_headers
+
+    @classmethod
+    def raw(cls, seq: int, subject: bytes, data: bytes, raw_headers: bytes | None, arrival_ms: int) -> Stored:
+        """A message read raw (``trader.bus.wire``)."""
+        return cls(seq, subject.decode(), data, None, arrival_ms, raw_headers)
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        if self._raw_headers is not None:
+            self._headers, self._raw_headers = parse_headers(self._raw_headers), None
+        return self._headers
+
+    def __repr__(self) -> str:
+        return f"Stored(seq={self.seq}, subject={self.subject!r}, data={self.data!r})"
 
     @classmethod
     def of(cls, message: Msg | Delivery) -> Stored:
         """A JetStream message, or a ``StreamConsumer`` delivery, as stored."""
         if isinstance(message, Delivery):
-            return cls(message.seq, message.subject, message.data, message.headers, message.arrival_ms)
+            return cls(
+                message.seq, message.subject, message.data, None, message.arrival_ms, message.raw_headers
+            )
         seq, arrived, _pending = ack_metadata(message.reply)  # nats-py's ``metadata`` is slower to make
         return cls(seq, message.subject, message.data, message.headers, arrived)
 
@@ -302,8 +325,7 @@ class Follower:
                 self._reset_reason = f"consumer sequence {consumer_seq} after {self._consumer_seq}"
                 return  # the rest comes again from the new consumer
             self._consumer_seq, self._stream_seq = consumer_seq, seq
-            stored = Stored(seq, subject.decode(), data, parse_headers(headers), arrived)
-            await self._handle(stored, seq, pending)
+            await self._handle(Stored.raw(seq, subject, data, headers, arrived), seq, pending)
 
     async def _reset(self, backoff: float) -> float:
         """Drop the consumer in use and open one from the message after the last handled; the next
@@ -488,7 +510,7 @@ async def _take_all(inbox: PushInbox, end: int, handler: Handler, timeout: float
             seq, arrived, pending = ack_metadata(reply.decode())
             if seq > last_seq:  # not a redelivery
                 last_seq = seq
-                await handler(Stored(seq, subject.decode(), data, parse_headers(headers), arrived))
+                await handler(Stored.raw(seq, subject, data, headers, arrived))
                 handled += 1
             if pending == 0 or seq >= end:
                 done = True

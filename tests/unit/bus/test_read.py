@@ -92,3 +92,28 @@ async def test_the_outbox_publishes_in_order_and_drains_before_close() -> None:
     gate.set()
     await outbox.close()
     assert published == [["1"], ["2", "3"]]
+
+
+RAW = b"NATS/1.0\r\nNats-Msg-Id: risk:a-1\r\nTrader-Exec-Id: e-7\r\n\r\n"
+
+
+def test_raw_headers_are_parsed_when_asked_for_and_once() -> None:
+    stored = Stored.raw(5, b"order.state.s", b"{}", RAW, 1_700_000_000_000)
+    assert stored._headers is None  # not parsed yet
+    assert stored.headers == {"Nats-Msg-Id": "risk:a-1", "Trader-Exec-Id": "e-7"}
+    assert stored.headers is stored.headers  # parsed once
+    assert (stored.seq, stored.subject, stored.data, stored.arrival_ms) == (
+        5,
+        "order.state.s",
+        b"{}",
+        1_700_000_000_000,
+    )
+
+
+def test_no_headers_and_parsed_headers_and_deliveries() -> None:
+    assert Stored.raw(1, b"s", b"", None, 0).headers is None
+    assert Stored(1, "s", b"", {"A": "b"}, 0).headers == {"A": "b"}
+    delivery = Delivery(9, 123, "exec.report.paper", b"{}", RAW)
+    stored = Stored.of(delivery)
+    assert (stored.seq, stored.arrival_ms, stored.subject) == (9, 123, "exec.report.paper")
+    assert stored.headers == {"Nats-Msg-Id": "risk:a-1", "Trader-Exec-Id": "e-7"}
