@@ -160,7 +160,6 @@ async def test_it_keeps_following_across_a_server_restart(restartable_nats: Rest
         follower = Follower(
             nc.jetstream(), stream=stream, subjects=f"{stream.lower()}.>", handler=_keeper(seen)
         )
-        follower.HEARTBEAT_S = 0.5  # the restarted server forgets the consumer: noticed in 1.5 s
         await follower.start()
         await asyncio.wait_for(follower.caught_up.wait(), 10)
 
@@ -168,11 +167,20 @@ async def test_it_keeps_following_across_a_server_restart(restartable_nats: Rest
         await asyncio.sleep(0.5)
         restartable_nats.start()
         await _until(lambda: nc.is_connected, 30, lambda: "nats-py did not reconnect")
+        reasons: list[str] = []
+        reset = follower._reset
+
+        async def record(backoff: float) -> float:
+            reasons.append(follower._reset_reason or "")
+            return await reset(backoff)
+
+        follower._reset = record  # type: ignore[method-assign]
         with contextlib.suppress(Exception):
             await _publish(nc, stream, 50, 50)
         await _until(lambda: len(seen) >= 100, 30, lambda: f"{len(seen)} of 100, resets {follower.resets}")
         assert _payloads(seen) == list(range(100))
         assert follower.resets >= 1
+        assert reasons == ["reconnected"] * len(reasons)  # not a stall: the reconnection said it
         await follower.stop()
     finally:
         await nc.close()

@@ -135,12 +135,12 @@ class Follower:
     (``PushInbox``), where nats-py's ordered consumer makes a ``Msg``, parses headers and calls a
     coroutine for each before the handler's: the followers of ticks, order states and positions take
     thousands a second. The ordered consumer's recovery is then this class's: a message whose consumer
-    sequence is not the next one (something was lost: a reconnection, a slow reader), or a heartbeat
-    naming a later one, or no heartbeat for ``STALL_HEARTBEATS`` intervals (the server restarted and
-    forgot the consumer), re-creates the consumer from the stream sequence after the last message
-    handled. A flow control request is answered once the messages that came before it are handled,
-    so a slow handler slows the server down instead of piling messages up here. On a plain nats-py
-    connection, nats-py's ordered consumer does all of that."""
+    sequence is not the next one (something was lost: a slow reader), a heartbeat naming a later one,
+    a reconnection (the server may have restarted and forgotten the consumer, and what it sent
+    meanwhile is lost), or no heartbeat for ``STALL_HEARTBEATS`` intervals re-creates the consumer from
+    the stream sequence after the last message handled. A flow control request is answered once the
+    messages that came before it are handled, so a slow handler slows the server down instead of
+    piling messages up here. On a plain nats-py connection, nats-py's ordered consumer does all that."""
 
     HEARTBEAT_S = 5.0
     STALL_HEARTBEATS = 3
@@ -180,6 +180,7 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
         self._taken = 0  # messages taken from the inbox since it opened
         self._claimed = 0  # the last consumer sequence the server says it delivered (heartbeats)
+        self._reconnects = 0  # the connection's reconnections when the consumer was opened
         self._flow: list[tuple[int, str]] = []  # flow control to answer: (after this many taken, reply)
 
     async def start(self) -> None:
@@ -257,6 +258,7 @@ class Follower:
         self._inbox, self._consumer = inbox, info.name
         self._consumer_seq, self._reset_reason = 0, None
         self._taken, self._flow, self._claimed = 0, [], 0
+        self._reconnects = connection_of(self.js).stats["reconnects"]
         self._last_heard = time.monotonic()
         return info
 
@@ -295,7 +297,11 @@ class Follower:
                 # All that came before the heartbeat is handled, and some of it never came.
                 self._reset_reason = f"heartbeat: {self._claimed} delivered, {self._consumer_seq} came"
                 continue
-            if not await inbox.wait(self.HEARTBEAT_S):
+            if connection_of(self.js).stats["reconnects"] != self._reconnects:
+                self._reset_reason = "reconnected"
+                continue
+            # A second at most: a reconnection is noticed that soon, not at the next heartbeat.
+            if not await inbox.wait(min(self.HEARTBEAT_S, 1.0)):
                 if time.monotonic() - self._last_heard > stall_s:
                     self._reset_reason = f"no heartbeat for {stall_s:g}s"
                 continue
