@@ -56,7 +56,7 @@ import psutil
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from trader.bench.ingest import peak_rss_mib, percentile, stop_processes
+from trader.bench.ingest import cpu_seconds, peak_rss_mib, percentile, stop_processes
 from trader.bench.wakeup import voluntary_switches
 from trader.bus.connection import connect_nats
 from trader.bus.publish import MSG_ID, publish_acked
@@ -323,14 +323,7 @@ async def _wait_ready(
 
 
 def _cpu_seconds(pids: dict[str, int]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for name, pid in pids.items():
-        try:
-            times = psutil.Process(pid).cpu_times()
-            out[name] = times.user + times.system
-        except psutil.Error:
-            out[name] = None
-    return out
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
 
 def _machine_busy_seconds() -> float:

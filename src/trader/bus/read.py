@@ -38,7 +38,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from trader.bus.publish import Outgoing
 from trader.bus.wire import PushInbox, RawMessage, connection_of, parse_headers, reads_in_bulk
 from trader.marketdata.decode import InvalidMessage
-from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
+from trader.runtime.consumer import Delivery, StreamConsumer, ack_fields, ack_metadata
 from trader.runtime.service import Refused, Runtime
 
 T = TypeVar("T")
@@ -319,12 +319,8 @@ class Follower:
     async def _take(self, messages: list[RawMessage]) -> None:
         for subject, reply, headers, data in messages:
             self._taken += 1
-            tokens = reply.split(b".")
-            if len(tokens) != 9:  # the newer form: domain and account hash after ``ACK``
-                tokens = tokens[2:]
             try:
-                seq, consumer_seq = int(tokens[5]), int(tokens[6])
-                arrived, pending = int(tokens[7]) // 1_000_000, int(tokens[8])
+                seq, consumer_seq, arrived, pending = ack_fields(reply)
             except (IndexError, ValueError):
                 continue  # not from JetStream
             if consumer_seq != self._consumer_seq + 1:
@@ -513,7 +509,7 @@ async def _take_all(inbox: PushInbox, end: int, handler: Handler, timeout: float
             if not reply:
                 continue  # not from JetStream
             last_reply = reply
-            seq, arrived, pending = ack_metadata(reply.decode())
+            seq, _consumer_seq, arrived, pending = ack_fields(reply)
             if seq > last_seq:  # not a redelivery
                 last_seq = seq
                 await handler(Stored.raw(seq, subject, data, headers, arrived))

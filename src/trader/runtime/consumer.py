@@ -38,18 +38,25 @@ class Delivery(msgspec.Struct):
         return parse_headers(self.raw_headers)
 
 
-def ack_metadata(reply: str) -> tuple[int, int, int]:
-    """(stream sequence, arrival in ms, messages pending) from a JetStream ack subject.
+def ack_fields(reply: bytes) -> tuple[int, int, int, int]:
+    """(stream sequence, consumer sequence, arrival in ms, messages pending) from a JetStream ack
+    subject; ``ValueError`` (or ``IndexError``) for a subject that is not one.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts_ns>.<pending>`` or the newer form with
     domain and account hash after ``ACK`` and a random token at the end.
     """
-    tokens = reply.split(".")
-    if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[7]) // 1_000_000, int(tokens[8])
-    if len(tokens) >= 11:
-        return int(tokens[7]), int(tokens[9]) // 1_000_000, int(tokens[10])
-    raise ValueError(f"not a JetStream ack subject: {reply!r}")
+    tokens = reply.split(b".")
+    if len(tokens) != 9:
+        if len(tokens) < 11:
+            raise ValueError(f"not a JetStream ack subject: {reply!r}")
+        tokens = tokens[2:]
+    return int(tokens[5]), int(tokens[6]), int(tokens[7]) // 1_000_000, int(tokens[8])
+
+
+def ack_metadata(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, arrival in ms, messages pending) of a nats-py message's reply subject."""
+    seq, _consumer_seq, arrived, pending = ack_fields(reply.encode())
+    return seq, arrived, pending
 
 
 class StreamConsumer:
@@ -149,13 +156,10 @@ class StreamConsumer:
     def _accept(self, messages: list[RawMessage]) -> None:
         """Deliveries from raw messages, in one tight loop: this runs for every message of the stream."""
         buffer, last_seq, accepted_bytes = self._buffer, self._last_seq, 0
-        last_reply = b""
+        last_reply, pending = b"", 0
         for subject, reply, headers, data in messages:
-            tokens = reply.split(b".")
-            if len(tokens) != 9:  # the newer form: domain and account hash after ``ACK``
-                tokens = tokens[2:]
             try:
-                seq, arrival_ms = int(tokens[5]), int(tokens[7]) // 1_000_000
+                seq, _consumer_seq, arrival_ms, pending = ack_fields(reply)
             except (IndexError, ValueError):
                 continue  # not from JetStream: nothing to take nor to acknowledge
             if seq <= last_seq:
@@ -166,7 +170,7 @@ class StreamConsumer:
         if last_reply:
             self._last_seq, self._bytes = last_seq, self._bytes + accepted_bytes
             self._last_reply = last_reply  # only a batch's last message is acknowledged
-            self.pending = ack_metadata(last_reply.decode())[2]
+            self.pending = pending
 
     def _take(self) -> list[Delivery]:
         batch, self._buffer, self._bytes = self._buffer, [], 0
