@@ -3,6 +3,11 @@
 Money and quantities are ``Decimal`` end to end and go on the wire as exact JSON numbers
 (``decimal_format="number"``), so ``0.1`` stays ``0.1`` and no binary float ever touches a price.
 Timestamps are integer epoch milliseconds, UTC, the event time given by the venue.
+
+Messages are values: frozen, made of scalars, strings and other messages, never part of a reference
+cycle. So they are invisible to the cyclic garbage collector (``gc=False``): the services keep many
+of them for as long as they run (books of orders, decisions, venue orders), and a collection that
+walked them all would pause the service longer as its history grows (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ import msgspec
 Side = Literal["buy", "sell"]
 
 
-class MarketTick(msgspec.Struct, kw_only=True, frozen=True):
+class Message(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """What every message type is (the settings above, inherited)."""
+
+
+class MarketTick(Message):
     """A trade (with the top of book when known) on ``market.tick.<SYMBOL>``."""
 
     timestamp: int
@@ -33,7 +42,7 @@ class MarketTick(msgspec.Struct, kw_only=True, frozen=True):
     venue_symbol: str | None = None  # the venue's own name for the instrument: BTC-USD, XBT/USD, ...
 
 
-class AltDatum(msgspec.Struct, kw_only=True, frozen=True):
+class AltDatum(Message):
     """One observation of alternative data on ``alt.norm.<kind>``: funding, open interest, sentiment."""
 
     timestamp: int
@@ -44,7 +53,7 @@ class AltDatum(msgspec.Struct, kw_only=True, frozen=True):
     unit: str | None = None
 
 
-class Bar(msgspec.Struct, kw_only=True, frozen=True):
+class Bar(Message):
     """An OHLCV bar on ``market.bar.<timeframe>.<SYMBOL>``; ``start`` is the UTC bucket start."""
 
     venue: str
@@ -108,7 +117,7 @@ ReportKind = Literal["accepted", "rejected", "fill", "canceled", "expired", "rep
 TradingMode = Literal["active", "reduce_only", "halted"]
 
 
-class OrderRequest(msgspec.Struct, kw_only=True, frozen=True):
+class OrderRequest(Message):
     """A new order, as a strategy (or the CLI) asks for it, on ``order.submit.<strategy>``.
 
     ``client_order_id`` is the idempotency key: the same id submitted twice makes one order."""
@@ -131,7 +140,7 @@ class OrderRequest(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
 
 
-class CancelRequest(msgspec.Struct, kw_only=True, frozen=True):
+class CancelRequest(Message):
     """Cancel an order, or cancel-replace it when ``quantity`` or ``price`` is given
     (``order.cancel.<strategy>``)."""
 
@@ -143,7 +152,7 @@ class CancelRequest(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
 
 
-class RiskDecision(msgspec.Struct, kw_only=True, frozen=True):
+class RiskDecision(Message):
     """The pre-trade verdict on a request, from risk to the oms (``order.risk.<strategy>``)."""
 
     request: OrderRequest
@@ -152,7 +161,7 @@ class RiskDecision(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
 
 
-class Order(msgspec.Struct, kw_only=True, frozen=True):
+class Order(Message):
     """An order's state, as the oms keeps it; every change is published whole on
     ``order.state.<strategy>`` with ``version`` one higher, so the latest per id is the state."""
 
@@ -193,7 +202,7 @@ class Order(msgspec.Struct, kw_only=True, frozen=True):
         return self.status in TERMINAL_STATUSES
 
 
-class VenueOrder(msgspec.Struct, kw_only=True, frozen=True):
+class VenueOrder(Message):
     """An order (or an algo's child order) sent to one venue (``exec.order.<venue>``); ``action`` new,
     cancel or replace. Child orders of an algo have their own ``venue_client_id`` and the parent's id.
 
@@ -220,7 +229,7 @@ class VenueOrder(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
 
 
-class ExecutionReport(msgspec.Struct, kw_only=True, frozen=True):
+class ExecutionReport(Message):
     """What a venue said about an order (``exec.report.<venue>``). A fill carries the last quantity,
     price and fee; ``exec_id`` is unique per venue event, so a report seen twice is applied once."""
 
@@ -247,7 +256,7 @@ class ExecutionReport(msgspec.Struct, kw_only=True, frozen=True):
     commission_asset: str | None = None
 
 
-class Position(msgspec.Struct, kw_only=True, frozen=True):
+class Position(Message):
     """Net position per (account, venue, symbol) on ``position.<account>.<venue>.<symbol>``.
     ``quantity`` is signed: positive long, negative short."""
 
@@ -263,7 +272,7 @@ class Position(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
 
 
-class PnlSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+class PnlSnapshot(Message):
     """Marked-to-market PnL for one strategy, or ``scope="total"`` (``pnl.<scope>``)."""
 
     scope: str
@@ -275,7 +284,7 @@ class PnlSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: int = 0
 
 
-class TradingState(msgspec.Struct, kw_only=True, frozen=True):
+class TradingState(Message):
     """The shared trading switch (JetStream key-value ``TRADER_STATE``, key ``trading.state``)."""
 
     mode: TradingMode = "active"
@@ -288,7 +297,7 @@ class TradingState(msgspec.Struct, kw_only=True, frozen=True):
 FeedEventKind = Literal["gap", "gap_filled", "reconnect", "stale"]
 
 
-class FeedEvent(msgspec.Struct, kw_only=True, frozen=True):
+class FeedEvent(Message):
     """Something that happened to a live feed, on ``market.event.<venue>.<SYMBOL>``: a gap in the
     venue's trade ids (``from_id``..``to_id``, inclusive), its filling from the venue's REST API, a
     reconnect, a stream gone quiet."""

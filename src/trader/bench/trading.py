@@ -55,6 +55,7 @@ import msgspec
 import psutil
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from prometheus_client.parser import text_string_to_metric_families
 
 from trader.bench.ingest import cpu_seconds, peak_rss_mib, percentile, stop_processes
 from trader.bench.wakeup import voluntary_switches
@@ -76,6 +77,7 @@ from trader.stack.state import read_state
 from trader.trading.state import read_state as read_trading_state
 from trader.trading.state import state_bucket
 
+SLICE_S = 10  # the window's latency is also given per this many seconds
 SERVICES = ("strategy", "risk", "oms", "execution-router", "exeq", "ptrc")
 STRATEGY = "bench-echo"
 KIND = "trader.bench.echo_strategy:EchoStrategy"
@@ -322,6 +324,51 @@ async def _wait_ready(
         raise RuntimeError(f"the strategy service does not run {STRATEGY}: {failed}")
 
 
+@dataclass(frozen=True)
+class GcTotals:
+    """A service's garbage collections so far, from its ``trader_gc_pause_seconds`` histogram."""
+
+    collections: float
+    seconds: float
+    long_pauses: float  # 10 ms or more
+
+    def since(self, before: GcTotals) -> dict[str, float]:
+        return {
+            "collections": round(self.collections - before.collections),
+            "pause_ms": round((self.seconds - before.seconds) * 1000, 1),
+            "pauses_10ms": round(self.long_pauses - before.long_pauses),
+        }
+
+
+LONG_PAUSE_S = 0.01
+
+
+def gc_totals(metrics_text: str) -> GcTotals:
+    """All generations together, from a service's /metrics."""
+    collections = seconds = under = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "trader_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                collections += sample.value
+            elif sample.name.endswith("_sum"):
+                seconds += sample.value
+            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == LONG_PAUSE_S:
+                under += sample.value  # cumulative: the pauses shorter than 10 ms
+    return GcTotals(collections, seconds, collections - under)
+
+
+async def _gc_of(settings: Settings, names: list[str]) -> dict[str, GcTotals]:
+    out = {}
+    async with httpx.AsyncClient(timeout=2) as client:
+        for name in names:
+            port = getattr(settings.ports, REGISTRY[name].port_field)
+            with contextlib.suppress(httpx.HTTPError):
+                out[name] = gc_totals((await client.get(f"http://{settings.bind_host}:{port}/metrics")).text)
+    return out
+
+
 def _cpu_seconds(pids: dict[str, int]) -> dict[str, float | None]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
@@ -347,8 +394,9 @@ def _cpu_percent(
 
 
 class TradingBench:
-    def __init__(self, nc: NATS, *, hops: bool) -> None:
+    def __init__(self, nc: NATS, settings: Settings, *, hops: bool) -> None:
         self.nc = nc
+        self.settings = settings
         self.js = nc.jetstream()
         self.hops = hops
         self.rec = Recorder()
@@ -438,10 +486,14 @@ class TradingBench:
         began = time.perf_counter()
         cpu_before: dict[str, float | None] = {}
         switches_before: dict[str, int] = {}
+        gc_before: asyncio.Task[dict[str, GcTotals]] | None = None
+        services = [name for name in pids if name in REGISTRY]
         window_start = began
         machine_before = 0.0
         for i in range(n_warm + n_measured):
             if i == n_warm:
+                # Read beside the paced loop: awaited here, it would hold the ticks back, then burst.
+                gc_before = asyncio.create_task(_gc_of(self.settings, services))
                 cpu_before, window_start = _cpu_seconds(pids), time.perf_counter()
                 switches_before = {name: voluntary_switches(pid) for name, pid in pids.items()}
                 machine_before = _machine_busy_seconds()
@@ -459,12 +511,16 @@ class TradingBench:
         }
         # What the rest of the machine used meanwhile: on a shared machine, the noise in the figures.
         busy = round((_machine_busy_seconds() - machine_before) / window_s * 100)
+        gc_after = await _gc_of(self.settings, services)
+        gc_start = await gc_before if gc_before is not None else {}
+        gc = {name: gc_after[name].since(gc_start[name]) for name in gc_after if name in gc_start}
         cpu["others"] = busy - sum(v for v in cpu.values() if v is not None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rec.phase_done.wait(), drain_s)
         await asyncio.sleep(0.2)  # late hop messages (the state comes last) and acknowledgements
         figures = self._figures(rate, range(first + n_warm, first + n_warm + n_measured), cpu)
         figures["wakeups_per_order"] = wakeups
+        figures["gc"] = gc
         return figures
 
     def _figures(self, rate: float, measured: range, cpu: dict[str, Any]) -> dict[str, Any]:
@@ -474,11 +530,12 @@ class TradingBench:
         ok = {k: a for k, a in answers.items() if a.status in VENUE_STATES}
         rejected = {k: a for k, a in answers.items() if a.status not in VENUE_STATES}
         from_ack = [a.at - rec.ticks[k].acked for k, a in ok.items() if rec.ticks[k].acked is not None]
-        to_venue_ack = [
-            a.venue_ack - acked
+        venue_acks = {
+            k: a.venue_ack - acked
             for k, a in ok.items()
             if a.venue_ack is not None and (acked := rec.ticks[k].acked) is not None
-        ]
+        }
+        to_venue_ack = list(venue_acks.values())
         from_publish = [a.at - rec.ticks[k].sent for k, a in ok.items()]
         tick_acks = [t.acked - t.sent for t in ticks if t.acked is not None]
         published_s = ticks[-1].sent - ticks[0].sent
@@ -502,10 +559,25 @@ class TradingBench:
             "first_states": dict(Counter(a.status for a in ok.values())),
             "rejections": reasons,
             "cpu_percent": cpu,
+            "venue_ack_by_slice": self._slices(measured, venue_acks),
         }
         if self.hops:
             figures["hops"] = self._hops(measured)
         return figures
+
+    def _slices(self, measured: range, latencies: dict[int, float]) -> list[dict[str, float | None]]:
+        """The venue-ack latency per ``SLICE_S`` of the window, by when the tick was sent: whether the
+        tail is spread over the run or grows with it."""
+        ticks = self.rec.ticks
+        start = ticks[measured.start].sent
+        slices: dict[int, list[float]] = {}
+        for k in measured:
+            if k in latencies:
+                slices.setdefault(int((ticks[k].sent - start) // SLICE_S), []).append(latencies[k])
+        return [
+            {"from_s": n * SLICE_S, **latency_figures(values), "orders": len(values)}
+            for n, values in sorted(slices.items())
+        ]
 
     def _hops(self, measured: range) -> dict[str, dict[str, float | None]]:
         rec = self.rec
@@ -548,7 +620,7 @@ async def run_trading_bench(
     nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-bench-trading"), 10)
     assert nc is not None
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    bench = TradingBench(nc, hops=hops)
+    bench = TradingBench(nc, settings, hops=hops)
     try:
         js = nc.jetstream()
         await ensure_streams(js, settings)

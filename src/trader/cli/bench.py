@@ -151,8 +151,20 @@ def trading(
     typer.echo("Wake-ups per order (voluntary context switches per tick of the window):")
     wake_rows = [[f"{p['rate']:g}", *(p["wakeups_per_order"].get(n) for n in processes)] for p in phases]
     print_rows(["ticks/s", *processes], wake_rows, False)
+    services = list(phases[0]["gc"]) if phases else []
+    if services:
+        typer.echo("Garbage collections over the measured window: count / total pause ms / pauses of 10 ms+:")
+        gc_rows = [[f"{p['rate']:g}", *(_gc_cell(p["gc"].get(name)) for name in services)] for p in phases]
+        print_rows(["ticks/s", *services], gc_rows, False)
     print_rows(["service", "peak RSS MiB"], [list(item) for item in report["peak_rss_mib"].items()], False)
     for p in phases:
+        if len(p["venue_ack_by_slice"]) > 1:
+            typer.echo(f"venue ack latency at {p['rate']:g} ticks/s, by when the tick was sent:")
+            slice_rows = [
+                [f"{s['from_s']:g}", s["p50_ms"], s["p99_ms"], s["max_ms"], s["orders"]]
+                for s in p["venue_ack_by_slice"]
+            ]
+            print_rows(["from s", "p50 ms", "p99 ms", "max ms", "orders"], slice_rows, False)
         for kind, entry in p["rejections"].items():
             typer.echo(
                 f"rejected at {p['rate']:g} ticks/s: {entry['count']} x {kind} (e.g. {entry['example']})"
@@ -165,6 +177,10 @@ def trading(
             print_rows(["hop", "p50 ms", "p99 ms", "max ms", "orders"], hop_rows, False)
     if report["unmapped_states"]:
         typer.echo(f"{report['unmapped_states']} order states answered no tick of this run")
+
+
+def _gc_cell(gc: dict[str, float] | None) -> str | None:
+    return None if gc is None else f"{gc['collections']:g} / {gc['pause_ms']:g} / {gc['pauses_10ms']:g}"
 
 
 @bench_app.command("wakeup")

@@ -42,6 +42,9 @@ def _terms(order: Order) -> tuple[object, ...]:
 class OrderBook:
     def __init__(self) -> None:
         self._orders: dict[str, Order] = {}
+        # The orders not yet terminal, oldest first: what the kill switch and the probes walk, without
+        # walking the whole history.
+        self._open: dict[str, Order] = {}
         # The terms each order was first asked with: a replace changes the order, not what was asked.
         self._asked: dict[str, tuple[object, ...]] = {}
         self._exec_ids: set[str] = set()
@@ -57,11 +60,11 @@ class OrderBook:
 
     def open_orders(self, strategy: str | None = None) -> list[Order]:
         """Orders not yet terminal, oldest first; of one strategy when given."""
-        return [
-            order
-            for order in self._orders.values()
-            if not order.is_terminal and (strategy is None or order.strategy == strategy)
-        ]
+        return [order for order in self._open.values() if strategy is None or order.strategy == strategy]
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
 
     def submit(self, request: OrderRequest, now_ms: int | None = None) -> Order | None:
         """Create the NEW order for an approved request; ``None`` if this request was already submitted."""
@@ -108,6 +111,7 @@ class OrderBook:
             if known is None or order.version > known.version:
                 latest[order.client_order_id] = order
         self._orders = latest
+        self._open = {coid: order for coid, order in latest.items() if not order.is_terminal}
         self._asked = {client_order_id: _terms(order) for client_order_id, order in latest.items()}
         self._exec_ids = set(exec_ids)
 
@@ -133,5 +137,9 @@ class OrderBook:
 
     def _store(self, order: Order) -> Order:
         self._orders[order.client_order_id] = order
+        if order.is_terminal:
+            self._open.pop(order.client_order_id, None)
+        else:
+            self._open[order.client_order_id] = order
         self._asked.setdefault(order.client_order_id, _terms(order))
         return order

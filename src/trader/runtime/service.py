@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import time
@@ -33,6 +32,7 @@ from trader.bus.publish import BatchResult, Outgoing, publish_batch
 from trader.bus.streams import ensure_streams
 from trader.config import Settings
 from trader.runtime.backoff import Backoff
+from trader.runtime.collector import CollectorWatch
 from trader.runtime.http import HttpServer, bind, build_probe_app
 from trader.runtime.logging import configure_logging
 from trader.runtime.metrics import ServiceMetrics
@@ -251,9 +251,9 @@ async def _lifecycle(service: Service, rt: Runtime) -> int:
         return await _close(service, rt, started=False)
     rt.started = True
     # What the start built (books rebuilt from the streams) lives as long as the service: out of the
-    # garbage collector's sight, a full collection does not walk it again and again.
-    gc.collect()
-    gc.freeze()
+    # garbage collector's sight from now on (see trader.runtime.collector).
+    collector = CollectorWatch(rt.metrics)
+    collector.start()
     rt.log.info("service.started")
     run_task = asyncio.create_task(service.run(rt))
     stop_task = asyncio.create_task(rt.stopping.wait())
@@ -265,6 +265,7 @@ async def _lifecycle(service: Service, rt: Runtime) -> int:
         code = 1
         rt.stopping.set()
     stop_task.cancel()
+    collector.stop()
     return await _close(service, rt, started=True, run_task=run_task, code=code)
 
 

@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
@@ -98,9 +97,9 @@ Key = tuple[str, str]  # venue, venue_client_id
 Publish = Callable[[list[Outgoing]], Awaitable[object]]
 
 
-@dataclass
-class Tracked:
-    """A venue order (top-level, algo parent or algo child) and what was published about it."""
+class Tracked(msgspec.Struct, gc=False):
+    """A venue order (top-level, algo parent or algo child) and what was published about it. Kept for
+    every order exeq has seen: out of the garbage collector's sight, as the messages it holds."""
 
     order: VenueOrder
     parent: str | None = None  # the parent's venue_client_id, for an algo's child

@@ -132,7 +132,7 @@ class Oms(Service):
             "oms.rebuilt",
             states=history.messages,
             orders=len(self.book),
-            open=len(self.book.open_orders()),
+            open=self.book.open_count,
             exec_ids=len(history.exec_ids),
             undecodable=history.undecodable,
             seconds=round(time.perf_counter() - started, 3),
@@ -374,7 +374,7 @@ class Oms(Service):
             return {}
         return {
             "orders": len(self.book),
-            "open_orders": len(self.book.open_orders()),
+            "open_orders": self.book.open_count,
             "trading_mode": self.trading.mode,
         }
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
 from trader.orders.book import DuplicateOrderId, OrderBook, UnknownOrder
-from trader.orders.state import IllegalTransition
+from trader.orders.state import IllegalTransition, LateRefusal, LateRequest, MismatchedEvent
 
 D = Decimal
 
@@ -167,3 +170,51 @@ def test_rebuild_keeps_the_latest_version_and_the_applied_exec_ids() -> None:
     assert changed is not None
     assert (changed.status, changed.version) == ("FILLED", 4)
     assert [o.client_order_id for o in restarted.open_orders()] == []
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["o-1", "o-2", "o-3"]),
+        st.sampled_from(["approve", "deny", "accepted", "fill", "canceled", "expired", "cancel"]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS)
+def test_the_open_orders_are_the_orders_not_terminal_oldest_first(events: list[tuple[str, str]]) -> None:
+    """The index of open orders agrees with the whole book after any sequence of events, refused ones
+    included, and after a rebuild from the latest states."""
+    book = OrderBook()
+    for n, (coid, event) in enumerate(events):
+        with contextlib.suppress(UnknownOrder, IllegalTransition, MismatchedEvent, LateRefusal, LateRequest):
+            if event in ("approve", "deny"):
+                book.apply_decision(RiskDecision(request=request(coid), approved=event == "approve"))
+            elif event == "cancel":
+                book.apply_cancel(CancelRequest(client_order_id=coid, strategy="s1"))
+            elif event == "fill":
+                book.apply_report(fill(f"e{n}", "1", client_order_id=coid))
+            else:
+                book.apply_report(report(f"e{n}", event, coid))
+        expected = sorted(
+            (order for order in everything_of(book) if not order.is_terminal),
+            key=lambda o: first_seen(events, o),
+        )
+        assert book.open_orders() == expected
+        assert book.open_count == len(expected)
+    restarted = OrderBook()  # from the latest states, in the order the history has them
+    restarted.rebuild(sorted(everything_of(book), key=lambda o: first_seen(events, o)), [])
+    assert restarted.open_orders() == book.open_orders()
+
+
+def first_seen(events: list[tuple[str, str]], order: Order) -> int:
+    return next(
+        i
+        for i, (coid, event) in enumerate(events)
+        if coid == order.client_order_id and event in ("approve", "deny")
+    )
+
+
+def everything_of(book: OrderBook) -> list[Order]:
+    return [order for coid in ("o-1", "o-2", "o-3") if (order := book.get(coid)) is not None]

@@ -72,8 +72,7 @@ class _Book:
         return self.ask if side == "buy" else self.bid
 
 
-@dataclass
-class _PaperOrder:
+class _PaperOrder(msgspec.Struct, gc=False):  # one per order ever seen: out of the collector's sight
     order: VenueOrder
     venue_order_id: str
     arrives_at: int
