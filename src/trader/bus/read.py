@@ -373,6 +373,20 @@ class Follower:
             self._sub = None
 
 
+async def catch_up(followers: list[Follower], stall_s: float, what: str) -> None:
+    """Until every follower has caught up with its history, however long that history: only a
+    ``stall_s`` without a message handled by any of them is a ``TimeoutError``."""
+    handled = -1
+    while not all(follower.caught_up.is_set() for follower in followers):
+        progress = sum(follower.handled for follower in followers)
+        if progress == handled:
+            raise TimeoutError(f"{what}: nothing for {stall_s}s")
+        handled = progress
+        waits = [follower.caught_up.wait() for follower in followers]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), stall_s)
+
+
 def handler_errors(rt: Runtime, stream: str) -> ErrorHook:
     """The error hook of a service's follower: counted (``<stream>.handler``) and logged with the trace."""
 
@@ -447,13 +461,7 @@ async def replay(
     )
     await follower.start()
     try:
-        handled = -1
-        while not follower.caught_up.is_set():
-            if follower.handled == handled:
-                raise TimeoutError(f"replay of {subjects} in {stream}: nothing for {timeout}s")
-            handled = follower.handled
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(follower.caught_up.wait(), timeout)
+        await catch_up([follower], timeout, f"replay of {subjects} in {stream}")
     finally:
         await follower.stop()
     if failure:

@@ -40,6 +40,7 @@ from trader.bus.read import (
     Stored,
     ack_each,
     arrival_ms,
+    catch_up,
     decode_message,
     next_batch,
     refusal,
@@ -73,7 +74,9 @@ STALE_REQUEST_MS = 30_000
 # Decisions remembered per client order id, so a repeated request gets the same answer, not a new one.
 DECIDED_MEMORY = 100_000
 CHECKPOINT_INTERVAL_S = 1.0
-CATCH_UP_TIMEOUT_S = 300.0
+# The history is read for as long as it takes (it grows with every order); only this long without a
+# message is a failed start (retried).
+CATCH_UP_STALL_S = 60.0
 MAX_BATCH = 500
 
 _request_decoder = msgspec.json.Decoder(OrderRequest)
@@ -190,8 +193,7 @@ class Risk(Service):
         ]
         for follower in self.followers:
             await follower.start()
-        waits = [follower.caught_up.wait() for follower in self.followers]
-        await asyncio.wait_for(asyncio.gather(*waits), CATCH_UP_TIMEOUT_S)
+        await catch_up(self.followers, CATCH_UP_STALL_S, "risk's history")
         # Requests only once the state they are checked against is there.
         self.consumer = DurableConsumer(
             rt.js, stream="ORDERS", name="risk", subjects=["order.submit.>"], inbox=self.inbox
