@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -63,22 +64,26 @@ def _request() -> OrderRequest:
     return msgspec.json.decode(raw, type=OrderRequest)
 
 
+def new_order(client_order_id: str, **changes: Any) -> VenueOrder:
+    terms: dict[str, Any] = {
+        "action": "new",
+        "client_order_id": client_order_id,
+        "venue_client_id": client_order_id,
+        "strategy": "s",
+        "account": "paper",
+        "venue": "paper",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "quantity": Decimal(1),
+        "type": "market",
+    }
+    return VenueOrder(**{**terms, **changes})
+
+
 def test_what_services_keep_per_order_is_not_tracked() -> None:
     """A tracked object per order would make every full collection walk the whole history."""
     request = _request()
-    venue_order = VenueOrder(
-        action="new",
-        client_order_id="a",
-        venue_client_id="a",
-        strategy="s",
-        account="paper",
-        venue="paper",
-        symbol="BTCUSDT",
-        side="buy",
-        quantity=Decimal(1),
-        type="market",
-        algo_params={"duration_s": "60"},
-    )
+    venue_order = new_order("a", algo="twap", algo_params={"duration_s": "60"})
     kept = [
         request,
         RiskDecision(request=request, approved=True),
@@ -90,18 +95,5 @@ def test_what_services_keep_per_order_is_not_tracked() -> None:
 
 async def test_the_paper_venue_keeps_its_orders_untracked() -> None:
     paper = PaperVenue()
-    order = VenueOrder(
-        action="new",
-        client_order_id="b",
-        venue_client_id="b",
-        strategy="s",
-        account="paper",
-        venue="paper",
-        symbol="BTCUSDT",
-        side="buy",
-        quantity=Decimal(1),
-        type="limit",
-        price=Decimal(100),
-    )
-    await paper.submit(order)
+    await paper.submit(new_order("b", type="limit", price=Decimal(100)))
     assert not gc.is_tracked(paper._orders["b"])
