@@ -27,17 +27,20 @@ def build_probe_app(
 ) -> FastAPI:
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
 
+    # The probes read the service's state: as coroutines they run on its event loop, between two of
+    # its steps. (A plain function would run in a worker thread, walking dictionaries the loop is
+    # changing: "dictionary changed size during iteration", and the GIL taken from the loop.)
     @app.get("/health")
-    def _health() -> dict[str, Any]:
+    async def _health() -> dict[str, Any]:
         return health()
 
     @app.get("/ready")
-    def _ready() -> JSONResponse:
+    async def _ready() -> JSONResponse:
         body = readiness()
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics")
-    def _metrics() -> Response:
+    def _metrics() -> Response:  # the client's registry is thread-safe: built off the loop
         return Response(metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return app
