@@ -149,6 +149,7 @@ class ExecutionDesk:
         self.clock = clock
         self.lock = asyncio.Lock()
         self.orders: dict[Key, Tracked] = {}
+        self._maybe_open: set[Key] = set()  # keys of ``orders`` not ended when last counted, or newer
         self.algos: dict[Key, ExecutionAlgo] = {}
         self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
         self.last_fill_ms: dict[Key, int] = {}  # (venue, symbol) -> latest fill time
@@ -224,7 +225,11 @@ class ExecutionDesk:
             await self._handle(venue, reports)
 
     def open_orders(self) -> int:
-        return sum(1 for t in self.orders.values() if not t.ended and t.order.algo is None)
+        """Venue orders working (algo parents aside). Walks only what was open when last asked, or new
+        since: the probes ask, on the event loop, and ``orders`` holds every order ever seen."""
+        orders = self.orders
+        self._maybe_open = {key for key in self._maybe_open if not orders[key].ended}
+        return sum(1 for key in self._maybe_open if orders[key].order.algo is None)
 
     def believed_open(self, venue: str) -> list[tuple[VenueOrder, Decimal]]:
         """The orders exeq believes working at ``venue`` (algo parents never reach it), with their fills."""
@@ -348,6 +353,7 @@ class ExecutionDesk:
     def _track(self, order: VenueOrder, parent: str | None = None) -> Tracked:
         tracked = Tracked(order, parent=parent)
         self.orders[(order.venue, order.venue_client_id)] = tracked
+        self._maybe_open.add((order.venue, order.venue_client_id))
         if parent is None:
             self._top_level.setdefault((order.venue, order.client_order_id), order.venue_client_id)
         return tracked

@@ -173,6 +173,21 @@ async def test_cancel_by_client_order_id_cancels_the_resting_order() -> None:
     assert h.desk.open_orders() == 0
 
 
+async def test_the_count_of_open_orders_follows_them_as_they_rest_fill_and_cancel() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))
+    await h.send(order("o1", type="limit", price="90"))
+    await h.send(order("o2", type="limit", price="91"))
+    assert h.desk.open_orders() == 2
+    await h.send(order("o3"))  # a market order: filled at once
+    await h.send(order("o1", action="cancel"))
+    assert h.desk.open_orders() == 1
+    await h.desk.on_tick(tick("80", "81"))  # crosses o2: filled as maker
+    assert h.desk.open_orders() == 0
+    await h.send(order("o4", type="limit", price="70"))
+    assert h.desk.open_orders() == 1
+
+
 async def test_twap_children_fill_the_parent_and_only_the_parent_is_seen_on_exec_report() -> None:
     h = Harness()
     await h.desk.on_tick(tick("100", "101"))
