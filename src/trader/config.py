@@ -215,6 +215,15 @@ class ExeqSettings(BaseModel):
     algo_interval_s: float = Field(default=0.1, gt=0, description="how often algos are driven")
 
 
+class OmsSettings(BaseModel):
+    closed_order_retention_s: float = Field(
+        default=24 * 3600,
+        ge=0,
+        description="an order that ended is held in memory this long after its last change, then only "
+        "its id (a repeated request stays a repeat; ORDERS keeps it for ever); 0: held for ever",
+    )
+
+
 class PnlSettings(BaseModel):
     snapshot_interval_s: float = Field(default=1.0, gt=0, description="PnL and positions to QuestDB")
 
@@ -349,6 +358,7 @@ class Settings(BaseSettings):
     strategy: StrategySettings = Field(default_factory=StrategySettings)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    oms: OmsSettings = Field(default_factory=OmsSettings)
     exeq: ExeqSettings = Field(default_factory=ExeqSettings)
     pnl: PnlSettings = Field(default_factory=PnlSettings)
     live_gateway: LiveGatewaySettings = Field(default_factory=LiveGatewaySettings)

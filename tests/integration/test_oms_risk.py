@@ -72,6 +72,9 @@ def trading_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         **{f"TRADER_RISK__{name}": value for name, value in LIMITS.items()},
         # Room to act while the killed oms waits for its restart.
         TRADER_SUPERVISOR__RESTART_BACKOFF_INITIAL_S="2",
+        # Ended orders leave the oms's memory 5 s after they end (at its start, and every minute):
+        # the restarted oms forgets most orders of the module, and must still treat them right.
+        TRADER_OMS__CLOSED_ORDER_RETENTION_S="5",
     )
     stack.trader("up", "--detach", "--services", ",".join(SERVICES), check=True)
     try:
@@ -88,6 +91,7 @@ class Bus:
         self.orders: dict[str, Order] = {}
         self.history: dict[str, list[Order]] = {}
         self.routes: list[VenueOrder] = []
+        self.submitted: list[OrderRequest] = []
 
     async def start(self) -> None:
         await self.nc.subscribe("order.state.>", cb=self._on_state)
@@ -146,6 +150,7 @@ class Bus:
     async def submit(self, request: OrderRequest, msg_id: str | None = None) -> OrderRequest:
         headers = {"Nats-Msg-Id": msg_id or f"submit:{request.client_order_id}"}
         await self.js.publish(f"order.submit.{request.strategy}", encode(request), headers=headers)
+        self.submitted.append(request)
         return request
 
     async def wait_order(self, client_order_id: str, statuses: set[str], timeout: float = 15) -> Order:
@@ -463,7 +468,8 @@ async def test_undecodable_messages_go_to_the_dead_letters_and_illegal_reports_a
     refused_before = _illegal_transitions(trading_stack)
     await bus.js.publish("order.submit.itest", b"{not json")
     await bus.js.publish("exec.report.paper", b'{"exec_id": 7}')
-    rejected = next(o for o in bus.orders.values() if o.status == "REJECTED")
+    too_big = await bus.submit(bus.request(quantity="100"))  # 10,000 of notional: denied
+    rejected = await bus.wait_order(too_big.client_order_id, {"REJECTED"})
     fill = ExecutionReport(
         exec_id=f"itest-illegal-{os.getpid()}",
         kind="fill",
@@ -542,7 +548,17 @@ async def test_the_oms_killed_hard_comes_back_with_every_order_right_and_no_repo
         await asyncio.sleep(0.3)
     filled = await bus.wait_order(resting.client_order_id, {"FILLED"})
     assert (filled.filled_quantity, filled.average_price) == (Decimal(1), Decimal(99))
+    # It forgot the orders that ended more than 5 s before it started: the oldest filled one, asked
+    # for again, is still a repeat (no second order, nothing sent to the venue).
+    async with httpx.AsyncClient() as client:
+        health = (await client.get(f"http://127.0.0.1:{trading_stack.ports['oms']}/health")).json()
+    assert health["forgotten_orders"] > 0, health
+    oldest = next(r for r in bus.submitted if bus.orders[r.client_order_id].status == "FILLED")
+    states_before = len(bus.history[oldest.client_order_id])
+    await bus.submit(oldest, msg_id="asked-again-after-the-restart")
     await asyncio.sleep(2)  # anything applied twice would show by now
+    assert len(bus.history[oldest.client_order_id]) == states_before
+    assert [r.client_order_id for r in bus.routes].count(oldest.client_order_id) == 1
 
     for oid, order in before.items():
         if oid != resting.client_order_id:

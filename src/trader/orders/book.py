@@ -6,6 +6,7 @@ event changed nothing because it was seen before; a refused event raises and cha
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
@@ -18,6 +19,10 @@ class DuplicateOrderId(ValueError):
 
 class UnknownOrder(LookupError):
     """An event for an order this book does not hold."""
+
+
+class ForgottenOrder(UnknownOrder):
+    """An event for an order that ended long ago: the book keeps only its id (``forget_closed``)."""
 
 
 def _terms(order: Order) -> tuple[object, ...]:
@@ -45,6 +50,11 @@ class OrderBook:
         # The orders not yet terminal, oldest first: what the kill switch and the probes walk, without
         # walking the whole history.
         self._open: dict[str, Order] = {}
+        # The ended orders still held, by the time they ended (their last change), oldest first: what
+        # ``forget_closed`` takes from the front.
+        self._closed: OrderedDict[str, int] = OrderedDict()  # (a dict's front slows as it is popped)
+        # The ids of the orders forgotten: a request repeating one is still a repeat, not a new order.
+        self._forgotten: set[str] = set()
         # The terms each order was first asked with: a replace changes the order, not what was asked.
         self._asked: dict[str, tuple[object, ...]] = {}
         self._exec_ids: set[str] = set()
@@ -65,6 +75,28 @@ class OrderBook:
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    @property
+    def forgotten_count(self) -> int:
+        return len(self._forgotten)
+
+    def forget_closed(self, ended_before_ms: int, limit: int | None = None) -> int:
+        """Drop the orders that ended before ``ended_before_ms`` (by their last change), keeping only
+        their ids: the book's memory then follows the orders of a recent window, not of all history.
+        A request repeating a forgotten id is still a repeat (no second order); any other event for
+        one raises ``ForgottenOrder``. At most ``limit`` at a time; returns how many were forgotten."""
+        forgotten = 0
+        closed = self._closed
+        while closed and (limit is None or forgotten < limit):
+            client_order_id = next(iter(closed))
+            if closed[client_order_id] >= ended_before_ms:
+                break
+            del closed[client_order_id]
+            self._orders.pop(client_order_id, None)
+            self._asked.pop(client_order_id, None)
+            self._forgotten.add(client_order_id)
+            forgotten += 1
+        return forgotten
 
     def submit(self, request: OrderRequest, now_ms: int | None = None) -> Order | None:
         """Create the NEW order for an approved request; ``None`` if this request was already submitted."""
@@ -98,11 +130,14 @@ class OrderBook:
             return None
         return self._store(state.apply_cancel(order, request))
 
-    def rebuild(self, orders: Iterable[Order], exec_ids: Iterable[str] = ()) -> None:
+    def rebuild(
+        self, orders: Iterable[Order], exec_ids: Iterable[str] = (), forgotten: Iterable[str] = ()
+    ) -> None:
         """Start over from published states (the highest version per id wins), after a restart.
 
         ``exec_ids`` are the reports already applied to those states; pass the ones that may be
-        redelivered (the unacknowledged tail of the report stream) so they are not applied twice.
+        redelivered (the unacknowledged tail of the report stream) so they are not applied twice;
+        ``forgotten`` the ids of orders ended long ago (see ``forget_closed``).
         A rebuilt order's terms are its current ones, so a redelivered request of an order since
         replaced is refused as a different order: loudly, and without changing anything."""
         latest: dict[str, Order] = {}
@@ -112,16 +147,23 @@ class OrderBook:
                 latest[order.client_order_id] = order
         self._orders = latest
         self._open = {coid: order for coid, order in latest.items() if not order.is_terminal}
+        closed = sorted((order.updated, coid) for coid, order in latest.items() if order.is_terminal)
+        self._closed = OrderedDict((coid, updated) for updated, coid in closed)
+        self._forgotten = set(forgotten) - latest.keys()
         self._asked = {client_order_id: _terms(order) for client_order_id, order in latest.items()}
         self._exec_ids = set(exec_ids)
 
     def _order(self, client_order_id: str) -> Order:
         order = self._orders.get(client_order_id)
         if order is None:
+            if client_order_id in self._forgotten:
+                raise ForgottenOrder(f"order {client_order_id!r} ended long ago and is forgotten")
             raise UnknownOrder(f"no order {client_order_id!r}")
         return order
 
     def _is_duplicate(self, request: OrderRequest) -> bool:
+        if request.client_order_id in self._forgotten:
+            return True  # its terms are gone: whatever they were, a second order it is not
         asked = self._asked.get(request.client_order_id)
         if asked is None:
             return False
@@ -139,6 +181,8 @@ class OrderBook:
         self._orders[order.client_order_id] = order
         if order.is_terminal:
             self._open.pop(order.client_order_id, None)
+            self._closed[order.client_order_id] = order.updated
+            self._closed.move_to_end(order.client_order_id)  # in the order orders end
         else:
             self._open[order.client_order_id] = order
         self._asked.setdefault(order.client_order_id, _terms(order))

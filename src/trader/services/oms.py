@@ -15,6 +15,10 @@ State: an ``OrderBook``. At start it is rebuilt from ``order.state.>`` (the late
 last acknowledged message. A message is acknowledged only once what it caused is stored, so a crash
 redelivers it: a decision or report already applied is recognised (client order id, exec id) and changes
 nothing, and the venue order it caused is sent again under the same msg id, stored once.
+Orders that ended more than ``oms.closed_order_retention_s`` ago (a day by default) leave memory, at
+start and then a few after every batch: only their ids stay, so a repeated request is still a repeat; a
+cancel for one is a late request, a report for one a dead letter (news of an order ended long ago, for
+an operator to look at). The ORDERS stream keeps them all.
 Kill switch: when the state turns ``halted``, every open order is canceled at once.
 """
 
@@ -55,6 +59,7 @@ from trader.messages import (
 )
 from trader.orders import (
     DuplicateOrderId,
+    ForgottenOrder,
     IllegalTransition,
     LateRefusal,
     LateRequest,
@@ -73,6 +78,8 @@ from trader.trading.state import follow_state, read_state, state_bucket
 UNKNOWN_ORDER_ATTEMPTS = 10
 RETRY_DELAY_S = 0.5
 MAX_BATCH = 500
+FORGET_BATCH = 200  # ended orders forgotten after each batch at most
+FORGET_LOG_INTERVAL_S = 60.0
 
 _decision_decoder = msgspec.json.Decoder(RiskDecision)
 _cancel_decoder = msgspec.json.Decoder(CancelRequest)
@@ -125,13 +132,18 @@ class Oms(Service):
 
     async def _rebuild(self, rt: Runtime) -> None:
         started = time.perf_counter()
-        history = await read_orders(rt.js)
-        self.book.rebuild(history.latest.values(), history.exec_ids)
+        retention_s = self.settings.oms.closed_order_retention_s
+        cutoff = now_ms() - int(retention_s * 1000) if retention_s else None
+        history = await read_orders(rt.js, forget_ended_before_ms=cutoff)
+        self.book.rebuild(history.latest.values(), history.exec_ids, history.forgotten)
+        self.forgotten_since_log, self.next_forget_log = 0, 0.0
+        self._forget_closed(rt)
         self.rebuilt = True
         rt.log.info(
             "oms.rebuilt",
             states=history.messages,
             orders=len(self.book),
+            forgotten=self.book.forgotten_count,
             open=self.book.open_count,
             exec_ids=len(history.exec_ids),
             undecodable=history.undecodable,
@@ -143,6 +155,7 @@ class Oms(Service):
     async def run(self, rt: Runtime) -> None:
         while not rt.stopping.is_set():
             batch = await next_batch(self.inbox, MAX_BATCH)
+            self._forget_closed(rt, FORGET_BATCH)
             if not batch:
                 continue
             started = time.perf_counter()
@@ -156,6 +169,18 @@ class Oms(Service):
                 self.acks.add((msg, outcome))
             rt.metrics.count_in(len(batch))
             rt.metrics.observe_batch(time.perf_counter() - started)
+
+    def _forget_closed(self, rt: Runtime, limit: int | None = None) -> None:
+        """Orders that ended longer than the retention ago leave memory (their ids stay): after every
+        batch, a few at a time (a pause of its own for each would stall the order path), and told in
+        the log at most once a minute."""
+        retention_s = self.settings.oms.closed_order_retention_s
+        if not retention_s:
+            return
+        self.forgotten_since_log += self.book.forget_closed(now_ms() - int(retention_s * 1000), limit)
+        if self.forgotten_since_log and time.monotonic() >= self.next_forget_log:
+            rt.log.info("oms.forgot_closed", orders=self.forgotten_since_log, held=len(self.book))
+            self.forgotten_since_log, self.next_forget_log = 0, time.monotonic() + FORGET_LOG_INTERVAL_S
 
     async def _dead_letter(self, rt: Runtime, batch: list[Msg], outcomes: list[Outcome]) -> None:
         by_stream: dict[str, list[Refused]] = {}
@@ -228,6 +253,9 @@ class Oms(Service):
             request = msgspec.structs.replace(request, timestamp=now_ms())
         try:
             order = self.book.apply_cancel(request)
+        except ForgottenOrder as exc:  # ended long ago: nothing to cancel, no fault
+            rt.log.info("order.late_request", client_order_id=request.client_order_id, error=str(exc))
+            return Outcome()
         except UnknownOrder as exc:
             return self._unknown(rt, msg, exc, request.client_order_id)
         except LateRequest as exc:  # asked before the strategy saw the order end: no fault
@@ -253,6 +281,10 @@ class Oms(Service):
     def _on_report(self, rt: Runtime, report: ExecutionReport, msg: Msg) -> Outcome:
         try:
             order = self.book.apply_report(report)
+        except ForgottenOrder as exc:  # news of an order that ended long ago: for an operator to see
+            rt.metrics.count_error("forgotten_order")
+            rt.log.warning("order.report_for_forgotten", client_order_id=report.client_order_id)
+            return Outcome(refused=refusal(msg, "client_order_id", str(exc)))
         except UnknownOrder as exc:
             return self._unknown(rt, msg, exc, report.client_order_id)
         except LateRefusal as exc:  # the order ended before its cancel or replace landed: no fault
@@ -375,6 +407,7 @@ class Oms(Service):
         return {
             "orders": len(self.book),
             "open_orders": self.book.open_count,
+            "forgotten_orders": self.book.forgotten_count,
             "trading_mode": self.trading.mode,
         }
 

@@ -24,16 +24,24 @@ _order_decoder = msgspec.json.Decoder(Order)
 class OrderHistory:
     latest: dict[str, Order] = field(default_factory=dict)  # by client order id
     exec_ids: set[str] = field(default_factory=set)  # the reports the states were made from
+    forgotten: set[str] = field(default_factory=set)  # ids of the orders ended before the cutoff
     messages: int = 0
     undecodable: int = 0
 
 
 async def read_orders(
-    js: JetStreamContext, subject: str = ALL_STATES, *, timeout: float = 300
+    js: JetStreamContext,
+    subject: str = ALL_STATES,
+    *,
+    timeout: float = 300,
+    forget_ended_before_ms: int | None = None,
 ) -> OrderHistory:
     """The latest state of every order on ``subject`` (one strategy's, or all); undecodable states are
-    counted and skipped."""
+    counted and skipped. With ``forget_ended_before_ms``, an order whose state ends it before then
+    (an ended order changes no more) is kept by its id only, in ``forgotten``: memory for the recent
+    orders, not for the whole history."""
     history = OrderHistory()
+    latest, forgotten = history.latest, history.forgotten
 
     async def take(stored: Stored) -> None:
         try:
@@ -41,12 +49,23 @@ async def read_orders(
         except (msgspec.ValidationError, msgspec.DecodeError):
             history.undecodable += 1
             return
-        known = history.latest.get(order.client_order_id)
-        if known is None or order.version > known.version:
-            history.latest[order.client_order_id] = order
         exec_id = (stored.headers or {}).get(EXEC_ID_HEADER)
         if exec_id:
             history.exec_ids.add(exec_id)
+        coid = order.client_order_id
+        if coid in forgotten:
+            return
+        if (
+            forget_ended_before_ms is not None
+            and order.is_terminal
+            and order.updated < forget_ended_before_ms
+        ):
+            latest.pop(coid, None)
+            forgotten.add(coid)
+            return
+        known = latest.get(coid)
+        if known is None or order.version > known.version:
+            latest[coid] = order
 
     history.messages = await replay(js, "ORDERS", subject, take, timeout=timeout)
     return history

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
-from trader.orders.book import DuplicateOrderId, OrderBook, UnknownOrder
+from trader.orders.book import DuplicateOrderId, ForgottenOrder, OrderBook, UnknownOrder
 from trader.orders.state import IllegalTransition, LateRefusal, LateRequest, MismatchedEvent
 
 D = Decimal
@@ -172,10 +172,54 @@ def test_rebuild_keeps_the_latest_version_and_the_applied_exec_ids() -> None:
     assert [o.client_order_id for o in restarted.open_orders()] == []
 
 
+def test_orders_ended_before_the_cutoff_are_forgotten_but_their_ids_stay_taken() -> None:
+    book = OrderBook()
+    for coid in ("old", "recent", "working"):
+        book.submit(request(coid), now_ms=1_000)
+        book.apply_report(report(f"{coid}-1", "accepted", coid, timestamp=1_500))
+    book.apply_report(report("old-2", "canceled", "old", timestamp=2_000))
+    book.apply_report(fill("recent-2", "2", client_order_id="recent"))  # at 2_000 too
+    assert book.forget_closed(ended_before_ms=2_000) == 0  # ended at 2_000: not before it
+    assert book.forget_closed(ended_before_ms=2_001, limit=1) == 1  # a few at a time: no long pause
+    assert book.forget_closed(ended_before_ms=2_001) == 1
+    assert (len(book), book.forgotten_count, book.open_count) == (1, 2, 1)
+    assert [o.client_order_id for o in book.open_orders()] == ["working"]
+    assert book.get("old") is None
+    # The same request again, or another under the same id: a repeat, never a second order.
+    assert book.submit(request("old")) is None
+    assert book.apply_decision(RiskDecision(request=request("recent", quantity=D(9)), approved=True)) is None
+    assert book.apply_decision(RiskDecision(request=request("old"), approved=False)) is None
+    # A report applied before is still a quiet repeat; anything else about them is refused.
+    assert book.apply_report(fill("recent-2", "2", client_order_id="recent")) is None
+    with pytest.raises(ForgottenOrder):
+        book.apply_report(fill("recent-9", "1", client_order_id="recent"))
+    with pytest.raises(ForgottenOrder):
+        book.apply_cancel(CancelRequest(client_order_id="old", strategy="s1"))
+    with pytest.raises(UnknownOrder):  # a ForgottenOrder is an UnknownOrder, of its own kind
+        book.apply_cancel(CancelRequest(client_order_id="never", strategy="s1"))
+    assert book.forget_closed(ended_before_ms=10**15) == 0  # the working order stays
+
+
+def test_a_rebuilt_book_forgets_by_the_time_orders_ended() -> None:
+    book = OrderBook()
+    for coid, ended in (("b", 3_000), ("a", 2_000), ("c", 4_000)):
+        book.submit(request(coid), now_ms=1_000)
+        book.apply_report(report(f"{coid}-1", "canceled", coid, timestamp=ended))
+    restarted = OrderBook()
+    # "z" was forgotten while the history was read: an id only.
+    restarted.rebuild([order_of(book, coid) for coid in ("b", "a", "c")], [], forgotten=["z"])
+    assert restarted.forget_closed(ended_before_ms=3_500) == 2
+    assert [coid for coid in ("a", "b", "c") if restarted.get(coid) is not None] == ["c"]
+    assert restarted.forgotten_count == 3
+    assert restarted.submit(request("z")) is None
+    with pytest.raises(ForgottenOrder):
+        restarted.apply_report(report("z-1", "accepted", "z"))
+
+
 EVENTS = st.lists(
     st.tuples(
         st.sampled_from(["o-1", "o-2", "o-3"]),
-        st.sampled_from(["approve", "deny", "accepted", "fill", "canceled", "expired", "cancel"]),
+        st.sampled_from(["approve", "deny", "accepted", "fill", "canceled", "expired", "cancel", "forget"]),
     ),
     max_size=40,
 )
@@ -189,7 +233,9 @@ def test_the_open_orders_are_the_orders_not_terminal_oldest_first(events: list[t
     book = OrderBook()
     for n, (coid, event) in enumerate(events):
         with contextlib.suppress(UnknownOrder, IllegalTransition, MismatchedEvent, LateRefusal, LateRequest):
-            if event in ("approve", "deny"):
+            if event == "forget":  # every ended order: the open ones must stay as they are
+                book.forget_closed(ended_before_ms=10**15)
+            elif event in ("approve", "deny"):
                 book.apply_decision(RiskDecision(request=request(coid), approved=event == "approve"))
             elif event == "cancel":
                 book.apply_cancel(CancelRequest(client_order_id=coid, strategy="s1"))
