@@ -229,6 +229,8 @@ class Oms(Service):
             if redelivered(msg) and decision.approved and known is not None and known.status == "NEW":
                 # The first pass may have died between storing the order and routing it.
                 return Outcome([self._route_new(known, request, now)])
+            if known is None:  # an id of an order ended long ago and forgotten: told, never reused
+                rt.log.info("order.repeat_of_forgotten", client_order_id=request.client_order_id)
             return Outcome()
         # Per order, the approved ones at debug: a log line costs about what the rest of the work does.
         (rt.log.debug if decision.approved else rt.log.info)(
