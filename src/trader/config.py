@@ -213,6 +213,12 @@ class ExeqSettings(BaseModel):
     venues: dict[str, VenueConfig] = Field(default_factory=lambda: {"paper": VenueConfig()})
     paper: PaperVenueSettings = Field(default_factory=PaperVenueSettings)
     algo_interval_s: float = Field(default=0.1, gt=0, description="how often algos are driven")
+    closed_order_retention_s: float = Field(
+        default=24 * 3600,
+        ge=0,
+        description="a venue order that ended is held in memory this long, then only its key and exec "
+        "id counter (a repeat stays a repeat; EXEC keeps it for ever); 0: held for ever",
+    )
 
 
 class OmsSettings(BaseModel):

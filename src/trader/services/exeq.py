@@ -55,12 +55,20 @@ is lost, as a venue message lost in transit would be, and the order works on. Wh
 the paper venue's balances start over from ``initial_balances``; a stop that had triggered waits for its
 trigger again; with ``latency_ms`` a restored order meets the book anew; the tick shown again lends no
 size to either side, though before the restart only one side may have used it.
+
+Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago (a day by default)
+leaves memory, here and in its adapter (the paper venue's), after the restore and then a few at a time on
+the algos' clock; its key and exec id counter stay, so a repeated order is still a repeat and anything
+published later about it is numbered after what was (a cancel for it: "unknown order", as a venue says
+of old orders). A child is kept while its algo works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
@@ -89,6 +97,8 @@ from trader.runtime.service import Refused, Runtime, Service
 from trader.trading.state import state_bucket
 
 REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
+FORGET_BATCH = 200  # ended venue orders forgotten per tick of the algos' clock at most
+FORGET_LOG_INTERVAL_S = 60.0
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)
@@ -150,6 +160,8 @@ class ExecutionDesk:
         self.lock = asyncio.Lock()
         self.orders: dict[Key, Tracked] = {}
         self._maybe_open: set[Key] = set()  # keys of ``orders`` not ended when last counted, or newer
+        self._ended: OrderedDict[Key, int] = OrderedDict()  # ended venue orders held, by when they ended
+        self._forgotten: set[Key] = set()  # venue orders ended long ago: their keys only (see forget_ended)
         self.algos: dict[Key, ExecutionAlgo] = {}
         self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
         self.last_fill_ms: dict[Key, int] = {}  # (venue, symbol) -> latest fill time
@@ -231,6 +243,37 @@ class ExecutionDesk:
         self._maybe_open = {key for key in self._maybe_open if not orders[key].ended}
         return sum(1 for key in self._maybe_open if orders[key].order.algo is None)
 
+    def forget_ended(self, ended_before_ms: int, limit: int | None = None) -> int:
+        """Drop the records of venue orders that ended before ``ended_before_ms``, here and in their
+        adapter, keeping their keys and exec id counters: a repeated order is still a repeat, and a late
+        report about one is numbered after the ones published. A child whose algo still works is kept
+        until the algo ends. At most ``limit`` at a time; returns how many were forgotten."""
+        forgotten, ended = 0, self._ended
+        while ended and (limit is None or forgotten < limit):
+            key = next(iter(ended))
+            if ended[key] >= ended_before_ms:
+                break
+            del ended[key]
+            tracked = self.orders.get(key)
+            if tracked is None:
+                continue
+            if key in self.algos or (tracked.parent is not None and (key[0], tracked.parent) in self.algos):
+                ended[key] = ended_before_ms  # its algo still works: looked at again later
+                continue
+            del self.orders[key]
+            self._maybe_open.discard(key)
+            if self._top_level.get((key[0], tracked.order.client_order_id)) == key[1]:
+                del self._top_level[(key[0], tracked.order.client_order_id)]
+            if (adapter := self.adapters.get(key[0])) is not None:
+                adapter.forget(key[1])
+            self._forgotten.add(key)
+            forgotten += 1
+        return forgotten
+
+    @property
+    def forgotten_count(self) -> int:
+        return len(self._forgotten)
+
     def believed_open(self, venue: str) -> list[tuple[VenueOrder, Decimal]]:
         """The orders exeq believes working at ``venue`` (algo parents never reach it), with their fills."""
         return [
@@ -243,8 +286,8 @@ class ExecutionDesk:
 
     async def _new(self, order: VenueOrder) -> None:
         venue, key = order.venue, (order.venue, order.venue_client_id)
-        if key in self.orders:
-            return  # a repeat: the venue order exists already
+        if key in self.orders or key in self._forgotten:
+            return  # a repeat: the venue order exists already (or ended long ago)
         tracked = self._track(order)
         if venue not in self.adapters:
             await self._handle(venue, [self._own_report(tracked, "rejected", f"venue {venue} is not run")])
@@ -378,6 +421,8 @@ class ExecutionDesk:
             subject = exec_report_subject(venue)
             if tracked is not None:
                 tracked.apply(report)
+                if tracked.ended:
+                    self._ended.setdefault((venue, vcid), report.timestamp or self.clock())
                 if tracked.parent is not None:
                     touched.add(tracked.parent)
                     if report.kind != "fill":
@@ -437,6 +482,7 @@ class ExecutionDesk:
         del self.algos[(venue, parent)]
         if tracked.ended or algo.leaves_quantity == 0:
             tracked.ended = True  # the children's fills filled the parent: the oms saw them
+            self._ended.setdefault((venue, parent), self.clock())
             return
         if algo.canceled:
             report = self._own_report(tracked, "canceled", "canceled on request")
@@ -503,6 +549,8 @@ class ExecutionDesk:
         if tracked is None:
             return
         tracked.apply(report)
+        if tracked.ended:
+            self._ended.setdefault((venue, vcid), report.timestamp)
         if tracked.parent is not None and (algo := self.algos.get((venue, tracked.parent))) is not None:
             algo.on_report(report)
 
@@ -577,7 +625,14 @@ class Exeq(Service):
         last_seq = await self._rebuild(rt)
         await self._reconcile(rt)
         outcome = await self.desk.restore()
-        rt.log.info("exeq.restored", **outcome, open_orders=self.desk.open_orders())
+        self.forgotten_since_log, self.next_forget_log = 0, 0.0
+        self._forget_ended(rt)
+        rt.log.info(
+            "exeq.restored",
+            **outcome,
+            open_orders=self.desk.open_orders(),
+            forgotten=self.desk.forgotten_count,
+        )
         # Ticks stored before now may have been used by the previous run (see the module docstring).
         self.ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
         self.last_tick_seq = 0  # the last tick the venues have seen (health: how far market data got)
@@ -734,6 +789,19 @@ class Exeq(Service):
             except Exception as exc:  # one bad algo must not stop the clock of the others
                 rt.metrics.count_error("algo")
                 rt.log.exception("exeq.algo_failed", error=repr(exc))
+            async with self.desk.lock:
+                self._forget_ended(rt, FORGET_BATCH)
+
+    def _forget_ended(self, rt: Runtime, limit: int | None = None) -> None:
+        """Venue orders that ended longer than the retention ago leave memory (their keys stay): a few
+        at a time on the algos' clock, told in the log at most once a minute."""
+        retention_s = self.settings.exeq.closed_order_retention_s
+        if not retention_s:
+            return
+        self.forgotten_since_log += self.desk.forget_ended(now_ms() - int(retention_s * 1000), limit)
+        if self.forgotten_since_log and time.monotonic() >= self.next_forget_log:
+            rt.log.info("exeq.forgot_ended", orders=self.forgotten_since_log, held=len(self.desk.orders))
+            self.forgotten_since_log, self.next_forget_log = 0, time.monotonic() + FORGET_LOG_INTERVAL_S
 
     async def _forward_venue_reports(self) -> None:
         while True:
@@ -756,6 +824,7 @@ class Exeq(Service):
             return {}
         return {
             "open_orders": self.desk.open_orders(),
+            "forgotten_orders": self.desk.forgotten_count,
             "algos": len(self.desk.algos),
             "balance_mismatches": list(self.balance_mismatches),
             "last_tick_seq": getattr(self, "last_tick_seq", 0),

@@ -188,6 +188,51 @@ async def test_the_count_of_open_orders_follows_them_as_they_rest_fill_and_cance
     assert h.desk.open_orders() == 1
 
 
+async def test_ended_orders_are_forgotten_after_the_cutoff_and_stay_repeats() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))  # at T0
+    await h.send(order("o1"))  # filled at once: ended at T0
+    await h.send(order("rest", type="limit", price="90"))  # working
+    assert h.desk.forget_ended(ended_before_ms=T0) == 0  # ended at T0: not before it
+    assert h.desk.forget_ended(ended_before_ms=T0 + 1) == 1
+    assert (venue := h.desk.adapters["paper"]) is not None
+    assert ("paper", "o1") not in h.desk.orders
+    assert "o1" not in venue._orders  # type: ignore[attr-defined]
+    assert (h.desk.forgotten_count, h.desk.open_orders()) == (1, 1)
+    published = len(h.stream)
+    await h.send(order("o1"))  # the same venue order again: a repeat, not a second order
+    assert len(h.stream) == published + 1  # the order on the stream only: nothing published
+    await h.send(order("o1", action="cancel"))
+    late = h.reports()[-1]
+    # What the venue says of an order it no longer knows, numbered after what was published about it.
+    assert (late.kind, late.exec_id) == ("rejected", "paper:o1:3")
+    assert late.reason == "cancel rejected: unknown order o1"
+    assert h.desk.forget_ended(ended_before_ms=T0 + 10**9) == 0  # the working order stays
+    # A restart rebuilds every venue order from the stream, and forgets the same one again.
+    fresh = await h.restarted()
+    assert fresh.desk.forget_ended(ended_before_ms=T0 + 1) == 1
+    assert (fresh.desk.open_orders(), ("paper", "o1") in fresh.desk.orders) == (1, False)
+    published = len(fresh.stream)
+    await fresh.send(order("o1"))
+    assert len(fresh.stream) == published + 1
+
+
+async def test_a_child_is_kept_while_its_algo_works_then_forgotten_with_it() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))
+    await h.send(order("p1", quantity="1", algo="twap", duration_s="1", slices="4"))
+    h.now = T0 + 250
+    await h.desk.drive_algos()  # the first two children released and filled
+    assert h.desk.forget_ended(ended_before_ms=T0 + 10**9) == 0  # p1 works: its children stay
+    for step in range(2, 6):
+        h.now = T0 + step * 250
+        await h.desk.drive_algos()
+    assert h.desk.algos == {}
+    # p1 and its four children, at a later cutoff (those kept back are looked at again after a while)
+    assert h.desk.forget_ended(ended_before_ms=T0 + 10**9 + 1) == 5
+    assert h.desk.orders == {}
+
+
 async def test_twap_children_fill_the_parent_and_only_the_parent_is_seen_on_exec_report() -> None:
     h = Harness()
     await h.desk.on_tick(tick("100", "101"))

@@ -111,6 +111,10 @@ class VenueAdapter(ABC):
             )
         ]
 
+    def forget(self, venue_client_id: str) -> None:
+        """exeq is done with this ended order (it ended long ago): drop what is kept about it. A venue
+        that keeps nothing per order, or must keep it, does nothing."""
+
     def quotes_from(self, tick: MarketTick) -> bool:
         """Whether this tick is a quote of this venue's market (a simulated venue may follow one feed)."""
         return True

@@ -126,6 +126,12 @@ class PaperVenue(VenueAdapter):
             return self._arrive(paper, now)
         return []
 
+    def forget(self, venue_client_id: str) -> None:
+        paper = self._orders.get(venue_client_id)
+        if paper is not None and paper.state not in _LIVE_STATES:  # never one still working
+            del self._orders[venue_client_id]
+            self._report_counts.pop(venue_client_id, None)
+
     async def cancel(self, order: VenueOrder) -> list[ExecutionReport]:
         now = self._now(order)
         paper = self._orders.get(order.venue_client_id)
