@@ -209,25 +209,25 @@ class VenueConfig(CcxtVenueSettings):
     taker_fee_bps: Decimal = Decimal(5)  # what the router nets prices with
 
 
+def _retention(kept: str, stream: str) -> Any:
+    """How long an ended order stays in a service's memory (a day by default; 0: for ever)."""
+    return Field(
+        default=24 * 3600,
+        ge=0,
+        description=f"an order that ended is held in memory this long, then only {kept} (a repeat stays "
+        f"a repeat; {stream} keeps it for ever); 0: held for ever",
+    )
+
+
 class ExeqSettings(BaseModel):
     venues: dict[str, VenueConfig] = Field(default_factory=lambda: {"paper": VenueConfig()})
     paper: PaperVenueSettings = Field(default_factory=PaperVenueSettings)
     algo_interval_s: float = Field(default=0.1, gt=0, description="how often algos are driven")
-    closed_order_retention_s: float = Field(
-        default=24 * 3600,
-        ge=0,
-        description="a venue order that ended is held in memory this long, then only its key and exec "
-        "id counter (a repeat stays a repeat; EXEC keeps it for ever); 0: held for ever",
-    )
+    closed_order_retention_s: float = _retention("its key and exec id counter", "EXEC")
 
 
 class OmsSettings(BaseModel):
-    closed_order_retention_s: float = Field(
-        default=24 * 3600,
-        ge=0,
-        description="an order that ended is held in memory this long after its last change, then only "
-        "its id (a repeated request stays a repeat; ORDERS keeps it for ever); 0: held for ever",
-    )
+    closed_order_retention_s: float = _retention("its id and its reports' ids", "ORDERS")
 
 
 class PnlSettings(BaseModel):
