@@ -349,6 +349,24 @@ async def test_ids_a_venue_refuses_are_mapped_for_submit_fill_and_cancel(
         await other.adapter.close()
 
 
+async def test_exeq_may_forget_an_ended_order_and_never_a_working_one(
+    case: Case, fake: Fake, venue: Venue
+) -> None:
+    await venue.adapter.submit(order(CHILD, quantity=D("0.1")))
+    await venue.adapter.submit(order("working"))
+    fake.fill(at_venue(case, CHILD), "0.1", "59000.50", "0")
+    await venue.adapter.poll()
+    assert [r.kind for r in venue.reports] == ["fill"]
+    venue.adapter.forget(CHILD)
+    venue.adapter.forget("working")  # the venue still works it: kept, and polled on
+    assert set(venue.adapter._orders) == {"working"}  # type: ignore[attr-defined]
+    assert venue.adapter._our_id(at_venue(case, CHILD)) == at_venue(case, CHILD)  # type: ignore[attr-defined]
+    assert [o.venue_client_id for o in await venue.adapter.open_orders()] == ["working"]
+    fake.fill(at_venue(case, "working"), "0.5", "59000.50", "0")
+    await venue.adapter.poll()
+    assert [r.kind for r in venue.reports] == ["fill", "fill"]
+
+
 async def test_after_a_restart_reconcile_recognises_orders_by_their_mapped_ids(
     case: Case, fake: Fake
 ) -> None:

@@ -402,6 +402,14 @@ class CcxtVenue(VenueAdapter):
     async def open_orders(self) -> list[VenueOrder]:
         return [live.order for live in self._orders.values() if not live.ended]
 
+    def forget(self, venue_client_id: str) -> None:
+        live = self._orders.get(venue_client_id)
+        if live is None or not live.ended:  # never one the venue may still work
+            return
+        del self._orders[venue_client_id]
+        self._accounted.pop(venue_client_id, None)
+        self._ours_by_wire.pop(map_client_id(venue_client_id, self._id_rule), None)
+
     async def balances(self) -> dict[str, Decimal]:
         raw = await self._call(self.exchange.fetch_balance)
         return {asset: D(amount) for asset, amount in (raw.get("total") or {}).items() if amount is not None}
