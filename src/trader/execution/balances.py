@@ -20,7 +20,6 @@ key-value bucket, the fills from the EXEC stream) after it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from trader.bus.read import Follower, Stored
+from trader.bus.read import Follower, Stored, catch_up
 from trader.bus.streams import exec_report_subject
 from trader.messages import ExecutionReport, Side, encode
 
@@ -238,7 +237,7 @@ class JetStreamBalanceBook:
         )
         await follower.start()
         try:
-            await asyncio.wait_for(follower.caught_up.wait(), self.timeout_s)
+            await catch_up([follower], self.timeout_s, f"fills of {venue} after {seq}")
         finally:
             await follower.stop()
         if failures:  # an undecodable report: the sum would be wrong, so no sum

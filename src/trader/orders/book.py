@@ -6,11 +6,11 @@ event changed nothing because it was seen before; a refused event raises and cha
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
 from trader.orders import state
+from trader.trading.retention import Ended
 
 
 class DuplicateOrderId(ValueError):
@@ -50,9 +50,9 @@ class OrderBook:
         # The orders not yet terminal, oldest first: what the kill switch and the probes walk, without
         # walking the whole history.
         self._open: dict[str, Order] = {}
-        # The ended orders still held, by the time they ended (their last change), oldest first: what
-        # ``forget_closed`` takes from the front.
-        self._closed: OrderedDict[str, int] = OrderedDict()  # (a dict's front slows as it is popped)
+        # The ended orders still held, by the time they ended (their last change): what
+        # ``forget_closed`` takes, oldest first.
+        self._closed: Ended[str] = Ended()
         # The ids of the orders forgotten: a request repeating one is still a repeat, not a new order.
         self._forgotten: set[str] = set()
         # The terms each order was first asked with: a replace changes the order, not what was asked.
@@ -86,12 +86,7 @@ class OrderBook:
         A request repeating a forgotten id is still a repeat (no second order); any other event for
         one raises ``ForgottenOrder``. At most ``limit`` at a time; returns how many were forgotten."""
         forgotten = 0
-        closed = self._closed
-        while closed and (limit is None or forgotten < limit):
-            client_order_id = next(iter(closed))
-            if closed[client_order_id] >= ended_before_ms:
-                break
-            del closed[client_order_id]
+        for client_order_id in self._closed.take(ended_before_ms, limit):
             self._orders.pop(client_order_id, None)
             self._asked.pop(client_order_id, None)
             self._forgotten.add(client_order_id)
@@ -147,8 +142,7 @@ class OrderBook:
                 latest[order.client_order_id] = order
         self._orders = latest
         self._open = {coid: order for coid, order in latest.items() if not order.is_terminal}
-        closed = sorted((order.updated, coid) for coid, order in latest.items() if order.is_terminal)
-        self._closed = OrderedDict((coid, updated) for updated, coid in closed)
+        self._closed = Ended((coid, order.updated) for coid, order in latest.items() if order.is_terminal)
         self._forgotten = set(forgotten) - latest.keys()
         self._asked = {client_order_id: _terms(order) for client_order_id, order in latest.items()}
         self._exec_ids = set(exec_ids)
@@ -181,8 +175,7 @@ class OrderBook:
         self._orders[order.client_order_id] = order
         if order.is_terminal:
             self._open.pop(order.client_order_id, None)
-            self._closed[order.client_order_id] = order.updated
-            self._closed.move_to_end(order.client_order_id)  # in the order orders end
+            self._closed.add(order.client_order_id, order.updated)
         else:
             self._open[order.client_order_id] = order
         self._asked.setdefault(order.client_order_id, _terms(order))

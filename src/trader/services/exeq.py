@@ -67,8 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
@@ -94,11 +92,10 @@ from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
 from trader.runtime.consumer import Delivery, now_ms
 from trader.runtime.service import Refused, Runtime, Service
+from trader.trading.retention import FORGET_BATCH, Ended, Forgetting
 from trader.trading.state import state_bucket
 
 REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
-FORGET_BATCH = 200  # ended venue orders forgotten per tick of the algos' clock at most
-FORGET_LOG_INTERVAL_S = 60.0
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)
@@ -160,7 +157,7 @@ class ExecutionDesk:
         self.lock = asyncio.Lock()
         self.orders: dict[Key, Tracked] = {}
         self._maybe_open: set[Key] = set()  # keys of ``orders`` not ended when last counted, or newer
-        self._ended: OrderedDict[Key, int] = OrderedDict()  # ended venue orders held, by when they ended
+        self._ended: Ended[Key] = Ended()  # ended venue orders held, by when they ended
         self._forgotten: set[Key] = set()  # venue orders ended long ago: their keys only (see forget_ended)
         self.algos: dict[Key, ExecutionAlgo] = {}
         self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
@@ -248,17 +245,13 @@ class ExecutionDesk:
         adapter, keeping their keys and exec id counters: a repeated order is still a repeat, and a late
         report about one is numbered after the ones published. A child whose algo still works is kept
         until the algo ends. At most ``limit`` at a time; returns how many were forgotten."""
-        forgotten, ended = 0, self._ended
-        while ended and (limit is None or forgotten < limit):
-            key = next(iter(ended))
-            if ended[key] >= ended_before_ms:
-                break
-            del ended[key]
+        forgotten = 0
+        for key in self._ended.take(ended_before_ms, limit):
             tracked = self.orders.get(key)
             if tracked is None:
                 continue
             if key in self.algos or (tracked.parent is not None and (key[0], tracked.parent) in self.algos):
-                ended[key] = ended_before_ms  # its algo still works: looked at again later
+                self._ended.keep(key, ended_before_ms)  # its algo still works: looked at again later
                 continue
             del self.orders[key]
             self._maybe_open.discard(key)
@@ -422,7 +415,7 @@ class ExecutionDesk:
             if tracked is not None:
                 tracked.apply(report)
                 if tracked.ended:
-                    self._ended.setdefault((venue, vcid), report.timestamp or self.clock())
+                    self._ended.add((venue, vcid), report.timestamp or self.clock())
                 if tracked.parent is not None:
                     touched.add(tracked.parent)
                     if report.kind != "fill":
@@ -482,7 +475,7 @@ class ExecutionDesk:
         del self.algos[(venue, parent)]
         if tracked.ended or algo.leaves_quantity == 0:
             tracked.ended = True  # the children's fills filled the parent: the oms saw them
-            self._ended.setdefault((venue, parent), self.clock())
+            self._ended.add((venue, parent), self.clock())
             return
         if algo.canceled:
             report = self._own_report(tracked, "canceled", "canceled on request")
@@ -550,7 +543,7 @@ class ExecutionDesk:
             return
         tracked.apply(report)
         if tracked.ended:
-            self._ended.setdefault((venue, vcid), report.timestamp)
+            self._ended.add((venue, vcid), report.timestamp)
         if tracked.parent is not None and (algo := self.algos.get((venue, tracked.parent))) is not None:
             algo.on_report(report)
 
@@ -625,8 +618,14 @@ class Exeq(Service):
         last_seq = await self._rebuild(rt)
         await self._reconcile(rt)
         outcome = await self.desk.restore()
-        self.forgotten_since_log, self.next_forget_log = 0, 0.0
-        self._forget_ended(rt)
+        self.forgetting = Forgetting(
+            self.settings.exeq.closed_order_retention_s,
+            self.desk.forget_ended,
+            lambda: len(self.desk.orders),
+            rt.log,
+            "exeq.forgot_ended",
+        )
+        self.forgetting()
         rt.log.info(
             "exeq.restored",
             **outcome,
@@ -789,19 +788,8 @@ class Exeq(Service):
             except Exception as exc:  # one bad algo must not stop the clock of the others
                 rt.metrics.count_error("algo")
                 rt.log.exception("exeq.algo_failed", error=repr(exc))
-            async with self.desk.lock:
-                self._forget_ended(rt, FORGET_BATCH)
-
-    def _forget_ended(self, rt: Runtime, limit: int | None = None) -> None:
-        """Venue orders that ended longer than the retention ago leave memory (their keys stay): a few
-        at a time on the algos' clock, told in the log at most once a minute."""
-        retention_s = self.settings.exeq.closed_order_retention_s
-        if not retention_s:
-            return
-        self.forgotten_since_log += self.desk.forget_ended(now_ms() - int(retention_s * 1000), limit)
-        if self.forgotten_since_log and time.monotonic() >= self.next_forget_log:
-            rt.log.info("exeq.forgot_ended", orders=self.forgotten_since_log, held=len(self.desk.orders))
-            self.forgotten_since_log, self.next_forget_log = 0, time.monotonic() + FORGET_LOG_INTERVAL_S
+            async with self.desk.lock:  # on the algos' clock: venue orders ended long ago leave memory
+                self.forgetting(FORGET_BATCH)
 
     async def _forward_venue_reports(self) -> None:
         while True:

@@ -71,6 +71,7 @@ from trader.orders.state import has_pending_replace, is_replace
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
 from trader.trading.orders import EXEC_ID_HEADER, read_orders
+from trader.trading.retention import FORGET_BATCH, Forgetting
 from trader.trading.state import follow_state, read_state, state_bucket
 
 # An event for an order not in the book yet (a cancel overtaking its decision, a report racing a
@@ -78,8 +79,6 @@ from trader.trading.state import follow_state, read_state, state_bucket
 UNKNOWN_ORDER_ATTEMPTS = 10
 RETRY_DELAY_S = 0.5
 MAX_BATCH = 500
-FORGET_BATCH = 200  # ended orders forgotten after each batch at most
-FORGET_LOG_INTERVAL_S = 60.0
 
 _decision_decoder = msgspec.json.Decoder(RiskDecision)
 _cancel_decoder = msgspec.json.Decoder(CancelRequest)
@@ -132,12 +131,16 @@ class Oms(Service):
 
     async def _rebuild(self, rt: Runtime) -> None:
         started = time.perf_counter()
-        retention_s = self.settings.oms.closed_order_retention_s
-        cutoff = now_ms() - int(retention_s * 1000) if retention_s else None
-        history = await read_orders(rt.js, forget_ended_before_ms=cutoff)
+        self.forgetting = Forgetting(
+            self.settings.oms.closed_order_retention_s,
+            self.book.forget_closed,
+            lambda: len(self.book),
+            rt.log,
+            "oms.forgot_closed",
+        )
+        history = await read_orders(rt.js, forget_ended_before_ms=self.forgetting.cutoff_ms())
         self.book.rebuild(history.latest.values(), history.exec_ids, history.forgotten)
-        self.forgotten_since_log, self.next_forget_log = 0, 0.0
-        self._forget_closed(rt)
+        self.forgetting()
         self.rebuilt = True
         rt.log.info(
             "oms.rebuilt",
@@ -155,7 +158,7 @@ class Oms(Service):
     async def run(self, rt: Runtime) -> None:
         while not rt.stopping.is_set():
             batch = await next_batch(self.inbox, MAX_BATCH)
-            self._forget_closed(rt, FORGET_BATCH)
+            self.forgetting(FORGET_BATCH)  # orders ended long ago leave memory, a few at a time
             if not batch:
                 continue
             started = time.perf_counter()
@@ -169,18 +172,6 @@ class Oms(Service):
                 self.acks.add((msg, outcome))
             rt.metrics.count_in(len(batch))
             rt.metrics.observe_batch(time.perf_counter() - started)
-
-    def _forget_closed(self, rt: Runtime, limit: int | None = None) -> None:
-        """Orders that ended longer than the retention ago leave memory (their ids stay): after every
-        batch, a few at a time (a pause of its own for each would stall the order path), and told in
-        the log at most once a minute."""
-        retention_s = self.settings.oms.closed_order_retention_s
-        if not retention_s:
-            return
-        self.forgotten_since_log += self.book.forget_closed(now_ms() - int(retention_s * 1000), limit)
-        if self.forgotten_since_log and time.monotonic() >= self.next_forget_log:
-            rt.log.info("oms.forgot_closed", orders=self.forgotten_since_log, held=len(self.book))
-            self.forgotten_since_log, self.next_forget_log = 0, time.monotonic() + FORGET_LOG_INTERVAL_S
 
     async def _dead_letter(self, rt: Runtime, batch: list[Msg], outcomes: list[Outcome]) -> None:
         by_stream: dict[str, list[Refused]] = {}
