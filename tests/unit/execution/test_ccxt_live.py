@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Underflow, getcontext, localcontext
 from decimal import Decimal as D
 from pathlib import Path
 from types import SimpleNamespace
@@ -188,6 +189,21 @@ async def test_partial_then_full_fill_are_reported_once_each_with_exact_decimals
     assert fills[1].fee == D("0.0003") * D("59000.5")  # converted to the quote at the fill price
     assert [r.liquidity for r in fills] == ["maker", "taker"]
     assert await venue.adapter.open_orders() == []  # filled: no longer polled
+
+
+async def test_ccxt_leaves_the_services_decimal_context_as_it_was(
+    case: Case, fake: Fake, venue: Venue
+) -> None:
+    """ccxt's decimal_to_precision sets ROUND_HALF_UP and traps Underflow on the context it runs in:
+    exeq's own arithmetic (fees, slices) must keep rounding as every other service does."""
+    with localcontext(Context()) as ours:  # Python's default: half-even, no Underflow trap
+        await venue.adapter.submit(order(tif="IOC"))  # amount_to_precision, price_to_precision
+        await venue.adapter.submit(order(venue_client_id="o2", type="market", price=None))
+        fake.fill("o1", "0.2", "59000.50", "0.01180010", "USDT", maker=True)
+        await venue.adapter.poll()
+        await venue.adapter.cancel(order())
+        assert getcontext() is ours
+        assert (ours.rounding, ours.traps[Underflow]) == (ROUND_HALF_EVEN, False)
 
 
 async def test_market_order_fills_once_at_the_venues_price(case: Case, fake: Fake, venue: Venue) -> None:

@@ -19,6 +19,11 @@
   ``<venue>:<trade id>``; its fee is in the quote currency (a fee paid in the base asset is converted at
   the fill price; one paid in a third asset, e.g. BNB, cannot be and is reported as 0 with a warning).
 - Network errors (timeouts, 5xx, dropped connections) are retried with exponential backoff.
+- ccxt runs in a decimal context of its own (``_apart``): its ``decimal_to_precision`` (behind
+  ``amount_to_precision``, ``price_to_precision`` and many an exchange's ``create_order``) sets
+  ROUND_HALF_UP and an Underflow trap on the context it runs in, which is otherwise the whole process's
+  (every task shares the one ``Context`` object), and exeq would then round its fees and slices unlike
+  every other service.
 - ``start()`` loads markets and fetches the open orders and balances. ``reconcile()`` looks up every
   order exeq believes open (in the open orders, else by its client id) and returns the reports of what
   happened there while exeq was away: the fills exeq has not published (told apart by quantity: exeq's
@@ -45,8 +50,9 @@ import json
 import os
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -159,6 +165,11 @@ class _Live:
 
 def D(x: Any) -> Decimal:
     return Decimal(str(x))
+
+
+def _apart() -> AbstractContextManager[Context]:
+    """A copy of the caller's decimal context for ccxt to change as it does (see the module's notes)."""
+    return localcontext()
 
 
 def _with_base_url(urls: Any, base: str) -> Any:
@@ -439,12 +450,14 @@ class CcxtVenue(VenueAdapter):
         if order.type == "limit":
             if order.price is None:
                 return [self._report(order, "rejected", reason="limit order without a price")]
-            price = self.exchange.price_to_precision(symbol, str(order.price))
+            with _apart():
+                price = self.exchange.price_to_precision(symbol, str(order.price))
             if order.post_only:
                 params["postOnly"] = True
             else:
                 params["timeInForce"] = order.tif
-        amount = self.exchange.amount_to_precision(symbol, str(quantity))
+        with _apart():
+            amount = self.exchange.amount_to_precision(symbol, str(quantity))
         try:
             placed = await self._call(
                 self.exchange.create_order, symbol, order.type, order.side, amount, price, params
@@ -670,7 +683,8 @@ class CcxtVenue(VenueAdapter):
         delay = self.settings.backoff_s
         for attempt in range(self.settings.retries + 1):
             try:
-                return await fn(*args)
+                with _apart():
+                    return await fn(*args)
             except ccxt.NetworkError as exc:
                 if attempt == self.settings.retries:
                     raise
