@@ -21,8 +21,8 @@ test: lint ## the whole suite, against real NATS, SeaweedFS and QuestDB that the
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 
 install: $(STAMP)
 

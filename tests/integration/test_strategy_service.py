@@ -28,10 +28,10 @@ from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from tests.factories import flat_bar
 from tests.stack_helpers import Stack
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY, order_state_subject
 from trader.messages import ExecutionReport, MarketTick, Order, OrderRequest, TradingState, encode
+from trader.strategies.testing import make_bar
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ async def wait_health(stack: Stack, predicate: Callable[[dict[str, Any]], bool],
 
 
 async def publish_bar(js: JetStreamContext, symbol: str, start: int, close: str | int) -> None:
-    bar = flat_bar(start, close, symbol, timeframe="1s")
+    bar = make_bar(start, close, symbol, timeframe="1s")
     await js.publish(f"market.bar.1s.{symbol}", encode(bar), headers={"Nats-Msg-Id": f"t:{symbol}:{start}"})
 
 

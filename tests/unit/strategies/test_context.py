@@ -8,8 +8,6 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from tests.factories import flat_bar
-from tests.unit.strategies.desk import T0, Desk, cancels, submits
 from trader.config import StrategyConfig
 from trader.messages import Bar, ExecutionReport, Order, OrderRequest, TradingState
 from trader.strategies import (
@@ -22,6 +20,7 @@ from trader.strategies import (
 )
 from trader.strategies.ma_cross import MaCross
 from trader.strategies.market_maker import MarketMaker
+from trader.strategies.testing import T0, Desk, cancels, make_bar, submits
 
 D = Decimal
 
@@ -316,4 +315,4 @@ def test_the_halt_notice_reaches_the_strategy_once() -> None:
 
 
 def _bar(start: int) -> Bar:
-    return flat_bar(start, "10")
+    return make_bar(start, "10")

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.unit.strategies.desk import Desk, submits
 from trader.strategies import StrategyConfigError
+from trader.strategies.testing import Desk, submits
 
 D = Decimal
 MINUTE = 60_000

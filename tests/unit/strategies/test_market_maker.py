@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from tests.unit.strategies.desk import Desk, cancels, submits
 from trader.messages import OrderRequest
 from trader.strategies import StrategyConfigError
+from trader.strategies.testing import Desk, cancels, submits
 
 D = Decimal
 PARAMS = {"spread_bps": "10", "quantity": "0.5", "max_position": "1", "refresh_s": "5"}

@@ -8,10 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from tests.factories import flat_bar
-from tests.unit.strategies.desk import Desk, submits
 from trader.messages import Bar
 from trader.strategies import Strategy, Warmup
+from trader.strategies.testing import Desk, make_bar, submits
 from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest, short_of
 
 D = Decimal
@@ -42,7 +41,7 @@ class BadDeclaration(Strategy):
 SUBMIT_EVERY_BAR = f"{__name__}:SubmitEveryBar"
 
 
-bar = flat_bar
+bar = make_bar
 
 
 def history(first: int, last: int) -> list[Bar]:
