@@ -123,6 +123,12 @@ class SinkSettings(BaseModel):
     batch_rows: int = Field(default=50_000, gt=0)
     batch_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     batch_seconds: float = Field(default=1.0, gt=0)
+    # A trickle (batches under small_batch_rows rows, one after another) is committed every
+    # small_batch_seconds instead: each Delta commit costs more the more files the table holds, and a
+    # commit a second of a few rows each would keep adding files (docs/benchmarks.md, "The lake at a
+    # trickle"). The lake then lags a trickle by up to that long; QuestDB and the bus do not.
+    small_batch_rows: int = Field(default=1_000, ge=0)
+    small_batch_seconds: float = Field(default=30.0, gt=0)
     compact_interval_s: float = Field(default=3600.0, gt=0)
 
 

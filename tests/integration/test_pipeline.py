@@ -126,6 +126,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TRADER_NORMALIZER__CLOCK_SAFETY_S="0.5",
         TRADER_SINK_TICKS__BATCH_SECONDS="0.5",
         TRADER_SINK_ALT__BATCH_SECONDS="0.5",
+        # The tests' ticks are a trickle: committed as they come, not every 30 s.
+        TRADER_SINK_TICKS__SMALL_BATCH_ROWS="0",
+        TRADER_SINK_ALT__SMALL_BATCH_ROWS="0",
         TRADER_SUPERVISOR__RESTART_BACKOFF_INITIAL_S="0.2",
     )
     stack.trader("up", "--detach", "--services", ",".join(SERVICES), check=True)

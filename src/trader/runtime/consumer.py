@@ -73,6 +73,8 @@ class StreamConsumer:
         max_wait_s: float = 1.0,
         eager: bool = False,
         max_ack_pending: int | None = None,
+        small_rows: int = 0,
+        small_wait_s: float | None = None,
     ) -> None:
         self.rt = rt
         self.stream, self.name, self.subject = stream, name, subject
@@ -83,6 +85,13 @@ class StreamConsumer:
         # a batch waits to fill up to max_rows, max_bytes or max_wait_s (throughput first: the lake
         # wants big files).
         self.eager = eager
+        # A trickle: while the batches stay under ``small_rows`` rows, a batch waits up to
+        # ``small_wait_s`` instead of ``max_wait_s`` (a Delta commit per second of a few rows each
+        # makes a table whose every commit costs more than the last). The first small batch after a
+        # big one still closes at ``max_wait_s``: the tail of a burst is not held back.
+        self.small_rows = small_rows
+        self.small_wait_s = max(small_wait_s or max_wait_s, max_wait_s)
+        self._last_rows = small_rows  # the size of the last batch that had rows
         # Delivery stops this far ahead of the acknowledged batch: it bounds memory, and it must leave
         # room for the batches a service works on while it stores the ones before (a pipeline).
         self.max_ack_pending = max_ack_pending or max_rows * 2
@@ -137,16 +146,26 @@ class StreamConsumer:
 
     async def _fill(self) -> None:
         """Take what has arrived; wait for more until the batch is full (or, eager, not empty) or
-        ``max_wait_s`` has passed."""
-        deadline = time.monotonic() + self.max_wait_s
+        ``max_wait_s`` has passed (``small_wait_s`` for rows of a trickle: see ``small_rows``). With
+        nothing, the batch is empty after ``max_wait_s``."""
+        started = time.monotonic()
+        deadline = started + self.max_wait_s
         self._drain()
         while not self._full() and not (self.eager and self._buffer) and self._inbox is not None:
+            if self._buffer and self._trickling():
+                deadline = started + self.small_wait_s
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not self._inbox.messages:
                 return
-            if not await self._inbox.wait(max(remaining, 0)):
-                return
+            # In steps of max_wait_s at most: a stopping service is not held for a trickle's wait.
+            if not await self._inbox.wait(max(min(remaining, self.max_wait_s), 0)):
+                if time.monotonic() >= deadline or self.rt.stopping.is_set():
+                    return
+                continue
             self._drain()
+
+    def _trickling(self) -> bool:
+        return len(self._buffer) < self.small_rows and self._last_rows < self.small_rows
 
     def _drain(self) -> None:
         """Everything that has arrived, up to a full batch."""
@@ -176,6 +195,7 @@ class StreamConsumer:
         batch, self._buffer, self._bytes = self._buffer, [], 0
         if batch:
             self._to_ack[batch[-1].seq] = self._last_reply
+            self._last_rows = len(batch)
         return batch
 
     @property

@@ -1,6 +1,7 @@
 """What sink-ticks and sink-alt share: a stream into a Delta table, exactly once.
 
-Each batch (rows, bytes or time, whichever first) is decoded; refused messages go to the dead letters
+Each batch (rows, bytes or time, whichever first; a trickle's batches wait longer, see
+``SinkSettings.small_batch_rows``) is decoded; refused messages go to the dead letters
 first; the rest is appended to the table in one Delta commit that also records, as the application
 transaction of this service, the highest stream sequence of the batch. At start the service reads that
 sequence back and consumes from the next one: a crash or restart at any moment neither loses nor
@@ -54,6 +55,8 @@ class LakeSink(Service):
             max_rows=cfg.batch_rows,
             max_bytes=cfg.batch_bytes,
             max_wait_s=cfg.batch_seconds,
+            small_rows=cfg.small_batch_rows,
+            small_wait_s=cfg.small_batch_seconds,
         )
         await self.consumer.start()
         self._last_compaction = time.monotonic()

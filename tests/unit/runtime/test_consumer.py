@@ -261,3 +261,54 @@ async def test_a_message_not_from_jetstream_is_passed_over_and_a_heartbeat_is_na
     await nc.deliver(message(1, to="_INBOX.abc"), hmsg, message(2))
     assert [d.seq for d in await next_batch(consumer)] == [2]
     assert [args[0] for args in nc.not_routed] == [SID]  # the heartbeat
+
+
+async def test_a_trickle_waits_for_small_wait_s_after_a_first_small_batch() -> None:
+    consumer, nc, _ = await started(max_rows=100, max_wait_s=0.05, small_rows=10, small_wait_s=0.4)
+    await nc.deliver(message(1))
+    started_at = time.monotonic()
+    assert [d.seq for d in await next_batch(consumer)] == [1]  # the first closes at max_wait_s
+    assert time.monotonic() - started_at < 0.3
+
+    async def trickle() -> None:
+        for seq in range(2, 5):
+            await nc.deliver(message(seq))
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(trickle())
+    started_at = time.monotonic()
+    batch = await next_batch(consumer)
+    waited = time.monotonic() - started_at
+    await task
+    assert [d.seq for d in batch] == [2, 3, 4]  # one batch for the trickle, not three
+    assert waited >= 0.35
+
+
+async def test_a_small_batch_after_a_big_one_closes_at_max_wait_s() -> None:
+    consumer, nc, _ = await started(max_rows=100, max_wait_s=0.05, small_rows=3, small_wait_s=5.0)
+    await nc.deliver(*(message(seq) for seq in range(1, 5)))
+    assert len(await next_batch(consumer)) == 4  # a burst
+    await nc.deliver(message(5))
+    started_at = time.monotonic()
+    assert [d.seq for d in await next_batch(consumer)] == [5]  # its tail is not held back
+    assert time.monotonic() - started_at < 1.0
+
+
+async def test_a_quiet_stream_still_gives_an_empty_batch_every_max_wait_s_while_trickling() -> None:
+    consumer, nc, _ = await started(max_rows=100, max_wait_s=0.05, small_rows=10, small_wait_s=5.0)
+    await nc.deliver(message(1))
+    await next_batch(consumer)  # small: trickling from now on
+    started_at = time.monotonic()
+    assert await next_batch(consumer) == []
+    assert time.monotonic() - started_at < 1.0
+
+
+async def test_stopping_ends_a_trickles_wait_within_max_wait_s() -> None:
+    consumer, nc, rt = await started(max_rows=100, max_wait_s=0.05, small_rows=10, small_wait_s=5.0)
+    await nc.deliver(message(1))
+    await next_batch(consumer)
+    await nc.deliver(message(2))
+    started_at = time.monotonic()
+    asyncio.get_running_loop().call_later(0.1, rt.stopping.set)
+    assert [d.seq for d in await next_batch(consumer)] == [2]  # what came is handed over, not lost
+    assert time.monotonic() - started_at < 1.0
