@@ -37,7 +37,9 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("ORDERS", ("order.>",), "Order requests, decisions and state changes", 0),
     StreamSpec("EXEC", ("exec.>",), "Child orders and execution reports", 0),
     StreamSpec("POSITIONS", ("position.>",), "Position snapshots", 0),
-    StreamSpec("PNL", ("pnl.>",), "PnL snapshots", 0),
+    # Derived, and written every pnl.snapshot_interval_s whatever the trading (about 60 MB a day at the
+    # default second): kept a week. Every snapshot is also a row of QuestDB's ``pnl`` table.
+    StreamSpec("PNL", ("pnl.>",), "PnL snapshots", WEEK_S),
 )
 
 STREAMS_BY_NAME = {spec.name: spec for spec in STREAMS}

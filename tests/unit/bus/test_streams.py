@@ -24,7 +24,12 @@ def test_market_streams_keep_the_earlier_contract() -> None:
 def test_max_age_is_configurable_and_trading_history_is_not_aged_out() -> None:
     settings = Settings(stream_max_age_s=3600)
     assert stream_config(STREAMS_BY_NAME["MARKET_TICKS"], settings).max_age == 3600
-    assert stream_config(STREAMS_BY_NAME["ORDERS"], settings).max_age == 0
+    for trading in ("ORDERS", "EXEC", "POSITIONS"):
+        assert stream_config(STREAMS_BY_NAME[trading], settings).max_age == 0
+
+
+def test_pnl_snapshots_made_every_second_whatever_the_trading_are_kept_a_week() -> None:
+    assert stream_config(STREAMS_BY_NAME["PNL"], Settings()).max_age == 7 * 24 * 3600
 
 
 def test_stream_subjects_do_not_overlap() -> None:
