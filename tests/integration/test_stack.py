@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 import uuid
@@ -146,6 +147,17 @@ def test_questdb_answers_sql(stack: Stack) -> None:
     )
     assert response.status_code == 200
     assert response.json()["dataset"] == [[1]]
+
+
+def test_questdb_logs_its_commits_to_its_own_rolling_files_not_to_its_output(stack: Stack) -> None:
+    # The stack has been writing bars and PnL since it started: a few INFO lines a commit.
+    rolling = list((stack.data_dir / "questdb" / "log").glob("questdb-rolling.log.*"))
+    assert rolling
+    assert sum(f.stat().st_size for f in rolling) > 0
+    output = stack.log("questdb")
+    assert " A server-main " in output  # the startup notices stay
+    info = [line for line in output.splitlines() if re.match(r"\d{4}-\S+Z I ", line)]
+    assert not info, info[:3]
 
 
 def test_a_killed_service_is_restarted_and_counted(stack: Stack) -> None:
