@@ -285,6 +285,10 @@ class SupervisorSettings(BaseModel):
     restart_backoff_max_s: float = 30.0
     # A process that stayed up this long is considered healthy again: its backoff restarts.
     restart_backoff_reset_s: float = 60.0
+    # Each component's log file (<data>/logs/<name>.log) is copied aside to <name>.log.1 (the one before
+    # to .2, ...) and emptied once it passes log_max_bytes; log_keep copies are kept.
+    log_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    log_keep: int = Field(default=2, ge=1)
 
 
 def _default_data_dir() -> Path:

@@ -4,6 +4,7 @@ Order of start: the servers (only those not already answering at their configure
 their provisioning (streams, bucket), then the services. Every port is checked free before anything
 starts. A process that dies is restarted after an exponential backoff; its restart count is kept in
 the state file that `trader status` reads. Stop goes in reverse: services first, then the servers.
+Every log file is capped (``cap_log``), so a stack left running does not fill the disk.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes
 import fcntl
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from trader.stack.seaweedfs import SeaweedFS
 from trader.stack.state import StackState, write_state
 
 PR_SET_PDEATHSIG = 1
+LOG_CHECK_S = 30.0  # how often the log files' sizes are looked at
 
 
 def _die_with_supervisor() -> None:
@@ -100,6 +103,26 @@ def check_ports_free(planned: list[tuple[str, dict[str, int], Path]]) -> None:
                     f"{' by ' + owner if owner else ''}. Free it or move {name} to another port "
                     f"(see docs/ports.md). Log file: {log_file}"
                 )
+
+
+def cap_log(path: Path, max_bytes: int, keep: int) -> bool:
+    """Copy ``path`` aside and empty it once it is over ``max_bytes`` (``<name>.1``, the one before
+    moving to ``.2``, ... ``keep`` copies). Its writers opened it to append, so they go on writing at
+    the start of the emptied file; what they write between the copy and the truncation is lost (the
+    way logrotate's copytruncate works: a process's stdout cannot be reopened from outside)."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for generation in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{generation}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{generation + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    with path.open("r+b") as log:
+        log.truncate(0)
+    return True
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -257,8 +280,12 @@ class Supervisor:
 
     async def supervise(self) -> None:
         reset_after = self.settings.supervisor.restart_backoff_reset_s
+        next_log_check = 0.0
         while not self.stop_event.is_set():
             now = time.monotonic()
+            if now >= next_log_check:
+                self._cap_logs()
+                next_log_check = now + LOG_CHECK_S
             for run in self.runs:
                 if run.popen is None:
                     continue
@@ -283,6 +310,16 @@ class Supervisor:
             self._write_state()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), timeout=0.25)
+
+    def _cap_logs(self) -> None:
+        cfg = self.settings.supervisor
+        paths = {self.settings.log_file("supervisor"), *(run.component.log_file for run in self.runs)}
+        for path in sorted(paths):
+            try:
+                if cap_log(path, cfg.log_max_bytes, cfg.log_keep):
+                    self.log.info("log.capped", log=str(path), max_bytes=cfg.log_max_bytes)
+            except OSError as exc:  # a full disk must not stop the supervision
+                self.log.warning("log.cap_failed", log=str(path), error=repr(exc))
 
     async def stop_all(self) -> None:
         services = [r for r in self.runs if r.component.kind == "service"]
