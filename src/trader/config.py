@@ -336,7 +336,10 @@ class Settings(BaseSettings):
 
     stream_max_age_s: float = Field(default=24 * 3600, gt=0)
     stream_duplicate_window_s: float = Field(default=120, gt=0)
-    stream_max_bytes: int = -1
+    # JetStream's file store (the nats.conf `trader up` writes). The market-data streams, the dead letters
+    # and the PnL snapshots may each fill a share of it (trader.bus.streams) and then drop their oldest
+    # messages; the rest is the trading history's, so that a busy feed never leaves an order unstored.
+    jetstream_max_file_store_bytes: int = Field(default=20 * 1024**3, gt=0)
 
     questdb_version: str = "9.3.4"
     questdb_jar: Path | None = None

@@ -23,23 +23,32 @@ class StreamSpec:
     name: str
     subjects: tuple[str, ...]
     description: str
-    # None: the stream_max_age_s setting (24 h by default); 0: kept until max_bytes says otherwise.
+    # None: the stream_max_age_s setting (24 h by default); 0: kept until its share of the store is full.
     max_age_s: float | None = None
+    # The share of JetStream's file store (jetstream_max_file_store_bytes) the stream may fill before
+    # it drops its oldest messages; 0: no budget of its own. When the whole store is full JetStream
+    # refuses every message of every stream: a feed busy enough to fill it would leave orders unstored.
+    store_share: float = 0.0
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("MARKET_TICKS", ("market.tick.>",), "Normalised trades and quotes, market.tick.<SYMBOL>"),
-    StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>"),
-    StreamSpec("BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<SYMBOL>"),
-    StreamSpec("MARKET_EVENTS", ("market.event.>",), "Feed events: gaps, reconnects, stale streams"),
-    StreamSpec("DLQ", ("dlq.>",), "Refused messages: original bytes, subject, headers, reason", WEEK_S),
-    # The trading history is the state of record: services rebuild from it, so it is not aged out.
+    StreamSpec(
+        "MARKET_TICKS", ("market.tick.>",), "Normalised trades and quotes, market.tick.<SYMBOL>", None, 0.4
+    ),
+    StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>", None, 0.05),
+    StreamSpec("BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<SYMBOL>", None, 0.05),
+    StreamSpec(
+        "MARKET_EVENTS", ("market.event.>",), "Feed events: gaps, reconnects, stale streams", None, 0.01
+    ),
+    StreamSpec("DLQ", ("dlq.>",), "Refused messages: original bytes, subject, headers, reason", WEEK_S, 0.05),
+    # The trading history is the state of record: services rebuild from it, so it is not aged out, and
+    # it has the rest of the store (at least 40 %), never dropped to make room.
     StreamSpec("ORDERS", ("order.>",), "Order requests, decisions and state changes", 0),
     StreamSpec("EXEC", ("exec.>",), "Child orders and execution reports", 0),
     StreamSpec("POSITIONS", ("position.>",), "Position snapshots", 0),
     # Derived, and written every pnl.snapshot_interval_s whatever the trading (about 60 MB a day at the
     # default second): kept a week. Every snapshot is also a row of QuestDB's ``pnl`` table.
-    StreamSpec("PNL", ("pnl.>",), "PnL snapshots", WEEK_S),
+    StreamSpec("PNL", ("pnl.>",), "PnL snapshots", WEEK_S, 0.04),
 )
 
 STREAMS_BY_NAME = {spec.name: spec for spec in STREAMS}
@@ -57,10 +66,17 @@ def stream_config(spec: StreamSpec, settings: Settings) -> StreamConfig:
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         max_age=max_age,
-        max_bytes=settings.stream_max_bytes,
+        max_bytes=stream_max_bytes(spec, settings),
         duplicate_window=settings.stream_duplicate_window_s,
         num_replicas=1,
     )
+
+
+def stream_max_bytes(spec: StreamSpec, settings: Settings) -> int:
+    """The stream's byte budget, -1 for none (the trading history)."""
+    if not spec.store_share:
+        return -1
+    return int(settings.jetstream_max_file_store_bytes * spec.store_share)
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:

@@ -64,7 +64,7 @@ class NatsServer(Infra):
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             "  max_memory_store: 256MB\n"
-            "  max_file_store: 20GB\n"
+            f"  max_file_store: {self.settings.jetstream_max_file_store_bytes}\n"
             "}\n"
         )
 

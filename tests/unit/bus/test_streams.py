@@ -4,7 +4,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 
 from trader.bus.dlq import ORIGINAL_MSG_ID, REASON, SERVICE, SUBJECT, dead_letter
 from trader.bus.publish import MSG_ID
-from trader.bus.streams import STREAMS_BY_NAME, stream_config
+from trader.bus.streams import STREAMS, STREAMS_BY_NAME, stream_config
 from trader.config import Settings
 
 
@@ -30,6 +30,17 @@ def test_max_age_is_configurable_and_trading_history_is_not_aged_out() -> None:
 
 def test_pnl_snapshots_made_every_second_whatever_the_trading_are_kept_a_week() -> None:
     assert stream_config(STREAMS_BY_NAME["PNL"], Settings()).max_age == 7 * 24 * 3600
+
+
+def test_market_data_has_budgets_and_leaves_the_trading_history_at_least_40_percent() -> None:
+    settings = Settings(jetstream_max_file_store_bytes=10_000_000)
+    budgets = {spec.name: stream_config(spec, settings).max_bytes for spec in STREAMS}
+    assert budgets["MARKET_TICKS"] == 4_000_000
+    for trading in ("ORDERS", "EXEC", "POSITIONS"):
+        assert budgets[trading] == -1  # never dropped to make room
+    others = [b for name, b in budgets.items() if name not in ("ORDERS", "EXEC", "POSITIONS")]
+    assert all(b > 0 for b in others)
+    assert sum(others) <= 6_000_000
 
 
 def test_stream_subjects_do_not_overlap() -> None:
