@@ -3,17 +3,21 @@ as `trader up` starts it (its nats.conf), with a store small enough to fill in a
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.stack_helpers import free_port_map
 from trader.bus.connection import connect_nats
 from trader.bus.publish import Outgoing, publish_batch
-from trader.bus.streams import ensure_streams, order_submit_subject, tick_subject
+from trader.bus.streams import ensure_streams, history_room, order_submit_subject, tick_subject
 from trader.config import Settings
 from trader.stack.nats import NatsServer
 from trader.stack.probes import port_is_free
@@ -59,3 +63,38 @@ async def test_ticks_beyond_their_share_drop_the_oldest_and_orders_are_still_sto
         assert order.stored == 1, order.errors
     finally:
         await nc.close()
+
+
+async def test_trader_streams_shows_the_budgets_and_warns_before_the_history_is_full(
+    small_store: Settings,
+) -> None:
+    env = {
+        **os.environ,
+        "TRADER_DATA_DIR": str(small_store.data_dir),
+        "TRADER_NATS_URL": small_store.effective_nats_url,
+        "TRADER_JETSTREAM_MAX_FILE_STORE_BYTES": str(STORE),
+    }
+
+    async def streams(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "trader", "streams", *args]
+        return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True)
+
+    listed = msgspec.json.decode((await streams("--json")).stdout)
+    budgets = {row["stream"]: row["max_bytes"] for row in listed}
+    assert budgets["MARKET_TICKS"] == int(0.4 * STORE)
+    assert budgets["ORDERS"] == -1
+    calm = await streams()
+    assert "trading history: 0 of" in " ".join(calm.stdout.split())
+    assert "warning" not in calm.stderr
+
+    nc = await connect_nats(small_store.effective_nats_url, "test-store")
+    try:
+        order = b"o" * 4000
+        room = history_room(small_store)
+        batch = [Outgoing(order_submit_subject("s1"), order) for _ in range(int(0.85 * room) // 4000)]
+        assert (await publish_batch(nc.jetstream(), batch)).failed == []
+    finally:
+        await nc.close()
+    warned = " ".join((await streams()).stderr.split())  # as one line, however the console wrapped it
+    assert "warning: trading history" in warned, warned
+    assert "JetStream refuses new orders" in warned

@@ -79,6 +79,15 @@ def stream_max_bytes(spec: StreamSpec, settings: Settings) -> int:
     return int(settings.jetstream_max_file_store_bytes * spec.store_share)
 
 
+HISTORY_WARN_SHARE = 0.8  # of its room: time to give JetStream more store, before orders are refused
+
+
+def history_room(settings: Settings) -> int:
+    """The bytes of JetStream's store the trading history has: what the other streams' shares leave."""
+    budgets = sum(max(stream_max_bytes(spec, settings), 0) for spec in STREAMS)
+    return settings.jetstream_max_file_store_bytes - budgets
+
+
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
     def norm(cfg: StreamConfig) -> tuple[object, ...]:
         return (

@@ -316,7 +316,7 @@ def ports() -> None:
 def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create or update the streams, then list them with their message counts."""
     from trader.bus.connection import connect_nats
-    from trader.bus.streams import STREAMS, ensure_streams
+    from trader.bus.streams import HISTORY_WARN_SHARE, STREAMS, ensure_streams, history_room, stream_max_bytes
 
     settings = _settings()
 
@@ -335,6 +335,7 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                         "subjects": spec.subjects,
                         "messages": info.state.messages,
                         "bytes": info.state.bytes,
+                        "max_bytes": stream_max_bytes(spec, settings),  # -1: the trading history's room
                         "provisioned": outcome[spec.name],
                     }
                 )
@@ -350,12 +351,27 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return
-    table = Table("stream", "subjects", "messages", "bytes", "provisioned")
+    table = Table("stream", "subjects", "messages", "bytes", "at most", "provisioned")
     for r in rows:
+        budget = str(r["max_bytes"]) if r["max_bytes"] > 0 else "(history)"
         table.add_row(
-            r["stream"], " ".join(r["subjects"]), str(r["messages"]), str(r["bytes"]), r["provisioned"]
+            r["stream"],
+            " ".join(r["subjects"]),
+            str(r["messages"]),
+            str(r["bytes"]),
+            budget,
+            r["provisioned"],
         )
     console.print(table)
+    used, room = sum(r["bytes"] for r in rows if r["max_bytes"] <= 0), history_room(settings)
+    line = f"trading history: {used:,} of {room:,} bytes ({used / room:.0%})"
+    if used > HISTORY_WARN_SHARE * room:
+        err.print(
+            f"[yellow]warning:[/] {line}: when it is full JetStream refuses new orders; "
+            "raise jetstream_max_file_store_bytes (and the disk) in time"
+        )
+    else:
+        console.print(line)
 
 
 @service_app.command("run")

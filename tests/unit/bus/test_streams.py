@@ -4,7 +4,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 
 from trader.bus.dlq import ORIGINAL_MSG_ID, REASON, SERVICE, SUBJECT, dead_letter
 from trader.bus.publish import MSG_ID
-from trader.bus.streams import STREAMS, STREAMS_BY_NAME, stream_config
+from trader.bus.streams import STREAMS, STREAMS_BY_NAME, history_room, stream_config
 from trader.config import Settings
 
 
@@ -41,6 +41,7 @@ def test_market_data_has_budgets_and_leaves_the_trading_history_at_least_40_perc
     others = [b for name, b in budgets.items() if name not in ("ORDERS", "EXEC", "POSITIONS")]
     assert all(b > 0 for b in others)
     assert sum(others) <= 6_000_000
+    assert history_room(settings) == 10_000_000 - sum(others)
 
 
 def test_stream_subjects_do_not_overlap() -> None:
