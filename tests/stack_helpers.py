@@ -91,6 +91,14 @@ class Stack:
         return f"nats://127.0.0.1:{self.ports['nats']}"
 
 
+def wait_listening(port: int, what: str = "nats-server", timeout: float = 15) -> None:
+    """Until something listens on ``port`` (a server just started)."""
+    deadline = time.monotonic() + timeout
+    while port_is_free(port):
+        assert time.monotonic() < deadline, f"{what} did not start: nothing listens on {port}"
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def nats_only(data_dir: Path) -> Iterator[Stack]:
     """A stack of which only a nats-server (with JetStream) runs: for services that need nothing else."""
@@ -99,10 +107,7 @@ def nats_only(data_dir: Path) -> Iterator[Stack]:
     store = str(data_dir / "nats")
     command = [find_binary("nats-server"), "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while port_is_free(port):
-        assert time.monotonic() < deadline, "nats-server did not start"
-        time.sleep(0.1)
+    wait_listening(port)
     try:
         yield stack
     finally:
@@ -134,10 +139,7 @@ class RestartableNats:
             str(self.port),
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while port_is_free(self.port):
-            assert time.monotonic() < deadline, "nats-server did not start"
-            time.sleep(0.05)
+        wait_listening(self.port)
 
     def stop(self) -> None:
         if self.process is not None:

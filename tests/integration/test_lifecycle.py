@@ -14,7 +14,7 @@ import nats
 import psutil
 import pytest
 
-from tests.stack_helpers import Stack
+from tests.stack_helpers import Stack, wait_listening
 from trader.bus.streams import STREAMS, ensure_streams
 from trader.config import Settings
 from trader.stack.base import find_binary
@@ -37,20 +37,13 @@ def lifecycle_stack(tmp_path: Path) -> Iterator[Lifecycle]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_port_taken(stack.ports["nats"])
+    wait_listening(stack.ports["nats"])
     try:
         yield stack, external
     finally:
         stack.trader("down", timeout=120)
         external.terminate()
         external.wait(10)
-
-
-def _wait_port_taken(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while port_is_free(port):
-        assert time.monotonic() < deadline, f"nothing listens on {port}"
-        time.sleep(0.05)
 
 
 def _stack_ports(stack: Stack) -> list[int]:

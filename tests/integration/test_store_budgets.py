@@ -7,20 +7,18 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from tests.stack_helpers import free_port_map
+from tests.stack_helpers import free_port_map, wait_listening
 from trader.bus.connection import connect_nats
 from trader.bus.publish import Outgoing, publish_batch
 from trader.bus.streams import ensure_streams, history_room, order_submit_subject, tick_subject
 from trader.config import Settings
 from trader.stack.nats import NatsServer
-from trader.stack.probes import port_is_free
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +31,7 @@ def small_store(tmp_path: Path) -> Iterator[Settings]:
     server = NatsServer(settings)
     server.prepare()
     process = subprocess.Popen(server.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while port_is_free(settings.ports.nats):
-        assert time.monotonic() < deadline, "nats-server did not start"
-        time.sleep(0.05)
+    wait_listening(settings.ports.nats)
     try:
         yield settings
     finally:
