@@ -18,7 +18,10 @@ from trader.bus.connection import connect_nats
 from trader.bus.publish import Outgoing, publish_batch
 from trader.bus.streams import ensure_streams, history_room, order_submit_subject, tick_subject
 from trader.config import Settings
+from trader.messages import TradingState
 from trader.stack.nats import NatsServer
+from trader.trading.state import read_state, state_bucket, write_state
+from trader.trading.storage import check_history_room
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +96,30 @@ async def test_trader_streams_shows_the_budgets_and_warns_before_the_history_is_
     warned = " ".join((await streams()).stderr.split())  # as one line, however the console wrapped it
     assert "warning: trading history" in warned, warned
     assert "JetStream refuses new orders" in warned
+
+
+async def test_risk_check_switches_to_reduce_only_before_the_history_fills_and_never_over_an_operator(
+    small_store: Settings,
+) -> None:
+    nc = await connect_nats(small_store.effective_nats_url, "test-store")
+    js = nc.jetstream()
+    try:
+        await ensure_streams(js, small_store)
+        kv = await state_bucket(js)
+        use, switched = await check_history_room(js, kv, small_store)
+        assert (switched, (await read_state(kv))[0].mode) == (False, "active")
+        assert use.used < 0.01 * use.room
+        order = b"o" * 4000
+        batch = [Outgoing(order_submit_subject("s1"), order) for _ in range(int(0.96 * use.room) // 4000)]
+        assert (await publish_batch(js, batch)).failed == []
+        use, switched = await check_history_room(js, kv, small_store)
+        state = (await read_state(kv))[0]
+        assert switched
+        assert state.mode == "reduce_only"
+        assert "storage: trading history at 9" in (state.reason or "")
+        assert (await check_history_room(js, kv, small_store))[1] is False  # switched once
+        await write_state(kv, TradingState(mode="halted", reason="operator"))
+        assert (await check_history_room(js, kv, small_store))[1] is False
+        assert (await read_state(kv))[0].reason == "operator"
+    finally:
+        await nc.close()

@@ -12,7 +12,8 @@ Consumes:
 - the trading switch (``trader.trading.state``).
 Produces: a ``RiskDecision`` per request on ``order.risk.<strategy>`` (msg id ``risk:<client_order_id>``),
 the reason of a denial naming the check and the numbers; ``reduce_only`` in the trading switch when the
-day's loss or the drawdown crosses its limit (only from ``active``: an operator's switch is never
+day's loss or the drawdown crosses its limit, or the trading history nearly fills its room in
+JetStream's store (``trader.trading.storage``; only from ``active``: an operator's switch is never
 overridden).
 State: rebuilt from the streams at every start; the post-trade peak and day start are kept in the
 TRADER_STATE bucket under ``risk.post_trade`` with the sequence they cover.
@@ -31,6 +32,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import (
@@ -64,6 +66,7 @@ from trader.risk import PostTradeRisk, PreTradeRisk
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
 from trader.trading.state import follow_state, read_state, state_bucket, write_state_if
+from trader.trading.storage import WARN_SHARE, WATCH_S, check_history_room
 
 POST_TRADE_KEY = "risk.post_trade"
 # The accounts' net positions: position.<account>.<venue>.<symbol> (a strategy's own has a fifth token).
@@ -165,6 +168,7 @@ class Risk(Service):
             await self._stop_inputs()
             raise
         self.watch_task = asyncio.create_task(follow_state(rt, self.kv, self._on_trading_state))
+        self.storage_task = asyncio.create_task(self._watch_storage(rt))
         self.ready = True
         rt.log.info(
             "risk.ready",
@@ -334,6 +338,35 @@ class Risk(Service):
         self.pre.set_state(state)
         self.post.set_state(state)
 
+    # Room for the trading history ----------------------------------------------------------------
+
+    async def _watch_storage(self, rt: Runtime) -> None:
+        """Every WATCH_S: how full the trading history's room is (gauges, /health), a warning past
+        WARN_SHARE, reduce-only past REDUCE_ONLY_SHARE (``trader.trading.storage``)."""
+        if not hasattr(self, "_history_gauges"):  # once: a start retried after a failure reuses them
+            registry = rt.metrics.registry
+            self._history_gauges = (
+                Gauge("trader_trading_history_bytes", "Bytes the trading history holds", registry=registry),
+                Gauge(
+                    "trader_trading_history_room_bytes", "Store the trading history has", registry=registry
+                ),
+            )
+        used, room = self._history_gauges
+        while True:
+            try:
+                use, switched = await check_history_room(rt.js, self.kv, self.settings)
+            except Exception as exc:  # NATS away: looked at again next time
+                rt.log.warning("risk.storage_check_failed", error=repr(exc))
+            else:
+                self.history_use = use
+                used.set(use.used)
+                room.set(use.room)
+                if switched:
+                    rt.log.error("risk.storage_reduce_only", detail=use.describe())
+                elif use.share >= WARN_SHARE:
+                    rt.log.warning("risk.storage_low", detail=use.describe())
+            await asyncio.sleep(WATCH_S)
+
     # The post-trade checkpoint -------------------------------------------------------------------
 
     async def _load_checkpoint(self) -> PostTradeCheckpoint:
@@ -353,10 +386,11 @@ class Risk(Service):
     # Lifecycle -----------------------------------------------------------------------------------
 
     async def stop(self, rt: Runtime) -> None:
-        task = getattr(self, "watch_task", None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for name in ("watch_task", "storage_task"):
+            task = getattr(self, name, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._stop_inputs()
         if hasattr(self, "checkpoint"):
             await self._save_checkpoint(rt)
@@ -378,7 +412,12 @@ class Risk(Service):
     def health_details(self) -> dict[str, object]:
         if not getattr(self, "ready", False):
             return {}
-        return {"trading_mode": self.trading.mode, "symbols_priced": len(self.raw_ticks)}
+        use = getattr(self, "history_use", None)
+        return {
+            "trading_mode": self.trading.mode,
+            "symbols_priced": len(self.raw_ticks),
+            "trading_history": None if use is None else {"bytes": use.used, "room": use.room},
+        }
 
 
 SERVICE = Risk
