@@ -79,7 +79,8 @@ def stream_max_bytes(spec: StreamSpec, settings: Settings) -> int:
     return int(settings.jetstream_max_file_store_bytes * spec.store_share)
 
 
-HISTORY_WARN_SHARE = 0.8  # of its room: time to give JetStream more store, before orders are refused
+# The trading history: the streams with no share of their own, never dropped to make room.
+HISTORY_STREAMS = tuple(spec.name for spec in STREAMS if not spec.store_share)
 
 
 def history_room(settings: Settings) -> int:

@@ -316,7 +316,8 @@ def ports() -> None:
 def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create or update the streams, then list them with their message counts."""
     from trader.bus.connection import connect_nats
-    from trader.bus.streams import HISTORY_WARN_SHARE, STREAMS, ensure_streams, history_room, stream_max_bytes
+    from trader.bus.streams import HISTORY_STREAMS, STREAMS, ensure_streams, history_room, stream_max_bytes
+    from trader.trading.storage import WARN_SHARE, HistoryUse
 
     settings = _settings()
 
@@ -363,9 +364,9 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             r["provisioned"],
         )
     console.print(table)
-    used, room = sum(r["bytes"] for r in rows if r["max_bytes"] <= 0), history_room(settings)
-    line = f"trading history: {used:,} of {room:,} bytes ({used / room:.0%})"
-    if used > HISTORY_WARN_SHARE * room:
+    use = HistoryUse(sum(r["bytes"] for r in rows if r["stream"] in HISTORY_STREAMS), history_room(settings))
+    line = f"trading history: {use.used:,} of {use.room:,} bytes ({use.share:.0%})"
+    if use.share >= WARN_SHARE:
         err.print(
             f"[yellow]warning:[/] {line}: when it is full JetStream refuses new orders; "
             "raise jetstream_max_file_store_bytes (and the disk) in time"

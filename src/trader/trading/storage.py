@@ -1,9 +1,10 @@
 """Room for the trading history: when JetStream's store is full it refuses every message, cancels and
 the kill switch's own write included. So trading goes to ``reduce_only`` on its own well before that.
 
-The trading history (``ORDERS``, ``EXEC``, ``POSITIONS``, and the state bucket) has what the other
-streams' shares leave of ``jetstream_max_file_store_bytes`` (``trader.bus.streams.history_room``; with
-a NATS server of one's own, set it to that server's store). Risk looks every ``WATCH_S``: past
+The trading history (``trader.bus.streams.HISTORY_STREAMS``: ``ORDERS``, ``EXEC``, ``POSITIONS``; the
+state bucket beside them is a few KB) has what the other streams' shares leave of
+``jetstream_max_file_store_bytes`` (``trader.bus.streams.history_room``; with a NATS server of one's
+own, set it to that server's store). Risk looks every ``WATCH_S``: past
 ``WARN_SHARE`` of the room it warns, past ``REDUCE_ONLY_SHARE`` it switches an active trading state to
 reduce-only, which leaves room for the cancels, fills and reductions of what is open. An operator's
 own switch is never overridden, and going back to active is the operator's (`trader resume`), once
@@ -18,13 +19,12 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from trader.bus.streams import HISTORY_WARN_SHARE, history_room
+from trader.bus.streams import HISTORY_STREAMS, history_room
 from trader.config import Settings
 from trader.messages import TradingState
 from trader.trading.state import write_state_if
 
-HISTORY_STREAMS = ("ORDERS", "EXEC", "POSITIONS")
-WARN_SHARE = HISTORY_WARN_SHARE
+WARN_SHARE = 0.8  # time to give JetStream more store (`trader streams` and risk say so)
 REDUCE_ONLY_SHARE = 0.95
 WATCH_S = 30.0
 
