@@ -132,6 +132,10 @@ class SinkSettings(BaseModel):
     compact_interval_s: float = Field(default=3600.0, gt=0)
 
 
+# A venue's name is a subject token (market.tick.<venue>.<SYMBOL>): no dots, spaces or wildcards.
+VENUE_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
 class StrategyConfig(BaseModel):
     """One strategy instance: ``kind`` is a built-in name (``ma_cross``, ``market_maker``) or a
     ``package.module:Class`` path to the user's own ``trader.strategies.base.Strategy`` subclass."""
@@ -145,6 +149,20 @@ class StrategyConfig(BaseModel):
     # Bars of history fed at start, per timeframe the strategy declares (``Strategy.warmup``):
     # None keeps the strategy's own number, 0 turns the warm-up off.
     warmup_bars: int | None = Field(default=None, ge=0)
+    # An instrument is a symbol on a venue (NautilusTrader's InstrumentId, BTCUSDT.BINANCE): the strategy
+    # trades its symbols on ``venue`` and hears only of ticks, bars and warm-up bars of ``data_venue``.
+    venue: str = Field(
+        default="paper",
+        pattern=VENUE_PATTERN,
+        description="the exeq venue (exeq.venues) its orders go to",
+    )
+    data_venue: str | None = Field(
+        default=None,
+        pattern=VENUE_PATTERN,
+        description="the market-data venue of its ticks, bars and warm-up: the mock gateway's "
+        "(gateway.venue) or a live-gateway venue; None: the venue's own quotes (a paper venue's "
+        "exeq.paper.quote_venue, else the venue itself)",
+    )
 
 
 class StrategySettings(BaseModel):
@@ -399,6 +417,58 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"TRADER_CONFIG names {config_file}, which is not a file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+    # Where strategies trade and whose market data they read ---------------------------------------
+
+    @model_validator(mode="after")
+    def _strategies_name_known_venues(self) -> Settings:
+        # Only venues a configuration names: the defaults stand for the paper setup, which a test's
+        # settings may replace (the strategy service refuses a strategy whose venues do not hold).
+        for strategy in self.strategy.strategies:
+            if strategy.model_fields_set & {"venue", "data_venue"}:
+                problem = self.strategy_venue_problem(strategy)
+                if problem is not None:
+                    raise ValueError(problem)
+        return self
+
+    def market_data_venues(self) -> list[str]:
+        """The venues market data comes from: the mock gateway's, then each live-gateway venue."""
+        return [self.gateway.venue, *self.live_gateway.venues]
+
+    def quote_venue_of(self, venue: str) -> str:
+        """The market-data venue whose quotes stand for ``venue``'s: a paper venue's
+        ``exeq.paper.quote_venue`` (the mock gateway's when unset), else the venue itself."""
+        config = self.exeq.venues.get(venue)
+        if config is not None and config.kind == "paper":
+            return self.exeq.paper.quote_venue or self.gateway.venue
+        return venue
+
+    def data_venue_of(self, strategy: StrategyConfig) -> str:
+        """The venue of the ticks and bars ``strategy`` hears of."""
+        return strategy.data_venue or self.quote_venue_of(strategy.venue)
+
+    def strategy_venue_problem(self, strategy: StrategyConfig) -> str | None:
+        """Why ``strategy`` cannot trade where it says, or None: its venue must be run by exeq, its data
+        venue must be a market-data source, and a live venue never takes the mock feed's data."""
+        venue = self.exeq.venues.get(strategy.venue)
+        if venue is None:
+            return (
+                f"strategy {strategy.name}: venue {strategy.venue!r} is not an exeq venue "
+                f"(exeq.venues: {', '.join(sorted(self.exeq.venues)) or 'none'})"
+            )
+        data_venue = self.data_venue_of(strategy)
+        if data_venue not in self.market_data_venues():
+            live = ", ".join(self.live_gateway.venues) or "none"
+            return (
+                f"strategy {strategy.name}: data_venue {data_venue!r} is no market-data source (the mock "
+                f"feed's gateway.venue {self.gateway.venue!r}; live_gateway.venues: {live})"
+            )
+        if venue.kind != "paper" and data_venue == self.gateway.venue:
+            return (
+                f"strategy {strategy.name} trades the live venue {strategy.venue!r}: it cannot take the "
+                f"mock feed's data ({data_venue!r}); set data_venue to a live_gateway venue"
+            )
+        return None
 
     # Derived addresses -------------------------------------------------------------------------
 

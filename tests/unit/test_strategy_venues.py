@@ -1,0 +1,60 @@
+"""Where a strategy trades and whose market data it reads: StrategyConfig's venue and data_venue."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from trader.config import (
+    ExeqSettings,
+    LiveGatewaySettings,
+    LiveVenueSettings,
+    Settings,
+    StrategyConfig,
+    StrategySettings,
+    VenueConfig,
+)
+
+
+def strategy(**venues: str) -> StrategyConfig:
+    return StrategyConfig(name="s", kind="ma_cross", symbols=["BTCUSDT"], **venues)
+
+
+def live_settings(*strategies: StrategyConfig) -> Settings:
+    return Settings(
+        exeq=ExeqSettings(venues={"paper": VenueConfig(), "binance": VenueConfig(kind="ccxt")}),
+        live_gateway=LiveGatewaySettings(venues={"binance": LiveVenueSettings(symbols=["BTCUSDT"])}),
+        strategy=StrategySettings(strategies=list(strategies)),
+    )
+
+
+def test_the_default_strategies_trade_paper_on_the_mock_feed() -> None:
+    settings = Settings()
+    for config in settings.strategy.strategies:
+        assert (config.venue, settings.data_venue_of(config)) == ("paper", "mock")
+        assert settings.strategy_venue_problem(config) is None
+
+
+def test_a_live_venue_takes_its_own_data_by_default() -> None:
+    settings = live_settings(strategy(venue="binance"))
+    assert settings.data_venue_of(settings.strategy.strategies[0]) == "binance"
+
+
+def test_paper_trading_on_live_data_follows_the_paper_quote_venue() -> None:
+    settings = live_settings(strategy(data_venue="binance"))
+    assert settings.data_venue_of(settings.strategy.strategies[0]) == "binance"
+
+
+def test_a_venue_exeq_does_not_run_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="venue 'binanse' is not an exeq venue"):
+        live_settings(strategy(venue="binanse"))
+
+
+def test_a_data_venue_no_feed_publishes_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="data_venue 'kraken' is no market-data source"):
+        live_settings(strategy(data_venue="kraken"))
+
+
+def test_a_live_strategy_cannot_take_the_mock_feed() -> None:
+    with pytest.raises(ValidationError, match="cannot take the mock feed's data"):
+        live_settings(strategy(venue="binance", data_venue="mock"))
