@@ -1,16 +1,21 @@
 """Pre-trade checks on every order request, and the post-trade watch on equity.
 
-``PreTradeRisk`` holds what the checks need (net positions, last trade prices, open orders, the
-trading state), fed by the risk service, and answers each request with a ``RiskDecision`` whose
-reason names the check and the numbers. Positions and exposure are per account, summed over venues,
-since a request may leave the venue to the router. ``PostTradeRisk`` turns equity into a
-``TradingState``: reduce-only once the day's loss or the drawdown crosses its limit.
+``PreTradeRisk`` holds what the checks need (net and per-strategy positions, last trade prices, open
+orders, the trading state), fed by the risk service, and answers each request with a ``RiskDecision``
+whose reason names the check and the numbers. Positions and exposure are per account, summed over
+venues, since a request may leave the venue to the router. Two rules only shrink a position, each its
+own: the account's ``reduce_only`` mode shrinks the account's net position, whoever sends the order;
+a request's ``reduce_only`` flag shrinks the position of the strategy that sends it (a strategy sees
+and trades only its own), or the account's for an operator's order (strategy ``manual``). When both
+apply, both must hold. ``PostTradeRisk`` turns equity into a ``TradingState``: reduce-only once the
+day's loss or the drawdown crosses its limit.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from decimal import Decimal
+from typing import NamedTuple
 
 from trader.messages import Order, OrderRequest, PnlSnapshot, Position, RiskDecision, TradingState
 from trader.orders.state import new_order
@@ -21,6 +26,9 @@ from trader.risk.open_orders import OpenOrders
 ZERO = Decimal(0)
 RATE_WINDOW_MS = 1000
 DAY_MS = 86_400_000
+# The strategy of an operator's order (``trader order``'s default): it trades for the account, so its
+# reduce-only flag is judged against the account's net position, not against its own fills.
+MANUAL_STRATEGY = "manual"
 
 
 class _Denied(Exception):
@@ -35,11 +43,23 @@ def _signed(side: str, quantity: Decimal) -> Decimal:
     return quantity if side == "buy" else -quantity
 
 
+class _Holding(NamedTuple):
+    """What a reduce-only rule judges an order against: a position and the open orders on the order's
+    side that already reduce it (signed), with how a denial names them."""
+
+    position: Decimal
+    pending: Decimal
+    named: str  # "position", or "strategy s1's position"
+    orders_named: str  # "open", or "its open"
+
+
 class PreTradeRisk:
     def __init__(self, limits: RiskLimits, state: TradingState | None = None) -> None:
         self.limits = limits
         self.state = state or TradingState()
         self._positions: dict[tuple[str, str, str], Position] = {}  # by (account, venue, symbol)
+        # A strategy's own quantity per venue, by (account, symbol, strategy).
+        self._strategy_positions: dict[tuple[str, str, str], dict[str, Decimal]] = {}
         self._last_prices: dict[str, Decimal] = {}
         self._open = OpenOrders()
         self._approved_at: dict[str, deque[int]] = {}  # strategy -> approval times, oldest first
@@ -50,9 +70,13 @@ class PreTradeRisk:
         self.state = state
 
     def update_position(self, position: Position) -> None:
-        """A net position; per-strategy positions (``strategy`` set) are not risk's concern."""
+        """The account's net position (``strategy`` None), which every account-wide check uses, or a
+        strategy's own, which only that strategy's reduce-only orders are judged against."""
         if position.strategy is None:
             self._positions[(position.account, position.venue, position.symbol)] = position
+            return
+        key = (position.account, position.symbol, position.strategy)
+        self._strategy_positions.setdefault(key, {})[position.venue] = position.quantity
 
     def update_price(self, symbol: str, price: Decimal) -> None:
         self._last_prices[symbol] = price
@@ -94,18 +118,13 @@ class PreTradeRisk:
     def _check_reduce_only(self, request: OrderRequest) -> None:
         if self.state.mode == "reduce_only":
             prefix = f"reduce_only mode ({self.state.reason or 'no reason given'})"
-        elif request.reduce_only:
-            prefix = "reduce_only order"
-        else:
-            return
-        position = self._position(request.account, request.symbol)
-        pending = self._open_same_side(request)
-        reduces = position != 0 and (position > 0) != (request.side == "buy")
-        if not reduces or abs(pending) + request.quantity > abs(position):
-            raise _Denied(
-                f"{prefix}: {request.side} {_num(request.quantity)} {request.symbol} would not reduce "
-                f"position {_num(position)} (open {request.side} orders {_num(abs(pending))})"
-            )
+            _require_reduction(prefix, request, self._account_holding(request))
+        if request.reduce_only:
+            if request.strategy == MANUAL_STRATEGY:
+                holding = self._account_holding(request)
+            else:
+                holding = self._strategy_holding(request)
+            _require_reduction("reduce_only order", request, holding)
 
     def _check_price_band(self, request: OrderRequest, price: Decimal, last: Decimal) -> None:
         distance_pct = abs(price - last) / last * 100
@@ -169,6 +188,24 @@ class PreTradeRisk:
             ZERO,
         )
 
+    def _account_holding(self, request: OrderRequest) -> _Holding:
+        position = self._position(request.account, request.symbol)
+        return _Holding(position, self._open_same_side(request), "position", "open")
+
+    def _strategy_holding(self, request: OrderRequest) -> _Holding:
+        """The strategy's own position on the symbol, summed over the account's venues, and its own
+        open orders on the request's side."""
+        by_venue = self._strategy_positions.get((request.account, request.symbol, request.strategy), {})
+        leaves = self._open.same_side_leaves(
+            request.account,
+            request.symbol,
+            request.side,
+            excluding=request.client_order_id,
+            strategy=request.strategy,
+        )
+        named = f"strategy {request.strategy}'s position"
+        return _Holding(sum(by_venue.values(), ZERO), _signed(request.side, leaves), named, "its open")
+
     def _open_same_side(self, request: OrderRequest) -> Decimal:
         """Signed unfilled quantity of the account's open orders on the request's symbol and side, without
         the request's own (a redelivered request is no new risk)."""
@@ -185,6 +222,18 @@ class PreTradeRisk:
                 mark = self._last_prices.get(position.symbol, position.average_price or ZERO)
                 exposure += abs(position.quantity) * mark
         return exposure
+
+
+def _require_reduction(prefix: str, request: OrderRequest, holding: _Holding) -> None:
+    """The request, with the open orders on its side, must move ``holding`` toward zero, not past it."""
+    position, pending = holding.position, holding.pending
+    reduces = position != 0 and (position > 0) != (request.side == "buy")
+    if not reduces or abs(pending) + request.quantity > abs(position):
+        raise _Denied(
+            f"{prefix}: {request.side} {_num(request.quantity)} {request.symbol} would not reduce "
+            f"{holding.named} {_num(position)} ({holding.orders_named} {request.side} orders "
+            f"{_num(abs(pending))})"
+        )
 
 
 def _check_well_formed(request: OrderRequest) -> None:

@@ -1,9 +1,10 @@
 """The open orders risk counts as exposure, with their sums kept as they change.
 
-A check needs, per request, the unfilled quantity of the account's open orders on one symbol and side,
-and the notional of all of them. Walking every open order for each request costs O(open orders) per
-request, which under load (hundreds in flight) made risk the slowest service of the chain; the sums
-are kept instead, updated by each order's change, so a check costs the same however many are open.
+A check needs, per request, the unfilled quantity of the account's open orders on one symbol and side
+(or of one strategy's only, for its reduce-only orders), and the notional of all of them. Walking
+every open order for each request costs O(open orders) per request, which under load (hundreds in
+flight) made risk the slowest service of the chain; the sums are kept instead, updated by each
+order's change, so a check costs the same however many are open.
 
 An order with a price (its limit, else its stop) adds ``leaves x price`` to its account's priced
 notional; one without (a market order) adds its leaves to the account's unpriced quantity of its
@@ -29,8 +30,10 @@ def _price(order: Order) -> Decimal | None:
 class OpenOrders:
     def __init__(self) -> None:
         self._orders: dict[str, Order] = {}
-        # (account, symbol, side) -> leaves; account -> sum of leaves x price; (account, symbol) -> leaves
+        # (account, symbol, side) -> leaves; the same per strategy; account -> sum of leaves x price;
+        # (account, symbol) -> leaves
         self._leaves: defaultdict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+        self._strategy_leaves: defaultdict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
         self._priced: defaultdict[str, Decimal] = defaultdict(Decimal)
         self._unpriced: defaultdict[tuple[str, str], Decimal] = defaultdict(Decimal)
 
@@ -56,11 +59,21 @@ class OpenOrders:
         if order is not None:
             self._count(order, -1)
 
-    def same_side_leaves(self, account: str, symbol: str, side: str, excluding: str) -> Decimal:
-        """Unfilled quantity of the account's open orders on ``symbol`` and ``side``, but ``excluding``."""
-        leaves = self._leaves.get((account, symbol, side), ZERO)
+    def same_side_leaves(
+        self, account: str, symbol: str, side: str, excluding: str, strategy: str | None = None
+    ) -> Decimal:
+        """Unfilled quantity of the account's open orders on ``symbol`` and ``side`` (only ``strategy``'s
+        when one is named), but ``excluding``."""
+        if strategy is None:
+            leaves = self._leaves.get((account, symbol, side), ZERO)
+        else:
+            leaves = self._strategy_leaves.get((account, symbol, side, strategy), ZERO)
         own = self._orders.get(excluding)
-        if own is not None and (own.account, own.symbol, own.side) == (account, symbol, side):
+        if (
+            own is not None
+            and (own.account, own.symbol, own.side) == (account, symbol, side)
+            and strategy in (None, own.strategy)
+        ):
             leaves -= own.leaves_quantity
         return leaves
 
@@ -82,6 +95,7 @@ class OpenOrders:
     def _count(self, order: Order, sign: int) -> None:
         leaves = order.leaves_quantity * sign
         self._leaves[(order.account, order.symbol, order.side)] += leaves
+        self._strategy_leaves[(order.account, order.symbol, order.side, order.strategy)] += leaves
         price = _price(order)
         if price is None:
             self._unpriced[(order.account, order.symbol)] += leaves

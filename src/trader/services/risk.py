@@ -6,7 +6,9 @@ Consumes:
 - last trade prices: a core NATS subscription to ``market.tick.>`` that only keeps the latest raw tick
   per subject, decoded when a decision needs it (only the latest price matters, and a busy feed then
   costs a dictionary write per tick); seeded at start with the latest tick per subject in MARKET_TICKS;
-- net positions: an ordered consumer on ``position.*.*.*`` from the latest message per subject;
+- positions: an ordered consumer on ``position.>`` from the latest message per subject: the accounts'
+  net positions (``position.<account>.<venue>.<symbol>``) for every account-wide check, and each
+  strategy's own (a fifth token, ``.<strategy>``) for that strategy's reduce-only orders;
 - open orders: an ordered consumer on ``order.state.>`` from the start (terminal orders drop out);
 - ``PnlSnapshot`` on ``pnl.total``: an ordered consumer from the sequence after the post-trade checkpoint;
 - the trading switch (``trader.trading.state``).
@@ -69,8 +71,9 @@ from trader.trading.state import follow_state, read_state, state_bucket, write_s
 from trader.trading.storage import WARN_SHARE, WATCH_S, check_history_room
 
 POST_TRADE_KEY = "risk.post_trade"
-# The accounts' net positions: position.<account>.<venue>.<symbol> (a strategy's own has a fifth token).
-NET_POSITIONS = "position.*.*.*"
+# Every position: the accounts' net ones, position.<account>.<venue>.<symbol>, and the strategies' own,
+# with a fifth token (a strategy's reduce-only order is judged against its own position).
+POSITIONS = "position.>"
 # A request that waited longer than this (risk down, a backlog) is denied: the market it was made
 # for is gone. Not yet a setting (config.py is not risk's to change).
 STALE_REQUEST_MS = 30_000
@@ -190,7 +193,7 @@ class Risk(Service):
         start_seq = self.checkpoint.seq + 1 if self.checkpoint.seq else None
         self.followers = [
             self._follow(
-                rt, "POSITIONS", NET_POSITIONS, Position, self._on_position, DeliverPolicy.LAST_PER_SUBJECT
+                rt, "POSITIONS", POSITIONS, Position, self._on_position, DeliverPolicy.LAST_PER_SUBJECT
             ),
             self._follow(rt, "ORDERS", "order.state.>", Order, self._on_order),
             self._follow(rt, "PNL", pnl_subject(TOTAL_SCOPE), PnlSnapshot, self._on_pnl, start_seq=start_seq),

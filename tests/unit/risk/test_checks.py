@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from trader.messages import Order, OrderRequest, PnlSnapshot, Position, TradingState
 from trader.orders.state import new_order
-from trader.risk.checks import PostTradeRisk, PreTradeRisk
+from trader.risk.checks import MANUAL_STRATEGY, PostTradeRisk, PreTradeRisk
 from trader.risk.limits import RiskLimits
 
 D = Decimal
@@ -200,14 +200,92 @@ def test_reduce_only_mode_denies_what_would_increase_the_position() -> None:
     )
 
 
-def test_a_reduce_only_request_is_honoured_in_active_mode() -> None:
+def test_a_manual_reduce_only_order_is_judged_against_the_account() -> None:
     checks = risk(**ROOMY)
     checks.update_position(position("-2"))
-    assert denial(checks, order("1", "sell", reduce_only=True)) == (
+    checks.update_position(position("1", strategy="manual"))  # its own fills: not what it reduces
+    manual = {"strategy": MANUAL_STRATEGY, "reduce_only": True}
+    assert denial(checks, order("1", "sell", **manual)) == (
         "reduce_only order: sell 1 BTCUSDT would not reduce position -2 (open sell orders 0)"
     )
-    assert approved(checks, order("2", reduce_only=True))
-    assert approved(checks, order("5"))  # no flag, active: an increase is fine
+    assert approved(checks, order("2", "buy", "a", **manual))
+    assert denial(checks, order("0.5", "buy", "b", **manual)).endswith(
+        "would not reduce position -2 (open buy orders 2)"
+    )
+    assert approved(checks, order("5", "buy", "c"))  # no flag, active: an increase is fine
+
+
+def test_a_strategy_exits_its_own_long_while_the_account_is_flat() -> None:
+    """The issue's case: a manual short 0.01, then the strategy bought 0.01: the account is flat, the
+    strategy long 0.01, and its reduce-only sell must go through."""
+    checks = risk(**ROOMY)
+    checks.update_position(position("0"))
+    checks.update_position(position("-0.01", strategy=MANUAL_STRATEGY))
+    checks.update_position(position("0.01", strategy="s1"))
+    assert approved(checks, order("0.01", "sell", reduce_only=True))
+
+
+def test_a_strategy_reduce_only_order_uses_its_own_position_summed_over_venues() -> None:
+    checks = risk(**ROOMY)
+    checks.update_position(position("5"))  # the account is long: no help to s1
+    checks.update_position(position("-1", strategy="s1", venue="binance"))
+    checks.update_position(position("-0.5", strategy="s1", venue="okx"))
+    checks.update_position(position("3", strategy="s2"))
+    checks.update_position(position("-4", strategy="s1", account="other"))
+    assert denial(checks, order("1", "sell", "a", reduce_only=True)) == (
+        "reduce_only order: sell 1 BTCUSDT would not reduce strategy s1's position -1.5 "
+        "(its open sell orders 0)"
+    )
+    assert denial(checks, order("1.6", "buy", "b", reduce_only=True)).endswith(
+        "would not reduce strategy s1's position -1.5 (its open buy orders 0)"
+    )
+    assert approved(checks, order("1", "buy", "c", reduce_only=True))
+    assert approved(checks, order("3", "sell", "d", reduce_only=True, strategy="s2"))
+
+
+def test_a_strategy_reduce_only_order_counts_only_its_own_open_orders() -> None:
+    checks = risk(**ROOMY)
+    checks.update_position(position("1", strategy="s1"))
+    checks.update_position(position("1", strategy="s2"))
+    checks.update_order(open_order("1", "sell", "s2-exit", strategy="s2"))  # another strategy's
+    checks.update_order(open_order("0.4", "sell", "s1-exit"))
+    assert approved(checks, order("0.6", "sell", "a", reduce_only=True))
+    assert denial(checks, order("0.1", "sell", "b", reduce_only=True)).endswith(
+        "would not reduce strategy s1's position 1 (its open sell orders 1.0)"
+    )
+    checks.update_order(msgspec.structs.replace(open_order("0.4", "sell", "s1-exit"), status="CANCELED"))
+    assert approved(checks, order("0.4", "sell", "c", reduce_only=True))
+
+
+def test_a_flat_strategy_cannot_open_with_a_reduce_only_order_even_against_an_account_position() -> None:
+    checks = risk(**ROOMY)
+    checks.update_position(position("2"))
+    checks.update_position(position("2", strategy=MANUAL_STRATEGY))
+    assert denial(checks, order("1", "sell", reduce_only=True)) == (
+        "reduce_only order: sell 1 BTCUSDT would not reduce strategy s1's position 0 (its open sell orders 0)"
+    )
+
+
+def test_reduce_only_mode_judges_a_strategy_exit_on_the_account_too() -> None:
+    """In reduce-only mode an order must shrink the account's exposure, whoever sends it: a strategy's
+    exit that would deepen the account's short waits for the operator; one that shrinks it goes."""
+    state = TradingState(mode="reduce_only", reason="max_drawdown: 1001 > 1000", since=NOW)
+    checks = risk(state, **ROOMY)
+    checks.update_position(position("-0.02"))
+    checks.update_position(position("-0.03", strategy=MANUAL_STRATEGY))
+    checks.update_position(position("0.01", strategy="s1"))
+    checks.update_position(position("0", strategy="s2"))
+    assert denial(checks, order("0.01", "sell", "a", reduce_only=True)) == (
+        "reduce_only mode (max_drawdown: 1001 > 1000): sell 0.01 BTCUSDT would not reduce position -0.02 "
+        "(open sell orders 0)"
+    )
+    # A buy shrinks the account's short: allowed by the mode; with the flag it must also shrink s2's own.
+    assert approved(checks, order("0.01", "buy", "b", strategy="s2"))
+    assert denial(checks, order("0.01", "buy", "c", strategy="s2", reduce_only=True)).startswith(
+        "reduce_only order: buy 0.01 BTCUSDT would not reduce strategy s2's position 0"
+    )
+    checks.update_position(position("0.02"))  # the account is long now: the same exit shrinks it
+    assert approved(checks, order("0.01", "sell", "d", reduce_only=True))
 
 
 # Post-trade ----------------------------------------------------------------------------------------

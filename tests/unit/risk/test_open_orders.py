@@ -12,13 +12,14 @@ from trader.risk.open_orders import OpenOrders
 
 ACCOUNTS = ("a1", "a2")
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+STRATEGIES = ("s", "t")
 LAST = {"BTCUSDT": Decimal("60000.5"), "ETHUSDT": None}
 
 decimals = st.decimals(min_value=Decimal("0.001"), max_value=Decimal(1000), places=3)
 orders = st.builds(
-    lambda cid, account, symbol, side, qty, filled_part, price, stop: Order(
+    lambda cid, strategy, account, symbol, side, qty, filled_part, price, stop: Order(
         client_order_id=f"c{cid}",
-        strategy="s",
+        strategy=strategy,
         account=account,
         symbol=symbol,
         side=side,
@@ -30,6 +31,7 @@ orders = st.builds(
         stop_price=stop,
     ),
     st.integers(0, 6),
+    st.sampled_from(STRATEGIES),
     st.sampled_from(ACCOUNTS),
     st.sampled_from(SYMBOLS),
     st.sampled_from(("buy", "sell")),
@@ -41,12 +43,16 @@ orders = st.builds(
 changes = st.lists(st.tuples(st.booleans(), orders), max_size=40)
 
 
-def _walk_leaves(open_: dict[str, Order], account: str, symbol: str, side: str, excluding: str) -> Decimal:
+def _walk_leaves(
+    open_: dict[str, Order], account: str, symbol: str, side: str, excluding: str, strategy: str | None
+) -> Decimal:
     return sum(
         (
             o.leaves_quantity
             for o in open_.values()
-            if (o.account, o.symbol, o.side) == (account, symbol, side) and o.client_order_id != excluding
+            if (o.account, o.symbol, o.side) == (account, symbol, side)
+            and strategy in (None, o.strategy)
+            and o.client_order_id != excluding
         ),
         Decimal(0),
     )
@@ -77,5 +83,7 @@ def test_the_kept_sums_equal_a_walk_over_the_open_orders(steps: list[tuple[bool,
         assert kept.notional(account, LAST.get, excluding) == _walk_notional(walked, account, excluding)
         for symbol in SYMBOLS:
             for side in ("buy", "sell"):
-                expected = _walk_leaves(walked, account, symbol, side, excluding)
-                assert kept.same_side_leaves(account, symbol, side, excluding) == expected
+                for strategy in (None, *STRATEGIES):
+                    expected = _walk_leaves(walked, account, symbol, side, excluding, strategy)
+                    kept_leaves = kept.same_side_leaves(account, symbol, side, excluding, strategy)
+                    assert kept_leaves == expected
