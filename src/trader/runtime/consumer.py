@@ -131,7 +131,7 @@ class StreamConsumer:
             while not stopping.is_set():
                 await self._fill()
                 batch = self._take()
-                self.rt.metrics.set_lag(self.name, self.pending)
+                self.rt.note_consumer(self.name, self.pending, batch[-1].arrival_ms if batch else None)
                 yield batch
             self._drain()  # what was delivered before intake stops still counts
             await self.stop_intake()
@@ -212,6 +212,7 @@ class StreamConsumer:
 
     async def stop_intake(self) -> None:
         if self._inbox is not None:
+            self.rt.forget_consumer(self.name)  # once: a consumer of the same name may follow this one
             await self._inbox.close()
             self._inbox = None
 

@@ -8,6 +8,10 @@ with backoff and reconnected for ever; 4. the streams provisioned (create or upd
 consumes; 5. ``start`` then ``run``; 6. on SIGTERM or SIGINT: intake stops (``stopping`` is set),
 ``run`` returns, ``stop`` finishes and acknowledges the work in hand, NATS is drained, and the process
 exits, all within ``shutdown_timeout_s``.
+
+/ready means doing its job: started, connected, the service's own checks, and no problem
+(``trader.runtime.health``: what the service names in ``problems``, and its consumers stalled or far
+behind). /health stays 200 while the process lives, ``degraded`` with the reasons.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from trader.bus.streams import ensure_streams
 from trader.config import Settings
 from trader.runtime.backoff import Backoff
 from trader.runtime.collector import CollectorWatch
+from trader.runtime.health import ConsumerWatch, Problem
 from trader.runtime.http import HttpServer, bind, build_probe_app
 from trader.runtime.logging import configure_logging
 from trader.runtime.metrics import ServiceMetrics
@@ -71,8 +76,13 @@ class Service(ABC):
         """Finish and acknowledge the work in hand; intake has already stopped."""
 
     def ready_checks(self) -> dict[str, bool]:
-        """Readiness beyond the NATS connection, by name."""
+        """Readiness beyond the NATS connection, by name: false while starting (catching up)."""
         return {}
+
+    def problems(self) -> list[Problem]:
+        """What keeps the service from doing its job now (none: it is doing it). Called at every probe,
+        from the start of the process on: it must not fail on what ``start`` has not built yet."""
+        return []
 
     def health_details(self) -> dict[str, Any]:
         return {}
@@ -92,6 +102,7 @@ class Runtime:
         self.nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._connected = False
+        self.consumers = ConsumerWatch()
 
     @property
     def js(self) -> JetStreamContext:
@@ -172,11 +183,31 @@ class Runtime:
 
     # Probes ---------------------------------------------------------------------------------
 
+    def note_consumer(self, name: str, pending: int, last_arrival_ms: int | None) -> None:
+        """A consumer handed over a batch: its lag for /metrics, its progress for the problems."""
+        self.metrics.set_lag(name, pending)
+        self.consumers.note(name, pending, last_arrival_ms)
+
+    def forget_consumer(self, name: str) -> None:
+        self.consumers.forget(name)
+
+    def problems(self, service: Service) -> list[Problem]:
+        """The service's own, then (once started: a start replays history) its consumers'."""
+        try:
+            found = list(service.problems())
+        except Exception as exc:  # a probe must answer: a check that fails is itself the problem
+            found = [Problem(f"its health check failed: {exc!r}")]
+        if self.started and not self.stopping.is_set():
+            found += self.consumers.problems()
+        return found
+
     def health(self, service: Service) -> dict[str, Any]:
         m = self.metrics
+        problems = self.problems(service)
         return {
             "service": self.name,
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": [p.as_dict() for p in problems],
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 1),
             "nats_connected": self.connected,
@@ -192,8 +223,14 @@ class Runtime:
 
     def readiness(self, service: Service) -> dict[str, Any]:
         checks = {"started": self.started, "nats": self.connected, **service.ready_checks()}
-        ready = all(checks.values()) and not self.stopping.is_set()
-        return {"service": self.name, "ready": ready, "checks": checks}
+        problems = self.problems(service)
+        ready = all(checks.values()) and not problems and not self.stopping.is_set()
+        return {
+            "service": self.name,
+            "ready": ready,
+            "checks": checks,
+            "problems": [p.as_dict() for p in problems],
+        }
 
 
 def _http_ports(spec_port: int, metrics_port: int | None) -> list[int]:

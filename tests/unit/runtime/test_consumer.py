@@ -69,19 +69,20 @@ class FakeJetStream:
         self.config = config
 
 
-class FakeMetrics:
-    def set_lag(self, name: str, pending: int) -> None:
-        self.lag = pending
-
-
 class FakeRuntime:
     def __init__(self) -> None:
         self.events: list[str] = []
         self.nc = FakeClient(self.events)
         self.js = FakeJetStream(self.events)
         self.stopping = asyncio.Event()
-        self.metrics = FakeMetrics()
         self.log = structlog.get_logger("test")
+        self.consumers: dict[str, tuple[int, int | None]] = {}  # what the runtime was told
+
+    def note_consumer(self, name: str, pending: int, last_arrival_ms: int | None) -> None:
+        self.consumers[name] = (pending, last_arrival_ms)
+
+    def forget_consumer(self, name: str) -> None:
+        del self.consumers[name]
 
 
 def reply(seq: int, pending: int = 0, *, v2: bool = False) -> str:
@@ -158,6 +159,22 @@ async def test_a_batch_takes_what_arrived_up_to_max_rows() -> None:
     assert not consumer.caught_up
     assert [d.seq for d in await next_batch(consumer)] == [5, 6]  # then max_wait_s
     assert nc.not_routed == []
+
+
+async def test_each_batch_tells_the_runtime_what_waits_and_a_stopped_consumer_is_forgotten() -> None:
+    consumer, nc, rt = await started()
+    await nc.deliver(*(message(seq, pending=10 - seq) for seq in range(1, 7)))
+    batches = consumer.batches()
+    assert [d.seq for d in await anext(batches)] == [1, 2, 3, 4]
+    assert rt.consumers == {"c": (6, 1_795_600_000_004)}  # pending, and when the last one was stored
+    assert [d.seq for d in await anext(batches)] == [5, 6]
+    assert rt.consumers == {"c": (4, 1_795_600_000_006)}
+    assert await anext(batches) == []
+    assert rt.consumers == {"c": (4, None)}  # an empty batch: nothing new was stored or taken
+    rt.stopping.set()
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)
+    assert rt.consumers == {}
 
 
 async def test_a_batch_closes_at_max_bytes() -> None:
