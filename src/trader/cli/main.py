@@ -16,14 +16,23 @@ from typing import Annotated
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trader.cli import bench, data, trading
+from trader.cli.settings import config as config_command
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
 from trader.stack.base import StackError
 from trader.stack.state import StackState, read_state
-from trader.stack.status import collect_status, process_alive
+from trader.stack.status import (
+    STARTED,
+    collect_status,
+    degraded_at_start,
+    degraded_lines,
+    port_table,
+    process_alive,
+)
 from trader.stack.supervisor import Supervisor, supervisor_running
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="trader: a crypto trading backend.")
@@ -40,6 +49,7 @@ app.command()(trading.order)
 app.command()(trading.cancel)
 app.command()(trading.kill)
 app.command()(trading.resume)
+app.command("config")(config_command)
 
 # Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -51,6 +61,7 @@ def _quiet_libraries() -> None:
     # Commands print their results on stdout; what the libraries log goes to stderr, warnings and up.
     # `up`, `supervise` and `service run` configure their own logs.
     configure_logging("WARNING", "console", stream=sys.stderr)
+    _settings()  # every command refuses bad settings (an unknown key) with one message, no traceback
 
 
 ServicesOpt = Annotated[
@@ -86,7 +97,12 @@ def up(
         bool, typer.Option("--live", help="Also run live-gateway (venues from the live_gateway setting).")
     ] = False,
 ) -> None:
-    """Start the servers, the streams and bucket, and the services; return when all are ready."""
+    """Start the servers, the streams and bucket, and the services; return when all are ready.
+
+    A service that runs but cannot do its job (no strategy loaded, a venue disconnected) is waited for
+    until its start timeout (not at all when only a configuration change can fix it); then the reasons
+    are printed and the exit code is 1: at once with --detach (the stack keeps running, degraded), at
+    the stop otherwise."""
     settings = _settings()
     names = _service_list(settings, services)
     if live and "live-gateway" not in names:
@@ -139,14 +155,28 @@ async def _supervise(
         stop.cancel()
     if supervisor.error:
         err.print(f"[red]error:[/] {supervisor.error}")
-    return code
+    return code or (1 if supervisor.degraded else 0)
 
 
 async def _print_ready(settings: Settings) -> None:
     state = read_state(settings.run_dir)
     if state is not None:
         await _print_status(state)
-    err.print("[green]trader is up.[/] Ctrl-C or `trader down` stops it.")
+    if state is not None and _print_degraded(state):
+        err.print(
+            "[yellow]trader is up, degraded.[/] `trader status` shows it now; "
+            "Ctrl-C or `trader down` stops it."
+        )
+    else:
+        err.print("[green]trader is up.[/] Ctrl-C or `trader down` stops it.")
+
+
+def _print_degraded(state: StackState) -> bool:
+    """Say which components could not do their job when started, and why; False when none."""
+    lines = degraded_lines(degraded_at_start(state))
+    for line in lines:
+        err.print(f"[red]error:[/] {escape(line)}")
+    return bool(lines)
 
 
 def _up_detached(settings: Settings, names: list[str]) -> int:
@@ -166,8 +196,14 @@ def _up_detached(settings: Settings, names: list[str]) -> int:
     while True:
         state = read_state(settings.run_dir)
         mine = state is not None and state.supervisor_pid == proc.pid
-        if mine and state.phase == "ready":
+        if mine and state.phase in STARTED:
             asyncio.run(_print_status(state))
+            if _print_degraded(state):
+                err.print(
+                    "trader is running, degraded: `trader status` shows it now, `trader logs NAME` tells "
+                    "more, `trader down` stops it."
+                )
+                return 1
             err.print("[green]trader is up.[/] `trader status`, `trader logs NAME`, `trader down`.")
             return 0
         if (mine and state.phase == "failed") or proc.poll() is not None:
@@ -220,7 +256,8 @@ def _kill_leftovers(components: list[dict]) -> list[str]:
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Every component: pid, ports, health, readiness, restarts, message rates."""
+    """Every component: pid, ports, health (ok, degraded with the reasons, down), readiness, restarts,
+    message rates. Exits 1 unless every component is up and doing its job."""
     settings = _settings()
     state = read_state(settings.run_dir)
     if state is None:
@@ -257,13 +294,22 @@ def _render(report: dict) -> None:
             c["kind"],
             pid,
             ",".join(str(p) for p in c["ports"].values()) or "-",
-            "[green]ok[/]" if c["healthy"] else "[red]down[/]",
+            _health(c),
             "[green]yes[/]" if c["ready"] else "[red]no[/]",
             str(c["restarts"]),
             _rate(c["in_per_s"]),
             _rate(c["out_per_s"]),
         )
     console.print(table)
+    for c in report["components"]:
+        for reason in c["problems"]:
+            console.print(f"[yellow]{c['name']} degraded:[/] {escape(reason)}")
+
+
+def _health(component: dict) -> str:
+    if not component["healthy"]:
+        return "[red]down[/]"
+    return "[yellow]degraded[/]" if component["problems"] else "[green]ok[/]"
 
 
 def _rate(value: float | None) -> str:
@@ -303,13 +349,29 @@ def _tail(path: Path, lines: int, follow: bool) -> None:
 
 
 @app.command()
-def ports() -> None:
-    """Print the port map in force (defaults overridden by settings)."""
+def ports(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print the port map in force (defaults overridden by settings): each port's component, and
+    whether it runs now (running, restarting, external: a server trader did not start, not running)."""
     settings = _settings()
-    table = Table("name", "port")
-    for name, port in settings.ports.model_dump().items():
-        table.add_row(name, str(port))
+    state = read_state(settings.run_dir)
+    rows = port_table(settings, state)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        return
+    table = Table("name", "port", "component", "state")
+    for row in rows:
+        table.add_row(row["name"], str(row["port"]), row["component"] or "-", _PORT_STATES[row["state"]])
     console.print(table)
+    if all(row["state"] == "not running" for row in rows):
+        err.print("trader is not running: `trader up` starts it.")
+
+
+_PORT_STATES = {
+    "running": "[green]running[/]",
+    "restarting": "[yellow]restarting[/]",
+    "external": "external",
+    "not running": "[dim]not running[/]",
+}
 
 
 @app.command()

@@ -12,7 +12,8 @@ import msgspec
 
 class StackState(msgspec.Struct):
     supervisor_pid: int
-    phase: str  # starting | ready | failed | stopping | stopped
+    # starting | ready | degraded (started, a component not doing its job) | failed | stopping | stopped
+    phase: str
     error: str | None
     data_dir: str
     updated_at: float

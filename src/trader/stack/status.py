@@ -1,4 +1,5 @@
-"""`trader status`: every component's pid, ports, health, readiness, restarts and message rates."""
+"""`trader status`: every component's pid, ports, health, readiness, restarts and message rates, and
+why a component that runs is not doing its job (its problems: ``trader.runtime.health``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 import httpx
 import psutil
 
+from trader.config import Settings
+from trader.runtime.health import problems_of
 from trader.stack.probes import probe
 from trader.stack.state import StackState
+
+STARTED = ("ready", "degraded")  # the phases of a stack that has started
 
 
 def process_alive(pid: int | None, create_time: float | None = None) -> bool:
@@ -33,7 +38,7 @@ async def collect_status(state: StackState) -> dict[str, Any]:
         "supervisor": {
             "pid": state.supervisor_pid,
             "alive": supervisor_alive,
-            "phase": state.phase if supervisor_alive or state.phase in ("stopped", "failed") else "dead",
+            "phase": current_phase(state.phase, supervisor_alive, list(rows)),
             "error": state.error,
             "data_dir": state.data_dir,
         },
@@ -42,11 +47,22 @@ async def collect_status(state: StackState) -> dict[str, Any]:
     }
 
 
+def current_phase(recorded: str, supervisor_alive: bool, rows: list[dict[str, Any]]) -> str:
+    """The stack's phase as it is now: a started stack is degraded while a component says it is not
+    doing its job, whatever it was when the start ended."""
+    if not supervisor_alive and recorded not in ("stopped", "failed"):
+        return "dead"
+    if recorded in STARTED:
+        return "degraded" if any(r["problems"] for r in rows) else "ready"
+    return recorded
+
+
 async def _component_status(c: dict[str, Any], client: httpx.AsyncClient) -> dict[str, Any]:
     health, ready = await asyncio.gather(probe(c["health_url"], client), probe(c["ready_url"], client))
     rates: dict[str, float] = {}
     if isinstance(health.body, dict):
         rates = health.body.get("rates", {})
+    problems = [p.reason for p in problems_of(health.body)] if health.ok else []
     alive = process_alive(c["pid"], c.get("create_time")) if c["managed"] else None
     return {
         "name": c["name"],
@@ -58,8 +74,61 @@ async def _component_status(c: dict[str, Any], client: httpx.AsyncClient) -> dic
         "ports": c["ports"],
         "healthy": health.ok,
         "ready": ready.ok,
+        "degraded": bool(problems),
+        "problems": problems,
         "restarts": c["restarts"],
         "in_per_s": rates.get("in_per_s"),
         "out_per_s": rates.get("out_per_s"),
         "log": c["log"],
     }
+
+
+def degraded_at_start(state: StackState) -> dict[str, list[str]]:
+    """The components that could not do their job when the stack started, with the reasons."""
+    return {c["name"]: list(c.get("problems") or []) for c in state.components if c.get("problems")}
+
+
+def degraded_lines(degraded: dict[str, list[str]]) -> list[str]:
+    """One line per component: what it is not doing, and why."""
+    return [f"{name} cannot do its job: {'; '.join(reasons)}" for name, reasons in degraded.items()]
+
+
+def port_table(settings: Settings, state: StackState | None) -> list[dict[str, Any]]:
+    """Every port of the map in force, the component it is for (None: a service not written yet), and
+    whether that component runs now: running, restarting, external (a server trader did not start),
+    or not running."""
+    components = {}
+    if state is not None and process_alive(state.supervisor_pid):
+        components = {c["name"]: c for c in state.components}
+    owners = _port_owners(settings)
+    rows = []
+    for name, port in settings.ports.model_dump().items():
+        owner = owners.get(name)
+        rows.append(
+            {"name": name, "port": port, "component": owner, "state": _run_state(components.get(owner or ""))}
+        )
+    return rows
+
+
+def _port_owners(settings: Settings) -> dict[str, str]:
+    """Port map field -> the component listening on it."""
+    from trader.services import REGISTRY
+    from trader.stack.supervisor import infra_servers
+
+    servers = {port: server.name for server in infra_servers(settings) for port in server.ports().values()}
+    owners = {name: servers[port] for name, port in settings.ports.model_dump().items() if port in servers}
+    for spec in REGISTRY.values():
+        owners[spec.port_field] = spec.name
+        if spec.metrics_port_field:
+            owners[spec.metrics_port_field] = spec.name
+    return owners
+
+
+def _run_state(component: dict[str, Any] | None) -> str:
+    if component is None:
+        return "not running"
+    if not component["managed"]:
+        return "external"
+    if process_alive(component["pid"], component.get("create_time")):
+        return "running"
+    return "restarting" if component["state"] == "backoff" else "not running"

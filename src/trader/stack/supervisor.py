@@ -4,6 +4,9 @@ Order of start: the servers (only those not already answering at their configure
 their provisioning (streams, bucket), then the services. Every port is checked free before anything
 starts. A process that dies is restarted after an exponential backoff; its restart count is kept in
 the state file that `trader status` reads. Stop goes in reverse: services first, then the servers.
+A service that answers but cannot do its job (its /ready says why: ``trader.runtime.health``) is
+waited for until its start timeout, or not at all when its problem will not go away on its own; the
+stack then runs degraded (phase ``degraded``, the reasons in the state file) and `trader up` says so.
 Every log file is capped (``cap_log``), so a stack left running does not fill the disk.
 """
 
@@ -31,6 +34,7 @@ import structlog
 
 from trader.config import Settings
 from trader.runtime.backoff import Backoff
+from trader.runtime.health import problems_of
 from trader.services import REGISTRY
 from trader.stack.base import Component, Infra, StackError
 from trader.stack.nats import NatsServer
@@ -60,6 +64,7 @@ class Running:
     started_at: float | None = None
     restart_at: float | None = None
     last_exit: int | None = None
+    problems: list[str] = field(default_factory=list)  # why it could not do its job when started
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -165,9 +170,12 @@ class Supervisor:
                 self.log.error("stack.failed", error=self.error, exc_info=not isinstance(exc, StackError))
                 code = 1
             else:
-                self.phase = "ready"
+                self.phase = "degraded" if self.degraded else "ready"
                 self._write_state()
-                self.log.info("stack.ready")
+                if self.degraded:
+                    self.log.error("stack.degraded", components=self.degraded)
+                else:
+                    self.log.info("stack.ready")
                 if on_ready is not None:
                     await on_ready()
                 await self.supervise()
@@ -180,6 +188,11 @@ class Supervisor:
             self._write_state()
             self._release_lock()
         return code
+
+    @property
+    def degraded(self) -> dict[str, list[str]]:
+        """The components that could not do their job when started, with the reasons."""
+        return {run.component.name: run.problems for run in self.runs if run.problems}
 
     def request_stop(self) -> None:
         if not self.stop_event.is_set():
@@ -267,9 +280,16 @@ class Supervisor:
                     f"{c.name} exited with code {run.popen.returncode} while starting (ports: {ports}). "
                     f"Log file: {c.log_file}\n{log_tail(c.log_file)}"
                 )
-            if (await probe(c.ready_url, client)).ok:
+            ready = await probe(c.ready_url, client)
+            if ready.ok:
                 run.state = "running"
                 self.log.info("component.ready", component=c.name)
+                return
+            problems = problems_of(ready.body)
+            if problems and (time.monotonic() > deadline or any(p.lasting for p in problems)):
+                run.state = "running"  # it runs, and is watched and restarted like the others
+                run.problems = [p.reason for p in problems]
+                self.log.error("component.degraded", component=c.name, problems=run.problems)
                 return
             if time.monotonic() > deadline:
                 raise StackError(
@@ -374,6 +394,7 @@ class Supervisor:
                     "ports": c.ports,
                     "restarts": run.restarts,
                     "last_exit": run.last_exit,
+                    "problems": run.problems,
                     "health_url": c.health_url,
                     "ready_url": c.ready_url,
                     "log": str(c.log_file),
