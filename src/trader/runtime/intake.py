@@ -1,0 +1,395 @@
+"""The intake: a service declares its inputs as data, and the runtime reads them. The one way in.
+
+A service names each input with ``Input(stream, subjects, type, mode)`` and gives a handler of one
+decoded message that returns what the message caused (``Outgoing`` messages); ``Intake`` does the rest,
+the same way for every service:
+
+- reads the wire in bulk (``StreamConsumer`` and ``Follower`` on ``trader.bus.wire.PushInbox``; never
+  nats-py's per-message ``Msg`` path);
+- decodes each message strictly into the declared msgspec type (``decode_message``, or the input's own
+  decoder); a message it cannot decode, or that the handler refuses with ``InvalidMessage``, goes to
+  the dead letters whole with its reason, ``<field>: <what is wrong>`` (one rule for every service);
+- hands the handler batches (what arrived meanwhile, up to ``max_batch``), publishes the outputs with
+  acknowledgements, retried until stored, and only then checkpoints and acknowledges the batch;
+- counts every message (``trader_messages_in``, lag, batch latency) and tells ``/ready`` when the input
+  has caught up with what its stream held at the start (``ready_checks``).
+
+Modes:
+
+- ``WORK``: every message exactly once from the service's own checkpoint (``intake.<service>.<input>``
+  in the TRADER_STATE bucket, written after the batch's outputs are stored, before its acknowledgement).
+  A crash between the outputs and the checkpoint hands the batch over again; its outputs carry a
+  ``Nats-Msg-Id`` from their natural identity, so JetStream stores them once.
+- ``LATEST``: the latest message of each subject, then every new one; no state survives a restart.
+- ``HISTORY``: the service's state from its latest snapshot (``trader.runtime.snapshots``), then every
+  message after it, then live. The messages the stream held at the start rebuild the state without
+  publishing (they were handled before the restart, or ``on_caught_up`` publishes what the rebuilt
+  state shows that the outputs do not); dead letters are not sent again for them either. Snapshots are
+  taken every N messages or T seconds, after the batch's outputs are stored, and at a graceful stop.
+
+One envelope: ``Received`` (the stored message, ``trader.bus.read.Stored``, and its decoded value).
+
+It replaces, for the services moved onto it (ptrc so far): ``replay``/``_replay_all`` at start,
+``work_consumer``/``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, and (for the oms and
+risk, next) ``DurableConsumer``/``next_batch``/``ack_each``. Those go once every service is on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from trader.bus.publish import Outgoing
+from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal
+from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
+from trader.marketdata.decode import InvalidMessage
+from trader.runtime.consumer import Delivery, StreamConsumer
+from trader.runtime.service import Refused, Runtime
+from trader.runtime.snapshots import SnapshotStore, Snapshotting
+
+T = TypeVar("T")
+
+
+class Mode(enum.Enum):
+    WORK = "work"
+    LATEST = "latest"
+    HISTORY = "history"
+
+
+@dataclass(frozen=True)
+class Input(Generic[T]):
+    """One input of a service: ``subjects`` (a filter, wildcards allowed) of ``stream``, decoded into
+    ``type``. ``name`` tells a service's inputs apart (its consumer and checkpoint are named after it;
+    the service's name when empty). ``decode``: a decoder of one's own (a lenient tick decoder) that
+    raises ``InvalidMessage``."""
+
+    stream: str
+    subjects: str
+    type: type[T]
+    mode: Mode
+    name: str = ""
+    decode: Callable[[bytes], T] | None = None
+    max_batch: int = 1_000
+
+
+class Received(Generic[T]):
+    """A message as the stream holds it, with its decoded value."""
+
+    __slots__ = ("stored", "value")
+
+    def __init__(self, stored: Stored, value: T) -> None:
+        self.stored, self.value = stored, value
+
+    @property
+    def seq(self) -> int:
+        return self.stored.seq
+
+    @property
+    def subject(self) -> str:
+        return self.stored.subject
+
+    @property
+    def data(self) -> bytes:
+        return self.stored.data
+
+    @property
+    def arrival_ms(self) -> int:
+        return self.stored.arrival_ms
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return self.stored.headers
+
+
+Handle = Callable[[Received[T]], Sequence[Outgoing]]
+CaughtUp = Callable[[], Awaitable[Sequence[Outgoing]]]
+
+
+def checkpoint_key(service: str, input_name: str) -> str:
+    return f"intake.{service}.{input_name}"
+
+
+def strict_decoder(kind: type[T]) -> Callable[[bytes], T]:
+    decoder = msgspec.json.Decoder(kind)
+    return lambda data: decode_message(decoder, data)
+
+
+def latest_per_subject(outputs: Sequence[Outgoing]) -> list[Outgoing]:
+    """The last output of each subject, in order (a subject whose latest message is the state)."""
+    return list({item.subject: item for item in outputs}.values())
+
+
+class Intake(Generic[T]):
+    """One declared input of a running service: ``start`` (in the service's ``start``), ``run`` (in
+    its ``run``, until the runtime stops), ``stop`` (in its ``stop``: the last snapshot)."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        source: Input[T],
+        handle: Handle[T],
+        *,
+        latest_only: bool = False,
+        on_caught_up: CaughtUp | None = None,
+        snapshots: Snapshotting | None = None,
+    ) -> None:
+        if snapshots is not None and source.mode is not Mode.HISTORY:
+            raise ValueError("snapshots are for inputs of mode HISTORY")
+        self.rt, self.input, self.handle = rt, source, handle
+        self.name = source.name or rt.name
+        self.latest_only, self.on_caught_up, self.snapshots = latest_only, on_caught_up, snapshots
+        self._decode = source.decode or strict_decoder(source.type)
+        self.caught_up = False
+        self.started = False
+        self.start_seq = 1  # where the consumer began: after the checkpoint or the snapshot
+        self.replay_to = 0  # HISTORY: messages up to here rebuild the state, without publishing
+        self.snapshot_problem: str | None = None  # why no snapshot was used (None: one was)
+        self._end_seq = 0  # the stream's last sequence at the start: caught up once there
+        self._covered = 0  # the last sequence applied
+        self._consumer: StreamConsumer | None = None
+        self._follower: Follower | None = None
+        self._arrived: list[Stored] = []
+        self._wake = asyncio.Event()
+        self._store: SnapshotStore | None = None
+        self._snapshot_covered = 0
+        self._since_snapshot = 0
+        self._snapshot_clock = time.monotonic()
+
+    # Starting ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._end_seq = (await self.rt.js.stream_info(self.input.stream)).state.last_seq
+        if self.input.mode is Mode.LATEST:
+            await self._start_follower()
+        else:
+            self.start_seq = await self._resume_seq()
+            self._covered = self._snapshot_covered = self.start_seq - 1
+            if self.input.mode is Mode.HISTORY:
+                self.replay_to = self._end_seq
+            await self._start_consumer()
+        self.started = True
+        self.rt.log.info(
+            "intake.started",
+            input=self.name,
+            mode=self.input.mode.value,
+            stream=self.input.stream,
+            start_seq=self.start_seq,
+            stream_last_seq=self._end_seq,
+            snapshot_problem=self.snapshot_problem,
+        )
+
+    async def _resume_seq(self) -> int:
+        if self.input.mode is Mode.WORK:
+            return await self._read_checkpoint() + 1
+        if self.snapshots is None:
+            return 1
+        covered = await self._restore_snapshot(self.snapshots)
+        return covered + 1
+
+    async def _restore_snapshot(self, snapshots: Snapshotting) -> int:
+        """The sequence the restored snapshot covers; 0 (and nothing restored) for a full replay."""
+        self._store = SnapshotStore(self.rt.js, snapshots.key, inline_limit=snapshots.inline_limit)
+        loaded = await self._store.load(snapshots.state_type, snapshots.version)
+        if loaded is None:
+            self.snapshot_problem = self._store.problem
+            return 0
+        covered = loaded.covers.get(self.input.stream)
+        if covered is None:
+            self.snapshot_problem = f"snapshot does not cover stream {self.input.stream}"
+        elif covered > self._end_seq:
+            self.snapshot_problem = f"snapshot covers {covered}, past the stream's last {self._end_seq}"
+        if self.snapshot_problem is not None or covered is None:
+            self.rt.log.warning("snapshot.unusable", input=self.name, problem=self.snapshot_problem)
+            return 0
+        snapshots.restore(loaded.state)
+        return covered
+
+    async def _read_checkpoint(self) -> int:
+        await ensure_state_bucket(self.rt.js)
+        kv = await self.rt.js.key_value(STATE_BUCKET)
+        try:
+            entry = await kv.get(checkpoint_key(self.rt.name, self.name))
+        except NotFoundError:
+            return 0
+        return int(entry.value or b"0")
+
+    async def _write_checkpoint(self, seq: int) -> None:
+        async def put() -> None:
+            kv = await self.rt.js.key_value(STATE_BUCKET)
+            await kv.put(checkpoint_key(self.rt.name, self.name), str(seq).encode())
+
+        await self.rt.retry("checkpoint", put)
+
+    async def _start_consumer(self) -> None:
+        self._consumer = StreamConsumer(
+            self.rt,
+            stream=self.input.stream,
+            name=self.name,
+            subject=self.input.subjects,
+            start_seq=self.start_seq,
+            max_rows=self.input.max_batch,
+            max_wait_s=0.25,  # only paces the empty batches of a quiet stream
+            eager=True,
+        )
+        await self._consumer.start()
+        info = await self.rt.js.consumer_info(self.input.stream, self.name)
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        if self.start_seq > self._end_seq or (not info.num_pending and not delivered):
+            await self._catch_up()  # nothing to read up to the stream's end
+
+    async def _start_follower(self) -> None:
+        async def keep(stored: Stored) -> None:
+            self._arrived.append(stored)
+            self._wake.set()
+
+        self._follower = Follower(
+            self.rt.js,
+            stream=self.input.stream,
+            subjects=self.input.subjects,
+            handler=keep,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            on_error=handler_errors(self.rt, self.input.stream),
+        )
+        await self._follower.start()
+
+    # Running -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until the service stops: every batch taken, its outputs stored, then acknowledged."""
+        if self._follower is not None:
+            await self._run_latest(self._follower)
+        elif self._consumer is not None:
+            await self._run_consumer(self._consumer)
+
+    async def _run_consumer(self, consumer: StreamConsumer) -> None:
+        async for batch in consumer.batches():
+            if batch:
+                await self._take(batch, consumer)
+                await consumer.ack(batch)
+            await self._maybe_snapshot()
+
+    async def _take(self, batch: list[Delivery], consumer: StreamConsumer) -> None:
+        started = time.perf_counter()
+        reached = batch[-1].seq >= self._end_seq or consumer.caught_up
+        live = batch
+        if self.input.mode is Mode.HISTORY and not self.caught_up:
+            split = next((i for i, d in enumerate(batch) if d.seq > self.replay_to), len(batch))
+            replayed, live = batch[:split], batch[split:]
+            self._apply([Stored.of(d) for d in replayed])  # handled before: outputs and refusals sent
+            if reached:
+                await self._catch_up()  # before the live messages: their outputs follow its own
+        if live:
+            await self._publish(*self._apply([Stored.of(d) for d in live]))
+        if self.input.mode is Mode.WORK:
+            await self._write_checkpoint(batch[-1].seq)
+        if reached:
+            await self._catch_up()
+        self._done(batch[-1].seq, len(batch), started)  # (the consumer reports its own lag)
+
+    def _done(self, last_seq: int, count: int, started: float) -> None:
+        self._covered = max(self._covered, last_seq)
+        self._since_snapshot += count
+        self.rt.metrics.count_in(count)
+        self.rt.metrics.observe_batch(time.perf_counter() - started)
+
+    def _apply(self, messages: list[Stored]) -> tuple[list[Outgoing], list[Refused]]:
+        """Each message decoded and handled, in order: what they caused, and what was refused."""
+        outputs: list[Outgoing] = []
+        refused: list[Refused] = []
+        decode, handle = self._decode, self.handle
+        for stored in messages:
+            try:
+                outputs += handle(Received(stored, decode(stored.data)))
+            except InvalidMessage as exc:
+                refused.append(refusal(stored, exc.field, exc.reason))
+        return outputs, refused
+
+    async def _publish(self, outputs: list[Outgoing], refused: list[Refused]) -> None:
+        await self.rt.dead_letter(self.input.stream, refused)
+        if self.latest_only:
+            outputs = latest_per_subject(outputs)
+        if outputs:
+            await self.rt.publish_reliably(outputs)
+
+    async def _catch_up(self) -> None:
+        if self.caught_up:
+            return
+        self.caught_up = True
+        outputs = list(await self.on_caught_up()) if self.on_caught_up is not None else []
+        await self._publish(outputs, [])
+        self.rt.log.info("intake.caught_up", input=self.name, covered=self._covered, republished=len(outputs))
+
+    async def _run_latest(self, follower: Follower) -> None:
+        stopping = self.rt.stopping
+        while not stopping.is_set():
+            if not self._arrived:
+                if follower.caught_up.is_set():
+                    await self._catch_up()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.25)
+                continue
+            limit = self.input.max_batch
+            batch, self._arrived = self._arrived[:limit], self._arrived[limit:]
+            started = time.perf_counter()
+            await self._publish(*self._apply(batch))
+            self._done(batch[-1].seq, len(batch), started)
+
+    # Snapshots and stopping ----------------------------------------------------------------------
+
+    async def _maybe_snapshot(self, *, final: bool = False) -> None:
+        snapshots = self.snapshots
+        if snapshots is None or self._store is None or self._covered <= self._snapshot_covered:
+            return
+        due = (
+            final
+            or self._since_snapshot >= snapshots.every_messages
+            or time.monotonic() - self._snapshot_clock >= snapshots.every_s
+        )
+        if not due:
+            return
+        covered = self._covered
+        try:
+            size = await self._store.save(snapshots.take(), {self.input.stream: covered}, snapshots.version)
+        except Exception as exc:  # a snapshot only shortens the next start: the service goes on
+            self.rt.metrics.count_error("snapshot")
+            self.rt.log.warning("snapshot.failed", input=self.name, error=repr(exc))
+            return
+        self._snapshot_covered, self._since_snapshot = covered, 0
+        self._snapshot_clock = time.monotonic()
+        self.rt.log.info(
+            "snapshot.saved", input=self.name, covers=covered, bytes=size, stored_in=self._store.stored_in
+        )
+
+    async def stop(self) -> None:
+        """After ``run`` has returned: the last snapshot, and the reading stopped."""
+        if self._consumer is not None:
+            await self._consumer.stop_intake()
+        if self._follower is not None:
+            await self._follower.stop()
+        await self._maybe_snapshot(final=True)
+
+    def ready_checks(self) -> dict[str, bool]:
+        """Ready once started, and for LATEST and HISTORY once caught up (the state is whole)."""
+        if self.input.mode is Mode.WORK:
+            return {self.name: self.started}
+        return {self.name: self.started and self.caught_up}
+
+    def health_details(self) -> dict[str, object]:
+        return {
+            "mode": self.input.mode.value,
+            "caught_up": self.caught_up,
+            "start_seq": self.start_seq,
+            "covered_seq": self._covered,
+            "snapshot_seq": self._snapshot_covered,
+            "snapshot_problem": self.snapshot_problem,
+        }

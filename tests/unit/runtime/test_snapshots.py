@@ -1,0 +1,46 @@
+"""Snapshot records: what is stored, and the three ways a snapshot is refused (a full replay then)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from trader.runtime.snapshots import Inline, InObjectStore, _entry, decode_record, encode_record
+
+
+class State(msgspec.Struct):
+    counts: dict[str, int]
+    seen: list[str]
+
+
+def test_a_snapshot_comes_back_with_the_sequences_it_covers() -> None:
+    data = encode_record(State({"a": 1}, ["x"]), {"EXEC": 42}, version=3, taken_ms=1_000)
+    loaded = decode_record(data, State, version=3)
+    assert loaded.state == State({"a": 1}, ["x"])
+    assert (loaded.covers, loaded.taken_ms) == ({"EXEC": 42}, 1_000)
+
+
+def test_a_snapshot_of_another_schema_version_is_not_read() -> None:
+    data = encode_record(State({}, []), {"EXEC": 1}, version=1, taken_ms=0)
+    with pytest.raises(ValueError, match="schema version 1, this code reads 2"):
+        decode_record(data, State, version=2)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, -1])
+def test_a_truncated_snapshot_is_corrupt(cut: int) -> None:
+    data = encode_record(State({"a": 1}, ["x"] * 10), {"EXEC": 7}, version=1, taken_ms=0)
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_record(data[:cut], State, version=1)
+
+
+def test_a_state_that_does_not_fit_its_type_is_corrupt() -> None:
+    data = encode_record({"counts": "not a map", "seen": []}, {"EXEC": 7}, version=1, taken_ms=0)
+    with pytest.raises(ValueError, match="corrupt snapshot state"):
+        decode_record(data, State, version=1)
+
+
+def test_the_key_holds_the_snapshot_or_a_pointer_to_it() -> None:
+    for entry in (Inline(b"\x01\x02"), InObjectStore("ptrc.1.2", 10, "ab" * 32)):
+        assert _entry.decode(msgspec.msgpack.encode(entry)) == entry
+    with pytest.raises(msgspec.DecodeError):
+        _entry.decode(b"\xc1garbage")
