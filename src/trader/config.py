@@ -2,7 +2,9 @@
 
 Every value comes from, in order of precedence: environment variables (``TRADER_*``; nested
 fields use ``__``, e.g. ``TRADER_PORTS__GATEWAY=9080``), the YAML file named by ``TRADER_CONFIG``,
-then the defaults below. docs/ports.md documents the port map; a test keeps the two in step.
+then the defaults below. A key no setting has, in any of them, is refused with its place and the
+nearest valid name (``trader.settings_keys``). docs/ports.md documents the port map; a test keeps the
+two in step.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic_settings import (
 
 from trader.execution.venues.paper import PaperVenueSettings
 from trader.risk.limits import RiskLimits
+from trader.settings_keys import KeyCheck
 
 
 class PortMap(BaseModel):
@@ -309,6 +312,23 @@ class SupervisorSettings(BaseModel):
     log_keep: int = Field(default=2, ge=1)
 
 
+ENV_PREFIX = "TRADER_"
+# TRADER_* variables the project reads itself, outside the settings model. A venue's credentials
+# (TRADER_<VENUE>_API_KEY, _API_SECRET, _API_PASSPHRASE) and variables a setting names (``*_env``) are
+# allowed too (trader.settings_keys); any other TRADER_* variable is refused as an unknown setting.
+NOT_SETTINGS_VARIABLES = ("TRADER_CONFIG",)
+
+
+def config_file_path() -> Path | None:
+    """The YAML file ``TRADER_CONFIG`` names (None: unset); ``FileNotFoundError`` if it is no file."""
+    config_file = os.environ.get("TRADER_CONFIG")
+    if not config_file:
+        return None
+    if not Path(config_file).is_file():
+        raise FileNotFoundError(f"TRADER_CONFIG names {config_file}, which is not a file")
+    return Path(config_file)
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "trader"
@@ -321,7 +341,7 @@ def _default_cache_dir() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TRADER_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="ignore",
     )
@@ -411,11 +431,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("TRADER_CONFIG")
-        if config_file:
-            if not Path(config_file).is_file():
-                raise FileNotFoundError(f"TRADER_CONFIG names {config_file}, which is not a file")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        check = KeyCheck(settings_cls)
+        check.data(getattr(init_settings, "init_kwargs", {}), "Settings() argument")
+        config_file = config_file_path()
+        if config_file is not None:
+            yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
+            check.data(yaml_source.yaml_data, str(config_file))
+            sources.append(yaml_source)
+        check.environment(os.environ, ENV_PREFIX, allowed=NOT_SETTINGS_VARIABLES)
+        check.raise_if_unknown()  # a typo must not leave a default in force unnoticed
         return tuple(sources)
 
     # Where strategies trade and whose market data they read ---------------------------------------
