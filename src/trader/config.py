@@ -86,11 +86,17 @@ class PortMap(BaseModel):
         return self
 
 
+# A venue's name is a subject token (market.tick.<venue>.<SYMBOL>): no dots, spaces or wildcards.
+VENUE_PATTERN = r"^[A-Za-z0-9_-]+$"
+# The mock feed's venue by default, and the market data of the default paper setup.
+MOCK_VENUE = "mock"
+
+
 class GatewaySettings(BaseModel):
     """The mock market feed."""
 
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
-    venue: str = "mock"
+    venue: str = Field(default=MOCK_VENUE, pattern=VENUE_PATTERN, description="the venue of its ticks")
     rate: float = Field(default=20.0, ge=0, description="ticks per second over all symbols; 0 = unlimited")
     seed: int | None = None
     volatility: float = Field(default=0.6, gt=0, description="annualised volatility of the random walk")
@@ -133,10 +139,6 @@ class SinkSettings(BaseModel):
     small_batch_rows: int = Field(default=1_000, ge=0)
     small_batch_seconds: float = Field(default=30.0, gt=0)
     compact_interval_s: float = Field(default=3600.0, gt=0)
-
-
-# A venue's name is a subject token (market.tick.<venue>.<SYMBOL>): no dots, spaces or wildcards.
-VENUE_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class StrategyConfig(BaseModel):

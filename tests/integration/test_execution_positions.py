@@ -1,8 +1,8 @@
 """execution-router, exeq, ptrc and pnl on the real servers; the test plays the oms and the market.
 
-It publishes VenueOrders on ``exec.route.<strategy>`` and ticks on ``market.tick.<SYMBOL>`` with nats-py,
-and reads back what the services stored: reports in EXEC, positions in POSITIONS, snapshots in PNL and
-rows in QuestDB. Each test trades its own symbol, so the tests share one stack and stay independent.
+It publishes VenueOrders on ``exec.route.<strategy>`` and ticks on ``market.tick.<venue>.<SYMBOL>`` with
+nats-py, and reads back what the services stored: reports in EXEC, positions in POSITIONS, snapshots in
+PNL and rows in QuestDB. Each test trades its own symbol, so the tests share one stack and stay independent.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ async def tick(
         trade_id=trade_id,
     )
     ack = await js.publish(
-        f"market.tick.{symbol}", encode(message), headers={"Nats-Msg-Id": f"test:{symbol}:{trade_id}"}
+        f"market.tick.test.{symbol}", encode(message), headers={"Nats-Msg-Id": f"test:{symbol}:{trade_id}"}
     )
     # The paper venue fills at the quotes it has seen, as a venue would: an order sent right after a
     # tick may reach exeq first (another consumer). The tests mean the tick to come first: wait for it.

@@ -187,7 +187,7 @@ def test_every_trade_is_on_market_ticks_exactly_once_and_exact(run: dict[str, An
     assert set(by_id) == set(tape)
     for subject, tick, headers in mine:
         truth = tape[tick.trade_id]
-        assert subject == f"market.tick.{UNIFIED[venue]}"
+        assert subject == f"market.tick.{venue}.{UNIFIED[venue]}"
         assert tick.symbol == UNIFIED[venue]
         assert tick.venue_symbol == exchange.encoder.venue_symbol
         assert tick.exchange == venue
@@ -222,7 +222,7 @@ def test_malformed_frames_are_dead_letters_with_their_reason(run: dict[str, Any]
     # The corrupted trade names its instrument: the letter keeps the subject the tick would have had.
     garbled = [m for m in run["stored"]["DLQ"] if bytes(m.data) == corrupted.encode()]
     assert len(garbled) == 1
-    assert garbled[0].subject == f"dlq.live-gateway.market.tick.{UNIFIED[venue]}"
+    assert garbled[0].subject == f"dlq.live-gateway.market.tick.{venue}.{UNIFIED[venue]}"
     assert "'abc' is not a number" in garbled[0].headers[dlq.REASON]
 
 

@@ -120,7 +120,7 @@ class Bus:
             bid=price - Decimal("0.1"),
             ask=price + Decimal("0.1"),
         )
-        await self.js.publish(f"market.tick.{symbol}", encode(tick))
+        await self.js.publish(f"market.tick.mock.{symbol}", encode(tick))
 
     async def position(self, account: str, symbol: str, quantity: str) -> None:
         position = Position(

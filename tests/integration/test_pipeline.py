@@ -185,9 +185,8 @@ async def _feed(stack: Stack) -> dict[str, object]:
             ask=prices[symbol] + Decimal("0.01"),
         )
         tick = MarketTick(**{**{f: getattr(tick, f) for f in tick.__struct_fields__}, "volume": tick.size})
-        ack = await js.publish(
-            f"market.tick.{symbol}", encode(tick), headers={"Nats-Msg-Id": f"test:{symbol}:{tick.trade_id}"}
-        )
+        headers = {"Nats-Msg-Id": f"test:{symbol}:{tick.trade_id}"}
+        ack = await js.publish(f"market.tick.test.{symbol}", encode(tick), headers=headers)
         published["ticks"][ack.seq] = tick  # type: ignore[index]
         if ts == now - 10_000:
             published["late"].add(ack.seq)  # type: ignore[union-attr]
@@ -205,7 +204,7 @@ async def _feed(stack: Stack) -> dict[str, object]:
         if step % 25 == 5:
             item = next(hostile, None)
             if item is not None:
-                ack = await js.publish("market.tick.BTCUSDT", item[0], headers={"X-Origin": "corpus"})
+                ack = await js.publish("market.tick.test.BTCUSDT", item[0], headers={"X-Origin": "corpus"})
                 published["hostile_ticks"][ack.seq] = item  # type: ignore[index]
             alt_item = next(hostile_alt, None)
             if alt_item is not None:
@@ -377,7 +376,7 @@ def test_bars_in_questdb_equal_bars_from_the_lake(
 def test_closed_bars_are_published_on_the_bars_stream(pipeline: Stack, run: dict) -> None:
     async def last_bar() -> dict:
         nc = await nats.connect(pipeline.nats_url)
-        msg = await nc.jetstream().get_last_msg("BARS", "market.bar.1s.BTCUSDT")
+        msg = await nc.jetstream().get_last_msg("BARS", "market.bar.1s.test.BTCUSDT")
         await nc.close()
         return json.loads(msg.data)
 

@@ -74,7 +74,7 @@ async def test_gateway_ticks_arrive_on_market_ticks(stack: Stack, nc: NATS) -> N
             continue
         for msg in msgs:
             tick = decode_tick(msg.data)
-            assert msg.subject == f"market.tick.{tick.symbol}"
+            assert msg.subject == f"market.tick.{tick.venue}.{tick.symbol}"
             assert msg.headers
             assert msg.headers["Nats-Msg-Id"] == f"mock:{tick.symbol}:{tick.trade_id}"
             ids.add(msg.headers["Nats-Msg-Id"])

@@ -60,7 +60,7 @@ async def test_ticks_beyond_their_share_drop_the_oldest_and_orders_are_still_sto
 ) -> None:
     tick = b"x" * 4000
     for _ in range(10):  # 40 MB of ticks into a 16 MB store
-        batch = [Outgoing(tick_subject("BTCUSDT"), tick) for _ in range(1000)]
+        batch = [Outgoing(tick_subject("mock", "BTCUSDT"), tick) for _ in range(1000)]
         result = await publish_batch(js, batch)
         assert result.failed == [], result.errors[:3]
     kept = (await js.stream_info("MARKET_TICKS")).state

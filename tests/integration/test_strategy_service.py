@@ -105,7 +105,8 @@ async def wait_health(stack: Stack, predicate: Callable[[dict[str, Any]], bool],
 
 async def publish_bar(js: JetStreamContext, symbol: str, start: int, close: str | int) -> None:
     bar = make_bar(start, close, symbol, timeframe="1s")
-    await js.publish(f"market.bar.1s.{symbol}", encode(bar), headers={"Nats-Msg-Id": f"t:{symbol}:{start}"})
+    headers = {"Nats-Msg-Id": f"t:{symbol}:{start}"}
+    await js.publish(f"market.bar.1s.mock.{symbol}", encode(bar), headers=headers)
 
 
 async def publish_bars(js: JetStreamContext, symbol: str, closes: list[str], first_start: int) -> int:
@@ -208,17 +209,17 @@ async def test_a_cross_sends_one_order_request_and_a_rejection_is_seen(
     # Ticks: a good one is taken in, a malformed one goes to the dead letters with the reason.
     tick = MarketTick(
         timestamp=time.time_ns() // 1_000_000,
-        exchange="test",
-        venue="test",
+        exchange="mock",
+        venue="mock",
         symbol="BTCUSDT",
         price=D("9"),
         size=D(1),
         volume=D(1),
     )
-    await js.publish("market.tick.BTCUSDT", encode(tick))
-    await js.publish("market.tick.BTCUSDT", b"{not json")
+    await js.publish("market.tick.mock.BTCUSDT", encode(tick))
+    await js.publish("market.tick.mock.BTCUSDT", b"{not json")
     letter = await dead.next_msg(timeout=10)
-    assert letter.subject == "dlq.strategy.market.tick.BTCUSDT"
+    assert letter.subject == "dlq.strategy.market.tick.mock.BTCUSDT"
     assert letter.data == b"{not json"
     assert "malformed JSON" in (letter.headers or {})["Trader-Dlq-Reason"]
 

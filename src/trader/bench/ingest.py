@@ -180,7 +180,8 @@ async def _publish(js: JetStreamContext, ticks: int, symbols: int, batch: int) -
         for _ in range(min(batch, ticks - sent)):
             tick = generator.next_tick(now_ms)
             headers = {MSG_ID: f"bench:{run}:{tick.symbol}:{tick.trade_id}"}
-            futures.append(await publish_acked(js, tick_subject(tick.symbol), encode(tick), headers))
+            subject = tick_subject(tick.venue, tick.symbol)
+            futures.append(await publish_acked(js, subject, encode(tick), headers))
         acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=60)
         batches.append(([ack.seq for ack in acks], time.monotonic()))
         sent += len(futures)

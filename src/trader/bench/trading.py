@@ -113,8 +113,9 @@ def service_env(quantity: str, base: dict[str, str] | None = None) -> dict[str, 
         "TRADER_RISK__MAX_GROSS_EXPOSURE": "1000000000000",
         "TRADER_RISK__MAX_ORDER_NOTIONAL": "1000000000",
         # The paper venue (and the router's quote of it) follows the benchmark's ticks whatever the
-        # configuration says.
+        # configuration says, and so does the strategy: they stand for the mock feed's.
         "TRADER_EXEQ__PAPER__QUOTE_VENUE": VENUE,
+        "TRADER_GATEWAY__VENUE": VENUE,
     }
 
 
@@ -467,7 +468,7 @@ class TradingBench:
         sent = Sent(measured, time.perf_counter())
         rec.ticks.append(sent)
         headers = {MSG_ID: f"bench-trading:{self.run}:{k}"}
-        future = await publish_acked(self.js, tick_subject(SYMBOL), encode(tick), headers)
+        future = await publish_acked(self.js, tick_subject(VENUE, SYMBOL), encode(tick), headers)
 
         def acked(f: asyncio.Future[Any]) -> None:
             if not f.cancelled() and f.exception() is None:

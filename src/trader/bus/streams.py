@@ -33,10 +33,16 @@ class StreamSpec:
 
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
-        "MARKET_TICKS", ("market.tick.>",), "Normalised trades and quotes, market.tick.<SYMBOL>", None, 0.4
+        "MARKET_TICKS",
+        ("market.tick.>",),
+        "Normalised trades and quotes, market.tick.<venue>.<SYMBOL>",
+        None,
+        0.4,
     ),
     StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>", None, 0.05),
-    StreamSpec("BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<SYMBOL>", None, 0.05),
+    StreamSpec(
+        "BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<venue>.<SYMBOL>", None, 0.05
+    ),
     StreamSpec(
         "MARKET_EVENTS", ("market.event.>",), "Feed events: gaps, reconnects, stale streams", None, 0.01
     ),
@@ -152,16 +158,23 @@ async def ensure_state_bucket(js: JetStreamContext) -> None:
 # Subjects -------------------------------------------------------------------------------------
 
 
-def tick_subject(symbol: str) -> str:
-    return f"market.tick.{symbol}"
+# Market data carries its venue in the subject: an instrument is a symbol on a venue (NautilusTrader's
+# InstrumentId), and the mock feed's BTCUSDT (gateway.venue, "mock") is not Binance's. Consumers take the
+# one venue they want (``market.tick.binance.BTCUSDT``) or every one (``market.tick.*.BTCUSDT``).
+
+
+def tick_subject(venue: str, symbol: str) -> str:
+    """MarketTick of ``symbol`` on ``venue``: gateway, live-gateway -> normalizer, strategy, exeq, ..."""
+    return f"market.tick.{venue}.{symbol}"
 
 
 def alt_subject(kind: str) -> str:
     return f"alt.norm.{kind}"
 
 
-def bar_subject(timeframe: str, symbol: str) -> str:
-    return f"market.bar.{timeframe}.{symbol}"
+def bar_subject(timeframe: str, venue: str, symbol: str) -> str:
+    """Closed Bar of ``symbol`` on ``venue``, built from that venue's ticks only: normalizer -> strategy."""
+    return f"market.bar.{timeframe}.{venue}.{symbol}"
 
 
 def dlq_subject(service: str, original_subject: str) -> str:

@@ -186,6 +186,8 @@ def _check_values(tick: MarketTick, *, exact_places: bool = True) -> None:
     for name in ("venue", "exchange"):
         if not getattr(tick, name):
             raise InvalidMessage(name, "must not be empty")
+    if not SYMBOL_PATTERN.match(tick.venue):  # a subject token: market.bar.<tf>.<venue>.<SYMBOL>
+        raise InvalidMessage("venue", f"{tick.venue!r} is not a venue name (letters, digits, '-' and '_')")
     _check_finite("price", tick.price, exact_places)
     if tick.price <= 0:
         raise InvalidMessage("price", f"must be positive, got {tick.price}")

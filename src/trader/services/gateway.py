@@ -1,7 +1,8 @@
 """gateway: the mock market feed.
 
-Produces: ``market.tick.<SYMBOL>`` (stream MARKET_TICKS), one ``Nats-Msg-Id`` per tick
-(``<venue>:<symbol>:<trade_id>``) so a republished tick is stored once.
+Produces: ``market.tick.<venue>.<SYMBOL>`` (stream MARKET_TICKS; the venue is ``gateway.venue``, "mock"
+by default), one ``Nats-Msg-Id`` per tick (``<venue>:<symbol>:<trade_id>``) so a republished tick is
+stored once.
 State: the random walk of each symbol and its trade-id counter.
 """
 
@@ -20,9 +21,8 @@ MAX_BATCH = 2_000
 
 
 def tick_message(tick: MarketTick) -> Outgoing:
-    return Outgoing(
-        tick_subject(tick.symbol), encode(tick), msg_id=f"{tick.venue}:{tick.symbol}:{tick.trade_id}"
-    )
+    msg_id = f"{tick.venue}:{tick.symbol}:{tick.trade_id}"
+    return Outgoing(tick_subject(tick.venue, tick.symbol), encode(tick), msg_id=msg_id)
 
 
 class Gateway(Service):

@@ -2,9 +2,9 @@
 
 Consumes: ``market.tick.>`` (stream MARKET_TICKS).
 Produces: rows in QuestDB ``ohlcv_<timeframe>`` (upserted on (ts, venue, symbol); the bar in progress
-too, with ``closed`` false) and closed bars on
-``market.bar.<timeframe>.<SYMBOL>`` (stream BARS); refused ticks (undecodable, invalid, late) on the
-dead letters.
+too, with ``closed`` false) and closed bars on ``market.bar.<timeframe>.<venue>.<SYMBOL>`` (stream BARS):
+bars are built per (venue, symbol), so the mock feed's ticks and a live venue's never share a bar;
+refused ticks (undecodable, invalid, late) on the dead letters.
 State: the unfinished bars, and a checkpoint in the TRADER_STATE bucket: the stream sequence a restart
 replays from to rebuild them, and the clock before which every bar is final and stored. A restart
 rebuilds the same bars from the same messages (see ``trader.marketdata.bars``), so a crash changes
@@ -183,7 +183,7 @@ def _bar_message(bar: Bar) -> Outgoing:
     # The trade count tells versions of one bar apart: an amendment is a new message, a rebuild of
     # the same bar after a restart is the same message and is stored once.
     msg_id = f"{bar.venue}:{bar.symbol}:{bar.timeframe}:{bar.start}:{bar.trades}"
-    return Outgoing(bar_subject(bar.timeframe, bar.symbol), encode(bar), msg_id=msg_id)
+    return Outgoing(bar_subject(bar.timeframe, bar.venue, bar.symbol), encode(bar), msg_id=msg_id)
 
 
 SERVICE = Normalizer

@@ -8,12 +8,14 @@ Consumes:
 - ``exec.>`` (stream EXEC, durable ``strategy-exec``, from the first message at every start): the
   reports on ``exec.report.<venue>`` of the strategies' own orders rebuild their positions; after it,
   the consumer takes ``exec.report.>`` only, and new fills go to ``on_fill``;
-- ``market.bar.<tf>.<SYMBOL>`` (stream BARS) at start, after the rebuild and ``on_start``: the warm-up
+- ``market.bar.<tf>.<venue>.<SYMBOL>`` (stream BARS) at start, after the rebuild and ``on_start``: the warm-up
   (``trader.strategies.warmup``), the last closed bars each strategy declares it needs, fed to
   ``on_bar`` while its context drops every order asked for (strategies act on live data only);
-- ``market.tick.<SYMBOL>`` and ``market.bar.*.<SYMBOL>`` for the strategies' symbols (ordered
-  consumers, only once the rebuild and warm-up are done): ticks from NEW, bars from the sequence
-  after the last one the warm-up could see, so a bar published meanwhile is fed once, live;
+- ``market.tick.<venue>.<SYMBOL>`` and ``market.bar.*.<venue>.<SYMBOL>`` for each strategy's symbols
+  on its data venue only (``StrategyConfig.data_venue``, resolved by ``Settings.data_venue_of``: a
+  strategy on a live venue never hears of the mock feed; ordered consumers, only once the rebuild and
+  warm-up are done): ticks from NEW, bars from the sequence after the last one the warm-up could see,
+  so a bar published meanwhile is fed once, live;
 - the key ``trading.state`` of the TRADER_STATE bucket (watched): while ``halted``, submits are not
   sent (logged and counted) and the strategy hears at once that its order was rejected; a value
   that cannot be read counts as halted.
@@ -25,7 +27,8 @@ processing and are re-created from the first message at every start, since the r
 whole history (the whole stream, so that its end is one stream sequence; other subjects are skipped
 unread); a state or fill redelivered is applied once (versions, exec_ids). Messages of the
 history are applied silently; one that cannot be decoded goes to the dead letters only when new.
-A strategy that cannot be loaded is logged (and shown in /health) and the others run.
+A strategy that cannot be loaded (or whose venue exeq does not run, or whose data venue no feed
+publishes) is logged (and shown in /health) and the others run.
 
 Warm-up from JetStream rather than QuestDB: the BARS stream is what the live bars come from, so the
 hand-over is exact (the warm-up reads up to the stream's last sequence at that moment, the live
@@ -51,7 +54,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal, work_through
-from trader.bus.streams import order_cancel_subject, order_submit_subject, tick_subject
+from trader.bus.streams import bar_subject, order_cancel_subject, order_submit_subject, tick_subject
 from trader.config import Settings
 from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_tick
@@ -87,7 +90,7 @@ class StrategyService(Service):
         super().__init__(settings)
         self.runners: dict[str, StrategyRunner] = {}
         self.failed: dict[str, str] = {}  # strategies that could not be loaded, and why
-        self.by_symbol: dict[str, list[StrategyRunner]] = {}
+        self.by_instrument: dict[tuple[str, str], list[StrategyRunner]] = {}  # (venue, symbol)
         self.trading = TradingState()
         self.rebuilt = False
         self._loaded = False
@@ -126,6 +129,11 @@ class StrategyService(Service):
             if config.name in self.runners or config.name in self.failed:
                 self._fail(rt, config.name, config.kind, "duplicate name: only the first of this name runs")
                 continue
+            problem = self.settings.strategy_venue_problem(config)
+            if problem is not None:
+                self._fail(rt, config.name, config.kind, problem)
+                continue
+            config = config.model_copy(update={"data_venue": self.settings.data_venue_of(config)})
             try:
                 runner = build_runner(config)
             except Exception as exc:  # the user's code may raise anything: it stops only this strategy
@@ -133,7 +141,7 @@ class StrategyService(Service):
                 continue
             self.runners[config.name] = runner
             for symbol in config.symbols:
-                self.by_symbol.setdefault(symbol, []).append(runner)
+                self.by_instrument.setdefault((runner.data_venue, symbol), []).append(runner)
             rt.log.info(
                 "strategy.loaded",
                 strategy=config.name,
@@ -141,6 +149,8 @@ class StrategyService(Service):
                 symbols=config.symbols,
                 params=config.params,
                 account=config.account,
+                venue=config.venue,
+                data_venue=runner.data_venue,
             )
         if not self.runners:
             rt.log.warning("strategy.none_running", failed=self.failed)
@@ -198,12 +208,12 @@ class StrategyService(Service):
 
     async def _subscribe_market(self, rt: Runtime) -> None:
         await self._unsubscribe_market()  # those of a start that failed after subscribing
-        symbols = sorted(self.by_symbol)
-        if not symbols:
+        instruments = sorted(self.by_instrument)
+        if not instruments:
             return
         feeds = (
-            ("MARKET_TICKS", [tick_subject(s) for s in symbols], self._on_tick),
-            (BARS, [f"market.bar.*.{s}" for s in symbols], self._on_bar),
+            ("MARKET_TICKS", [tick_subject(v, s) for v, s in instruments], self._on_tick),
+            (BARS, [bar_subject("*", v, s) for v, s in instruments], self._on_bar),
         )
         # Bars from just after what the warm-up could see: none lost, none fed twice.
         bars_from = (self._bars_end or 0) + 1
@@ -219,7 +229,7 @@ class StrategyService(Service):
             )
             await follower.start()
             self._market.append(follower)
-        rt.log.info("strategy.market_subscribed", symbols=symbols)
+        rt.log.info("strategy.market_subscribed", instruments=[f"{s}.{v}" for v, s in instruments])
 
     async def _unsubscribe_market(self) -> None:
         for follower in self._market:
@@ -377,7 +387,7 @@ class StrategyService(Service):
             await self._dead_letter_quietly("MARKET_TICKS", stored.refused(exc))
             return
         self.rt.metrics.count_in()
-        await self._dispatch(tick.symbol, lambda runner: runner.on_tick(tick))
+        await self._dispatch(tick.venue, tick.symbol, lambda runner: runner.on_tick(tick))
 
     async def _on_bar(self, stored: Stored) -> None:
         try:
@@ -386,14 +396,16 @@ class StrategyService(Service):
             await self._dead_letter_quietly("BARS", refusal(stored, exc.field, f"not a Bar: {exc.reason}"))
             return
         self.rt.metrics.count_in()
-        await self._dispatch(bar.symbol, lambda runner: runner.on_bar(bar))
+        await self._dispatch(bar.venue, bar.symbol, lambda runner: runner.on_bar(bar))
 
-    async def _dispatch(self, symbol: str, event: Callable[[StrategyRunner], Actions]) -> None:
-        """Market data to the strategies of its symbol. An error is logged and counted here: nats-py
-        would only hand it to its error callback, and the next message must still be taken."""
+    async def _dispatch(self, venue: str, symbol: str, event: Callable[[StrategyRunner], Actions]) -> None:
+        """Market data to the strategies of its instrument (symbol and venue: the body's, whatever the
+        subject said, so data of another venue on a strategy's subject still reaches no one). An error
+        is logged and counted here: nats-py would only hand it to its error callback, and the next
+        message must still be taken."""
         try:
             async with self._lock:
-                for runner in self.by_symbol.get(symbol, ()):
+                for runner in self.by_instrument.get((venue, symbol), ()):
                     await self._emit(self.rt, runner, event(runner))
         except Exception as exc:
             self.rt.metrics.count_error("market_event")

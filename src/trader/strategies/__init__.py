@@ -54,7 +54,7 @@ def build_runner(config: StrategyConfig, clock: Callable[[], int] = wall_clock_m
     if not config.symbols:
         raise StrategyConfigError(f"strategy {config.name}: no symbols")
     for symbol in config.symbols:
-        if not SYMBOL_PATTERN.match(symbol):  # it becomes a subject token: market.tick.<SYMBOL>
+        if not SYMBOL_PATTERN.match(symbol):  # a subject token: market.tick.<venue>.<SYMBOL>
             raise StrategyConfigError(f"strategy {config.name}: {symbol!r} is not a symbol like BTCUSDT")
     cls = load_strategy_class(config.kind)
     ctx = OrderContext(config, clock)

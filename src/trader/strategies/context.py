@@ -16,7 +16,7 @@ from decimal import Decimal
 import msgspec
 import structlog
 
-from trader.config import StrategyConfig
+from trader.config import MOCK_VENUE, StrategyConfig
 from trader.messages import (
     Algo,
     CancelRequest,
@@ -38,6 +38,12 @@ ZERO = Decimal(0)
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def data_venue_of(config: StrategyConfig) -> str:
+    """The venue whose ticks and bars the strategy hears of. The service resolves an unset one from the
+    settings (``Settings.data_venue_of``); a configuration used alone stands for the paper setup."""
+    return config.data_venue or MOCK_VENUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,7 @@ class OrderContext(StrategyContext):
         algo: Algo | None = None,
         algo_params: dict[str, str] | None = None,
     ) -> str:
+        """Ask for an order; it goes to ``venue``, else the strategy's own (``StrategyConfig.venue``)."""
         _check_terms(side, quantity, type, price, stop_price)
         if self._warming_up:
             client_order_id = self._next_id()  # never sent, so never known to ``order``
@@ -126,7 +133,7 @@ class OrderContext(StrategyContext):
             post_only=post_only,
             reduce_only=reduce_only,
             account=self.config.account,
-            venue=venue,
+            venue=venue or self.config.venue,
             algo=algo,
             algo_params=dict(algo_params or {}),
             timestamp=now,

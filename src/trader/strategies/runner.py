@@ -1,6 +1,7 @@
 """Drives one strategy: events in, the messages to publish out. Pure, like the strategy itself.
 
-The runner routes each event to the strategy only when it concerns it (its symbols, its orders),
+The runner routes each event to the strategy only when it concerns it (its symbols on its data venue,
+its orders: market data of any other venue, the mock feed's for a strategy on live data, is refused),
 updates the context first (so the strategy sees its position and orders already changed), keeps a
 failing callback from taking the service down, and hands back what the strategy asked for.
 Before ``start`` the events only rebuild the context: the strategy hears of nothing from the past
@@ -17,7 +18,7 @@ import structlog
 
 from trader.messages import Bar, ExecutionReport, MarketTick, Order
 from trader.strategies.base import Strategy
-from trader.strategies.context import Instruction, OrderContext
+from trader.strategies.context import Instruction, OrderContext, data_venue_of
 from trader.strategies.warmup import warmup_subjects
 
 # A strategy that answers every halted (locally rejected) submit with another submit would loop:
@@ -43,6 +44,8 @@ class StrategyRunner:
         self.ctx = ctx
         self.name = strategy.name
         self.symbols = frozenset(strategy.symbols)
+        self.data_venue = data_venue_of(strategy.config)
+        self.foreign_data = 0  # ticks and bars of another venue, refused
         self.started = False
         self.errors = 0
         self.events = 0
@@ -63,8 +66,8 @@ class StrategyRunner:
         return self._call(self.strategy.on_stop)
 
     def warmup_wanted(self) -> dict[str, int]:
-        """Bars wanted per ``market.bar.<tf>.<SYMBOL>`` subject (``Strategy.warmup``, the configuration's
-        ``warmup_bars``); a strategy that fails to say runs without warm-up, which is logged."""
+        """Bars wanted per ``market.bar.<tf>.<venue>.<SYMBOL>`` subject (``Strategy.warmup``, the
+        configuration's ``warmup_bars``); a strategy that fails to say runs without warm-up (logged)."""
         try:
             return warmup_subjects(self.strategy.config, self.strategy.warmup())
         except Exception:
@@ -81,7 +84,7 @@ class StrategyRunner:
         self.ctx.set_warming_up(True)
         try:
             for bar in bars:
-                if bar.closed and bar.symbol in self.symbols:
+                if bar.closed and self._mine(bar):
                     actions.error = self._call(self.strategy.on_bar, bar).error or actions.error
                     self.warmup_bars += 1
                     self.warmup_last[f"{bar.timeframe}.{bar.symbol}"] = bar.start
@@ -91,12 +94,12 @@ class StrategyRunner:
         return actions
 
     def on_tick(self, tick: MarketTick) -> Actions:
-        if not self.started or tick.symbol not in self.symbols:
+        if not self.started or not self._mine(tick):
             return Actions()
         return self._call(self.strategy.on_tick, tick)
 
     def on_bar(self, bar: Bar) -> Actions:
-        if not self.started or not bar.closed or bar.symbol not in self.symbols:
+        if not self.started or not bar.closed or not self._mine(bar):
             return Actions()
         self.live_bars += 1
         return self._call(self.strategy.on_bar, bar)
@@ -121,6 +124,15 @@ class StrategyRunner:
             return Actions()
         return self._call(self.strategy.on_fill, report)
 
+    def _mine(self, data: MarketTick | Bar) -> bool:
+        """Of one of the strategy's symbols on its data venue: an instrument is a symbol and a venue."""
+        if data.symbol not in self.symbols:
+            return False
+        if data.venue != self.data_venue:
+            self.foreign_data += 1
+            return False
+        return True
+
     def describe(self) -> dict[str, Any]:
         ctx = self.ctx
         rejection = ctx.last_rejection
@@ -131,6 +143,9 @@ class StrategyRunner:
         return {
             "kind": self.strategy.config.kind,
             "symbols": sorted(self.symbols),
+            "venue": self.strategy.config.venue,
+            "data_venue": self.data_venue,
+            "foreign_data_refused": self.foreign_data,
             "started": self.started,
             "open_orders": len(ctx.open_orders()),
             "positions": {symbol: str(q) for symbol, q in ctx.positions().items()},

@@ -13,6 +13,9 @@ each call (and piles up in ``desk.sent``), and the test plays risk, the oms and 
     desk.fill(buy.client_order_id, "0.1", "103")
     assert desk.ctx.position("BTCUSDT") == Decimal("0.1")
 
+Market data comes from the mock feed's venue (``mock``), the data venue of a strategy configured
+without one, as in the default paper setup.
+
 A callback that raises fails the test with the strategy's error (the service would log it, count it and
 go on).
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 from decimal import Decimal
 from itertools import count
 
-from trader.config import StrategyConfig
+from trader.config import MOCK_VENUE, StrategyConfig
 from trader.messages import (
     Bar,
     CancelRequest,
@@ -52,11 +55,12 @@ def make_bar(
     high: str | Decimal | None = None,
     low: str | Decimal | None = None,
     volume: str | Decimal = "1",
+    venue: str = MOCK_VENUE,
 ) -> Bar:
     """A bar starting at ``start`` (epoch ms); open, high, low and VWAP default to ``close``."""
     price = Decimal(str(close))
     return Bar(
-        venue="test",
+        venue=venue,
         symbol=symbol,
         timeframe=timeframe,
         start=start,
@@ -140,8 +144,8 @@ class Desk:
     ) -> list[Instruction]:
         tick = MarketTick(
             timestamp=self.now,
-            exchange="test",
-            venue="test",
+            exchange=MOCK_VENUE,
+            venue=MOCK_VENUE,
             symbol=symbol,
             price=price,
             size=Decimal(1),

@@ -1,10 +1,11 @@
 """Warm-up: which history each strategy needs at start, and picking it from the bars read.
 
 A strategy declares what it needs with ``Strategy.warmup`` (``[Warmup("1m", 20)]``: the last 20
-closed 1m bars of each of its symbols); ``warmup_bars`` in its configuration overrides the number
-(0: none). The strategy service reads the bars from the BARS stream, picks them with ``pick_latest``
-and hands each strategy its own with ``bars_for`` to ``StrategyRunner.warm_up``, which feeds them to
-``on_bar`` while the context drops every order asked for (strategies act on live data only).
+closed 1m bars of each of its symbols, on its data venue); ``warmup_bars`` in its configuration
+overrides the number (0: none). The strategy service reads the bars from the BARS stream, picks them
+with ``pick_latest`` and hands each strategy its own with ``bars_for`` to ``StrategyRunner.warm_up``,
+which feeds them to ``on_bar`` while the context drops every order asked for (strategies act on live
+data only).
 
 Pure: the reading is the service's (``trader.services.strategy``), which says why it reads JetStream
 rather than QuestDB.
@@ -20,6 +21,7 @@ from trader.config import StrategyConfig
 from trader.marketdata.bars import timeframe_ms
 from trader.messages import Bar
 from trader.strategies.base import StrategyConfigError, Warmup
+from trader.strategies.context import data_venue_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,8 @@ class HistoryBar:
 
 
 def warmup_subjects(config: StrategyConfig, declared: Iterable[Warmup]) -> dict[str, int]:
-    """How many bars of each ``market.bar.<tf>.<SYMBOL>`` subject a strategy needs; a declaration
+    """How many bars of each ``market.bar.<tf>.<venue>.<SYMBOL>`` subject a strategy needs (its data
+    venue's: no other venue's bars warm it up); a declaration
     that cannot be met is a ``StrategyConfigError``."""
     wanted: dict[str, int] = {}
     for need in declared:
@@ -44,7 +47,7 @@ def warmup_subjects(config: StrategyConfig, declared: Iterable[Warmup]) -> dict[
         if bars < 0:
             raise StrategyConfigError(f"strategy {config.name}: warm-up of {bars} bars")
         for symbol in config.symbols:
-            subject = bar_subject(need.timeframe, symbol)
+            subject = bar_subject(need.timeframe, data_venue_of(config), symbol)
             wanted[subject] = max(wanted.get(subject, 0), bars)
     return {subject: bars for subject, bars in wanted.items() if bars > 0}
 

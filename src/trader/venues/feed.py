@@ -275,7 +275,7 @@ class VenueFeed:
             return False
         msg_id = f"{self.name}:{trade.venue_symbol}:{trade.trade_id}"
         stored = Stored(self.name, trade.venue_symbol, trade.seq, trade.timestamp)
-        await self.emit(Outgoing(tick_subject(tick.symbol), encode(tick), msg_id=msg_id), stored)
+        await self.emit(Outgoing(tick_subject(self.name, tick.symbol), encode(tick), msg_id=msg_id), stored)
         self.stats["trades"] += 1
         return True
 
@@ -433,7 +433,7 @@ class VenueFeed:
         self, frame: str | bytes, reason: str, venue_symbol: str | None, field: str = "frame"
     ) -> None:
         instrument = self.instruments.get(venue_symbol) if venue_symbol else None
-        subject = tick_subject(instrument.unified) if instrument else dead_subject(self.name)
+        subject = tick_subject(self.name, instrument.unified) if instrument else dead_subject(self.name)
         data = frame.encode() if isinstance(frame, str) else bytes(frame)
         self.stats["dead_letters"] += 1
         self.log.warning("venue.refused", reason=reason[:300], subject=subject)

@@ -1,7 +1,7 @@
 """One symbol for one instrument across venues.
 
 The rest of the system names a spot pair by base and quote, upper case, no separator: ``BTCUSDT``
-(also a subject token, ``market.tick.BTCUSDT``). Venues spell the same pair ``BTCUSDT`` (Binance,
+(also a subject token, ``market.tick.binance.BTCUSDT``). Venues spell the same pair ``BTCUSDT`` (Binance,
 Bybit), ``BTC-USDT`` (Coinbase, OKX), ``BTC/USDT`` or ``XBT/USDT`` (Kraken), ``XXBTZUSD`` (Kraken's
 older REST names) or ``tBTCUSD`` (Bitfinex). ``parse_symbol`` reads any of these into an ``Instrument``;
 each venue module writes it back in its own form.

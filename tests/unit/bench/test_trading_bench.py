@@ -74,7 +74,9 @@ def test_figures() -> None:
 
 
 def test_the_echo_strategy_buys_at_the_ask_and_sells_at_the_bid_in_turn() -> None:
-    config = StrategyConfig(name="bench-echo", kind=KIND, symbols=[SYMBOL], params={"quantity": "0.002"})
+    config = StrategyConfig(
+        name="bench-echo", kind=KIND, symbols=[SYMBOL], params={"quantity": "0.002"}, data_venue="bench"
+    )
     runner = build_runner(config, clock=lambda: 1_700_000_000_000)
     assert isinstance(runner.strategy, EchoStrategy)
     runner.start()

@@ -58,7 +58,7 @@ def test_an_amended_bar_replaces_its_range_and_other_timeframes_are_ignored() ->
 
 def test_warm_up_bars_fill_the_channel_without_trading() -> None:
     desk = Desk(KIND, PARAMS)
-    assert desk.runner.warmup_wanted() == {"market.bar.1m.BTCUSDT": 3}
+    assert desk.runner.warmup_wanted() == {"market.bar.1m.mock.BTCUSDT": 3}
     ranges = [*CHANNEL, ("104", "101", "103")]  # the last one breaks out, but it is history
     desk.warm_up([make_bar(i * MINUTE, c, high=h, low=lo) for i, (h, lo, c) in enumerate(ranges)])
     assert desk.sent == []
@@ -85,7 +85,7 @@ def test_the_example_configuration_loads_it_beside_the_market_maker(monkeypatch:
     strategies = Settings().strategy.strategies
     assert [(s.name, s.kind) for s in strategies] == [("breakout-btc", KIND), ("mm-eth", "market_maker")]
     runner = build_runner(strategies[0])
-    assert runner.warmup_wanted() == {"market.bar.1s.BTCUSDT": 10}
+    assert runner.warmup_wanted() == {"market.bar.1s.mock.BTCUSDT": 10}
 
 
 def test_the_test_shown_in_docs_strategies_md_passes() -> None:

@@ -18,7 +18,7 @@ MINUTE = 60_000
 PARAMS = {"fast": "2", "slow": "3", "timeframe": "1m", "quantity": "0.1"}
 # As in test_ma_cross: a cross up at index 4, down at 6, up at 8.
 CLOSES = ["10", "9", "8", "9", "12", "11", "8", "7", "12"]
-SUBJECT = "market.bar.1m.BTCUSDT"
+SUBJECT = "market.bar.1m.mock.BTCUSDT"
 
 
 class SubmitEveryBar(Strategy):
@@ -54,7 +54,7 @@ def history(first: int, last: int) -> list[Bar]:
 
 def test_ma_cross_wants_slow_bars_of_its_timeframe_for_each_symbol() -> None:
     desk = Desk("ma_cross", {**PARAMS, "timeframe": "5s"}, symbols=("BTCUSDT", "ETHUSDT"))
-    assert desk.runner.warmup_wanted() == {"market.bar.5s.BTCUSDT": 3, "market.bar.5s.ETHUSDT": 3}
+    assert desk.runner.warmup_wanted() == {"market.bar.5s.mock.BTCUSDT": 3, "market.bar.5s.mock.ETHUSDT": 3}
 
 
 @pytest.mark.parametrize(("override", "wanted"), [(None, {SUBJECT: 3}), (7, {SUBJECT: 7}), (0, {})])
@@ -164,7 +164,7 @@ def test_a_live_bar_already_seen_in_the_warm_up_is_not_a_new_close() -> None:
 
 
 def stored(seq: int, start: int, close: str, subject: str = SUBJECT, closed: bool = True) -> HistoryBar:
-    _, _, timeframe, symbol = subject.split(".")
+    _, _, timeframe, _venue, symbol = subject.split(".")
     return HistoryBar(seq, subject, bar(start, close, symbol=symbol, timeframe=timeframe, closed=closed))
 
 
@@ -175,20 +175,20 @@ def test_pick_latest_keeps_the_last_bars_by_start_each_amendment_once_in_its_lat
         stored(3, 2 * MINUTE, "3"),
         stored(4, 2 * MINUTE, "3.5"),  # an amendment
         stored(5, 3 * MINUTE, "4", closed=False),  # not closed: never fed
-        stored(6, 0, "9", subject="market.bar.1m.ETHUSDT"),  # not wanted
+        stored(6, 0, "9", subject="market.bar.1m.mock.ETHUSDT"),  # not wanted
     ]
     picked = pick_latest(items, {SUBJECT: 2})
     assert [(i.seq, i.bar.close) for i in picked[SUBJECT]] == [(2, D(2)), (4, D("3.5"))]
     assert set(picked) == {SUBJECT}
     assert short_of({SUBJECT: 2}, picked) == {}
-    assert short_of({SUBJECT: 3, "market.bar.1m.ETHUSDT": 1}, picked) == {
+    assert short_of({SUBJECT: 3, "market.bar.1m.mock.ETHUSDT": 1}, picked) == {
         SUBJECT: 3,
-        "market.bar.1m.ETHUSDT": 1,
+        "market.bar.1m.mock.ETHUSDT": 1,
     }
 
 
 def test_bars_for_gives_each_strategy_its_own_number_in_the_order_they_closed() -> None:
-    seconds = "market.bar.1s.BTCUSDT"
+    seconds = "market.bar.1s.mock.BTCUSDT"
     picked = {
         SUBJECT: [stored(10, 0, "1"), stored(20, MINUTE, "2")],
         seconds: [stored(19, 59_000, "3", subject=seconds), stored(21, 60_000, "4", subject=seconds)],

@@ -102,7 +102,7 @@ async def test_every_trade_once_with_gaps_filled_and_bad_frames_refused(name: st
     assert sorted(ids) == sorted(t.trade_id for t in exchange.expected_trades())
     tape = {t.trade_id: t for t in exchange.expected_trades()}
     for message, tick in ticks:
-        assert message.subject == f"market.tick.{UNIFIED[name]}"
+        assert message.subject == f"market.tick.{name}.{UNIFIED[name]}"
         assert message.msg_id == f"{name}:{exchange.encoder.venue_symbol}:{tick.trade_id}"
         assert (tick.price, tick.size, tick.side, tick.timestamp) == (
             tape[tick.trade_id].price,
