@@ -15,6 +15,7 @@ from REST like any gap (what was published twice is dropped by the stream's dupl
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from nats.js.kv import KeyValue
 from trader.bus.publish import Outgoing
 from trader.bus.streams import STATE_BUCKET
 from trader.config import Settings
+from trader.runtime.health import Problem, duration
 from trader.runtime.service import Refused, Runtime, Service
 from trader.venues import load_venue
 from trader.venues.feed import DeadFrame, Stored, VenueFeed
@@ -30,6 +32,7 @@ from trader.venues.feed import DeadFrame, Stored, VenueFeed
 MAX_BATCH = 500
 QUEUE_SIZE = 10_000
 DLQ_STREAM = "MARKET_TICKS"  # where the refused frames would have gone
+RECONNECT_GRACE_S = 5.0  # a venue down this long after a drop is a problem; a reconnect takes less
 
 
 def checkpoint_key(venue: str) -> str:
@@ -92,6 +95,10 @@ class LiveGateway(Service):
 
     def health_details(self) -> dict[str, Any]:
         return {"venues": {feed.name: feed.health() for feed in self.feeds}}
+
+    def problems(self) -> list[Problem]:
+        now = time.monotonic()
+        return [problem for feed in self.feeds if (problem := venue_problem(feed, now)) is not None]
 
     # Publishing -------------------------------------------------------------------------------
 
@@ -161,6 +168,20 @@ class LiveGateway(Service):
             if self._saved.get(venue) != value:
                 await self.kv.put(checkpoint_key(venue), value)
                 self._saved[venue] = value
+
+
+def venue_problem(feed: VenueFeed, now: float) -> Problem | None:
+    """Its job is to be connected: a venue not connected yet, or down past a reconnect's time, is one."""
+    if feed.connected:
+        return None
+    if feed.last_error is None:
+        return Problem(f"{feed.name}: connecting to {feed.ws_url}")
+    if feed.connections == 0:
+        return Problem(f"{feed.name}: disconnected, never connected to {feed.ws_url}: {feed.last_error}")
+    down_s = now - (feed.disconnected_at or now)
+    if down_s < RECONNECT_GRACE_S:
+        return None
+    return Problem(f"{feed.name}: disconnected for {duration(down_s)} ({feed.ws_url}): {feed.last_error}")
 
 
 SERVICE = LiveGateway

@@ -125,6 +125,8 @@ class VenueFeed:
         self.stats: Counter[str] = Counter()
         self.connected = False
         self.connections = 0
+        self.disconnected_at: float | None = None  # monotonic: since when it is down (None: up, or first try)
+        self.last_error: str | None = None  # why the last connection ended
         self._fills: asyncio.Queue[_Fill] = asyncio.Queue()
         self._rest: RestClient | None = None
 
@@ -172,6 +174,9 @@ class VenueFeed:
             self.connected = False
             if stop.is_set():
                 return
+            self.last_error = reason
+            if self.disconnected_at is None:
+                self.disconnected_at = time.monotonic()
             self.stats["disconnects"] += 1
             delay = backoff.next_delay()
             self.log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 2))
@@ -185,6 +190,7 @@ class VenueFeed:
                 await ws.send(frame)
             self.connections += 1
             self.connected = True
+            self.disconnected_at = None
             self.log.info("venue.connected", url=url, connection=self.connections)
             await self._after_connect(previous)
             loop = asyncio.get_running_loop()
