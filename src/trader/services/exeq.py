@@ -275,6 +275,14 @@ class ExecutionDesk:
             if v == venue and not t.ended and t.order.algo is None
         ]
 
+    def unanswered(self, venue: str) -> set[str]:
+        """The venue client ids of orders believed open at ``venue`` that no report was published about."""
+        return {
+            o.venue_client_id
+            for o, _ in self.believed_open(venue)
+            if not self.numbers.get((venue, o.venue_client_id))
+        }
+
     # Orders ------------------------------------------------------------------------------------
 
     async def _new(self, order: VenueOrder) -> None:
@@ -667,7 +675,7 @@ class Exeq(Service):
                 "trader_venue_balance", "Balance per asset", labels, registry=rt.metrics.registry
             )
         for venue, adapter in self.desk.adapters.items():
-            found = await adapter.reconcile(self.desk.believed_open(venue))
+            found = await adapter.reconcile(self.desk.believed_open(venue), self.desk.unanswered(venue))
             for mismatch in found.mismatches:
                 rt.metrics.count_error("reconcile.mismatch")
                 rt.log.warning("exeq.reconcile_mismatch", **vars(mismatch))

@@ -802,7 +802,8 @@ async def test_exeq_logs_and_counts_every_mismatch_and_changes_nothing(case: Cas
     v = await started(case, fake)
     try:
         exeq = exeq_on({case.exchange: v.adapter}, MemoryBook())
-        exeq.desk._track(order("gone", venue=case.exchange))
+        exeq.desk.replay(f"exec.order.{case.exchange}", encode(order("gone", venue=case.exchange)))
+        exeq.desk.replay(f"exec.report.{case.exchange}", encode(accepted("gone", case.exchange)))
         exeq.desk._track(order("parent", venue=case.exchange, algo="twap"))  # never reaches the venue
         recorder = _Recorder()
         await exeq._reconcile(runtime(recorder))
@@ -810,6 +811,29 @@ async def test_exeq_logs_and_counts_every_mismatch_and_changes_nothing(case: Cas
         assert sorted(f["venue_client_id"] for _, f in recorder.warnings) == ["gone", "stranger"]
         assert {e for e, _ in recorder.warnings} == {"exeq.reconcile_mismatch"}
         assert not exeq.desk.orders[(case.exchange, "gone")].ended  # believed open still: not overwritten
+    finally:
+        await v.adapter.close()
+
+
+async def test_an_order_that_came_while_exeq_was_down_and_never_reached_the_venue_is_rejected(
+    case: Case, fake: Fake
+) -> None:
+    """In EXEC with no report (exeq was down, or still starting, when it came) and unknown to the venue
+    by its client id: it never got there. Rejected at the start, as polling rejects a submit the venue
+    does not have, so the oms and its strategy hear of it; never sent late, nor left NEW for ever."""
+    v = await started(case, fake)
+    try:
+        book = MemoryBook()
+        exeq = exeq_on({case.exchange: v.adapter}, book)
+        exeq.desk.replay(f"exec.order.{case.exchange}", encode(order("early", venue=case.exchange)))
+        recorder = _Recorder()
+        await exeq._reconcile(runtime(recorder))
+        assert [(r.venue_client_id, r.kind) for r in book.published] == [("early", "rejected")]
+        assert "never reached the venue" in (book.published[0].reason or "")
+        assert recorder.errors == []
+        assert exeq.desk.orders[(case.exchange, "early")].ended
+        assert (await exeq.desk.restore())["restored"] == 0
+        assert posted(fake) == []
     finally:
         await v.adapter.close()
 
@@ -870,6 +894,21 @@ async def test_exeq_publishes_what_the_venue_did_while_it_was_down_once(case: Ca
         assert usdt == float(at_start["USDT"])
     finally:
         await v.adapter.close()
+
+
+def accepted(vcid: str, venue: str) -> ExecutionReport:
+    """The report of ``order(vcid)`` accepted at ``venue``, as exeq publishes it first."""
+    return ExecutionReport(
+        exec_id=f"{venue}:{vcid}:1",
+        kind="accepted",
+        client_order_id=vcid,
+        venue_client_id=vcid,
+        strategy="s1",
+        account="acc",
+        venue=venue,
+        symbol="BTCUSDT",
+        side="buy",
+    )
 
 
 def _stream_of_the_first_run(venue: str) -> list[tuple[str, VenueOrder | ExecutionReport]]:

@@ -8,7 +8,7 @@ returned by that call. What a venue says later on its own (a live venue's websoc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -124,11 +124,14 @@ class VenueAdapter(ABC):
         fill on their own and report through the listener, so by default a tick changes nothing."""
         return []
 
-    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> Reconciliation:
+    async def reconcile(
+        self, expected: Iterable[tuple[VenueOrder, Decimal]], unanswered: Collection[str] = frozenset()
+    ) -> Reconciliation:
         """Compare the venue with ``expected`` (each order exeq believes open here, with what it knows
         filled): return the reports of what happened there meanwhile and the differences left, changing
-        nothing at the venue. A venue that keeps no state of its own (paper: exeq gives it its orders
-        back) has nothing to compare."""
+        nothing at the venue. ``unanswered``: the venue client ids of those exeq never published a report
+        about (it was down, or starting, when they came). A venue that keeps no state of its own (paper:
+        exeq gives it its orders back) has nothing to compare."""
         return Reconciliation()
 
     @abstractmethod

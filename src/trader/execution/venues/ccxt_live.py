@@ -30,7 +30,8 @@
   fills are the first trades of the venue order, in time order) and ``canceled`` / ``expired`` if it
   ended short. What it cannot explain is a mismatch (logged at warning), and nothing is changed or
   invented because of one. An order open at the venue that exeq restores is adopted, not sent again;
-  one exeq believes open that the venue does not have open is not sent again either.
+  one exeq believes open that the venue does not have open is not sent again either. One exeq never
+  answered (it came while exeq was down or starting) that the venue has never seen is rejected.
 - Balances: ``balances()`` is ccxt's ``total`` per asset; ``assets(symbol)`` gives the base and quote codes
   they use, so exeq can reconcile them with the fills (``trader.execution.balances``; the adapter's
   ``balance_tolerance``, default 1e-8, is the largest difference not reported).
@@ -75,6 +76,7 @@ log = structlog.get_logger("venue.ccxt")
 T = TypeVar("T")
 
 _TERMINAL = frozenset({"closed", "canceled", "expired", "rejected"})
+NEVER_PLACED = "never reached the venue: it came while exeq was down or starting (not sent late)"
 # How venues say a client order id is taken (Binance -2010, OKX 51016): the submit reached them before.
 _DUPLICATE = ("Duplicate order", "Duplicated client order ID")
 # Trades per page of an order's trades (ccxt does not page): OKX's fills-history gives at most 100,
@@ -267,10 +269,14 @@ class CcxtVenue(VenueAdapter):
             self._poller = None
         await self.exchange.close()
 
-    async def reconcile(self, expected: Iterable[tuple[VenueOrder, Decimal]]) -> Reconciliation:
+    async def reconcile(
+        self, expected: Iterable[tuple[VenueOrder, Decimal]], unanswered: Collection[str] = frozenset()
+    ) -> Reconciliation:
         """Compare the venue (fetched now) with ``expected``: the orders exeq believes open here, each with
         what it knows filled. Returns the reports of what they did meanwhile and (logged) every difference
-        left; changes nothing at the venue."""
+        left; changes nothing at the venue. An order of ``unanswered`` (no report published) that the
+        venue does not know by its client id never got there: it is rejected, as polling rejects a submit
+        the venue does not have, rather than sent late or left without an answer."""
         opened = await self._call(self.exchange.fetch_open_orders)
         self._venue_open = _by_client_id(opened)
         ours = {order.venue_client_id: (order, filled) for order, filled in expected}
@@ -287,6 +293,9 @@ class CcxtVenue(VenueAdapter):
             at_venue = self._venue_open.get(wire) or await self._find(order)
             if wire not in self._venue_open:
                 self._missing.add(vcid)  # ended there, or never there: not sent again on restore
+            if at_venue is None and vcid in unanswered:
+                reports.append(self._report(order, "rejected", reason=NEVER_PLACED))
+                continue
             if at_venue is None:
                 detail = "we believe it open; the venue has no such order (not sent again)"
                 mismatches.append(self._mismatch("missing_at_venue", vcid, order.symbol, detail))
