@@ -17,6 +17,12 @@ A minimal strategy::
 
 configured with ``kind: "my_package.my_module:BuyTheDip"`` (``trader.strategies.load_strategy_class``).
 
+Parameters: a strategy reads its ``params`` in ``__init__`` (with ``param_str``/``param_decimal``/
+``param_int``/``param_bool``, or from ``self.config.params`` directly: every key asked for counts, even
+one absent). A configured parameter it did not ask for there is refused when it is loaded
+(``check_params``: a typo would otherwise leave the default in force), unless the strategy names it in
+``other_params`` (for one it reads only later).
+
 Warm-up: a strategy that needs history to act on its first live bar declares it by overriding
 ``warmup`` (for example ``[Warmup("1m", 20)]``: the last 20 closed 1m bars of each of its symbols). At
 every start the service feeds those bars to ``on_bar`` after ``on_start`` and before any live data, with
@@ -28,11 +34,12 @@ bars (0: no warm-up).
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -52,6 +59,28 @@ from trader.messages import (
 
 class StrategyConfigError(ValueError):
     """A strategy's configuration cannot run: a missing or malformed parameter, an unknown kind."""
+
+
+class AskedParams(dict[str, str]):
+    """A strategy's parameters that remember every key asked for (``get``, ``[]``, ``in``), present
+    or not: ``Strategy.check_params`` refuses the configured keys never asked for."""
+
+    def __init__(self, params: dict[str, str]) -> None:
+        super().__init__(params)
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return super().__contains__(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +166,12 @@ class Strategy:
     ``self.log`` is a structured logger bound to the strategy's name. An exception in a callback is
     logged and counted by the service, which goes on."""
 
+    # Parameters the strategy reads only after ``__init__``: ``check_params`` does not refuse them.
+    other_params: ClassVar[Collection[str]] = ()
+
     def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+        # The same object the subclass was given: what it asks of ``config.params`` counts too.
+        config.params = AskedParams(config.params)
         self.config = config
         self.ctx = ctx
         self.log = structlog.get_logger("strategy").bind(strategy=config.name)
@@ -181,6 +215,25 @@ class Strategy:
         return {}
 
     # Parameters: strings in the configuration, parsed exactly ------------------------------------
+
+    def check_params(self) -> None:
+        """``StrategyConfigError`` naming each configured parameter the strategy has not asked for
+        since it was given its configuration (nor named in ``other_params``): a misspelt one would
+        leave its default in force unseen. The strategy runner calls it once the strategy is built."""
+        params = self.config.params
+        known = (params.asked if isinstance(params, AskedParams) else set(params)) | set(self.other_params)
+        unknown = sorted(set(self.config.params) - known)
+        if not unknown:
+            return
+        problems = []
+        for key in unknown:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            problems.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        reads = ", ".join(sorted(known)) or "none"
+        raise StrategyConfigError(
+            f"strategy {self.name} ({self.config.kind}): unknown parameter {', '.join(problems)}; "
+            f"it reads: {reads}"
+        )
 
     def param_str(self, key: str, default: str | None = None) -> str:
         value = self.config.params.get(key, default)

@@ -40,6 +40,7 @@ class Actions:
 
 class StrategyRunner:
     def __init__(self, strategy: Strategy, ctx: OrderContext) -> None:
+        strategy.check_params()  # a parameter it does not read is a typo: refused before it runs
         self.strategy = strategy
         self.ctx = ctx
         self.name = strategy.name
