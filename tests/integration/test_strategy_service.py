@@ -68,8 +68,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TRADER_STRATEGY__STRATEGIES=json.dumps(STRATEGIES),
         TRADER_SUPERVISOR__RESTART_BACKOFF_INITIAL_S="0.2",
     )
-    s.trader("up", "--detach", "--services", "strategy", check=True)
+    up = s.trader("up", "--detach", "--services", "strategy")
     try:
+        # The two strategies that cannot load leave the service degraded: up says so and exits 1.
+        assert up.returncode == 1, up.stdout + up.stderr + s.log("supervisor")
+        assert "strategy broken-kind could not be loaded" in up.stderr, up.stderr
         yield s
     finally:
         s.trader("down", timeout=120)

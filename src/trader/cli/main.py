@@ -175,7 +175,7 @@ def _print_degraded(state: StackState) -> bool:
     """Say which components could not do their job when started, and why; False when none."""
     lines = degraded_lines(degraded_at_start(state))
     for line in lines:
-        err.print(f"[red]error:[/] {escape(line)}")
+        err.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)  # whole: a reason is read, and grepped
     return bool(lines)
 
 
@@ -303,7 +303,7 @@ def _render(report: dict) -> None:
     console.print(table)
     for c in report["components"]:
         for reason in c["problems"]:
-            console.print(f"[yellow]{c['name']} degraded:[/] {escape(reason)}")
+            console.print(f"[yellow]{c['name']} degraded:[/] {escape(reason)}", soft_wrap=True)
 
 
 def _health(component: dict) -> str:

@@ -10,8 +10,11 @@ will not go away on its own (a configuration to fix) is ``lasting``: `trader up`
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 # A consumer whose last message taken was stored this long ago while more are waiting is far behind.
 BEHIND_S = 60.0
@@ -98,26 +101,26 @@ class ConsumerWatch:
         return found
 
 
-class Silence:
-    """Keys (symbols) that should be heard of regularly: which have been quiet for ``quiet_s``, since
-    they were expected or since they were last heard of."""
+class Silence(Generic[K]):
+    """Keys (instruments) that should be heard of regularly: which have been quiet for ``quiet_s``,
+    since they were expected or since they were last heard of."""
 
     def __init__(self, quiet_s: float) -> None:
         self.quiet_s = quiet_s
-        self._last: dict[str, float] = {}  # monotonic: heard of, or expected from then on
-        self._heard: set[str] = set()
+        self._last: dict[K, float] = {}  # monotonic: heard of, or expected from then on
+        self._heard: set[K] = set()
 
-    def expect(self, keys: list[str], now: float | None = None) -> None:
+    def expect(self, keys: Iterable[K], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         for key in keys:
             self._last.setdefault(key, now)
 
-    def heard(self, key: str, now: float | None = None) -> None:
+    def heard(self, key: K, now: float | None = None) -> None:
         if key in self._last:
             self._last[key] = time.monotonic() if now is None else now
             self._heard.add(key)
 
-    def quiet(self, now: float | None = None) -> dict[str, tuple[float, bool]]:
+    def quiet(self, now: float | None = None) -> dict[K, tuple[float, bool]]:
         """Each key quiet too long: (for how long, whether it was ever heard of)."""
         now = time.monotonic() if now is None else now
         return {

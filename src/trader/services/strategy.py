@@ -28,7 +28,9 @@ whole history (the whole stream, so that its end is one stream sequence; other s
 unread); a state or fill redelivered is applied once (versions, exec_ids). Messages of the
 history are applied silently; one that cannot be decoded goes to the dead letters only when new.
 A strategy that cannot be loaded (or whose venue exeq does not run, or whose data venue no feed
-publishes) is logged (and shown in /health) and the others run.
+publishes) is logged (and shown in /health) and the others run; the service is then degraded
+(``problems``: /ready answers 503 with the reason, `trader status` shows it, `trader up` exits 1), as
+it is while an instrument of a strategy has had no tick nor bar for ``NO_DATA_S``.
 
 Warm-up from JetStream rather than QuestDB: the BARS stream is what the live bars come from, so the
 hand-over is exact (the warm-up reads up to the stream's last sequence at that moment, the live
@@ -60,6 +62,7 @@ from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import Bar, ExecutionReport, Order, OrderRequest, TradingState, encode
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
+from trader.runtime.health import Problem, Silence, duration
 from trader.runtime.service import Refused, Runtime, Service
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
 from trader.strategies.context import wall_clock_ms
@@ -85,6 +88,9 @@ WARMUP_WAIT_S = 10.0  # for the next stored message of a warm-up read: the strea
 
 class StrategyService(Service):
     name = "strategy"
+    # An instrument of a strategy with no tick nor bar this long (since subscribed, or since the last
+    # one): the strategy idles, and the service says so (a symbol no feed publishes, a feed down).
+    NO_DATA_S = 60.0
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -98,6 +104,7 @@ class StrategyService(Service):
         self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
         self._market: list[Follower] = []
         self._bars_end: int | None = None  # the last BARS sequence the warm-up could see
+        self._silence: Silence[tuple[str, str]] = Silence(self.NO_DATA_S)  # (venue, symbol)
 
     # Start: load, rebuild, then live data --------------------------------------------------------
 
@@ -120,6 +127,7 @@ class StrategyService(Service):
         self.rebuilt = True
         rt.log.info("strategy.rebuilt", strategies={n: r.describe() for n, r in self.runners.items()})
         await self._subscribe_market(rt)
+        self._silence.expect(self.by_instrument)
 
     def _load(self, rt: Runtime) -> None:
         for config in self.settings.strategy.strategies:
@@ -403,6 +411,7 @@ class StrategyService(Service):
         subject said, so data of another venue on a strategy's subject still reaches no one). An error
         is logged and counted here: nats-py would only hand it to its error callback, and the next
         message must still be taken."""
+        self._silence.heard((venue, symbol))
         try:
             async with self._lock:
                 for runner in self.by_instrument.get((venue, symbol), ()):
@@ -447,6 +456,22 @@ class StrategyService(Service):
 
     def ready_checks(self) -> dict[str, bool]:
         return {"rebuilt": self.rebuilt}
+
+    def problems(self) -> list[Problem]:
+        """Its job: every strategy configured running, each hearing of its instruments."""
+        found = []
+        if self._loaded and not self.runners:
+            none = "" if self.failed else ": none is configured and enabled (strategy.strategies)"
+            found.append(Problem(f"no strategy running{none}", lasting=True))
+        for name, error in self.failed.items():
+            found.append(Problem(f"strategy {name} could not be loaded: {error}", lasting=True))
+        for (venue, symbol), (quiet_s, ever) in self._silence.quiet().items():
+            idle = ", ".join(runner.name for runner in self.by_instrument.get((venue, symbol), ()))
+            since = "" if ever else " (none since the start)"
+            found.append(
+                Problem(f"no tick nor bar of {symbol} on {venue} for {duration(quiet_s)}{since}: {idle} idle")
+            )
+        return found
 
     def health_details(self) -> dict[str, Any]:
         return {

@@ -89,8 +89,8 @@ def degraded_at_start(state: StackState) -> dict[str, list[str]]:
 
 
 def degraded_lines(degraded: dict[str, list[str]]) -> list[str]:
-    """One line per component: what it is not doing, and why."""
-    return [f"{name} cannot do its job: {'; '.join(reasons)}" for name, reasons in degraded.items()]
+    """One line per reason: which component is not doing its job, and why."""
+    return [f"{name} cannot do its job: {reason}" for name, reasons in degraded.items() for reason in reasons]
 
 
 def port_table(settings: Settings, state: StackState | None) -> list[dict[str, Any]]:

@@ -99,9 +99,10 @@ async def test_not_ready_without_a_reason_past_the_timeout_still_fails_the_start
     assert supervisor.degraded == {}
 
 
-def test_each_degraded_component_is_one_line_with_its_reasons() -> None:
+def test_each_reason_is_one_line_naming_its_component() -> None:
     assert degraded_lines({"strategy": ["a", "b"], "live-gateway": ["binance: disconnected"]}) == [
-        "strategy cannot do its job: a; b",
+        "strategy cannot do its job: a",
+        "strategy cannot do its job: b",
         "live-gateway cannot do its job: binance: disconnected",
     ]
 
