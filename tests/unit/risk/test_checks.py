@@ -257,6 +257,15 @@ def test_a_strategy_reduce_only_order_counts_only_its_own_open_orders() -> None:
     assert approved(checks, order("0.4", "sell", "c", reduce_only=True))
 
 
+def test_a_strategy_exit_just_approved_counts_against_its_next_one() -> None:
+    checks = risk(**ROOMY)
+    checks.update_position(position("1", strategy="s1"))
+    assert approved(checks, order("1", "sell", "a", reduce_only=True))
+    assert denial(checks, order("1", "sell", "b", reduce_only=True)).endswith(
+        "would not reduce strategy s1's position 1 (its open sell orders 1)"
+    )
+
+
 def test_a_flat_strategy_cannot_open_with_a_reduce_only_order_even_against_an_account_position() -> None:
     checks = risk(**ROOMY)
     checks.update_position(position("2"))
