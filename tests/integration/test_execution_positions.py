@@ -85,8 +85,8 @@ async def tick(
     trade_id = str(next(_ids))
     message = MarketTick(
         timestamp=now_ms(),
-        exchange="test",
-        venue="test",
+        exchange="mock",  # the paper venue's quotes: the mock feed's
+        venue="mock",
         symbol=symbol,
         price=D(price or bid),
         size=D(size),
@@ -96,7 +96,7 @@ async def tick(
         trade_id=trade_id,
     )
     ack = await js.publish(
-        f"market.tick.test.{symbol}", encode(message), headers={"Nats-Msg-Id": f"test:{symbol}:{trade_id}"}
+        f"market.tick.mock.{symbol}", encode(message), headers={"Nats-Msg-Id": f"test:{symbol}:{trade_id}"}
     )
     # The paper venue fills at the quotes it has seen, as a venue would: an order sent right after a
     # tick may reach exeq first (another consumer). The tests mean the tick to come first: wait for it.

@@ -49,9 +49,14 @@ def pnl_snapshot(scope: str, positions: Iterable[Position], mark_of: MarkLookup,
 
 
 class PnlBook:
-    """The latest positions and prices; snapshots on demand."""
+    """The latest positions and prices; snapshots on demand.
 
-    def __init__(self) -> None:
+    With ``quote_venue`` (an execution venue's market-data venue: ``Settings.quote_venue_of``) a position
+    is marked only at its venue's quotes, so the mock feed never marks a live venue's position; without
+    it, at its venue's own trades, else any venue's."""
+
+    def __init__(self, quote_venue: Callable[[str], str] | None = None) -> None:
+        self._quote_venue = quote_venue
         self._net: dict[PositionKey, Position] = {}
         self._by_strategy: dict[StrategyPositionKey, Position] = {}
         self._venue_marks: dict[tuple[str, str], Decimal] = {}
@@ -70,6 +75,8 @@ class PnlBook:
         self._symbol_marks[symbol] = price
 
     def mark_of(self, position: Position) -> Decimal | None:
+        if self._quote_venue is not None:
+            return self._venue_marks.get((self._quote_venue(position.venue), position.symbol))
         mark = self._venue_marks.get((position.venue, position.symbol))
         return mark if mark is not None else self._symbol_marks.get(position.symbol)
 

@@ -1,7 +1,8 @@
 """execution-router: picks the venue of every order that leaves a choice.
 
 Consumes: ``exec.route.>`` (stream EXEC), VenueOrders from the oms with the venue empty (to choose) or
-fixed; ``market.tick.>`` (MARKET_TICKS, the latest per subject then live) for each venue's top of book.
+fixed; ``market.tick.>`` (MARKET_TICKS, ``market.tick.<venue>.<SYMBOL>``, the latest per subject then
+live) for each venue's top of book.
 An order whose venue leaves nothing to choose (one it names, else the fixed one, else the only one
 configured, when configured and run) goes from the oms straight to ``exec.order.<venue>``: one hop less.
 Produces: the VenueOrder with its venue on ``exec.order.<venue>``; for an order that cannot be routed,
@@ -10,10 +11,10 @@ an ExecutionReport ``rejected`` with the reason on ``exec.report.<venue>`` (the 
 
 The choice is ``trader.execution.routing.choose_venue`` over ``settings.routing.venues_for(symbol)``: the
 order's own venue, else ``routing.fixed_venue``, else the only venue, else the best price net of each
-venue's ``exeq.venues[name].taker_fee_bps``. A venue's quote is the latest tick whose ``venue`` is its
-name; a paper venue quotes from the ticks of its ``quote_venue``, or from any tick of the symbol when that
-is None (the paper venue fills against the mock feed). A cancel or a replace (cancel-replace) goes where the
-order was routed.
+venue's ``exeq.venues[name].taker_fee_bps``. A venue's quote is the latest tick of its quote venue
+(``Settings.quote_venue_of``): a live venue's own ticks, a paper venue's ``exeq.paper.quote_venue`` (the
+mock feed's ``gateway.venue`` when unset), never another feed's. A cancel or a replace (cancel-replace)
+goes where the order was routed.
 
 State and restart: the routing decision of every order (client_order_id -> venue). Everything published
 carries ``Trader-Source-Seq``, the EXEC sequence of the route message it answers. On start the router
@@ -84,20 +85,14 @@ class Router:
     settings: Settings
     decisions: dict[str, str] = field(default_factory=dict)  # client_order_id -> venue
     by_venue: dict[tuple[str, str], _Touch] = field(default_factory=dict)  # (quote venue, symbol)
-    by_symbol: dict[str, _Touch] = field(default_factory=dict)  # any venue's latest
 
     def on_tick(self, tick: MarketTick) -> None:
         self.by_venue.setdefault((tick.venue, tick.symbol), _Touch()).update(tick)
-        self.by_symbol.setdefault(tick.symbol, _Touch()).update(tick)
 
     def quote(self, venue: str, symbol: str) -> VenueQuote:
         config = self.settings.exeq.venues.get(venue)
         fee = config.taker_fee_bps if config is not None else Decimal(0)
-        source: str | None = venue
-        if config is not None and config.kind == "paper":
-            source = self.settings.exeq.paper.quote_venue
-        touch = self.by_symbol.get(symbol) if source is None else self.by_venue.get((source, symbol))
-        touch = touch or _Touch()
+        touch = self.by_venue.get((self.settings.quote_venue_of(venue), symbol)) or _Touch()
         return VenueQuote(venue, touch.bid, touch.ask, fee)
 
     def remember(self, order: VenueOrder) -> None:
@@ -226,7 +221,8 @@ class ExecutionRouter(Service):
     def health_details(self) -> dict[str, object]:
         if not hasattr(self, "router"):
             return {}
-        return {"routed_orders": len(self.router.decisions), "quoted_symbols": len(self.router.by_symbol)}
+        quoted = {symbol for _venue, symbol in self.router.by_venue}
+        return {"routed_orders": len(self.router.decisions), "quoted_symbols": len(quoted)}
 
 
 SERVICE = ExecutionRouter

@@ -1,9 +1,11 @@
 """exeq: execution algorithms and venue adapters.
 
 Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new, cancel or replace);
-``market.tick.>`` (MARKET_TICKS, the latest per subject then live), shown to every adapter so that
-resting orders fill as the market moves. Runs one ``VenueAdapter`` per ``settings.exeq.venues`` entry
-(kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``; kind ``ccxt``: a live exchange,
+``market.tick.>`` (MARKET_TICKS, ``market.tick.<venue>.<SYMBOL>``, the latest per subject then live),
+shown to every adapter so that resting orders fill as the market moves. Runs one ``VenueAdapter`` per
+``settings.exeq.venues`` entry (kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``, filling
+only against the ticks of its quote venue, ``exeq.paper.quote_venue`` or else the mock feed's
+``gateway.venue``: never a live feed's and the mock one's mixed; kind ``ccxt``: a live exchange,
 ``CcxtVenue``, from the venue's own config). After the replay and before the restore, each adapter's
 ``reconcile`` compares the venue with the orders exeq believes open there: the reports of what the venue
 did meanwhile (fills, an order's end) are published as any report (numbered on from the replay, so once);
@@ -653,7 +655,10 @@ class Exeq(Service):
     def _adapter(self, name: str, kind: str) -> VenueAdapter:
         listener = self._venue_reports.put_nowait
         if kind == "paper":
-            return PaperVenue(self.settings.exeq.paper, name=name, report_listener=listener)
+            # Its quotes are one feed's: the configured quote venue, else the mock feed's (None is any).
+            quotes = {"quote_venue": self.settings.quote_venue_of(name)}
+            paper = self.settings.exeq.paper.model_copy(update=quotes)
+            return PaperVenue(paper, name=name, report_listener=listener)
         if kind == "ccxt":
             from trader.execution.venues.ccxt_live import CcxtVenue  # imports ccxt: slow
 

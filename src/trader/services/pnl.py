@@ -1,8 +1,10 @@
 """pnl: positions marked to market, PnL snapshots, positions and PnL in QuestDB.
 
 Consumes: ``position.>`` (stream POSITIONS: net positions on four-token subjects, strategies' on five, see
-``trader.services.ptrc``) and ``market.tick.>`` (MARKET_TICKS: each tick's trade price marks its venue's
-positions of the symbol, and any venue's without a mark of its own). Both from the latest message of
+``trader.services.ptrc``) and ``market.tick.>`` (MARKET_TICKS, ``market.tick.<venue>.<SYMBOL>``: each
+tick's trade price marks the positions of the symbol at the venues it quotes for, ``Settings.quote_venue_of``:
+a live venue's own ticks, a paper venue's ``exeq.paper.quote_venue``; never another feed's, so the mock
+feed's prices never mark a live position). Both from the latest message of
 each subject, then live: the latest position of a subject is that position now, and the latest tick
 the mark, so a restart needs no history and no checkpoint.
 Produces, every ``settings.pnl.snapshot_interval_s``: a ``PnlSnapshot`` per strategy and the total
@@ -78,7 +80,7 @@ class Pnl(Service):
         self.unwritten: list[PnlSnapshot] = []
         self.qdb = QuestDB(self.settings)
         await asyncio.to_thread(ensure_trading_tables, self.qdb)
-        self.book = PnlBook()
+        self.book = PnlBook(quote_venue=self.settings.quote_venue_of)
         self.marks = Marks(self.book)
         self.followers = [
             follow_latest(

@@ -4,8 +4,10 @@ Consumes:
 - ``OrderRequest`` on ``order.submit.>`` (stream ORDERS, durable consumer ``risk``, acknowledged once
   the decision is stored: a crash redelivers the requests in hand, decided again under the same msg id);
 - last trade prices: a core NATS subscription to ``market.tick.>`` that only keeps the latest raw tick
-  per subject, decoded when a decision needs it (only the latest price matters, and a busy feed then
-  costs a dictionary write per tick); seeded at start with the latest tick per subject in MARKET_TICKS;
+  per subject (``market.tick.<venue>.<SYMBOL>``), decoded when a decision needs it (only the latest
+  price matters, and a busy feed then costs a dictionary write per tick); seeded at start with the
+  latest tick per subject in MARKET_TICKS. An order is checked at the last trade of its venue's quote
+  venue (``trader.risk.prices``), never at another feed's price of the symbol;
 - positions: an ordered consumer on ``position.>`` from the latest message per subject: the accounts'
   net positions (``position.<account>.<venue>.<symbol>``) for every account-wide check, and each
   strategy's own (a fifth token, ``.<strategy>``) for that strategy's reduce-only orders;
@@ -65,6 +67,7 @@ from trader.messages import (
 )
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
+from trader.risk.prices import VenuePrices
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
 from trader.trading.state import follow_state, read_state, state_bucket, write_state_if
@@ -102,8 +105,9 @@ class Decider:
     """Pre-trade decisions: one per client order id (a repeated request gets the same answer, not a
     second approval counted against the rate), and none for a request that waited too long."""
 
-    def __init__(self, pre: PreTradeRisk) -> None:
+    def __init__(self, pre: PreTradeRisk, prices: VenuePrices | None = None) -> None:
         self.pre = pre
+        self.prices = prices  # None: the prices set on ``pre`` itself
         self.decided: OrderedDict[str, RiskDecision] = OrderedDict()
 
     def decide(self, request: OrderRequest, arrived_ms: int, now: int) -> RiskDecision:
@@ -115,11 +119,21 @@ class Decider:
             reason = f"stale: the request waited {waited} ms for a decision (max {STALE_REQUEST_MS} ms)"
             decision = RiskDecision(request=request, approved=False, reason=reason, timestamp=now)
         else:
-            decision = self.pre.check(request, now)
+            decision = self._check(request, now)
         self.decided[request.client_order_id] = decision
         if len(self.decided) > DECIDED_MEMORY:
             self.decided.popitem(last=False)
         return decision
+
+    def _check(self, request: OrderRequest, now: int) -> RiskDecision:
+        """The pre-trade checks at the last price of the order's own quote venue."""
+        if self.prices is not None:
+            venue, last = self.prices.price_of(request)
+            if last is None:
+                reason = f"no reference price: no last trade for {request.symbol} on {venue or 'no venue'}"
+                return RiskDecision(request=request, approved=False, reason=reason, timestamp=now)
+            self.pre.update_price(request.symbol, last)
+        return self.pre.check(request, now)
 
 
 def post_trade_checkpoint(post: PostTradeRisk, seq: int, snapshot: PnlSnapshot) -> PostTradeCheckpoint:
@@ -157,7 +171,8 @@ class Risk(Service):
         self.checkpoint = await self._load_checkpoint()
         self.saved_checkpoint = self.checkpoint
         restore_post_trade(self.post, self.checkpoint)
-        self.decider = Decider(self.pre)
+        self.prices = VenuePrices(self.settings)
+        self.decider = Decider(self.pre, self.prices)
         self.raw_ticks: dict[str, bytes] = {}
         self.dirty_ticks: set[str] = set()
         self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
@@ -223,13 +238,15 @@ class Risk(Service):
             self.dirty_ticks.add(stored.subject)
 
     def _refresh_prices(self) -> None:
-        """Decode the latest tick of each symbol that traded since the last decision."""
+        """Decode the latest tick of each instrument that traded since the last decision."""
         for subject in self.dirty_ticks:
             try:
                 tick = decode_tick(self.raw_ticks[subject])
             except InvalidMessage:
                 continue  # the normalizer dead-letters it; the previous price stands
-            self.pre.update_price(tick.symbol, tick.price)
+            if self.prices.update(tick.venue, tick.symbol, tick.price):
+                # Positions are valued at it too (gross exposure) until an order sets its own venue's.
+                self.pre.update_price(tick.symbol, tick.price)
         self.dirty_ticks.clear()
 
     def _follow(

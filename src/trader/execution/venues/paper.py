@@ -48,7 +48,11 @@ class PaperVenueSettings(BaseModel):
     taker_fee_bps: Decimal = Decimal(5)
     slippage_bps: Decimal = Field(default=Decimal(0), ge=0, description="against the taker")
     latency_ms: int = Field(default=0, ge=0, description="from submit until the order meets the book")
-    quote_venue: str | None = Field(default=None, description="fill only on ticks of this venue; None: any")
+    quote_venue: str | None = Field(
+        default=None,
+        description="fill only on ticks of this market-data venue; None: exeq takes the mock feed's "
+        "(gateway.venue), a PaperVenue alone any venue's",
+    )
     initial_balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(100_000)})
     # Symbols without a separator are split on these suffixes: BTCUSDT is BTC against USDT.
     quote_assets: list[str] = Field(default_factory=lambda: ["USDT", "USDC", "FDUSD", "USD", "EUR", "BTC"])
