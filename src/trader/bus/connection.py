@@ -1,4 +1,5 @@
-"""Connecting to NATS: the first connection retried with backoff, later drops reconnected forever."""
+"""Connecting to NATS: a service's first connection retried with backoff, later drops reconnected
+forever; a command's connection tried once, quietly, failing in a line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,41 @@ from nats.aio.client import Client as NATS
 
 from trader.bus.wire import BulkParser
 from trader.runtime.backoff import Backoff
+
+
+class NatsUnreachable(ConnectionError):
+    """No NATS server answered a command's one attempt to connect."""
+
+
+def _client() -> NATS:
+    nc = NATS()
+    nc._ps = BulkParser(nc)  # before connecting: the read loop must never change parsers midway
+    return nc
+
+
+async def connect_once(url: str, name: str, *, timeout: float = 2.0) -> NATS:
+    """Connect for a short-lived command: one attempt, no reconnecting and nothing logged, so a server
+    that is down is a ``NatsUnreachable`` within ``timeout`` seconds, not a stream of retries."""
+
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    nc = _client()
+    try:
+        # nats-py tries a server max_reconnect_attempts + 1 times even on a first connect (0 would
+        # mean for ever): two quick tries, then NoServersError.
+        await nc.connect(
+            url,
+            name=name,
+            connect_timeout=timeout,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            error_cb=quiet,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise NatsUnreachable(f"cannot reach NATS at {url}") from exc
+    return nc
 
 
 async def connect_nats(
@@ -51,8 +87,7 @@ async def connect_nats(
 
     while stop is None or not stop.is_set():
         try:
-            nc = NATS()
-            nc._ps = BulkParser(nc)  # before connecting: the read loop must never change parsers midway
+            nc = _client()
             await nc.connect(
                 url,
                 name=name,

@@ -3,85 +3,59 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Context, Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-import msgspec
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from trader.bus.connection import NatsUnreachable, connect_once
+from trader.cli.connect import CLIENT_NAME, unreachable
+from trader.cli.format import JsonOpt, err, fail, print_rows
 from trader.config import Settings
 
 lake_app = typer.Typer(no_args_is_help=True, help="The Delta Lake: SQL, upkeep and sizes.")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: refused messages and why.")
-
-console = Console() if sys.stdout.isatty() else Console(width=200)
-err = Console(stderr=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-# Decimal places a table shows. An average entry price that is not a finite decimal (fills at 10.1,
-# 10.2 and 10.4 average 10.2333...) is carried at Decimal's 28 digits; the table rounds it for the
-# eye, and --json prints it exact.
-TABLE_DECIMALS = 10
-_TABLE_STEP = Decimal(1).scaleb(-TABLE_DECIMALS)
-
-
-def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], as_json: bool) -> None:
-    if as_json:
-        records = [dict(zip(columns, row, strict=True)) for row in rows]
-        sys.stdout.write(msgspec.json.encode(records, enc_hook=_json_default).decode() + "\n")
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(table_cell(v) for v in row))
-    console.print(table)
-
-
-def table_cell(value: Any) -> str:
-    """A value as a table shows it: a Decimal with more than ``TABLE_DECIMALS`` places rounded to that
-    many (half to even), without the zeros the rounding leaves at its end."""
-    if value is None:
-        return ""
-    if isinstance(value, Decimal) and value.is_finite():
-        exponent = value.as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -TABLE_DECIMALS:
-            # Enough digits for the integer part too: a big value keeps every one of them.
-            context = Context(prec=max(value.adjusted(), 0) + TABLE_DECIMALS + 1)
-            rounded = value.quantize(_TABLE_STEP, context=context)
-            return format(rounded.normalize(context) if rounded else Decimal(0), "f")
-    return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)  # exact: never through a float
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
-    return typer.Exit(1)
-
 
 # QuestDB ----------------------------------------------------------------------------------------
 
 
 def query(sql: Annotated[str, typer.Argument(help="SQL for QuestDB.")], as_json: JsonOpt = False) -> None:
     """Run SQL on QuestDB (bars, positions, PnL)."""
+    import httpx
+
     from trader.stores.questdb import QuestDB, QuestDBError
 
+    settings = Settings()
     try:
-        body = QuestDB(Settings()).query(sql)
+        body = QuestDB(settings).query(sql)
     except QuestDBError as exc:
         raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"QuestDB is not reachable: {exc}") from None
-    print_rows([c["name"] for c in body.get("columns", [])], body.get("dataset", []), as_json)
+    except (OSError, httpx.TransportError) as exc:
+        raise fail(
+            f"cannot reach QuestDB at {settings.questdb_http_url} ({exc}): is the stack up? run `trader up`"
+        ) from None
+    columns = body.get("columns", [])
+    rows = [_exact_decimals(columns, row) for row in body.get("dataset", [])]
+    print_rows([c["name"] for c in columns], rows, as_json)
+
+
+def _exact_decimals(columns: list[dict[str, str]], row: list[Any]) -> list[Any]:
+    """QuestDB sends a DECIMAL as a string with every place of its scale: a Decimal, for the table to
+    show as a number and --json to keep exact."""
+    return [
+        _to_decimal(value) if column.get("type", "").upper().startswith("DECIMAL") else value
+        for column, value in zip(columns, row, strict=True)
+    ]
+
+
+def _to_decimal(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        return value
 
 
 # Lake -------------------------------------------------------------------------------------------
@@ -151,10 +125,8 @@ async def _read_dlq(settings: Settings, service: str | None, limit: int) -> list
     from nats.js.errors import NotFoundError
 
     from trader.bus import dlq
-    from trader.bus.connection import connect_nats
 
-    nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
-    assert nc is not None
+    nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
     try:
         js = nc.jetstream()
         state = (await js.stream_info("DLQ")).state
@@ -197,8 +169,8 @@ def dlq_list(
     """Show dead letters, newest first: who refused what, and why."""
     try:
         letters = asyncio.run(_read_dlq(Settings(), service, limit))
-    except TimeoutError:
-        raise fail("NATS is not reachable") from None
+    except NatsUnreachable as exc:
+        raise unreachable(exc) from None
     columns = ["dlq_seq", "refused_at", "service", "subject", "stream_seq", "reason", "payload"]
     rows = [[*(x[c] for c in columns[:-1]), _preview(x["data"], as_json)] for x in letters]
     print_rows(columns, rows, as_json)
@@ -224,11 +196,13 @@ def dlq_replay(
 ) -> None:
     """Publish refused messages again, once fixed (a new decoder, a corrected producer), and remove them
     from the dead letters. A message refused by several services is published once."""
-    from trader.bus.connection import connect_nats
     from trader.bus.publish import Outgoing, publish_batch
 
     settings = Settings()
-    letters = asyncio.run(_read_dlq(settings, service, limit))
+    try:
+        letters = asyncio.run(_read_dlq(settings, service, limit))
+    except NatsUnreachable as exc:
+        raise unreachable(exc) from None
     chosen = [
         x
         for x in letters
@@ -253,8 +227,7 @@ def dlq_replay(
         return
 
     async def replay() -> int:
-        nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
-        assert nc is not None
+        nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
         try:
             js = nc.jetstream()
             items = []
@@ -277,5 +250,8 @@ def dlq_replay(
         finally:
             await nc.close()
 
-    count = asyncio.run(replay())
+    try:
+        count = asyncio.run(replay())
+    except NatsUnreachable as exc:
+        raise unreachable(exc) from None
     err.print(f"replayed {count} message(s) to their original subjects and removed them from the DLQ")

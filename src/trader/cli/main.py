@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trader.cli import bench, data, trading
+from trader.cli.format import log_line
 from trader.cli.settings import config as config_command
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
@@ -321,28 +322,30 @@ def logs(
     name: Annotated[
         str, typer.Argument(help="A component: nats, seaweedfs, questdb, supervisor or a service.")
     ],
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing what is added.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Print the last this many lines.")] = 50,
+    raw: Annotated[bool, typer.Option("--raw", help="The lines as written: JSON for services.")] = False,
 ) -> None:
-    """Print a component's log."""
+    """Print a component's log: JSON lines as readable ones (time UTC, level, event, key=value); the
+    servers' own lines (nats, seaweedfs, questdb) as they are."""
     settings = _settings()
     path = settings.log_file(name)
     if not path.exists():
         known = sorted(p.stem for p in settings.log_dir.glob("*.log")) if settings.log_dir.exists() else []
         err.print(f"no log for {name!r} in {settings.log_dir}; logs: {', '.join(known) or 'none'}")
         raise typer.Exit(1)
-    _tail(path, lines, follow)
+    _tail(path, lines, follow, (lambda line: line) if raw else (lambda line: log_line(line, name)))
 
 
-def _tail(path: Path, lines: int, follow: bool) -> None:
+def _tail(path: Path, lines: int, follow: bool, show: Callable[[str], str]) -> None:
     with path.open("r", errors="replace") as f:
         for line in deque(f, maxlen=lines):
-            sys.stdout.write(line)
+            sys.stdout.write(show(line))
         sys.stdout.flush()
         while follow:
             line = f.readline()
             if line:
-                sys.stdout.write(line)
+                sys.stdout.write(show(line))
                 sys.stdout.flush()
             else:
                 time.sleep(0.2)
@@ -377,15 +380,15 @@ _PORT_STATES = {
 @app.command()
 def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create or update the streams, then list them with their message counts."""
-    from trader.bus.connection import connect_nats
+    from trader.bus.connection import NatsUnreachable, connect_once
     from trader.bus.streams import HISTORY_STREAMS, STREAMS, ensure_streams, history_room, stream_max_bytes
+    from trader.cli.connect import CLIENT_NAME, unreachable
     from trader.trading.storage import WARN_SHARE, HistoryUse
 
     settings = _settings()
 
     async def run() -> list[dict]:
-        nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
-        assert nc is not None
+        nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
         try:
             js = nc.jetstream()
             outcome = await ensure_streams(js, settings)
@@ -408,9 +411,8 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     try:
         rows = asyncio.run(run())
-    except TimeoutError:
-        err.print(f"[red]error:[/] NATS is not reachable at {settings.effective_nats_url}")
-        raise typer.Exit(1) from None
+    except NatsUnreachable as exc:
+        raise unreachable(exc) from None
     if as_json:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return

@@ -3,6 +3,12 @@
 They read the trading streams (the latest state of each order, the latest message per subject) and
 write to the bus as any service does: an ``OrderRequest`` goes to risk, a ``CancelRequest`` to the oms,
 and the kill switch is the ``TradingState`` in the key-value bucket.
+
+Exit codes of `order --wait` and `cancel --wait`, for scripts: 0 the order is working or filled (or,
+for a cancel, canceled); 1 an error (NATS down, no answer in time); 2 bad input (an unknown symbol, a
+number that is not one); 3 rejected (denied by risk or refused by the venue; for a cancel: the order
+ended otherwise, or is still working); 4 ended without any fill (canceled or expired, e.g. an IOC that
+found nothing at its price).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -23,8 +28,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from trader.cli.data import JsonOpt, err, fail, print_rows
-from trader.config import Settings
+from trader.cli.connect import run_on_nats
+from trader.cli.format import JsonOpt, err, fail, print_rows
 from trader.messages import (
     TERMINAL_STATUSES,
     CancelRequest,
@@ -35,8 +40,6 @@ from trader.messages import (
     TradingState,
     encode,
 )
-
-T = TypeVar("T")
 
 ORDER_COLUMNS = [
     "client_order_id",
@@ -54,6 +57,12 @@ ORDER_COLUMNS = [
 # After the venue acknowledged an order, `--wait` waits this long for more (a market order's fill)
 # before it prints a working order's state.
 SETTLE_S = 0.5
+
+T = TypeVar("T")
+
+EXIT_BAD_INPUT = 2
+EXIT_REJECTED = 3
+EXIT_UNFILLED = 4
 
 _order_decoder = msgspec.json.Decoder(Order)
 
@@ -75,31 +84,18 @@ class AlgoName(StrEnum):
 
 
 StrategyOpt = Annotated[str, typer.Option(help="The strategy the order belongs to (a subject token).")]
-WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the order's resulting state and print it.")]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="Wait for the order's resulting state and print it; exit 3 if it is rejected (by risk or "
+        "the venue), 4 if it ends without a fill.",
+    ),
+]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
 
 
 # Plumbing -----------------------------------------------------------------------------------------
-
-
-def _run(work: Callable[[NATS], Awaitable[T]]) -> T:
-    """Connect to NATS, run ``work``, close; a server that does not answer is a plain error."""
-    from trader.bus.connection import connect_nats
-
-    settings = Settings()
-
-    async def main() -> T:
-        try:
-            nc = await asyncio.wait_for(connect_nats(settings.effective_nats_url, "trader-cli"), timeout=10)
-        except TimeoutError:
-            raise fail(f"NATS is not reachable at {settings.effective_nats_url}") from None
-        assert nc is not None
-        try:
-            return await work(nc)
-        finally:
-            await nc.close()
-
-    return asyncio.run(main())
 
 
 async def _latest(nc: NATS, stream: str, subject: str, kind: type[T]) -> list[T]:
@@ -157,9 +153,9 @@ def _decimal(text: str | None, what: str) -> Decimal | None:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise fail(f"{what} {text!r} is not a number") from None
+        raise fail(f"{what} {text!r} is not a number", EXIT_BAD_INPUT) from None
     if not value.is_finite():
-        raise fail(f"{what} {text!r} is not a finite number")
+        raise fail(f"{what} {text!r} is not a finite number", EXIT_BAD_INPUT)
     return value
 
 
@@ -175,7 +171,7 @@ def orders(
     as_json: JsonOpt = False,
 ) -> None:
     """The latest state of each order: open ones and the most recent (all with --all), oldest first."""
-    latest = _run(lambda nc: _orders(nc, strategy))
+    latest = run_on_nats(lambda nc: _orders(nc, strategy))
     ordered = sorted(latest.values(), key=lambda o: (o.created, o.updated, o.client_order_id))
     if not all_orders:
         recent = {o.client_order_id for o in sorted(ordered, key=lambda o: o.updated)[-limit:]}
@@ -185,7 +181,7 @@ def orders(
 
 def positions(as_json: JsonOpt = False) -> None:
     """The latest position of each (account, venue, symbol), from the POSITIONS stream."""
-    found = _run(lambda nc: _latest(nc, "POSITIONS", "position.>", Position))
+    found = run_on_nats(lambda nc: _latest(nc, "POSITIONS", "position.>", Position))
     columns = [
         "account",
         "venue",
@@ -216,7 +212,7 @@ def positions(as_json: JsonOpt = False) -> None:
 
 def pnl(as_json: JsonOpt = False) -> None:
     """The latest PnL snapshot of each strategy and the total, from the PNL stream."""
-    found = _run(lambda nc: _latest(nc, "PNL", "pnl.>", PnlSnapshot))
+    found = run_on_nats(lambda nc: _latest(nc, "PNL", "pnl.>", PnlSnapshot))
     columns = ["scope", "realized", "unrealized", "fees", "total", "gross_exposure", "time"]
     rows = [
         [s.scope, s.realized, s.unrealized, s.fees, s.total, s.gross_exposure, _time(s.timestamp)]
@@ -248,7 +244,10 @@ def order(
     timeout: TimeoutOpt = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send an order to risk (then the oms and the venue); prints its client order id."""
+    """Send an order to risk (then the oms and the venue); prints its client order id.
+
+    The symbol must have market data (ticks in MARKET_TICKS): risk prices every order against its last
+    trade. With --wait: exit 3 if the order is rejected, 4 if it ends unfilled, 0 otherwise."""
     from trader.bus.streams import order_submit_subject
 
     params = _algo_params(param or [])
@@ -277,15 +276,60 @@ def order(
     )
 
     async def send(nc: NATS) -> Order | None:
+        await _require_known_symbol(nc, symbol)
         subject = order_submit_subject(strategy)
         payload = encode(request)
         return await _publish_and_wait(nc, request.client_order_id, strategy, subject, payload, wait, timeout)
 
-    state = _run(send)
+    state = run_on_nats(send)
     if not wait:
         sys.stdout.write(request.client_order_id + "\n")
         return
-    _print_waited(request.client_order_id, state, timeout, as_json)
+    shown = _print_waited(request.client_order_id, state, timeout, as_json)
+    code = order_exit_code(shown)
+    if code == EXIT_REJECTED:
+        raise fail(f"order {shown.client_order_id} rejected: {shown.reason or 'no reason given'}", code)
+    if code == EXIT_UNFILLED:
+        raise fail(
+            f"order {shown.client_order_id} {shown.status} unfilled: {shown.reason or ''}".strip(), code
+        )
+
+
+def order_exit_code(state: Order) -> int:
+    """What `order --wait` exits with once it has the order's state (see the module's docstring)."""
+    if state.status == "REJECTED":
+        return EXIT_REJECTED
+    if state.status in ("CANCELED", "EXPIRED") and not state.filled_quantity:
+        return EXIT_UNFILLED
+    return 0
+
+
+def cancel_exit_code(state: Order) -> int:
+    """What `cancel --wait` exits with: 0 only when the order was canceled."""
+    return 0 if state.status == "CANCELED" else EXIT_REJECTED
+
+
+async def known_symbols(nc: NATS) -> list[str]:
+    """The symbols with market data: the last token of each subject in MARKET_TICKS
+    (``market.tick.<venue>.<SYMBOL>``)."""
+    info = await nc.jetstream().stream_info("MARKET_TICKS", subjects_filter="market.tick.>")
+    return sorted({subject.rsplit(".", 1)[-1] for subject in info.state.subjects or {}})
+
+
+async def _require_known_symbol(nc: NATS, symbol: str) -> None:
+    known = await known_symbols(nc)
+    if symbol in known:
+        return
+    if not known:
+        raise fail(
+            f"unknown symbol {symbol!r}: no symbol has market data yet (ticks in MARKET_TICKS); "
+            "is the gateway running? `trader status`",
+            EXIT_BAD_INPUT,
+        )
+    raise fail(
+        f"unknown symbol {symbol!r}: no market data for it; known symbols: {', '.join(known)}",
+        EXIT_BAD_INPUT,
+    )
 
 
 def cancel(
@@ -306,7 +350,7 @@ def cancel(
         if owner is None:
             known = (await _orders(nc, None)).get(client_order_id)
             if known is None:
-                raise fail(f"no order {client_order_id!r} in the ORDERS stream")
+                raise fail(f"no order {client_order_id!r} in the ORDERS stream", EXIT_BAD_INPUT)
             if known.is_terminal:
                 raise fail(f"order {client_order_id} is already {known.status}")
             owner = known.strategy
@@ -324,11 +368,13 @@ def cancel(
             msg_id=f"cancel:{client_order_id}:{now}",
         )
 
-    state = _run(send)
+    state = run_on_nats(send)
     if not wait:
         err.print(f"cancel requested for {client_order_id}")
         return
-    _print_waited(client_order_id, state, timeout, as_json)
+    shown = _print_waited(client_order_id, state, timeout, as_json)
+    if code := cancel_exit_code(shown):
+        raise fail(f"order {client_order_id} is {shown.status}, not canceled", code)
 
 
 async def _publish_and_wait(
@@ -387,10 +433,11 @@ async def _settled(states: asyncio.Queue[Order], timeout: float) -> Order | None
             return latest
 
 
-def _print_waited(client_order_id: str, state: Order | None, timeout: float, as_json: bool) -> None:
+def _print_waited(client_order_id: str, state: Order | None, timeout: float, as_json: bool) -> Order:
     if state is None:
         raise fail(f"no state for order {client_order_id} within {timeout:g}s: are risk and the oms running?")
     print_rows(ORDER_COLUMNS, [_order_row(state)], as_json)
+    return state
 
 
 def _order_type(price: Decimal | None, stop_price: Decimal | None) -> Any:
@@ -435,4 +482,4 @@ def _set_state(state: TradingState) -> None:
     async def write(nc: NATS) -> int:
         return await write_state(await state_bucket(nc.jetstream()), state)
 
-    _run(write)
+    run_on_nats(write)
