@@ -15,6 +15,13 @@ runner = CliRunner()
 SECRET = "topsecret-5c1d"
 
 
+@pytest.fixture(autouse=True)
+def _logging_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI points the logs at its stderr, which the runner closes after each command: later tests'
+    # logs would then fail to write.
+    monkeypatch.setattr("trader.cli.main.configure_logging", lambda *args, **kwargs: None)
+
+
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     keys = tmp_path / "okx.json"
