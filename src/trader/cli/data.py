@@ -65,7 +65,8 @@ def _to_decimal(value: Any) -> Any:
 def lake_sql(
     sql: Annotated[str, typer.Argument(help="SQL over the lake's tables.")], as_json: JsonOpt = False
 ) -> None:
-    """Run SQL over the Delta tables (Polars): market_ticks, alt_data."""
+    """Run SQL over the Delta tables (Polars): market_ticks, alt_data. Decimals stay exact: prices keep
+    12 places, sizes 8, so price*size and its sums fit."""
     import polars as pl
 
     from trader.stores.lake import TABLES, Lake
@@ -78,8 +79,29 @@ def lake_sql(
     try:
         frame = context.execute(sql).collect()
     except Exception as exc:  # a SQL error: say it plainly
-        raise fail(str(exc)) from None
+        hint = _overflow_hint(lake) if "overflow" in str(exc) else ""
+        raise fail(str(exc).strip() + hint) from None
     print_rows(frame.columns, frame.rows(), as_json)
+
+
+def _overflow_hint(lake: Any) -> str:
+    """Why a decimal product overflowed: a table still in the old types, or a product of two columns
+    with many places each (a product keeps the places of both within 38 digits)."""
+    from trader.stores.lake import TABLES
+
+    old = []
+    for table in TABLES.values():
+        if stale := lake.stale_columns(table):
+            old.append(f"{table.name} ({', '.join(f'{c} {k}' for c, k in stale.items())})")
+    if old:
+        return (
+            f"\n{'; '.join(old)} still in the old decimal types: its sink rewrites the table when it"
+            " starts (`trader logs sink-ticks` or `sink-alt` says why it did not)"
+        )
+    return (
+        "\na product keeps the decimal places of both sides within 38 digits:"
+        " cast one side to fewer, as in cast(value as decimal(38, 8))"
+    )
 
 
 @lake_app.command("info")

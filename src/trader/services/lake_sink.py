@@ -6,6 +6,11 @@ first; the rest is appended to the table in one Delta commit that also records, 
 transaction of this service, the highest stream sequence of the batch. At start the service reads that
 sequence back and consumes from the next one: a crash or restart at any moment neither loses nor
 duplicates a row.
+
+A value with more decimal places than its lake column keeps (see ``trader.stores.lake``) is refused
+too, never rounded. A table written with older column types is rewritten with the current ones before
+the first batch (``Lake.migrate``); if a value would change, the table keeps its types and the sink
+appends to it as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from trader.config import SinkSettings
 from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery, StreamConsumer
 from trader.runtime.service import Refused, Runtime, Service
-from trader.stores.lake import Lake, LakeTable
+from trader.stores.lake import Lake, LakeMigrationError, LakeTable, unfit_decimal
 
 
 class LakeSink(Service):
@@ -63,11 +68,27 @@ class LakeSink(Service):
         rt.log.info("sink.resumed", table=self.lake.uri(self.table), committed_seq=self.committed)
 
     async def run(self, rt: Runtime) -> None:
+        await self._migrate(rt)
         async for batch in self.consumer.batches():
             if batch:
                 await self._write(rt, batch)
                 await self.consumer.ack(batch)
             await self._maybe_compact(rt)
+
+    async def _migrate(self, rt: Runtime) -> None:
+        """The table in the current column types, before anything is appended (the sink is its only
+        writer, so nothing is written meanwhile)."""
+        stale = await asyncio.to_thread(self.lake.stale_columns, self.table)
+        if not stale:
+            return
+        old = {name: str(kind) for name, kind in stale.items()}
+        rt.log.info("lake.migrating", table=self.table.name, columns=old)
+        try:
+            await asyncio.to_thread(self.lake.migrate, self.table)
+        except LakeMigrationError as exc:
+            rt.log.warning("lake.migration_refused", table=self.table.name, reason=str(exc), columns=old)
+        else:
+            rt.log.info("lake.migrated", table=self.table.name, columns=old)
 
     async def _write(self, rt: Runtime, batch: list[Delivery]) -> None:
         started = time.perf_counter()
@@ -77,10 +98,10 @@ class LakeSink(Service):
                 rows.append((d, self.decode(d.data)))
             except InvalidMessage as exc:
                 refused.append(Refused(d.seq, d.subject, d.data, d.headers, exc.field, str(exc)))
-        await rt.dead_letter(self.stream, refused)
+        data, unfit = self._fitting(rows) if rows else (None, [])
+        await rt.dead_letter(self.stream, refused + unfit)
         last_seq = batch[-1].seq
-        if rows:
-            data = self.to_arrow(rows)
+        if data is not None:
             await rt.retry(
                 "lake.append",
                 lambda: asyncio.to_thread(
@@ -89,8 +110,27 @@ class LakeSink(Service):
             )
         self.committed = last_seq
         rt.metrics.count_in(len(batch))
-        rt.metrics.count_out(len(rows))
+        rt.metrics.count_out(len(rows) - len(unfit))
         rt.metrics.observe_batch(time.perf_counter() - started)
+
+    def _fitting(self, rows: list[tuple[Delivery, Any]]) -> tuple[pa.Table | None, list[Refused]]:
+        """The rows the table can keep exactly, as Arrow, and the refusals of the others (a value
+        with more decimal places than its column keeps). Checked row by row only when the batch
+        does not convert: nearly every batch does."""
+        try:
+            return self.to_arrow(rows), []
+        except pa.ArrowInvalid:
+            fitting, unfit = [], []
+            for d, message in rows:
+                misfit = unfit_decimal(self.table, message)
+                if misfit is None:
+                    fitting.append((d, message))
+                else:
+                    field, reason = misfit
+                    unfit.append(Refused(d.seq, d.subject, d.data, d.headers, field, f"{field}: {reason}"))
+            if not unfit:
+                raise
+        return (self.to_arrow(fitting) if fitting else None), unfit
 
     async def _maybe_compact(self, rt: Runtime) -> None:
         if time.monotonic() - self._last_compaction < self.sink_settings.compact_interval_s:
@@ -111,5 +151,6 @@ class LakeSink(Service):
         return {"committed_seq": getattr(self, "committed", None)}
 
 
-def decimals(values: list[Any]) -> pa.Array:
-    return pa.array(values, pa.decimal128(38, 18))
+def decimals(values: list[Any], kind: pa.DataType) -> pa.Array:
+    """Exact: a value with more decimal places than ``kind`` keeps raises ``pa.ArrowInvalid``."""
+    return pa.array(values, kind)

@@ -12,7 +12,7 @@ from trader.marketdata.decode import decode_alt
 from trader.messages import AltDatum
 from trader.runtime.consumer import Delivery
 from trader.services.lake_sink import LakeSink, decimals
-from trader.stores.lake import ALT_DATA, TIMESTAMP, utc_dates
+from trader.stores.lake import ALT_DATA, TIMESTAMP, VALUE, utc_dates
 
 
 class SinkAlt(LakeSink):
@@ -33,7 +33,7 @@ class SinkAlt(LakeSink):
             "kind": pa.array([a.kind for a in data], pa.string()),
             "source": pa.array([a.source for a in data], pa.string()),
             "symbol": pa.array([a.symbol for a in data], pa.string()),
-            "value": decimals([a.value for a in data]),
+            "value": decimals([a.value for a in data], VALUE),
             "unit": pa.array([a.unit for a in data], pa.string()),
             "stream_seq": pa.array([d.seq for d, _ in rows], pa.int64()),
             "dt": utc_dates(ts),

@@ -12,7 +12,7 @@ from trader.marketdata.decode import decode_tick
 from trader.messages import MarketTick
 from trader.runtime.consumer import Delivery
 from trader.services.lake_sink import LakeSink, decimals
-from trader.stores.lake import MARKET_TICKS, TIMESTAMP, utc_dates
+from trader.stores.lake import MARKET_TICKS, PRICE, QUANTITY, TIMESTAMP, utc_dates
 
 
 class SinkTicks(LakeSink):
@@ -33,11 +33,11 @@ class SinkTicks(LakeSink):
             "exchange": pa.array([t.exchange for t in ticks], pa.string()),
             "venue": pa.array([t.venue for t in ticks], pa.string()),
             "symbol": pa.array([t.symbol for t in ticks], pa.string()),
-            "price": decimals([t.price for t in ticks]),
-            "size": decimals([t.size for t in ticks]),
-            "volume": decimals([t.volume for t in ticks]),
-            "bid": decimals([t.bid for t in ticks]),
-            "ask": decimals([t.ask for t in ticks]),
+            "price": decimals([t.price for t in ticks], PRICE),
+            "size": decimals([t.size for t in ticks], QUANTITY),
+            "volume": decimals([t.volume for t in ticks], QUANTITY),
+            "bid": decimals([t.bid for t in ticks], PRICE),
+            "ask": decimals([t.ask for t in ticks], PRICE),
             "side": pa.array([t.side for t in ticks], pa.string()),
             "trade_id": pa.array([t.trade_id for t in ticks], pa.string()),
             "source_seq": pa.array([t.source_seq for t in ticks], pa.int64()),

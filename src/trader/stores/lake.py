@@ -1,6 +1,15 @@
 """The Delta Lake: tables at ``<lake_root>/<table>/`` (``s3://trader2025/lake/...`` by default, or a local
 path), written with delta-rs.
 
+Decimal places per column: prices (``price``, ``bid``, ``ask``) keep 12, quantities (``size``,
+``volume``) 8, alternative data's ``value`` 18. The query engines (Polars, DataFusion) give a product of
+two decimals the sum of their scales within 38 digits and do not widen: with 18 places on both sides,
+``price * size`` kept 2 integer digits and overflowed at 100. With 12 + 8 a notional keeps 18 integer
+digits, and so does a sum of notionals. Crypto venues quote to 8 places or fewer (prices of the
+smallest coins to 10 or 11); a value with more places than its column keeps is refused, never rounded.
+Tables written before (every decimal at 18 places) are still appended to (delta-rs casts to the table's
+types); ``migrate`` rewrites them with the current types, refusing if that would change a value.
+
 Exactly once: every append commits, in the same Delta transaction, an application transaction
 ``(app_id, version)`` whose version is the highest stream sequence in the batch. A writer that
 restarts reads that version back and resumes after it, so a crash at any moment neither loses nor
@@ -9,7 +18,9 @@ repeats a row.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +31,9 @@ from deltalake.exceptions import TableNotFoundError
 
 from trader.config import Settings
 
-DECIMAL = pa.decimal128(38, 18)
+PRICE = pa.decimal128(38, 12)
+QUANTITY = pa.decimal128(38, 8)
+VALUE = pa.decimal128(38, 18)
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
@@ -44,11 +57,11 @@ MARKET_TICKS = LakeTable(
             _field("exchange", pa.string()),
             _field("venue", pa.string()),
             _field("symbol", pa.string()),
-            _field("price", DECIMAL),
-            _field("size", DECIMAL),
-            _field("volume", DECIMAL),
-            _field("bid", DECIMAL, True),
-            _field("ask", DECIMAL, True),
+            _field("price", PRICE),
+            _field("size", QUANTITY),
+            _field("volume", QUANTITY),
+            _field("bid", PRICE, True),
+            _field("ask", PRICE, True),
             _field("side", pa.string(), True),
             _field("trade_id", pa.string(), True),
             _field("source_seq", pa.int64(), True),
@@ -68,7 +81,7 @@ ALT_DATA = LakeTable(
             _field("kind", pa.string()),
             _field("source", pa.string()),
             _field("symbol", pa.string(), True),
-            _field("value", DECIMAL),
+            _field("value", VALUE),
             _field("unit", pa.string(), True),
             _field("stream_seq", pa.int64()),
             _field("dt", pa.string()),
@@ -78,6 +91,30 @@ ALT_DATA = LakeTable(
 )
 
 TABLES = {t.name: t for t in (MARKET_TICKS, ALT_DATA)}
+
+
+class LakeMigrationError(RuntimeError):
+    """A table that cannot take the current column types without changing a value."""
+
+
+def decimal_columns(table: LakeTable) -> dict[str, pa.Decimal128Type]:
+    return {f.name: f.type for f in table.schema if pa.types.is_decimal(f.type)}
+
+
+def unfit_decimal(table: LakeTable, row: object) -> tuple[str, str] | None:
+    """The first decimal column of ``table`` whose value in ``row`` (an object with an attribute per
+    column) the column cannot keep exactly, and why; None when every one fits."""
+    for name, kind in decimal_columns(table).items():
+        value = getattr(row, name, None)
+        if not isinstance(value, Decimal) or not value.is_finite():
+            continue
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        if exponent < -kind.scale and value != value.quantize(Decimal(1).scaleb(-kind.scale)):
+            return name, f"{value} has more than {kind.scale} decimal places, the most the lake keeps"
+        if value and value.adjusted() >= kind.precision - kind.scale:
+            return name, f"{value} has more than {kind.precision - kind.scale} integer digits"
+    return None
 
 
 def utc_dates(millis: pa.Array) -> pa.Array:
@@ -121,6 +158,52 @@ class Lake:
             commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]),
         )
 
+    def stale_columns(self, table: LakeTable) -> dict[str, pa.DataType]:
+        """The decimal columns ``table`` stores with other types than the current ones, and those
+        types: a table written before per-column types."""
+        delta = self.open(table)
+        if delta is None:
+            return {}
+        stored = pa.schema(delta.schema().to_arrow())
+        return {
+            name: stored.field(name).type
+            for name, kind in decimal_columns(table).items()
+            if name in stored.names and stored.field(name).type != kind
+        }
+
+    def migrate(self, table: LakeTable) -> dict[str, pa.DataType]:
+        """Rewrite ``table`` with the current decimal types where its stored ones differ, in one commit
+        that keeps every row and the writers' application transactions; the columns rewritten, with
+        their old types. Raises ``LakeMigrationError``, leaving the table as it is, when a value would
+        change. Only while nothing else writes the table: the sinks call it before their first batch."""
+        stale = self.stale_columns(table)
+        delta = self.open(table)
+        if not stale or delta is None:
+            return {}
+        dataset = delta.to_pyarrow_dataset()
+        wanted = table.schema
+        target = pa.schema(
+            [wanted.field(f.name) if f.name in stale else f for f in dataset.schema],
+            metadata=dataset.schema.metadata,
+        )
+        cast = _Rescale(target, stale)
+        try:
+            write_deltalake(
+                self.uri(table),
+                pa.RecordBatchReader.from_batches(target, cast.batches(dataset.to_batches())),
+                mode="overwrite",
+                schema_mode="overwrite",
+                partition_by=list(table.partition_by),
+                storage_options=self.storage_options,
+                writer_properties=WriterProperties(compression="ZSTD"),
+            )
+        except Exception:
+            if cast.refused is None:
+                raise
+            # The writer wraps what the batches raised; nothing was committed.
+            raise LakeMigrationError(f"{table.name}: {cast.refused}; the table keeps its types") from None
+        return stale
+
     def compact(self, table: LakeTable) -> dict[str, Any]:
         """Merge small files (delta-rs optimize) and write a checkpoint."""
         delta = self.open(table)
@@ -158,3 +241,28 @@ class Lake:
             "rows": int(pc.sum(actions.column("num_records")).as_py() or 0),
             "bytes": int(pc.sum(actions.column("size_bytes")).as_py() or 0),
         }
+
+
+class _Rescale:
+    """The batches of a table with its stale decimal columns in their current types, exactly; what
+    refused, if a value would have changed."""
+
+    def __init__(self, target: pa.Schema, stale: dict[str, pa.DataType]) -> None:
+        self.target = target
+        self.stale = stale
+        self.refused: str | None = None
+
+    def batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            columns = [self._column(batch, f) for f in self.target]
+            yield pa.RecordBatch.from_arrays(columns, schema=self.target)
+
+    def _column(self, batch: pa.RecordBatch, field: pa.Field) -> pa.Array:
+        column = batch.column(field.name)
+        if field.name not in self.stale:
+            return column
+        try:
+            return column.cast(field.type)  # safe: refuses to drop a digit
+        except pa.ArrowInvalid:
+            self.refused = f"{field.name} holds a value with more than {field.type.scale} decimal places"
+            raise
