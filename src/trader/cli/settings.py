@@ -31,12 +31,18 @@ _WHERE_A_SECRET_IS = ("_env", "_file")
 
 
 def config(
+    section: Annotated[
+        str | None, typer.Argument(help="Only the settings under this one, e.g. risk or exeq.venues.")
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object: setting -> value, source.")
     ] = False,
 ) -> None:
     """Show the settings in force and where each value came from (default, environment, file)."""
-    rows = settings_report(Settings())
+    rows = [row for row in settings_report(Settings()) if section is None or _under(row[0], section)]
+    if not rows:
+        print(f"error: no setting is named {section} or lies under it", file=sys.stderr)
+        raise typer.Exit(2)
     if as_json:
         print(json.dumps({name: _json_row(value, source) for name, value, source in rows}, indent=2))
         return
@@ -50,6 +56,10 @@ def config(
     for name, value, source in rows:
         table.add_row(name, _shown(value), str(source))
     console.print(table, markup=False)
+
+
+def _under(name: str, section: str) -> bool:
+    return name == section or name.startswith((f"{section}.", f"{section}["))
 
 
 def settings_report(settings: Settings) -> list[tuple[str, Any, Source]]:

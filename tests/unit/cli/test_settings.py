@@ -111,3 +111,16 @@ def test_every_command_refuses_an_unknown_key_in_one_message(
     assert "unknown setting 'gatway'; did you mean 'gateway'?" in " ".join(result.stderr.split())
     assert "Traceback" not in result.output
     assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_one_section_is_shown_on_its_own(config_file: Path) -> None:
+    risk = shown("risk")
+    assert "risk.max_order_notional" in risk
+    assert all(name.startswith("risk.") for name in risk)
+    assert list(shown("strategy.strategies[0].params")) == [
+        "strategy.strategies[0].params.quantity",
+        "strategy.strategies[0].params.api_token",
+    ]
+    unknown = runner.invoke(app, ["config", "rsk"])
+    assert unknown.exit_code == 2
+    assert "no setting is named rsk" in unknown.stderr
