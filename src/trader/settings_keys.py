@@ -107,9 +107,9 @@ class KeyCheck:
     problems: list[str] = field(default_factory=list)
     named_variables: set[str] = field(default_factory=set)
 
-    def data(self, data: Any, where: str, root: Path_ = ()) -> None:
-        """A mapping of settings (a YAML file's, a JSON value's), found ``where``, at ``root``."""
-        self._walk(data, self._annotation_at(root), root, where)
+    def data(self, data: Any, where: str) -> None:
+        """A mapping of settings (a YAML file's, keyword arguments), found ``where``."""
+        self._walk(data, self.model, (), where)
 
     def environment(self, environ: Mapping[str, str], prefix: str, allowed: Iterable[str] = ()) -> None:
         """Every ``<prefix>*`` variable: a setting (nested with ``__``, case-insensitive), a variable in
@@ -131,13 +131,6 @@ class KeyCheck:
             raise UnknownSettingError("\n".join(self.problems))
 
     # -------------------------------------------------------------------------------------------
-
-    def _annotation_at(self, path: Path_) -> Any:
-        annotation: Any = self.model
-        for part in path:
-            shape = _shape(annotation)
-            annotation = _fields(shape.inner)[part] if shape.kind == "model" else shape.inner
-        return annotation
 
     def _walk(self, value: Any, annotation: Any, path: Path_, where: str) -> None:
         shape = _shape(annotation)
@@ -193,6 +186,8 @@ class KeyCheck:
     def _unknown_variable(self, name: str, parts: list[str], depth: int, annotation: Any, prefix: str) -> str:
         shape = _shape(annotation)
         known = dotted(tuple(parts[:depth]))
+        if shape.kind == "dict":  # only an empty key stops at a dict
+            return f"environment variable {name}: a key is missing after {known!r}"
         if shape.kind != "model":
             what = "a list, set whole (as JSON), not by item" if shape.kind == "list" else "a single value"
             return f"environment variable {name}: {known!r} is {what}: it has no {parts[depth]!r}"
