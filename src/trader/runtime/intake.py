@@ -326,7 +326,7 @@ class Intake(Generic[T]):
         self.caught_up = True
         outputs = list(await self.on_caught_up()) if self.on_caught_up is not None else []
         await self._publish(outputs, [])
-        self.rt.log.info("intake.caught_up", input=self.name, covered=self._covered, republished=len(outputs))
+        self.rt.log.info("intake.caught_up", input=self.name, republished=len(outputs))
 
     async def _run_latest(self, follower: Follower) -> None:
         stopping = self.rt.stopping
