@@ -16,7 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 
 class PortInUse(OSError):
-    pass
+    """A port the service cannot listen on (taken, or not allowed), and which."""
+
+    def __init__(self, message: str, port: int) -> None:
+        super().__init__(message)
+        self.port = port
 
 
 def build_probe_app(
@@ -60,7 +64,8 @@ def bind(host: str, port: int, owner: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise PortInUse(f"{owner}: cannot listen on {host}:{port}: {exc.strerror}") from None
+        reason = (exc.strerror or str(exc)).lower()
+        raise PortInUse(f"{owner}: cannot listen on {host}:{port}: {reason}", port) from None
     sock.listen(128)
     sock.setblocking(False)
     return sock

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,7 @@ from trader.config import Settings
 from trader.runtime.backoff import Backoff
 from trader.runtime.collector import CollectorWatch
 from trader.runtime.health import ConsumerWatch, Problem
-from trader.runtime.http import HttpServer, bind, build_probe_app
+from trader.runtime.http import HttpServer, PortInUse, bind, build_probe_app
 from trader.runtime.logging import configure_logging
 from trader.runtime.metrics import ServiceMetrics
 
@@ -361,4 +362,9 @@ def run_service(name: str, settings: Settings | None = None) -> int:
     service = load_service(name)(settings)
     port = getattr(settings.ports, spec.port_field)
     metrics_port = getattr(settings.ports, spec.metrics_port_field) if spec.metrics_port_field else None
-    return asyncio.run(serve(service, port, metrics_port))
+    try:
+        return asyncio.run(serve(service, port, metrics_port))
+    except PortInUse as exc:  # one line that says what to do, not a traceback
+        field = spec.port_field if exc.port == port else spec.metrics_port_field
+        sys.stderr.write(f"{exc} (set TRADER_PORTS__{str(field).upper()} or stop what uses it)\n")
+        return 1
