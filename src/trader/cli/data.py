@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -13,6 +15,9 @@ from trader.bus.connection import NatsUnreachable, connect_once
 from trader.cli.connect import CLIENT_NAME, unreachable
 from trader.cli.format import JsonOpt, err, fail, print_rows
 from trader.config import Settings
+
+if TYPE_CHECKING:
+    from trader.stores.lake import Lake
 
 lake_app = typer.Typer(no_args_is_help=True, help="The Delta Lake: SQL, upkeep and sizes.")
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: refused messages and why.")
@@ -61,6 +66,20 @@ def _to_decimal(value: Any) -> Any:
 # Lake -------------------------------------------------------------------------------------------
 
 
+def _reachable_lake() -> Lake:
+    """The lake, once its S3 endpoint answers: delta-rs would retry ten times, then print ten lines."""
+    from trader.stores.lake import Lake
+
+    settings = Settings()
+    endpoint = urlsplit(settings.effective_s3_endpoint)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 80), timeout=2).close()
+    except OSError:
+        where = settings.effective_s3_endpoint
+        raise fail(f"cannot reach the lake's S3 at {where}: is the stack up? run `trader up`") from None
+    return Lake(settings)
+
+
 @lake_app.command("sql")
 def lake_sql(
     sql: Annotated[str, typer.Argument(help="SQL over the lake's tables.")], as_json: JsonOpt = False
@@ -69,9 +88,9 @@ def lake_sql(
     12 places, sizes 8, so price*size and its sums fit."""
     import polars as pl
 
-    from trader.stores.lake import TABLES, Lake
+    from trader.stores.lake import TABLES
 
-    lake = Lake(Settings())
+    lake = _reachable_lake()
     context = pl.SQLContext()
     for table in TABLES.values():
         if lake.open(table) is not None:
@@ -107,9 +126,9 @@ def _overflow_hint(lake: Any) -> str:
 @lake_app.command("info")
 def lake_info(as_json: JsonOpt = False) -> None:
     """Versions, files, rows and size of each table."""
-    from trader.stores.lake import TABLES, Lake
+    from trader.stores.lake import TABLES
 
-    lake = Lake(Settings())
+    lake = _reachable_lake()
     infos = [lake.info(t) for t in TABLES.values()]
     columns = ["table", "version", "files", "rows", "bytes", "uri"]
     print_rows(columns, [[i[c] for c in columns] for i in infos], as_json)
@@ -118,9 +137,9 @@ def lake_info(as_json: JsonOpt = False) -> None:
 @lake_app.command("compact")
 def lake_compact(as_json: JsonOpt = False) -> None:
     """Merge small files and write a checkpoint, for every table."""
-    from trader.stores.lake import TABLES, Lake
+    from trader.stores.lake import TABLES
 
-    lake = Lake(Settings())
+    lake = _reachable_lake()
     results = [lake.compact(t) for t in TABLES.values()]
     columns = ["table", "numFilesAdded", "numFilesRemoved"]
     print_rows(columns, [[r.get(c) for c in columns] for r in results], as_json)
@@ -133,9 +152,9 @@ def lake_vacuum(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete files no version within the retention still uses (listed only, unless --apply)."""
-    from trader.stores.lake import TABLES, Lake
+    from trader.stores.lake import TABLES
 
-    lake = Lake(Settings())
+    lake = _reachable_lake()
     rows = [[t.name, f] for t in TABLES.values() for f in lake.vacuum(t, retention_hours, dry_run=dry_run)]
     print_rows(["table", "dry_run" if dry_run else "deleted"], rows, as_json)
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trader.cli import bench, data, trading
-from trader.cli.format import log_line
+from trader.cli.format import fitted, log_line
 from trader.cli.settings import config as config_command
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
@@ -416,18 +416,19 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return
-    table = Table("stream", "subjects", "messages", "bytes", "at most", "provisioned")
-    for r in rows:
-        budget = str(r["max_bytes"]) if r["max_bytes"] > 0 else "(history)"
-        table.add_row(
+    columns = ["stream", "subjects", "messages", "bytes", "at_most", "provisioned"]
+    shown = [
+        [
             r["stream"],
             " ".join(r["subjects"]),
-            str(r["messages"]),
-            str(r["bytes"]),
-            budget,
+            r["messages"],
+            r["bytes"],
+            r["max_bytes"] if r["max_bytes"] > 0 else "(history)",
             r["provisioned"],
-        )
-    console.print(table)
+        ]
+        for r in rows
+    ]
+    console.print(fitted(columns, shown, console.width))
     use = HistoryUse(sum(r["bytes"] for r in rows if r["stream"] in HISTORY_STREAMS), history_room(settings))
     line = f"trading history: {use.used:,} of {use.room:,} bytes ({use.share:.0%})"
     if use.share >= WARN_SHARE:

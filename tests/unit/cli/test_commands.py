@@ -62,6 +62,7 @@ def stack_down(tmp_path: Path) -> dict[str, str]:
         "TRADER_DATA_DIR": str(tmp_path),
         "TRADER_PORTS__NATS": str(ports["nats"]),
         "TRADER_PORTS__QUESTDB_HTTP": str(ports["questdb_http"]),
+        "TRADER_PORTS__S3": str(ports["s3"]),
     }
 
 
@@ -98,6 +99,18 @@ def test_with_questdb_down_a_query_fails_in_one_line(stack_down: dict[str, str])
     assert len(result.stderr.splitlines()) == 1
     assert "cannot reach QuestDB at http://127.0.0.1:" in result.stderr
     assert "run `trader up`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["lake", "info"], ["lake", "sql", "select 1"], ["lake", "compact"], ["lake", "vacuum"]]
+)
+def test_with_the_lake_down_a_lake_command_fails_in_one_line(
+    stack_down: dict[str, str], command: list[str]
+) -> None:
+    result = runner.invoke(app, command, env=stack_down)
+    s3 = f"http://127.0.0.1:{stack_down['TRADER_PORTS__S3']}"
+    assert result.exit_code == 1
+    assert result.stderr == f"error: cannot reach the lake's S3 at {s3}: is the stack up? run `trader up`\n"
 
 
 def test_a_quantity_that_is_no_number_is_bad_input(stack_down: dict[str, str]) -> None:
