@@ -177,7 +177,9 @@ class StrategySettings(BaseModel):
                 name="ma-cross-btc",
                 kind="ma_cross",
                 symbols=["BTCUSDT"],
-                params={"fast": "5", "slow": "20", "timeframe": "1m", "quantity": "0.01"},
+                # 1s bars: on the mock feed it decides 20 s after the start and trades at the next cross
+                # (on 1m bars it said nothing for 20 minutes); real markets want 1m bars or longer.
+                params={"fast": "5", "slow": "20", "timeframe": "1s", "quantity": "0.01"},
             ),
             StrategyConfig(
                 name="mm-eth",

@@ -305,6 +305,8 @@ def _render(report: dict) -> None:
     for c in report["components"]:
         for reason in c["problems"]:
             console.print(f"[yellow]{c['name']} degraded:[/] {escape(reason)}", soft_wrap=True)
+        for note in c.get("notes", ()):
+            console.print(f"{c['name']}: {escape(note)}", soft_wrap=True)
 
 
 def _health(component: dict) -> str:

@@ -479,6 +479,12 @@ class StrategyService(Service):
             "rebuilt": self.rebuilt,
             "strategies": {name: runner.describe() for name, runner in self.runners.items()},
             "failed_strategies": dict(self.failed),
+            # Not problems (a strategy warming up is doing its job): what `trader status` tells besides.
+            "notes": [
+                f"{name} {progress}"
+                for name, runner in self.runners.items()
+                if (progress := runner.warming_up()) is not None
+            ],
         }
 
 

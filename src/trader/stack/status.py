@@ -76,11 +76,18 @@ async def _component_status(c: dict[str, Any], client: httpx.AsyncClient) -> dic
         "ready": ready.ok,
         "degraded": bool(problems),
         "problems": problems,
+        "notes": _notes(health.body) if health.ok else [],
         "restarts": c["restarts"],
         "in_per_s": rates.get("in_per_s"),
         "out_per_s": rates.get("out_per_s"),
         "log": c["log"],
     }
+
+
+def _notes(body: Any) -> list[str]:
+    """What a component tells besides its problems (a strategy warming up): ``notes`` in /health."""
+    notes = body.get("notes") if isinstance(body, dict) else None
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def degraded_at_start(state: StackState) -> dict[str, list[str]]:

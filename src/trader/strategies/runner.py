@@ -6,6 +6,8 @@ updates the context first (so the strategy sees its position and orders already 
 failing callback from taking the service down, and hands back what the strategy asked for.
 Before ``start`` the events only rebuild the context: the strategy hears of nothing from the past
 but the bars of its warm-up (``warm_up``), fed after ``start`` with nothing it asks for sent.
+Until it has had the bars it declares (``Strategy.warmup``), from the warm-up and live, it is warming
+up, and says so (``warming_up``: "warming up: 7 of 20 bars of 1m"), in ``describe`` and the log.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import structlog
 
 from trader.messages import Bar, ExecutionReport, MarketTick, Order
-from trader.strategies.base import Strategy
+from trader.strategies.base import Strategy, Warmup
 from trader.strategies.context import Instruction, OrderContext, data_venue_of
 from trader.strategies.warmup import warmup_subjects
 
@@ -55,6 +57,8 @@ class StrategyRunner:
         self.warmup_last: dict[str, int] = {}  # "<tf>.<SYMBOL>": start of the last warm-up bar
         self.live_bars = 0
         self.log = structlog.get_logger("strategy").bind(strategy=self.name)
+        self._needed: dict[tuple[str, str], int] | None = None  # (tf, symbol): bars the strategy declares
+        self._had: dict[tuple[str, str], tuple[int, int]] = {}  # (tf, symbol): (bars had, last start)
 
     def start(self) -> Actions:
         self.started = True
@@ -86,12 +90,16 @@ class StrategyRunner:
         try:
             for bar in bars:
                 if bar.closed and self._mine(bar):
+                    self._count(bar)
                     actions.error = self._call(self.strategy.on_bar, bar).error or actions.error
                     self.warmup_bars += 1
                     self.warmup_last[f"{bar.timeframe}.{bar.symbol}"] = bar.start
         finally:
             self.ctx.set_warming_up(False)
         self.warmed_up = True
+        progress = self.warming_up()
+        if progress is not None:  # too little history (a first start): the live bars complete it
+            self.log.info("strategy.warming_up", progress=progress)
         return actions
 
     def on_tick(self, tick: MarketTick) -> Actions:
@@ -103,7 +111,53 @@ class StrategyRunner:
         if not self.started or not bar.closed or not self._mine(bar):
             return Actions()
         self.live_bars += 1
+        before = self.warming_up()
+        self._count(bar)
+        if before is not None:
+            after = self.warming_up()
+            if after is None:
+                self.log.info("strategy.warm_up_complete", bars=self.needed())
+            elif after != before:
+                self.log.info("strategy.warming_up", progress=after)
         return self._call(self.strategy.on_bar, bar)
+
+    def needed(self) -> dict[str, int]:
+        """The bars the strategy declares it needs before it can decide, per ``<tf>.<SYMBOL>``."""
+        return {f"{tf}.{symbol}": bars for (tf, symbol), bars in self._needs().items()}
+
+    def warming_up(self) -> str | None:
+        """ "warming up: 7 of 20 bars of 1m" (and the symbol, when it has several) while it has had
+        fewer bars than it declares for some symbol and timeframe; None once it has them all."""
+        short = [
+            (self._had.get(key, (0, 0))[0], bars, key)
+            for key, bars in self._needs().items()
+            if self._had.get(key, (0, 0))[0] < bars
+        ]
+        if not short:
+            return None
+        had, bars, (timeframe, symbol) = min(short, key=lambda s: s[0] / s[1])
+        where = f" ({symbol})" if len(self.symbols) > 1 else ""
+        return f"warming up: {had} of {bars} bars of {timeframe}{where}"
+
+    def _needs(self) -> dict[tuple[str, str], int]:
+        if self._needed is None:
+            try:
+                declared: list[Warmup] = list(self.strategy.warmup())
+            except Exception:  # said by warmup_wanted, which the service calls first
+                declared = []
+            self._needed = {}
+            for need in declared:
+                for symbol in self.symbols:
+                    key = (need.timeframe, symbol)
+                    self._needed[key] = max(self._needed.get(key, 0), need.bars)
+        return self._needed
+
+    def _count(self, bar: Bar) -> None:
+        """One more bar of its (timeframe, symbol), unless it is the last one again (amended)."""
+        key = (bar.timeframe, bar.symbol)
+        had, last_start = self._had.get(key, (0, -1))
+        if bar.start > last_start:
+            self._had[key] = (had + 1, bar.start)
 
     def on_order(self, order: Order) -> Actions:
         if order.strategy != self.name:
@@ -161,6 +215,7 @@ class StrategyRunner:
                 "last_start": dict(self.warmup_last),
             },
             "live_bars": self.live_bars,
+            "warming_up": self.warming_up(),
             "last_rejection": None
             if rejection is None
             else {"client_order_id": rejection.client_order_id, "reason": rejection.reason},
