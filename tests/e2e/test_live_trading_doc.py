@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal as D
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from tests.stack_helpers import Stack
 from tests.venues.fake_binance_rest import FakeOrder
@@ -62,8 +64,16 @@ def test_every_configuration_on_the_page_is_valid_settings(tmp_path: Path) -> No
     for name, text in blocks.items():
         (tmp_path / name).write_text(text)
         settings_of(tmp_path / name)  # raises on anything the settings refuse
-    real = settings_of(tmp_path / "real.yaml").exeq.venues["binance"]
-    assert (real.kind, real.testnet) == ("ccxt", False)
+    # The real account, as the page says: live.yaml with real.yaml's parts, and a new account.
+    config = {**yaml.safe_load(blocks["live.yaml"]), **yaml.safe_load(blocks["real.yaml"])}
+    config["strategy"]["strategies"][0]["account"] = "binance"
+    (tmp_path / "real-account.yaml").write_text(yaml.safe_dump(config))
+    real = settings_of(tmp_path / "real-account.yaml")
+    binance = real.exeq.venues["binance"]
+    assert (binance.kind, binance.testnet, binance.base_url) == ("ccxt", False, None)
+    feed = real.live_gateway.venues["binance"]
+    assert (feed.ws_url, feed.rest_url) == (None, None)  # Binance's real endpoints
+    assert real.data_venue_of(the_strategy(real)) == "binance"
 
 
 # The page's configuration running -------------------------------------------------------------------
@@ -221,3 +231,28 @@ def test_the_kill_switch_cancels_at_the_exchange(stack: Stack, venue: LiveBinanc
 
     stack.trader("resume", check=True)
     eventually(lambda: quotes(venue), "the quotes again after resume", log=logs(stack))
+
+
+READ_ONLY = {"status", "logs", "query", "orders", "positions", "pnl", "config"}
+
+
+def page_checks() -> list[list[str]]:
+    """The page's read-only ``trader`` commands, as its ``sh`` blocks give them (before any pipe)."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", PAGE.read_text(), flags=re.MULTILINE | re.DOTALL)
+    lines = [line.split(" #")[0].split(" | ")[0].strip() for block in blocks for line in block.splitlines()]
+    commands = [shlex.split(line)[1:] for line in lines if line.startswith("trader ")]
+    return [args for args in commands if args[0] in READ_ONLY]
+
+
+def test_the_pages_checks_answer(stack: Stack) -> None:
+    checks = page_checks()
+    assert {args[0] for args in checks} == READ_ONLY - {"config"}, checks  # config: in the prose
+    said = {" ".join(args): stack.trader(*args, check=True).stdout for args in checks}
+    assert "venue.connected" in said["logs live-gateway -n 20"]
+    started = said["logs exeq -n 1000"]
+    assert "venue.started" in started, started
+    assert "balances" in started
+    (query,) = [out for command, out in said.items() if command.startswith("query ")]
+    assert "binance" in query, query
+    shown = stack.trader("config", check=True).stdout
+    assert "doc-test-secret" not in shown
