@@ -93,7 +93,8 @@ def decode_alt(data: bytes) -> AltDatum:
 # Trading -----------------------------------------------------------------------------------------
 #
 # The order flow, each step a message on a stream (subjects in ``trader.bus.streams``):
-#   strategy --OrderRequest/CancelRequest--> risk --RiskDecision--> oms --Order (state)--> ...
+#   strategy --OrderRequest--> risk --RiskDecision--> oms --Order (state)--> ...
+#   strategy --CancelRequest--> oms (a cancel); --> risk --ReplaceDecision--> oms (a cancel-replace)
 #   oms --RouteRequest--> execution-router --VenueOrder--> exeq (algos, venue adapters)
 #   venue --ExecutionReport--> oms, ptrc --Position--> pnl --PnlSnapshot-->
 # Every quantity, price, fee and PnL is Decimal. Every message carries the ids that make it idempotent.
@@ -142,7 +143,7 @@ class OrderRequest(Message):
 
 class CancelRequest(Message):
     """Cancel an order, or cancel-replace it when ``quantity`` or ``price`` is given
-    (``order.cancel.<strategy>``)."""
+    (``order.cancel.<strategy>``). A cancel goes to the oms; a replace is checked by risk first."""
 
     client_order_id: str
     strategy: str
@@ -150,12 +151,25 @@ class CancelRequest(Message):
     price: Decimal | None = None  # new limit price (replace)
     reason: str = "requested"
     timestamp: int = 0
+    # A replace's own id: one verdict of risk and one change of the order per id. Risk gives one
+    # (``<client_order_id>:<ORDERS stream sequence of the request>``) when the sender did not.
+    replace_id: str | None = None
 
 
 class RiskDecision(Message):
     """The pre-trade verdict on a request, from risk to the oms (``order.risk.<strategy>``)."""
 
     request: OrderRequest
+    approved: bool
+    reason: str | None = None  # why it was denied: the check and the numbers
+    timestamp: int = 0
+
+
+class ReplaceDecision(Message):
+    """The pre-trade verdict on a cancel-replace, from risk to the oms (``order.replace.<strategy>``):
+    the order as it would become is checked like a new one. ``request.replace_id`` is always set."""
+
+    request: CancelRequest
     approved: bool
     reason: str | None = None  # why it was denied: the check and the numbers
     timestamp: int = 0
@@ -192,6 +206,8 @@ class Order(Message):
     # so that a restarted oms still knows what a pending replace asked for.
     replace_quantity: Decimal | None = None
     replace_price: Decimal | None = None
+    # The id of the last replace asked (kept once it is answered): a verdict on it seen again is a repeat.
+    replace_id: str | None = None
 
     @property
     def leaves_quantity(self) -> Decimal:

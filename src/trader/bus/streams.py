@@ -191,13 +191,18 @@ def order_submit_subject(strategy: str) -> str:
 
 
 def order_cancel_subject(strategy: str) -> str:
-    """CancelRequest (cancel or cancel-replace): strategy (or the CLI, or the kill switch) -> oms."""
+    """CancelRequest: strategy (or the CLI, or the kill switch) -> oms; a cancel-replace -> risk."""
     return f"order.cancel.{strategy}"
 
 
 def order_risk_subject(strategy: str) -> str:
     """RiskDecision: risk -> oms (approved or denied, with the reason)."""
     return f"order.risk.{strategy}"
+
+
+def order_replace_subject(strategy: str) -> str:
+    """ReplaceDecision: risk -> oms, the verdict on a cancel-replace (approved or denied, with the reason)."""
+    return f"order.replace.{strategy}"
 
 
 def order_state_subject(strategy: str) -> str:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision
+from trader.messages import (
+    CancelRequest,
+    ExecutionReport,
+    Order,
+    OrderRequest,
+    ReplaceDecision,
+    RiskDecision,
+)
 from trader.orders import state
 from trader.trading.retention import Ended
 
@@ -124,6 +131,22 @@ class OrderBook:
         if order.status == "PENDING_CANCEL" and self._same_ask_pending(order, request):
             return None
         return self._store(state.apply_cancel(order, request))
+
+    def apply_replace(self, decision: ReplaceDecision) -> list[Order]:
+        """Risk's verdict on a cancel-replace: approved, the replace is asked (-> PENDING_CANCEL); denied,
+        it is asked and refused at once (two states). The states to publish, none for a verdict on a
+        replace the order has seen (its ``replace_id``) or the very same ask already pending."""
+        request = decision.request
+        order = self._order(request.client_order_id)
+        if request.replace_id is not None and order.replace_id == request.replace_id:
+            return []
+        if decision.approved:
+            if order.status == "PENDING_CANCEL" and self._same_ask_pending(order, request):
+                return []
+            return [self._store(state.apply_cancel(order, request))]
+        asked, refused = state.deny_replace(order, request, decision.reason or "denied by risk")
+        self._store(asked)
+        return [asked, self._store(refused)]
 
     def rebuild(
         self, orders: Iterable[Order], exec_ids: Iterable[str] = (), forgotten: Iterable[str] = ()

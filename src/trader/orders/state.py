@@ -128,6 +128,24 @@ def apply_cancel(order: Order, request: CancelRequest) -> Order:
     return _transition(order, "PENDING_CANCEL", request.timestamp, reason=request.reason)
 
 
+def deny_replace(order: Order, request: CancelRequest, reason: str) -> tuple[Order, Order]:
+    """Risk denied a cancel-replace: the replace is asked and refused at once, and the order works on as
+    it was, its reason saying why. Two states (the ask, the refusal), each a legal transition; a replace
+    the order could not take (it ended, or a cancel is pending) raises as ``apply_cancel`` does."""
+    if not is_replace(request):
+        raise ValueError(f"not a replace: {request}")
+    asked = apply_cancel(order, request)
+    refused = _transition(
+        asked,
+        _working_status(asked.filled_quantity),
+        request.timestamp,
+        reason=f"replace denied: {reason}",
+        replace_quantity=None,
+        replace_price=None,
+    )
+    return asked, refused
+
+
 def is_replace(request: CancelRequest) -> bool:
     return request.quantity is not None or request.price is not None
 
@@ -284,6 +302,7 @@ def _request_replace(order: Order, request: CancelRequest) -> Order:
         reason=request.reason,
         replace_quantity=request.quantity,
         replace_price=request.price,
+        replace_id=request.replace_id,
     )
 
 

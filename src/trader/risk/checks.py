@@ -17,7 +17,18 @@ from collections import deque
 from decimal import Decimal
 from typing import NamedTuple
 
-from trader.messages import Order, OrderRequest, PnlSnapshot, Position, RiskDecision, TradingState
+import msgspec
+
+from trader.messages import (
+    CancelRequest,
+    Order,
+    OrderRequest,
+    PnlSnapshot,
+    Position,
+    ReplaceDecision,
+    RiskDecision,
+    TradingState,
+)
 from trader.orders.state import new_order
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk.limits import RiskLimits
@@ -98,7 +109,47 @@ class PreTradeRisk:
         self._record_approval(request, now_ms)
         return RiskDecision(request=request, approved=True, timestamp=now_ms)
 
-    def _check_all(self, request: OrderRequest, now_ms: int) -> None:
+    def check_replace(self, request: CancelRequest, now_ms: int) -> ReplaceDecision:
+        """A cancel-replace, judged as the order it would become: its unfilled quantity under the new
+        terms is checked like a new order's (the whole new quantity against max_order_notional). One that
+        only lowers the quantity is always approved, unless trading is halted."""
+        try:
+            order = self._replaced_order(request)
+            reduces = _only_reduces(order, request)
+            if not reduces:
+                self._check_all(_as_request(order, request), now_ms, _new_quantity(order, request))
+        except _Denied as denied:
+            return ReplaceDecision(request=request, approved=False, reason=str(denied), timestamp=now_ms)
+        if not reduces:
+            self._recent_approvals(order.strategy, now_ms).append(now_ms)
+            # Counted at its larger terms until the oms states it, as an order with a replace pending is.
+            pending = msgspec.structs.replace(
+                order, replace_quantity=_new_quantity(order, request), replace_price=request.price
+            )
+            self._open.put(pending)
+        return ReplaceDecision(request=request, approved=True, timestamp=now_ms)
+
+    def _replaced_order(self, request: CancelRequest) -> Order:
+        """The open order a replace is for, once the replace is known to be one it may ask for."""
+        if self.state.mode == "halted":
+            raise _Denied(f"halted: {self.state.reason or 'trading is halted'}")
+        order = self._open.get(request.client_order_id)
+        if order is None or order.strategy != request.strategy:
+            raise _Denied(
+                f"unknown order: {request.client_order_id} is not an open order of {request.strategy}"
+            )
+        if request.quantity is not None and request.quantity <= order.filled_quantity:
+            raise _Denied(
+                f"invalid: replace quantity {_num(request.quantity)} must exceed filled "
+                f"{_num(order.filled_quantity)}"
+            )
+        if request.price is not None and (order.type not in ("limit", "stop_limit") or request.price <= 0):
+            raise _Denied(f"invalid: a {order.type} order cannot take limit price {_num(request.price)}")
+        return order
+
+    def _check_all(self, request: OrderRequest, now_ms: int, whole_quantity: Decimal | None = None) -> None:
+        """Every check of ``request``; ``whole_quantity``: the order's total quantity when ``request`` is
+        only its unfilled part (a replace), which max_order_notional bounds."""
         if self.state.mode == "halted":
             raise _Denied(f"halted: {self.state.reason or 'trading is halted'}")
         _check_well_formed(request)
@@ -108,11 +159,13 @@ class PreTradeRisk:
         self._check_reduce_only(request)
         price = _order_price(request, last)
         self._check_price_band(request, price, last)
-        notional = request.quantity * price
-        if notional > self.limits.max_order_notional:
-            raise _Denied(f"max_order_notional: {_num(notional)} > {_num(self.limits.max_order_notional)}")
+        order_notional = (request.quantity if whole_quantity is None else whole_quantity) * price
+        if order_notional > self.limits.max_order_notional:
+            raise _Denied(
+                f"max_order_notional: {_num(order_notional)} > {_num(self.limits.max_order_notional)}"
+            )
         self._check_position(request)
-        self._check_gross_exposure(request, notional)
+        self._check_gross_exposure(request, request.quantity * price)
         self._check_rate(request, now_ms)
 
     def _check_reduce_only(self, request: OrderRequest) -> None:
@@ -234,6 +287,38 @@ def _require_reduction(prefix: str, request: OrderRequest, holding: _Holding) ->
             f"{holding.named} {_num(position)} ({holding.orders_named} {request.side} orders "
             f"{_num(abs(pending))})"
         )
+
+
+def _new_quantity(order: Order, request: CancelRequest) -> Decimal:
+    """The order's total quantity once replaced (filled part included)."""
+    return order.quantity if request.quantity is None else request.quantity
+
+
+def _only_reduces(order: Order, request: CancelRequest) -> bool:
+    """A replace that lowers the quantity (or keeps it) and leaves the price as it is."""
+    same_price = request.price is None or request.price == order.price
+    return same_price and _new_quantity(order, request) <= order.quantity
+
+
+def _as_request(order: Order, request: CancelRequest) -> OrderRequest:
+    """The order as the replace would make it, as a request for what it leaves unfilled."""
+    return OrderRequest(
+        client_order_id=order.client_order_id,
+        strategy=order.strategy,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=_new_quantity(order, request) - order.filled_quantity,
+        type=order.type,
+        price=order.price if request.price is None else request.price,
+        stop_price=order.stop_price,
+        tif=order.tif,
+        post_only=order.post_only,
+        reduce_only=order.reduce_only,
+        account=order.account,
+        venue=order.venue,
+        algo=order.algo,
+        timestamp=request.timestamp,
+    )
 
 
 def _check_well_formed(request: OrderRequest) -> None:

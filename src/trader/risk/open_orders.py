@@ -8,8 +8,9 @@ order's change, so a check costs the same however many are open.
 
 An order with a price (its limit, else its stop) adds ``leaves x price`` to its account's priced
 notional; one without (a market order) adds its leaves to the account's unpriced quantity of its
-symbol, valued at the last trade when a check asks. Decimal sums are exact: removing an order takes
-back exactly what it added.
+symbol, valued at the last trade when a check asks. An order with a cancel-replace pending counts at the
+larger of its quantities and of its limits, since the venue may yet leave either in force. Decimal sums
+are exact: removing an order takes back exactly what it added.
 """
 
 from __future__ import annotations
@@ -24,7 +25,19 @@ ZERO = Decimal(0)
 
 
 def _price(order: Order) -> Decimal | None:
+    """Its limit, else its stop; with a replace pending, the higher of the limits asked and in force."""
+    if order.replace_price is not None and order.price is not None:
+        return max(order.price, order.replace_price)
     return order.price if order.price is not None else order.stop_price
+
+
+def _leaves(order: Order) -> Decimal:
+    """Unfilled quantity; with a replace pending, the larger of what it asks and what the venue works on
+    (either may be in force when the venue answers)."""
+    quantity = order.quantity
+    if order.replace_quantity is not None:
+        quantity = max(quantity, order.replace_quantity)
+    return quantity - order.filled_quantity
 
 
 class OpenOrders:
@@ -74,7 +87,7 @@ class OpenOrders:
             and (own.account, own.symbol, own.side) == (account, symbol, side)
             and strategy in (None, own.strategy)
         ):
-            leaves -= own.leaves_quantity
+            leaves -= _leaves(own)
         return leaves
 
     def notional(self, account: str, last_price: Callable[[str], Decimal | None], excluding: str) -> Decimal:
@@ -89,11 +102,11 @@ class OpenOrders:
             price = _price(own)
             if price is None:
                 price = last_price(own.symbol) or ZERO
-            total -= own.leaves_quantity * price
+            total -= _leaves(own) * price
         return total
 
     def _count(self, order: Order, sign: int) -> None:
-        leaves = order.leaves_quantity * sign
+        leaves = _leaves(order) * sign
         self._leaves[(order.account, order.symbol, order.side)] += leaves
         self._strategy_leaves[(order.account, order.symbol, order.side, order.strategy)] += leaves
         price = _price(order)
