@@ -312,7 +312,12 @@ def cancel_exit_code(state: Order) -> int:
 async def known_symbols(nc: NATS) -> list[str]:
     """The symbols with market data: the last token of each subject in MARKET_TICKS
     (``market.tick.<venue>.<SYMBOL>``)."""
-    info = await nc.jetstream().stream_info("MARKET_TICKS", subjects_filter="market.tick.>")
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await nc.jetstream().stream_info("MARKET_TICKS", subjects_filter="market.tick.>")
+    except NotFoundError:
+        raise fail("NATS has no MARKET_TICKS stream: is the stack up? run `trader up`") from None
     return sorted({subject.rsplit(".", 1)[-1] for subject in info.state.subjects or {}})
 
 
@@ -350,7 +355,7 @@ def cancel(
         if owner is None:
             known = (await _orders(nc, None)).get(client_order_id)
             if known is None:
-                raise fail(f"no order {client_order_id!r} in the ORDERS stream", EXIT_BAD_INPUT)
+                raise fail(f"no order {client_order_id!r} in the ORDERS stream")
             if known.is_terminal:
                 raise fail(f"order {client_order_id} is already {known.status}")
             owner = known.strategy
