@@ -198,9 +198,8 @@ class StrategyRunner:
         return {
             "kind": self.strategy.config.kind,
             "symbols": sorted(self.symbols),
-            "venue": self.strategy.config.venue,
             "data_venue": self.data_venue,
-            "foreign_data_refused": self.foreign_data,
+            "foreign_data_refused": self.foreign_data,  # ticks and bars of another venue
             "started": self.started,
             "open_orders": len(ctx.open_orders()),
             "positions": {symbol: str(q) for symbol, q in ctx.positions().items()},
