@@ -25,7 +25,9 @@ class Message(msgspec.Struct, kw_only=True, frozen=True, gc=False):
 
 
 class MarketTick(Message):
-    """A trade (with the top of book when known) on ``market.tick.<SYMBOL>``."""
+    """A trade (with the top of book when known) on ``market.tick.<venue>.<SYMBOL>``. An instrument is a
+    symbol on a venue: ``venue`` is the feed's (``mock`` for the mock gateway, ``binance``, ...), a
+    subject token, and no consumer takes one venue's tick for another's."""
 
     timestamp: int
     exchange: str
@@ -54,7 +56,8 @@ class AltDatum(Message):
 
 
 class Bar(Message):
-    """An OHLCV bar on ``market.bar.<timeframe>.<SYMBOL>``; ``start`` is the UTC bucket start."""
+    """An OHLCV bar of one venue's ticks on ``market.bar.<timeframe>.<venue>.<SYMBOL>``; ``start`` is the
+    UTC bucket start."""
 
     venue: str
     symbol: str
