@@ -119,6 +119,10 @@ class PositionTracker:
     def strategy_positions(self, strategy: str | None = None) -> list[Position]:
         return [p for p in self._by_strategy.values() if strategy is None or p.strategy == strategy]
 
+    def applied_exec_ids(self) -> list[str]:
+        """Every exec id applied so far (what a snapshot keeps, so that a repeat stays one)."""
+        return list(self._exec_ids)
+
     def rebuild(self, positions: Iterable[Position], exec_ids: Iterable[str] = ()) -> None:
         """Start over from published positions (net ones have no strategy), after a restart. Their
         ``last_exec_id`` and the given ``exec_ids`` count as applied, so a redelivered fill is not."""

@@ -16,32 +16,57 @@ Net subjects have four tokens and strategy subjects five, so the two never colli
 of a subject is that position now.
 Undecodable reports, and fills without a positive quantity and a price, go to the dead letters.
 
-Restart: the state is rebuilt by replaying every report of the EXEC stream (kept for ever), which is
-exact and needs no second source of truth. Then each rebuilt position is compared with the latest one
-on its subject, and published when they differ (a crash between a fill and its position), after which
-consumption resumes right after the last replayed report.
+Inputs: ``exec.report.>`` of EXEC in mode HISTORY (``trader.runtime.intake``).
+State: the positions and the exec ids applied, snapshotted (``trader.runtime.snapshots``, key ``ptrc``)
+every ``SNAPSHOT_EVERY_MESSAGES`` reports or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop, with
+the EXEC sequence it covers.
+
+Restart: the state is the latest snapshot's (none, corrupt, or of another schema version: empty), and
+the reports after it (the whole EXEC stream without one; it is kept for ever) are applied without
+publishing. Once caught up, each rebuilt position is compared with the latest one on its subject, and
+published when they differ (a crash between a fill and its position); then every new report is live.
+/ready waits for that.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import msgspec
 from nats.js.errors import NotFoundError
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import Stored, decode_message, replay, take_batch, work_consumer, work_through
 from trader.bus.streams import position_subject, strategy_position_subject
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import ExecutionReport, Position, encode
 from trader.portfolio import PositionTracker
-from trader.runtime.consumer import Delivery
+from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
+from trader.runtime.snapshots import Snapshotting
 
 REPORTS = "exec.report.>"
+REPORTS_INPUT = Input("EXEC", REPORTS, ExecutionReport, Mode.HISTORY)
 
-_report = msgspec.json.Decoder(ExecutionReport)
+STATE_VERSION = 1  # of PtrcState: a snapshot of another version is not read
+SNAPSHOT_EVERY_MESSAGES = 10_000
+SNAPSHOT_EVERY_S = 60.0
+
 _position = msgspec.json.Decoder(Position)
+
+
+class PtrcState(msgspec.Struct, frozen=True):
+    """What ptrc knows: every position (net ones without a strategy) and every exec id applied."""
+
+    positions: list[Position]
+    exec_ids: list[str]
+
+
+def state_of(tracker: PositionTracker) -> PtrcState:
+    return PtrcState([*tracker.positions(), *tracker.strategy_positions()], tracker.applied_exec_ids())
+
+
+def tracker_of(state: PtrcState) -> PositionTracker:
+    tracker = PositionTracker()
+    tracker.rebuild(state.positions, state.exec_ids)
+    return tracker
 
 
 def subject_of(position: Position) -> str:
@@ -69,57 +94,69 @@ def apply_report(tracker: PositionTracker, report: ExecutionReport) -> list[Posi
 
 class Ptrc(Service):
     name = "ptrc"
+    intake: Intake[ExecutionReport] | None = None
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
         self.tracker = PositionTracker()
-        last_seq = 0
-        fills = 0
+        snapshots = Snapshotting(
+            key=self.name,
+            state_type=PtrcState,
+            version=STATE_VERSION,
+            take=lambda: state_of(self.tracker),
+            restore=self._restore,
+            every_messages=SNAPSHOT_EVERY_MESSAGES,
+            every_s=SNAPSHOT_EVERY_S,
+        )
+        intake = Intake(
+            rt,
+            REPORTS_INPUT,
+            self._take_report,
+            # A position is a snapshot: several fills of a batch on one make one message, its latest.
+            latest_only=True,
+            on_caught_up=self._reconcile,
+            snapshots=snapshots,
+        )
+        await intake.start()
+        self.intake = intake
 
-        async def take(stored: Stored) -> None:
-            nonlocal last_seq, fills
-            last_seq = stored.seq
-            with contextlib.suppress(InvalidMessage):  # refused when it was first consumed
-                fills += bool(apply_report(self.tracker, decode_message(_report, stored.data)))
+    def _restore(self, state: PtrcState) -> None:
+        self.tracker = tracker_of(state)
 
-        await replay(rt.js, "EXEC", REPORTS, take)
-        republished = await self._reconcile(rt)
-        rt.log.info("ptrc.rebuilt", fills=fills, last_seq=last_seq, republished=republished)
-        self.consumer = work_consumer(rt, stream="EXEC", subject=REPORTS, start_seq=last_seq + 1)
-        await self.consumer.start()
-
-    async def _reconcile(self, rt: Runtime) -> int:
-        """Publish the rebuilt positions that their subject's latest message does not show."""
+    async def _reconcile(self) -> list[Outgoing]:
+        """The rebuilt positions that their subject's latest message does not show."""
         stale = []
         for position in [*self.tracker.positions(), *self.tracker.strategy_positions()]:
             try:
-                latest = await rt.js.get_last_msg("POSITIONS", subject_of(position))
+                latest = await self.rt.js.get_last_msg("POSITIONS", subject_of(position))
             except NotFoundError:
                 stale.append(position)
                 continue
             if _position.decode(latest.data or b"{}") != position:
                 stale.append(position)
-        await rt.publish_reliably([position_message(p) for p in stale])
-        return len(stale)
+        self.rt.log.info("ptrc.rebuilt", positions=len(self.tracker.positions()), republished=len(stale))
+        return [position_message(p) for p in stale]
 
     async def run(self, rt: Runtime) -> None:
-        await work_through(rt, self.consumer, self._process)
+        if self.intake is not None:
+            await self.intake.run()
 
-    async def _process(self, batch: list[Delivery]) -> None:
-        # A position is a snapshot: several fills of a batch on one make one message, its latest.
-        await take_batch(self.rt, "EXEC", batch, self._take_report, latest_only=True)
+    async def stop(self, rt: Runtime) -> None:
+        if self.intake is not None:
+            await self.intake.stop()
 
-    async def _take_report(self, stored: Stored) -> list[Outgoing]:
-        changed = apply_report(self.tracker, decode_message(_report, stored.data))
-        return [position_message(p) for p in changed]
+    def _take_report(self, received: Received[ExecutionReport]) -> list[Outgoing]:
+        return [position_message(p) for p in apply_report(self.tracker, received.value)]
 
     def ready_checks(self) -> dict[str, bool]:
-        return {"consumer": hasattr(self, "consumer")}
+        if self.intake is None:
+            return {"intake": False}
+        return self.intake.ready_checks()
 
     def health_details(self) -> dict[str, object]:
-        if not hasattr(self, "tracker"):
+        if self.intake is None:
             return {}
-        return {"positions": len(self.tracker.positions())}
+        return {"positions": len(self.tracker.positions()), "intake": self.intake.health_details()}
 
 
 SERVICE = Ptrc
