@@ -215,6 +215,25 @@ def assert_reconciled(stack: Stack, venue: LiveBinance, account: str) -> None:
     assert balances["USDT"] == START_BALANCES["USDT"] - cost - D(str(position["fees"]))
 
 
+def test_the_quotes_follow_the_market_by_cancel_replace_at_the_exchange(
+    stack: Stack, venue: LiveBinance, page: Settings
+) -> None:
+    before = eventually(lambda: quotes(venue), "the quotes before the move", log=logs(stack))
+    moved = PRICE + 100  # more than half the spread: both quotes must move
+    venue.call(venue.move, moved)
+    half = moved * D(the_strategy(page).params["spread_bps"]) / 20000
+    wanted = (moved - half, moved + half)
+    after = eventually(
+        lambda: (q := quotes(venue)) and (q["BUY"].price, q["SELL"].price) == wanted and q,
+        "the quotes at the new prices",
+        log=logs(stack),
+    )
+    # Binance has no replace: the old orders were canceled, the new ones keep their client ids.
+    statuses = venue.call(lambda: {o.order_id: o.status for o in venue.rest.orders.values()})
+    assert {statuses[o.order_id] for o in before.values()} == {"CANCELED"}
+    assert {o.client_id for o in after.values()} == {o.client_id for o in before.values()}
+
+
 def test_the_kill_switch_cancels_at_the_exchange(stack: Stack, venue: LiveBinance) -> None:
     working = eventually(lambda: quotes(venue), "the quotes before the kill", log=logs(stack))
     stack.trader("kill", "--reason", "doc test", check=True)

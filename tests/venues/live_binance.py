@@ -109,6 +109,10 @@ class LiveBinance:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
+    def move(self, price: Decimal) -> None:
+        """The market moves: the feed trades at ``price`` from now on, and market orders fill there."""
+        self.feed.price = self.rest.last_price = price
+
     def call(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` run on the servers' loop (their state is changed and read only there)."""
 
