@@ -198,9 +198,16 @@ async def test_bad_strategies_are_reported_and_the_others_run(stack: Stack) -> N
     running = details["strategies"]
     assert set(running) == {"mac-a", "mac-b", "mac-c", "mac-w"}
     assert all(s["started"] for s in running.values())
-    log = stack.log("strategy")
+    # The whole log: stack.log keeps its last 4,000 characters, and one strategy.rebuilt line is about 3,000.
+    log = (stack.data_dir / "logs" / "strategy.log").read_text()
     assert "strategy.load_failed" in log
     assert "broken-kind" in log
+    assert details["status"] == "degraded"
+    not_loaded = [p for p in details["problems"] if "could not be loaded" in p["reason"]]
+    assert [p["reason"].split(":")[0] for p in not_loaded] == [
+        "strategy broken-kind could not be loaded",
+        "strategy broken-params could not be loaded",
+    ]
 
 
 async def test_a_cross_sends_one_order_request_and_a_rejection_is_seen(
