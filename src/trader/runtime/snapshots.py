@@ -38,6 +38,8 @@ S = TypeVar("S")
 
 OBJECT_BUCKET = "TRADER_SNAPSHOTS"
 KEY_PREFIX = "snapshot."
+# Why load() found nothing: never written (a first start) or deleted. The history is replayed whole.
+NO_SNAPSHOT = "no snapshot"
 # Room left in a NATS message for the key-value's own headers and subject.
 _MESSAGE_MARGIN = 16 * 1024
 
@@ -142,14 +144,17 @@ class SnapshotStore:
             return decode_record(data, state_type, version)
         except ValueError as exc:
             self.problem = str(exc)
-        _log.warning("snapshot.unusable", key=self.key, problem=self.problem)
+        if self.problem == NO_SNAPSHOT:  # a first start: nothing is wrong
+            _log.info("snapshot.none", key=self.key)
+        else:
+            _log.warning("snapshot.unusable", key=self.key, problem=self.problem)
         return None
 
     async def _read(self) -> bytes:
         try:
             entry = await (await self._bucket()).get(self.kv_key)
         except NotFoundError:  # never written, or deleted
-            raise ValueError("no snapshot") from None
+            raise ValueError(NO_SNAPSHOT) from None
         try:
             where = _entry.decode(entry.value or b"")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
