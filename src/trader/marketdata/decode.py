@@ -30,7 +30,8 @@ from trader.messages import AltDatum, MarketTick
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-# The stores keep DECIMAL(38, 18): 20 integer digits and 18 decimal places.
+# QuestDB keeps DECIMAL(38, 18): 20 integer digits and 18 decimal places. The lake keeps fewer places
+# per column (trader.stores.lake: prices 12, sizes 8), and sink-ticks refuses a tick it cannot keep.
 MAX_DECIMAL_PLACES = 18
 QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
 MAX_MAGNITUDE = Decimal("1e20")
