@@ -8,8 +8,10 @@ ccxt's rate limiter off, and test keys in the variables the page names.
 The fake (tests/venues/live_binance.py) streams Binance's market data at 60,000.00 and takes orders
 through Binance's REST trading API, which ccxt drives. The market maker of the page must quote there,
 a fill at the exchange must show in ``trader positions`` exactly as the exchange's balances moved, a
-market order by hand must fill, and ``trader kill`` must cancel the quotes at the exchange (and
-``trader resume`` bring them back). Every other block of YAML on the page must load as settings.
+market order by hand must fill, the quotes must follow the market by cancel-replace, and ``trader kill``
+must cancel the quotes at the exchange (and ``trader resume`` bring them back), and every read-only
+``trader`` command of the page must answer. The page's other YAML (paper.yaml; live.yaml with
+real.yaml's parts) must load as the settings it says.
 """
 
 from __future__ import annotations
@@ -60,10 +62,13 @@ def settings_of(config: Path, env: dict[str, str] | None = None) -> Settings:
 
 def test_every_configuration_on_the_page_is_valid_settings(tmp_path: Path) -> None:
     blocks = yaml_blocks()
-    assert {"live.yaml", "real.yaml"} <= set(blocks)
+    assert set(blocks) == {"paper.yaml", "live.yaml", "real.yaml"}
     for name, text in blocks.items():
         (tmp_path / name).write_text(text)
         settings_of(tmp_path / name)  # raises on anything the settings refuse
+    paper = settings_of(tmp_path / "paper.yaml")
+    assert (the_strategy(paper).venue, paper.data_venue_of(the_strategy(paper))) == ("paper", "mock")
+    assert the_strategy(paper).params == the_strategy(settings_of(tmp_path / "live.yaml")).params
     # The real account, as the page says: live.yaml with real.yaml's parts, and a new account.
     config = {**yaml.safe_load(blocks["live.yaml"]), **yaml.safe_load(blocks["real.yaml"])}
     config["strategy"]["strategies"][0]["account"] = "binance"
