@@ -71,6 +71,8 @@ def _reachable_lake() -> Lake:
     from trader.stores.lake import Lake
 
     settings = Settings()
+    if not settings.lake_root.startswith("s3://"):
+        return Lake(settings)  # a lake on a local path: no server to reach
     endpoint = urlsplit(settings.effective_s3_endpoint)
     try:
         socket.create_connection((endpoint.hostname, endpoint.port or 80), timeout=2).close()

@@ -8,7 +8,8 @@ two decimals the sum of their scales within 38 digits and do not widen: with 18 
 digits, and so does a sum of notionals. Crypto venues quote to 8 places or fewer (prices of the
 smallest coins to 10 or 11); a value with more places than its column keeps is refused, never rounded.
 Tables written before (every decimal at 18 places) are still appended to (delta-rs casts to the table's
-types); ``migrate`` rewrites them with the current types, refusing if that would change a value.
+types); ``migrate`` rewrites them with the current types, refusing if that would change a value (the
+sinks call it before their first batch).
 
 Exactly once: every append commits, in the same Delta transaction, an application transaction
 ``(app_id, version)`` whose version is the highest stream sequence in the batch. A writer that
@@ -108,13 +109,20 @@ def unfit_decimal(table: LakeTable, row: object) -> tuple[str, str] | None:
         value = getattr(row, name, None)
         if not isinstance(value, Decimal) or not value.is_finite():
             continue
-        exponent = value.as_tuple().exponent
-        assert isinstance(exponent, int)  # finite
-        if exponent < -kind.scale and value != value.quantize(Decimal(1).scaleb(-kind.scale)):
+        if _places(value) > kind.scale:
             return name, f"{value} has more than {kind.scale} decimal places, the most the lake keeps"
         if value and value.adjusted() >= kind.precision - kind.scale:
             return name, f"{value} has more than {kind.precision - kind.scale} integer digits"
     return None
+
+
+def _places(value: Decimal) -> int:
+    """Decimal places without the trailing zeros: no rounding, whatever the number of digits (a
+    quantize would be limited to the context's 28)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + zeros)) if any(digits) else 0
 
 
 def utc_dates(millis: pa.Array) -> pa.Array:

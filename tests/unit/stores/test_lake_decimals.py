@@ -179,3 +179,22 @@ def test_lake_sql_says_why_a_product_overflows_on_an_old_table(lake: Lake, tmp_p
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert D(next(iter(row.values()))) == TICKS[0].price * TICKS[0].size + TICKS[1].price * TICKS[1].size
+
+
+@pytest.mark.parametrize(
+    ("price", "unfit"),
+    [
+        ("12345678901234567890.123456789012", False),  # 32 digits: past Decimal's default 28
+        ("12345678901234567890.1234567890123", True),
+        ("1.000000000000000000", False),
+        ("1E+3", False),
+        ("0.00000000000100", False),
+        ("0.0000000000001", True),
+    ],
+)
+def test_places_are_counted_exactly_whatever_the_digits(price: str, unfit: bool) -> None:
+    misfit = unfit_decimal(MARKET_TICKS, tick(0, price, "1"))
+    assert (misfit is not None) == unfit
+    if unfit:
+        assert misfit is not None
+        assert misfit[0] == "price"
