@@ -41,6 +41,7 @@ PRICE = D("60000.00")
 OPEN_AT_VENUE = ("NEW", "PARTIALLY_FILLED")
 WORKING = ("NEW", "ACCEPTED", "PARTIALLY_FILLED", "PENDING_CANCEL")  # ours, in the oms
 START_BALANCES = {"BTC": D(1), "USDT": D(100000)}  # the fake's, at start
+KEY, SECRET = "doc-test-key-5e1f", "doc-test-secret-93ab"  # in the variables the page names
 
 
 def yaml_blocks() -> dict[str, str]:
@@ -115,7 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, venue: LiveBinance) -> Itera
         TRADER_LIVE_GATEWAY__VENUES__BINANCE__REST_URL=venue.feed.rest_url,
         TRADER_EXEQ__VENUES__BINANCE__BASE_URL=venue.rest_url,
         TRADER_EXEQ__VENUES__BINANCE__RATE_LIMIT="false",
-        **{binance.api_key_env: "doc-test-key", binance.api_secret_env: "doc-test-secret"},
+        **{binance.api_key_env: KEY, binance.api_secret_env: SECRET},
     )
     stack.trader("up", "--live", "--detach", check=True, timeout=600)
     try:
@@ -279,4 +280,13 @@ def test_the_pages_checks_answer(stack: Stack) -> None:
     (query,) = [out for command, out in said.items() if command.startswith("query ")]
     assert "binance" in query, query
     shown = stack.trader("config", check=True).stdout
-    assert "doc-test-secret" not in shown
+    assert SECRET not in shown
+
+
+def test_the_keys_are_in_no_log(stack: Stack) -> None:
+    logs = sorted((stack.data_dir / "logs").glob("*.log*"))
+    assert {"exeq.log", "live-gateway.log", "supervisor.log"} <= {p.name for p in logs}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert KEY not in text, path
+        assert SECRET not in text, path
