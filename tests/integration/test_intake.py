@@ -189,6 +189,32 @@ async def test_work_acknowledges_and_checkpoints_only_after_the_outputs_are_stor
     await _close(publisher)
 
 
+async def test_work_after_a_crash_between_outputs_and_checkpoint_stores_the_outputs_once(url: str) -> None:
+    publisher = await _runtime(url, "publisher")
+    seen: list[tuple[int, Item]] = []
+    crashing = await _run(url, WORK, _recorder(seen))
+    await publisher.js.delete_key_value(STATE_BUCKET)  # from now on the checkpoint cannot be written
+    await _publish(publisher, [("a", "1"), ("b", "2"), ("c", "3")])
+    await _until(lambda: crashing.rt.metrics.count_errors_total >= 2, "two failed checkpoints")
+    handled = len(seen)  # the first batch: one message or more
+    assert len(await _stored(publisher, "OUT")) == handled  # its outputs were stored first
+    crashing.task.cancel()  # a crash before the checkpoint
+    with contextlib.suppress(asyncio.CancelledError):
+        await crashing.task
+    await _close(crashing.rt)
+    assert (await publisher.js.consumer_info("ITEMS", "svc")).ack_floor.stream_seq == 0
+
+    await ensure_state_bucket(publisher.js)
+    again = await _run(url, WORK, _recorder(seen))
+    assert again.intake.start_seq == 1
+    await _until(lambda: len(seen) >= handled + 3, "the batch again, and the rest")
+    await again.stop()
+    assert [seq for seq, _ in seen[handled:]] == [1, 2, 3]  # the first batch handled twice, and
+    outputs = await _stored(publisher, "OUT")
+    assert [h["Nats-Msg-Id"] for _, h, _ in outputs] == ["out:1", "out:2", "out:3"]  # stored once
+    await _close(publisher)
+
+
 async def test_what_cannot_be_taken_goes_to_the_dead_letters_with_its_bytes_and_reason(url: str) -> None:
     publisher = await _runtime(url, "publisher")
     await _publish(publisher, [("a", "1"), ("neg", "-1")], raw=[b'{"name": "x", "quantity": [1]}', b"{oops"])
