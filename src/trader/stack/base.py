@@ -31,6 +31,9 @@ class Component:
     cwd: Path | None = None
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
+    # Killed once stop_timeout_s has passed by design (a server slow to exit whose data is safe by
+    # then): the kill is logged at info, not as a fault.
+    killed_at_stop: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -78,6 +81,7 @@ class Infra(ABC):
 
     start_timeout_s: float = 60.0
     stop_timeout_s: float | None = None  # None: the supervisor's stop_timeout_s setting
+    killed_at_stop: bool = False  # see Component.killed_at_stop
 
     def component(self, managed: bool) -> Component:
         # A server trader did not start may have no monitoring where ours would: its main port it has.
@@ -98,6 +102,7 @@ class Infra(ABC):
                 if self.stop_timeout_s is None
                 else self.stop_timeout_s
             ),
+            killed_at_stop=self.killed_at_stop,
         )
 
     def environment(self) -> dict[str, str] | None:

@@ -33,6 +33,7 @@ class SeaweedFS(Infra):
     # that never close; measured with weed 4.48). Every acknowledged write is in its files by then and
     # the kernel keeps them, so after a short grace it is killed.
     stop_timeout_s = 3.0
+    killed_at_stop = True
 
     def address(self) -> tuple[str, int]:
         parsed = urlparse(self.settings.effective_s3_endpoint)

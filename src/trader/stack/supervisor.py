@@ -359,7 +359,8 @@ class Supervisor:
             while popen.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             if popen.poll() is None:
-                self.log.warning("component.kill", component=run.component.name, after_s=grace)
+                log = self.log.info if run.component.killed_at_stop else self.log.warning
+                log("component.kill", component=run.component.name, after_s=grace)
                 self._signal(popen.pid, signal.SIGKILL)
                 await asyncio.to_thread(popen.wait)
         run.last_exit = popen.returncode
