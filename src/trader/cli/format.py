@@ -79,7 +79,7 @@ def table(
 ) -> Table:
     """Rows as a table: numbers right-aligned and never cut, text wrapped where it must be."""
     cells = [[_cell_of(name, v, money) for name, v in zip(columns, row, strict=True)] for row in rows]
-    shown = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    shown = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for index, name in enumerate(columns):
         header = name.replace("_", " ")  # a header wraps between its words
         if _is_numeric_column(rows, index):
