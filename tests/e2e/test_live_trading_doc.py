@@ -175,11 +175,16 @@ def test_the_market_maker_quotes_at_the_exchange(stack: Stack, venue: LiveBinanc
     assert (found["BUY"].price, found["SELL"].price) == (PRICE - half, PRICE + half)
     assert {o.type for o in found.values()} == {"LIMIT_MAKER"}  # post-only, as Binance takes it
     assert {o.quantity for o in found.values()} == {D(mm.params["quantity"])}
-    ours = [o for o in cli_json(stack, "orders") if o["status"] == "ACCEPTED"]
-    assert sorted((o["strategy"], o["side"], o["type"]) for o in ours) == [
-        (mm.name, "buy", "limit"),
-        (mm.name, "sell", "limit"),
-    ]
+    accepted = [(mm.name, "buy", "limit"), (mm.name, "sell", "limit")]
+    eventually(
+        lambda: accepted_in_oms(stack) == accepted, "both quotes ACCEPTED in trader orders", log=logs(stack)
+    )
+
+
+def accepted_in_oms(stack: Stack) -> list[tuple[str, str, str]]:
+    """Strategy, side and type of each order ``trader orders`` shows ACCEPTED."""
+    orders = cli_json(stack, "orders")
+    return sorted((o["strategy"], o["side"], o["type"]) for o in orders if o["status"] == "ACCEPTED")
 
 
 def test_a_fill_at_the_exchange_is_the_position(stack: Stack, venue: LiveBinance, page: Settings) -> None:
