@@ -213,7 +213,7 @@ async def test_every_limit_denies_with_its_reason_and_the_oms_shows_it(
         "price_band: TESTUSDT price 106 is 6.00% from last trade 100 (max 5%)": bus.request(
             account="acct-band", side="sell", quantity="1", type="limit", price="106"
         ),
-        "reduce_only order: buy 1 TESTUSDT would not reduce position 0": bus.request(
+        "reduce_only order: buy 1 TESTUSDT would not reduce strategy itest's position 0": bus.request(
             account="acct-flat", quantity="1", reduce_only=True
         ),
         "invalid: quantity 0 must be positive": bus.request(quantity="0"),
@@ -456,6 +456,64 @@ async def test_a_resting_limit_replaced_to_a_new_price_fills_there_and_not_at_th
         Decimal("98.5"),
         Decimal("98.5"),
     )
+    await bus.tick(OTHER, PRICE)
+
+
+async def test_a_replace_past_max_order_notional_is_denied_and_the_venue_keeps_the_order_as_it_was(
+    bus: Bus,
+) -> None:
+    await bus.tick(OTHER, PRICE)
+    resting = await bus.submit(
+        bus.request(
+            strategy="replacer",
+            account="acct-replacer",
+            symbol=OTHER,
+            quantity="10",
+            type="limit",
+            price="97",
+        )
+    )
+    oid = resting.client_order_id
+    accepted = await bus.wait_order(oid, {"ACCEPTED"})
+
+    async def replace(quantity: str, msg_id: str) -> None:
+        request = CancelRequest(
+            client_order_id=oid, strategy="replacer", quantity=Decimal(quantity), timestamp=_now()
+        )
+        await bus.js.publish("order.cancel.replacer", encode(request), headers={"Nats-Msg-Id": msg_id})
+
+    # 60 x 97 = 5,820 of notional, past the limit of 5,000: risk denies it, the order works on as it was.
+    await replace("60", f"grow:{oid}")
+    deadline = time.monotonic() + 15
+    while (order := bus.orders[oid]).reason is None:
+        assert time.monotonic() < deadline, f"no verdict on the replace: {order}"
+        await asyncio.sleep(0.02)
+    assert order.reason == "replace denied: max_order_notional: 5820 > 5000"
+    assert (order.status, order.quantity, order.price, order.replace_quantity) == (
+        "ACCEPTED",
+        Decimal(10),
+        Decimal(97),
+        None,
+    )
+    assert order.version == accepted.version + 2
+    assert [(o.status, o.replace_quantity) for o in bus.history[oid]][-2:] == [
+        ("PENDING_CANCEL", Decimal(60)),
+        ("ACCEPTED", None),
+    ]
+
+    # Down to 4: approved, sent, and confirmed by the venue.
+    await replace("4", f"shrink:{oid}")
+    deadline = time.monotonic() + 15
+    while (order := bus.orders[oid]).quantity != Decimal(4) or order.status != "ACCEPTED":
+        assert time.monotonic() < deadline, f"not replaced: {order}"
+        await asyncio.sleep(0.02)
+    routes = [(r.action, r.quantity) for r in bus.routes if r.client_order_id == oid]
+    assert routes == [("new", Decimal(10)), ("replace", Decimal(4))]
+
+    # The venue holds 4 at 97, never 60: a trade through the price fills 4.
+    await bus.tick(OTHER, Decimal("96.5"))
+    filled = await bus.wait_order(oid, {"FILLED"})
+    assert (filled.filled_quantity, filled.average_price) == (Decimal(4), Decimal(97))
     await bus.tick(OTHER, PRICE)
 
 

@@ -34,6 +34,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from trader.bus.publish import Outgoing
 from trader.bus.wire import PushInbox, RawMessage, connection_of, parse_headers, reads_in_bulk
@@ -584,6 +585,7 @@ class DurableConsumer:
         )
         if len(self.subjects) > 1:
             config.filter_subjects = list(self.subjects)
+        await self._update_subjects()
         self._sub = await self.js.subscribe(
             self.subjects[0],
             stream=self.stream,
@@ -592,6 +594,23 @@ class DurableConsumer:
             manual_ack=True,
             config=config,
         )
+
+    async def _update_subjects(self) -> None:
+        """A durable made before with other subjects (by an older version of its service) takes the
+        ones asked now, keeping its place: what it acknowledged stays behind it, and a message of a new
+        subject comes from the next one stored. nats-py binds to a durable as it is, subjects and all."""
+        try:
+            info = await self.js.consumer_info(self.stream, self.name)
+        except NotFoundError:
+            return
+        config = info.config
+        current = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+        if sorted(current) == sorted(self.subjects):
+            return
+        many = len(self.subjects) > 1
+        config.filter_subject = None if many else self.subjects[0]
+        config.filter_subjects = list(self.subjects) if many else None
+        await self.js.add_consumer(self.stream, config)
 
     async def _on_message(self, msg: Msg) -> None:
         self.inbox.put_nowait(msg)

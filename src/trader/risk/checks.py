@@ -99,6 +99,10 @@ class PreTradeRisk:
         else:
             self._open.put(order)
 
+    def open_order(self, client_order_id: str) -> Order | None:
+        """An order as risk last saw it, while it is open."""
+        return self._open.get(client_order_id)
+
     # The checks ----------------------------------------------------------------------------------
 
     def check(self, request: OrderRequest, now_ms: int) -> RiskDecision:

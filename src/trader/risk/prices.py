@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from trader.config import Settings
-from trader.messages import OrderRequest
+from trader.messages import Order, OrderRequest
 
 
 class VenuePrices:
@@ -37,8 +37,9 @@ class VenuePrices:
             venue = configured[0] if configured else None
         return None if venue is None else self.settings.quote_venue_of(venue)
 
-    def price_of(self, request: OrderRequest) -> tuple[str | None, Decimal | None]:
-        """The quote venue of ``request`` and its last trade of the symbol (None: none seen yet)."""
+    def price_of(self, request: OrderRequest | Order) -> tuple[str | None, Decimal | None]:
+        """The quote venue of a request (or of an order, for its replace) and its last trade of the
+        symbol (None: none seen yet)."""
         venue = self.quote_venue(request.symbol, request.venue)
         return venue, None if venue is None else self._last.get((venue, request.symbol))
 

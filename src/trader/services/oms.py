@@ -1,25 +1,30 @@
 """oms: the state of every order.
 
-Consumes: ``RiskDecision`` on ``order.risk.>`` and ``CancelRequest`` on ``order.cancel.>`` (stream
-ORDERS, durable consumer ``oms-orders``, in stream order), ``ExecutionReport`` on ``exec.report.>``
-(stream EXEC, durable consumer ``oms-reports``), and the trading switch (``trader.trading.state``).
+Consumes: ``RiskDecision`` on ``order.risk.>``, ``CancelRequest`` on ``order.cancel.>`` (a cancel; a
+cancel-replace is risk's to judge, and left to it) and ``ReplaceDecision`` on ``order.replace.>``, risk's
+verdict on a cancel-replace (stream ORDERS, durable consumer ``oms-orders``, in stream order),
+``ExecutionReport`` on ``exec.report.>`` (stream EXEC, durable consumer ``oms-reports``), and the trading
+switch (``trader.trading.state``).
 Produces: every changed ``Order`` on ``order.state.<strategy>`` (msg id ``<client_order_id>:<version>``;
 the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new, cancel or replace on
-``exec.route.<strategy>`` for the router (a replace carries the new terms; the venue answers "replaced",
-applied with them, or "rejected", and the order works on as before). An order whose venue leaves the
-router nothing to choose (the venue it names, else ``routing.fixed_venue``, else the only venue configured
-for its symbol, when configured and run by exeq) gets that venue written into it and goes, with its
-cancels and replaces, straight to exeq on ``exec.order.<venue>``.
+``exec.route.<strategy>`` for the router (a replace, once risk approved it, carries the new terms; the
+venue answers "replaced", applied with them, or "rejected", and the order works on as before; a replace
+risk denied is asked and refused at once, two states, the reason ``replace denied: <check and numbers>``,
+and never reaches a venue; a verdict is applied once per ``replace_id``, kept in the order). An order
+whose venue leaves the router nothing to choose (the venue it names, else ``routing.fixed_venue``, else
+the only venue configured for its symbol, when configured and run by exeq) gets that venue written into
+it and goes, with its cancels and replaces, straight to exeq on ``exec.order.<venue>``.
 State: an ``OrderBook``. At start it is rebuilt from ``order.state.>`` (the latest version per id; the
 ``Trader-Exec-Id`` headers are the reports already applied), then the durable consumers resume after the
 last acknowledged message. A message is acknowledged only once what it caused is stored, so a crash
-redelivers it: a decision or report already applied is recognised (client order id, exec id) and changes
-nothing, and the venue order it caused is sent again under the same msg id, stored once.
+redelivers it: a decision or report already applied is recognised (client order id, replace id, exec
+id) and changes nothing, and the venue order it caused is sent again under the same msg id, stored once.
 Orders that ended more than ``oms.closed_order_retention_s`` ago (a day by default) leave memory, at
 start and then a few after every batch: only their ids stay, so a repeated request is still a repeat; a
 cancel for one is a late request, a report for one a dead letter (news of an order ended long ago, for
 an operator to look at). The ORDERS stream keeps them all.
-Kill switch: when the state turns ``halted``, every open order is canceled at once.
+Kill switch: when the state turns ``halted``, every open order is canceled at once, and a replace approved
+before the switch is denied.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from trader.messages import (
     ExecutionReport,
     Order,
     OrderRequest,
+    ReplaceDecision,
     RiskDecision,
     TradingState,
     VenueOrder,
@@ -82,6 +88,7 @@ MAX_BATCH = 500
 
 _decision_decoder = msgspec.json.Decoder(RiskDecision)
 _cancel_decoder = msgspec.json.Decoder(CancelRequest)
+_replace_decoder = msgspec.json.Decoder(ReplaceDecision)
 _report_decoder = msgspec.json.Decoder(ExecutionReport)
 
 
@@ -111,7 +118,7 @@ class Oms(Service):
                 rt.js,
                 stream="ORDERS",
                 name="oms-orders",
-                subjects=["order.risk.>", "order.cancel.>"],
+                subjects=["order.risk.>", "order.cancel.>", "order.replace.>"],
                 inbox=self.inbox,
             ),
             DurableConsumer(
@@ -188,6 +195,8 @@ class Oms(Service):
                 return self._on_decision(rt, decode_message(_decision_decoder, msg.data), msg)
             if subject.startswith("order.cancel."):
                 return self._on_cancel(rt, decode_message(_cancel_decoder, msg.data), msg)
+            if subject.startswith("order.replace."):
+                return self._on_replace(rt, decode_message(_replace_decoder, msg.data), msg)
             if subject.startswith("exec.report."):
                 return self._on_report(rt, decode_message(_report_decoder, msg.data), msg)
         except InvalidMessage as exc:
@@ -238,10 +247,8 @@ class Oms(Service):
     def _on_cancel(self, rt: Runtime, request: CancelRequest, msg: Msg) -> Outcome:
         if request.strategy != subject_token(msg.subject):
             return Outcome(refused=refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
-        if is_replace(request) and self.trading.mode == "halted":
-            # A replace may make the order take: nothing new reaches a venue while halted.
-            why = f"replace refused: halted: {self.trading.reason or 'trading is halted'}"
-            return self._refuse(rt, "illegal_transition", why, request.client_order_id)
+        if is_replace(request):
+            return Outcome()  # risk judges it, and its verdict comes on order.replace.<strategy>
         if not request.timestamp:
             request = msgspec.structs.replace(request, timestamp=now_ms())
         try:
@@ -261,15 +268,52 @@ class Oms(Service):
             if redelivered(msg) and known is not None:
                 return Outcome([self._route_cancel(known)])
             return Outcome()
-        if is_replace(request):
-            rt.log.info(
-                "order.replace",
-                client_order_id=order.client_order_id,
-                strategy=order.strategy,
-                quantity=str(order.replace_quantity) if order.replace_quantity is not None else None,
-                price=str(order.replace_price) if order.replace_price is not None else None,
-            )
         return Outcome([state_message(order), self._route_cancel(order)])
+
+    def _on_replace(self, rt: Runtime, decision: ReplaceDecision, msg: Msg) -> Outcome:
+        """Risk's verdict on a cancel-replace: approved, the replace goes to the venue; denied (or
+        approved just before a halt), the order works on as it was, its state saying why."""
+        request = decision.request
+        if request.strategy != subject_token(msg.subject) or request.replace_id is None:
+            why = f"{request.strategy!r} on {msg.subject}" if request.replace_id else "no replace_id"
+            return Outcome(refused=refusal(msg, "request", why))
+        if not request.timestamp:
+            request = msgspec.structs.replace(request, timestamp=now_ms())
+        if decision.approved and self.trading.mode == "halted":
+            # A replace may make the order take: nothing new reaches a venue while halted.
+            reason = f"halted: {self.trading.reason or 'trading is halted'}"
+            decision = msgspec.structs.replace(decision, approved=False, reason=reason)
+        decision = msgspec.structs.replace(decision, request=request)
+        try:
+            changed = self.book.apply_replace(decision)
+        except ForgottenOrder as exc:
+            rt.log.info("order.late_request", client_order_id=request.client_order_id, error=str(exc))
+            return Outcome()
+        except UnknownOrder as exc:
+            return self._unknown(rt, msg, exc, request.client_order_id)
+        except LateRequest as exc:
+            rt.log.info("order.late_request", client_order_id=request.client_order_id, error=str(exc))
+            return Outcome()
+        except (IllegalTransition, MismatchedEvent) as exc:
+            return self._refuse(rt, "illegal_transition", exc, request.client_order_id)
+        if not changed:  # this replace was applied before
+            known = self.book.get(request.client_order_id)
+            if redelivered(msg) and known is not None and _asks(known, request):
+                return Outcome([self._route_cancel(known)])  # the first pass may have died before routing
+            return Outcome()
+        order = changed[-1]
+        rt.log.info(
+            "order.replace" if decision.approved else "order.replace_denied",
+            client_order_id=order.client_order_id,
+            strategy=order.strategy,
+            quantity=None if request.quantity is None else str(request.quantity),
+            price=None if request.price is None else str(request.price),
+            reason=decision.reason,
+        )
+        out = [state_message(state) for state in changed]
+        if decision.approved:
+            out.append(self._route_cancel(order))
+        return Outcome(out)
 
     def _on_report(self, rt: Runtime, report: ExecutionReport, msg: Msg) -> Outcome:
         try:
@@ -496,6 +540,11 @@ def _route_change(
         encode(venue_order),
         msg_id=f"route:{order.client_order_id}:{action}:{order.version}",
     )
+
+
+def _asks(order: Order, request: CancelRequest) -> bool:
+    """The order is still asking the venue for this very replace."""
+    return has_pending_replace(order) and order.replace_id == request.replace_id
 
 
 async def _settle(settled: list[tuple[Msg, Outcome]]) -> None:

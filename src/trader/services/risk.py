@@ -1,8 +1,10 @@
 """risk: the pre-trade check of every order request, the post-trade watch on equity.
 
 Consumes:
-- ``OrderRequest`` on ``order.submit.>`` (stream ORDERS, durable consumer ``risk``, acknowledged once
-  the decision is stored: a crash redelivers the requests in hand, decided again under the same msg id);
+- ``OrderRequest`` on ``order.submit.>`` and ``CancelRequest`` on ``order.cancel.>`` (stream ORDERS,
+  durable consumer ``risk``, in stream order, acknowledged once the decision is stored: a crash
+  redelivers the requests in hand, decided again under the same msg id). A cancel-replace is judged as
+  the order it would become; a plain cancel is the oms's alone, and passed over;
 - last trade prices: a core NATS subscription to ``market.tick.>`` that only keeps the latest raw tick
   per subject (``market.tick.<venue>.<SYMBOL>``), decoded when a decision needs it (only the latest
   price matters, and a busy feed then costs a dictionary write per tick); seeded at start with the
@@ -15,7 +17,9 @@ Consumes:
 - ``PnlSnapshot`` on ``pnl.total``: an ordered consumer from the sequence after the post-trade checkpoint;
 - the trading switch (``trader.trading.state``).
 Produces: a ``RiskDecision`` per request on ``order.risk.<strategy>`` (msg id ``risk:<client_order_id>``),
-the reason of a denial naming the check and the numbers; ``reduce_only`` in the trading switch when the
+a ``ReplaceDecision`` per cancel-replace on ``order.replace.<strategy>`` (msg id ``risk:replace:<replace
+id>``; the id is the sender's, else ``<client_order_id>:<the request's ORDERS sequence>``), the reason of
+a denial naming the check and the numbers; ``reduce_only`` in the trading switch when the
 day's loss or the drawdown crosses its limit, or the trading history nearly fills its room in
 JetStream's store (``trader.trading.storage``; only from ``active``: an operator's switch is never
 overridden).
@@ -26,6 +30,7 @@ TRADER_STATE bucket under ``risk.post_trade`` with the sequence they cover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -53,18 +58,21 @@ from trader.bus.read import (
     replay,
     subject_token,
 )
-from trader.bus.streams import order_risk_subject, pnl_subject
+from trader.bus.streams import order_replace_subject, order_risk_subject, pnl_subject
 from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import (
+    CancelRequest,
     Order,
     OrderRequest,
     PnlSnapshot,
     Position,
+    ReplaceDecision,
     RiskDecision,
     TradingState,
     encode,
 )
+from trader.orders.state import is_replace
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
 from trader.risk.prices import VenuePrices
@@ -74,6 +82,8 @@ from trader.trading.state import follow_state, read_state, state_bucket, write_s
 from trader.trading.storage import WARN_SHARE, WATCH_S, check_history_room
 
 POST_TRADE_KEY = "risk.post_trade"
+# New orders, and cancels, of which risk judges the cancel-replaces (a plain cancel is the oms's alone).
+REQUESTS = ["order.submit.>", "order.cancel.>"]
 # Every position: the accounts' net ones, position.<account>.<venue>.<symbol>, and the strategies' own,
 # with a fifth token (a strategy's reduce-only order is judged against its own position).
 POSITIONS = "position.>"
@@ -89,6 +99,7 @@ CATCH_UP_STALL_S = 60.0
 MAX_BATCH = 500
 
 _request_decoder = msgspec.json.Decoder(OrderRequest)
+_cancel_decoder = msgspec.json.Decoder(CancelRequest)
 
 
 class PostTradeCheckpoint(msgspec.Struct, kw_only=True, frozen=True):
@@ -108,11 +119,12 @@ class Decider:
     def __init__(self, pre: PreTradeRisk, prices: VenuePrices | None = None) -> None:
         self.pre = pre
         self.prices = prices  # None: the prices set on ``pre`` itself
-        self.decided: OrderedDict[str, RiskDecision] = OrderedDict()
+        # By client order id, and a replace's by ``replace:<replace_id>``.
+        self.decided: OrderedDict[str, RiskDecision | ReplaceDecision] = OrderedDict()
 
     def decide(self, request: OrderRequest, arrived_ms: int, now: int) -> RiskDecision:
         known = self.decided.get(request.client_order_id)
-        if known is not None:
+        if isinstance(known, RiskDecision):
             return known
         waited = now - arrived_ms
         if waited > STALE_REQUEST_MS:
@@ -134,6 +146,34 @@ class Decider:
                 return RiskDecision(request=request, approved=False, reason=reason, timestamp=now)
             self.pre.update_price(request.symbol, last)
         return self.pre.check(request, now)
+
+    def decide_replace(self, request: CancelRequest, arrived_ms: int, now: int) -> ReplaceDecision:
+        """The verdict on a cancel-replace (``request.replace_id`` set): one per replace id, the same
+        checks as a new order's, at the last price of the order's quote venue."""
+        key = f"replace:{request.replace_id}"
+        known = self.decided.get(key)
+        if isinstance(known, ReplaceDecision):
+            return known
+        waited = now - arrived_ms
+        if waited > STALE_REQUEST_MS:
+            reason = f"stale: the request waited {waited} ms for a decision (max {STALE_REQUEST_MS} ms)"
+            decision = ReplaceDecision(request=request, approved=False, reason=reason, timestamp=now)
+        else:
+            decision = self._check_replace(request, now)
+        self.decided[key] = decision
+        if len(self.decided) > DECIDED_MEMORY:
+            self.decided.popitem(last=False)
+        return decision
+
+    def _check_replace(self, request: CancelRequest, now: int) -> ReplaceDecision:
+        order = self.pre.open_order(request.client_order_id)
+        if self.prices is not None and order is not None:
+            venue, last = self.prices.price_of(order)
+            if last is None:
+                reason = f"no reference price: no last trade for {order.symbol} on {venue or 'no venue'}"
+                return ReplaceDecision(request=request, approved=False, reason=reason, timestamp=now)
+            self.pre.update_price(order.symbol, last)
+        return self.pre.check_replace(request, now)
 
 
 def post_trade_checkpoint(post: PostTradeRisk, seq: int, snapshot: PnlSnapshot) -> PostTradeCheckpoint:
@@ -218,7 +258,7 @@ class Risk(Service):
         await catch_up(self.followers, CATCH_UP_STALL_S, "risk's history")
         # Requests only once the state they are checked against is there.
         self.consumer = DurableConsumer(
-            rt.js, stream="ORDERS", name="risk", subjects=["order.submit.>"], inbox=self.inbox
+            rt.js, stream="ORDERS", name="risk", subjects=REQUESTS, inbox=self.inbox
         )
         await self.consumer.start()
 
@@ -319,28 +359,14 @@ class Risk(Service):
         refused: list[Refused] = []
         for msg in batch:
             try:
-                request = decode_message(_request_decoder, msg.data)
+                decided = self._decide(rt, msg)
             except InvalidMessage as exc:
                 refused.append(refusal(msg, exc.field, exc.reason))
                 continue
-            if request.strategy != subject_token(msg.subject):
-                refused.append(refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
-                continue
-            decision = self.decider.decide(request, arrival_ms(msg), now_ms())
-            if not decision.approved:
-                rt.log.warning(
-                    "risk.denied",
-                    client_order_id=request.client_order_id,
-                    strategy=request.strategy,
-                    reason=decision.reason,
-                )
-            out.append(
-                Outgoing(
-                    order_risk_subject(request.strategy),
-                    encode(decision),
-                    msg_id=f"risk:{request.client_order_id}",
-                )
-            )
+            if isinstance(decided, Outgoing):
+                out.append(decided)
+            elif decided is not None:
+                refused.append(decided)
         await rt.dead_letter("ORDERS", refused)
         if out:
             await rt.publish_reliably(out)
@@ -348,6 +374,51 @@ class Risk(Service):
             self.acks.add(msg)
         rt.metrics.count_in(len(batch))
         rt.metrics.observe_batch(time.perf_counter() - started)
+
+    def _decide(self, rt: Runtime, msg: Msg) -> Outgoing | Refused | None:
+        """The verdict to publish on a request, or its refusal as a dead letter; None for what on
+        ``order.cancel.`` is not a well-formed replace (the oms's alone, and its to dead-letter)."""
+        if msg.subject.startswith("order.cancel."):
+            with contextlib.suppress(InvalidMessage):
+                cancel = decode_message(_cancel_decoder, msg.data)
+                if is_replace(cancel) and cancel.strategy == subject_token(msg.subject):
+                    return self._decide_replace(rt, msg, cancel)
+            return None
+        request = decode_message(_request_decoder, msg.data)
+        if request.strategy != subject_token(msg.subject):
+            return refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}")
+        decision = self.decider.decide(request, arrival_ms(msg), now_ms())
+        if not decision.approved:  # risk doing its job, not a fault: info (the reason is the order's too)
+            rt.log.info(
+                "risk.denied",
+                client_order_id=request.client_order_id,
+                strategy=request.strategy,
+                reason=decision.reason,
+            )
+        return Outgoing(
+            order_risk_subject(request.strategy), encode(decision), msg_id=f"risk:{request.client_order_id}"
+        )
+
+    def _decide_replace(self, rt: Runtime, msg: Msg, request: CancelRequest) -> Outgoing:
+        """A replace's id is its sender's, else its place in the ORDERS stream: a redelivery has the
+        same, so it gets the same verdict under the same msg id."""
+        if request.replace_id is None:
+            replace_id = f"{request.client_order_id}:{msg.metadata.sequence.stream}"
+            request = msgspec.structs.replace(request, replace_id=replace_id)
+        decision = self.decider.decide_replace(request, arrival_ms(msg), now_ms())
+        if not decision.approved:
+            rt.log.info(
+                "risk.replace_denied",
+                client_order_id=request.client_order_id,
+                strategy=request.strategy,
+                replace_id=request.replace_id,
+                reason=decision.reason,
+            )
+        return Outgoing(
+            order_replace_subject(request.strategy),
+            encode(decision),
+            msg_id=f"risk:replace:{request.replace_id}",
+        )
 
     # The trading switch --------------------------------------------------------------------------
 
