@@ -88,7 +88,9 @@ def test_trader_up_with_a_port_taken_names_it_without_a_traceback(taken_port_of_
     finally:
         stack.trader("down", timeout=120)
     assert result.returncode == 1
-    assert f"port {stack.ports['ptrc']} (http) is already in use" in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"port {stack.ports['ptrc']} (http) is already in use" in line
+    assert "move ptrc to another port" in line  # the advice on the same line, however narrow stderr is
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -211,7 +211,8 @@ def _up_detached(settings: Settings, names: list[str]) -> int:
             proc.wait()
             state = read_state(settings.run_dir)
             reason = state.error if state is not None and state.supervisor_pid == proc.pid else None
-            err.print(f"[red]error:[/] {reason or 'the supervisor exited while starting'}")
+            why = reason or "the supervisor exited while starting"
+            err.print(f"[red]error:[/] {escape(why)}", soft_wrap=True)  # one line, whatever the width
             err.print(f"supervisor log: {log_path}")
             return 1
         time.sleep(0.2)
