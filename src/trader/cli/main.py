@@ -137,7 +137,7 @@ async def _supervise(
     try:
         supervisor = Supervisor(settings, names)
     except StackError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 1
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -155,7 +155,7 @@ async def _supervise(
     finally:
         stop.cancel()
     if supervisor.error:
-        err.print(f"[red]error:[/] {supervisor.error}")
+        err.print(f"[red]error:[/] {escape(supervisor.error)}", soft_wrap=True)
     return code or (1 if supervisor.degraded else 0)
 
 
