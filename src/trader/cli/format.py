@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Annotated, Any
 
@@ -65,7 +65,9 @@ def cell(value: Any, places: int = DECIMALS) -> str:
     if isinstance(value, Decimal | float | int):
         return number(value, places)
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + ("Z" if value.utcoffset() is not None else "")
+        if value.utcoffset() is None:
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
     return str(value)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from hypothesis import given
@@ -50,6 +50,8 @@ def test_other_values() -> None:
     assert cell("ACCEPTED") == "ACCEPTED"
     assert cell(True) == "yes"
     assert cell(datetime(2026, 12, 2, 16, 53, 19, 550000, tzinfo=UTC)) == "2026-12-02 16:53:19.550Z"
+    paris = timezone(timedelta(hours=1))
+    assert cell(datetime(2026, 12, 2, 17, 53, 19, 550000, tzinfo=paris)) == "2026-12-02 16:53:19.550Z"
 
 
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=None))
