@@ -6,19 +6,22 @@ the environment (which wins over the YAML file): the fake exchange's addresses f
 ccxt's rate limiter off, and test keys in the variables the page names.
 
 The fake (tests/venues/live_binance.py) streams Binance's market data at 60,000.00 and takes orders
-through Binance's REST trading API, which ccxt drives. The market maker of the page must quote there,
-a fill at the exchange must show in ``trader positions`` exactly as the exchange's balances moved, a
-market order by hand must fill, the quotes must follow the market by cancel-replace, and ``trader kill``
-must cancel the quotes at the exchange (and ``trader resume`` bring them back), and every read-only
-``trader`` command of the page must answer. The page's other YAML (paper.yaml; live.yaml with
-real.yaml's parts) must load as the settings it says.
+through Binance's REST trading API, which ccxt drives. The market maker of the page must quote there, a
+fill at the exchange must show in ``trader positions`` exactly as the exchange's balances moved, a
+market order by hand must fill, exeq restarted must adopt the quotes and find the balances explained,
+the quotes must follow the market by cancel-replace, and ``trader kill`` must cancel the quotes at the
+exchange (and ``trader resume`` bring them back), and every read-only ``trader`` command of the page
+must answer. The page's other YAML (paper.yaml; live.yaml with real.yaml's parts) must load as the
+settings it says.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal as D
@@ -224,6 +227,29 @@ def assert_reconciled(stack: Stack, venue: LiveBinance, account: str) -> None:
     cost = sum((t.qty * t.price for t in trades), D(0))  # every trade a buy here
     assert D(str(position["quantity"])) * D(str(position["average_price"])) == cost
     assert balances["USDT"] == START_BALANCES["USDT"] - cost - D(str(position["fees"]))
+
+
+def test_exeq_restarted_adopts_the_quotes_and_finds_the_balances_explained(
+    stack: Stack, venue: LiveBinance
+) -> None:
+    """exeq dies (SIGKILL) and the supervisor starts it again: the quotes open at the exchange are adopted,
+    not sent again, and the exchange's balances are what the fills since the first start explain."""
+    working = eventually(lambda: quotes(venue), "the quotes before the restart", log=logs(stack))
+    placed = venue.call(lambda: len(venue.rest.new_orders()))
+    (before,) = [c for c in stack.status()["components"] if c["name"] == "exeq"]
+    os.kill(before["pid"], signal.SIGKILL)
+    eventually(lambda: exeq_restarted(stack, before["pid"]), "exeq started again", log=logs(stack))
+    log = (stack.data_dir / "logs" / "exeq.log").read_text()
+    since = log[log.rindex("exeq.replayed") :]  # the new start's lines
+    assert '"exeq.balances_reconciled"' in since, since
+    assert "mismatch" not in since, since
+    assert {o.order_id for o in open_at_venue(venue)} == {o.order_id for o in working.values()}
+    assert venue.call(lambda: len(venue.rest.new_orders())) == placed
+
+
+def exeq_restarted(stack: Stack, old_pid: int) -> bool:
+    (exeq,) = [c for c in stack.status()["components"] if c["name"] == "exeq"]
+    return exeq["pid"] not in (None, old_pid) and exeq["ready"] and exeq["healthy"]
 
 
 def test_the_quotes_follow_the_market_by_cancel_replace_at_the_exchange(
