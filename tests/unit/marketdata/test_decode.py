@@ -98,6 +98,7 @@ REJECTED = [
     ("negative exponent too small", raw(price=1e-19), "price", "more than 18 decimal places"),
     ("19 places as a string", raw(bid="0.1000000000000000001"), "bid", "more than 18 decimal places"),
     ("venue number", raw(venue=5), "venue", "expected a string, got a number"),
+    ("venue with a dot", raw(venue="bin.ance"), "venue", "is not a venue name"),  # a subject token
     ("no symbol", raw(symbol=...), "symbol", "missing"),
     ("symbol number", raw(symbol=1), "symbol", "expected a string"),
     ("symbol with a dot", raw(symbol="BTC.USDT"), "symbol", "is not a symbol"),
