@@ -40,6 +40,7 @@ from trader.messages import (
     TradingState,
     encode,
 )
+from trader.risk.checks import MANUAL_STRATEGY
 
 ORDER_COLUMNS = [
     "client_order_id",
@@ -238,7 +239,7 @@ def order(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="An algo parameter k=v (repeatable).")
     ] = None,
-    strategy: StrategyOpt = "manual",
+    strategy: StrategyOpt = MANUAL_STRATEGY,
     account: Annotated[str, typer.Option(help="The account to trade.")] = "paper",
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 10.0,
