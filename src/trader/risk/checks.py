@@ -7,8 +7,9 @@ venues, since a request may leave the venue to the router. Two rules only shrink
 own: the account's ``reduce_only`` mode shrinks the account's net position, whoever sends the order;
 a request's ``reduce_only`` flag shrinks the position of the strategy that sends it (a strategy sees
 and trades only its own), or the account's for an operator's order (strategy ``manual``). When both
-apply, both must hold. ``PostTradeRisk`` turns equity into a ``TradingState``: reduce-only once the
-day's loss or the drawdown crosses its limit.
+apply, both must hold. A cancel-replace is judged as the order it would become (``check_replace``),
+unless it only lowers the quantity. ``PostTradeRisk`` turns equity into a ``TradingState``: reduce-only
+once the day's loss or the drawdown crosses its limit.
 """
 
 from __future__ import annotations
