@@ -47,6 +47,7 @@ from typing import Generic, TypeVar
 import msgspec
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal
@@ -160,6 +161,7 @@ class Intake(Generic[T]):
         self._arrived: list[Stored] = []
         self._wake = asyncio.Event()
         self._store: SnapshotStore | None = None
+        self._kv: KeyValue | None = None  # WORK: where the checkpoint is
         self._snapshot_covered = 0
         self._since_snapshot = 0
         self._snapshot_clock = time.monotonic()
@@ -215,7 +217,7 @@ class Intake(Generic[T]):
 
     async def _read_checkpoint(self) -> int:
         await ensure_state_bucket(self.rt.js)
-        kv = await self.rt.js.key_value(STATE_BUCKET)
+        self._kv = kv = await self.rt.js.key_value(STATE_BUCKET)
         try:
             entry = await kv.get(checkpoint_key(self.rt.name, self.name))
         except NotFoundError:
@@ -223,8 +225,10 @@ class Intake(Generic[T]):
         return int(entry.value or b"0")
 
     async def _write_checkpoint(self, seq: int) -> None:
+        kv = self._kv
+        assert kv is not None, "a work input reads its checkpoint at start"
+
         async def put() -> None:
-            kv = await self.rt.js.key_value(STATE_BUCKET)
             await kv.put(checkpoint_key(self.rt.name, self.name), str(seq).encode())
 
         await self.rt.retry("checkpoint", put)
