@@ -248,7 +248,8 @@ def order(
     """Send an order to risk (then the oms and the venue); prints its client order id.
 
     The symbol must have market data (ticks in MARKET_TICKS): risk prices every order against its last
-    trade. With --wait: exit 3 if the order is rejected, 4 if it ends unfilled, 0 otherwise."""
+    trade: an unknown symbol is refused before anything is sent (exit 2), with the known ones listed.
+    With --wait: exit 3 if the order is rejected, 4 if it ends unfilled, 0 otherwise."""
     from trader.bus.streams import order_submit_subject
 
     params = _algo_params(param or [])
@@ -344,7 +345,10 @@ def cancel(
         str | None, typer.Option(help="The order's strategy (looked up in the ORDERS stream if not given).")
     ] = None,
     reason: Annotated[str, typer.Option(help="Why; kept in the order's state.")] = "canceled by operator",
-    wait: WaitOpt = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait for the order's new state, print it; exit 3 unless canceled."),
+    ] = False,
     timeout: TimeoutOpt = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
