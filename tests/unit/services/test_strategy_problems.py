@@ -4,16 +4,19 @@ is not doing it, it says which strategy and why (a kind that cannot be imported,
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from trader.bus.read import Stored
+from trader.bus.streams import tick_subject
 from trader.config import Settings
+from trader.messages import MarketTick, encode
 from trader.runtime.health import Problem
 from trader.runtime.service import Runtime
 from trader.services.strategy import StrategyService
-from trader.strategies import Actions
 
 CROSS = {
     "name": "cross",
@@ -75,7 +78,13 @@ async def test_an_instrument_with_no_tick_nor_bar_for_a_minute_is_a_problem_unti
     assert strategy.problems() == [
         Problem("no tick nor bar of BTCUSDT on mock for 90 s (none since the start): cross idle")
     ]
-    await strategy._dispatch("other", "BTCUSDT", lambda runner: Actions())  # another venue's: not its data
+    await strategy._on_tick(tick("other"))  # another venue's: not its data
     assert len(strategy.problems()) == 1
-    await strategy._dispatch("mock", "BTCUSDT", lambda runner: Actions())
+    await strategy._on_tick(tick("mock"))
     assert strategy.problems() == []
+
+
+def tick(venue: str) -> Stored:
+    now = int(time.time() * 1000)
+    body = MarketTick(now, venue, venue, "BTCUSDT", Decimal("60000"), Decimal("0.1"), Decimal("0.1"))
+    return Stored(1, tick_subject(venue, "BTCUSDT"), encode(body), None, now)
