@@ -199,6 +199,8 @@ class Runtime:
         except Exception as exc:  # a probe must answer: a check that fails is itself the problem
             found = [Problem(f"its health check failed: {exc!r}")]
         if self.started and not self.stopping.is_set():
+            if not self.connected:
+                found.append(Problem("not connected to NATS: reconnecting"))
             found += self.consumers.problems()
         return found
 

@@ -164,3 +164,14 @@ def test_a_check_that_fails_is_itself_the_problem() -> None:
     health, ready = _probes(Broken(Settings(), []))
     assert health["problems"] == [{"reason": "its health check failed: KeyError('venues')", "lasting": False}]
     assert ready["ready"] is False
+
+
+def test_a_started_service_that_lost_nats_says_so() -> None:
+    service = Idle(Settings(), [])
+    rt = Runtime(service.name, service.settings)  # never connected
+    assert rt.readiness(service)["problems"] == []  # starting: connecting is part of it
+    rt.started = True
+    assert rt.health(service)["problems"] == [
+        {"reason": "not connected to NATS: reconnecting", "lasting": False}
+    ]
+    assert rt.readiness(service)["ready"] is False
