@@ -60,7 +60,7 @@ from trader.bus.streams import bar_subject, order_cancel_subject, order_submit_s
 from trader.config import Settings
 from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_tick
-from trader.messages import Bar, ExecutionReport, Order, OrderRequest, TradingState, encode
+from trader.messages import Bar, ExecutionReport, MarketTick, Order, OrderRequest, TradingState, encode
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.health import Problem, Silence, duration
 from trader.runtime.service import Refused, Runtime, Service
@@ -395,7 +395,7 @@ class StrategyService(Service):
             await self._dead_letter_quietly("MARKET_TICKS", stored.refused(exc))
             return
         self.rt.metrics.count_in()
-        await self._dispatch(tick.venue, tick.symbol, lambda runner: runner.on_tick(tick))
+        await self._dispatch(stored.subject, tick, lambda runner: runner.on_tick(tick))
 
     async def _on_bar(self, stored: Stored) -> None:
         try:
@@ -404,14 +404,17 @@ class StrategyService(Service):
             await self._dead_letter_quietly("BARS", refusal(stored, exc.field, f"not a Bar: {exc.reason}"))
             return
         self.rt.metrics.count_in()
-        await self._dispatch(bar.venue, bar.symbol, lambda runner: runner.on_bar(bar))
+        await self._dispatch(stored.subject, bar, lambda runner: runner.on_bar(bar))
 
-    async def _dispatch(self, venue: str, symbol: str, event: Callable[[StrategyRunner], Actions]) -> None:
-        """Market data to the strategies of its instrument (symbol and venue: the body's, whatever the
-        subject said, so data of another venue on a strategy's subject still reaches no one). An error
-        is logged and counted here: nats-py would only hand it to its error callback, and the next
-        message must still be taken."""
-        self._silence.heard((venue, symbol))
+    async def _dispatch(
+        self, subject: str, data: MarketTick | Bar, event: Callable[[StrategyRunner], Actions]
+    ) -> None:
+        """Market data to the strategies of its subject's instrument (its last two tokens: venue and
+        symbol); each takes it only when the body names its data venue too, and counts it refused when
+        not (``foreign_data_refused``). An error is logged and counted here: nats-py would only hand
+        it to its error callback, and the next message must still be taken."""
+        self._silence.heard((data.venue, data.symbol))
+        venue, symbol = subject.split(".")[-2:]
         try:
             async with self._lock:
                 for runner in self.by_instrument.get((venue, symbol), ()):
