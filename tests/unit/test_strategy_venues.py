@@ -14,6 +14,7 @@ from trader.config import (
     StrategySettings,
     VenueConfig,
 )
+from trader.execution.venues.paper import PaperVenueSettings
 
 
 def strategy(**venues: str) -> StrategyConfig:
@@ -58,3 +59,17 @@ def test_a_data_venue_no_feed_publishes_is_an_error() -> None:
 def test_a_live_strategy_cannot_take_the_mock_feed() -> None:
     with pytest.raises(ValidationError, match="cannot take the mock feed's data"):
         live_settings(strategy(venue="binance", data_venue="mock"))
+
+
+def test_paper_trading_on_live_prices_is_the_paper_quote_venue() -> None:
+    settings = Settings(
+        exeq=ExeqSettings(paper=PaperVenueSettings(quote_venue="binance")),
+        live_gateway=LiveGatewaySettings(venues={"binance": LiveVenueSettings(symbols=["BTCUSDT"])}),
+    )
+    for config in settings.strategy.strategies:  # the defaults: venue paper, data venue unset
+        assert settings.data_venue_of(config) == "binance"
+        assert settings.strategy_venue_problem(config) is None
+    alone = Settings(exeq=ExeqSettings(paper=PaperVenueSettings(quote_venue="binance")))
+    problem = alone.strategy_venue_problem(alone.strategy.strategies[0])
+    assert problem is not None
+    assert "data_venue 'binance' is no market-data source" in problem
