@@ -476,13 +476,20 @@ class Settings(BaseSettings):
         return strategy.data_venue or self.quote_venue_of(strategy.venue)
 
     def strategy_venue_problem(self, strategy: StrategyConfig) -> str | None:
-        """Why ``strategy`` cannot trade where it says, or None: its venue must be run by exeq, its data
-        venue must be a market-data source, and a live venue never takes the mock feed's data."""
+        """Why ``strategy`` cannot trade where it says, or None: its venue must be run by exeq and routed
+        for its symbols, its data venue must be a market-data source, and a live venue never takes the
+        mock feed's data."""
         venue = self.exeq.venues.get(strategy.venue)
         if venue is None:
             return (
                 f"strategy {strategy.name}: venue {strategy.venue!r} is not an exeq venue "
                 f"(exeq.venues: {', '.join(sorted(self.exeq.venues)) or 'none'})"
+            )
+        unrouted = [s for s in strategy.symbols if strategy.venue not in self.routing.venues_for(s)]
+        if unrouted:
+            return (
+                f"strategy {strategy.name}: venue {strategy.venue!r} is not in routing.venues for "
+                f"{', '.join(unrouted)} (routing.venues: {self.routing.venues}): its orders would be refused"
             )
         data_venue = self.data_venue_of(strategy)
         if data_venue not in self.market_data_venues():

@@ -48,6 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         Path(tmp_path_factory.mktemp("data-venue")),
         TRADER_STRATEGY__STRATEGIES=json.dumps([STRATEGY]),
         TRADER_EXEQ__VENUES=json.dumps({"paper": {}, "binance": {"kind": "ccxt"}}),
+        TRADER_ROUTING__VENUES=json.dumps({"*": ["paper", "binance"]}),
         TRADER_LIVE_GATEWAY__VENUES=json.dumps({"binance": {"symbols": ["BTCUSDT"]}}),
     )
     s.trader("up", "--detach", "--services", "strategy", check=True)

@@ -9,6 +9,7 @@ from trader.config import (
     ExeqSettings,
     LiveGatewaySettings,
     LiveVenueSettings,
+    RoutingSettings,
     Settings,
     StrategyConfig,
     StrategySettings,
@@ -24,6 +25,7 @@ def strategy(**venues: str) -> StrategyConfig:
 def live_settings(*strategies: StrategyConfig) -> Settings:
     return Settings(
         exeq=ExeqSettings(venues={"paper": VenueConfig(), "binance": VenueConfig(kind="ccxt")}),
+        routing=RoutingSettings(venues={"*": ["paper"], "BTCUSDT": ["paper", "binance"]}),
         live_gateway=LiveGatewaySettings(venues={"binance": LiveVenueSettings(symbols=["BTCUSDT"])}),
         strategy=StrategySettings(strategies=list(strategies)),
     )
@@ -49,6 +51,12 @@ def test_paper_trading_on_live_data_follows_the_paper_quote_venue() -> None:
 def test_a_venue_exeq_does_not_run_is_an_error() -> None:
     with pytest.raises(ValidationError, match="venue 'binanse' is not an exeq venue"):
         live_settings(strategy(venue="binanse"))
+
+
+def test_a_venue_routing_does_not_send_the_symbol_to_is_an_error() -> None:
+    eth = StrategyConfig(name="s", kind="ma_cross", symbols=["ETHUSDT"], venue="binance")
+    with pytest.raises(ValidationError, match=r"venue 'binance' is not in routing\.venues for ETHUSDT"):
+        live_settings(eth)
 
 
 def test_a_data_venue_no_feed_publishes_is_an_error() -> None:
