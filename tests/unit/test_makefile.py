@@ -20,9 +20,15 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 
 def make(*args: str, home: Path, path: str) -> subprocess.CompletedProcess[str]:
     # -o: the installed stamp counts as up to date, whatever its age: never a real install here.
-    env = {**os.environ, "HOME": str(home), "PATH": path}
+    env = {**outside_make(), "HOME": str(home), "PATH": path}
     command = ["make", "--no-print-directory", "-o", ".venv/.installed", *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True)
+
+
+def outside_make() -> dict[str, str]:
+    """The environment without what a calling make (as in `make test`) hands its children: with it,
+    make prints "Entering directory" lines and takes the caller's flags."""
+    return {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
 
 
 def plain_path() -> str:
@@ -74,8 +80,9 @@ def test_link_dir_empty_links_nothing(tmp_path: Path) -> None:
 
 def test_up_installs_then_links_then_starts_and_the_install_prints_its_steps(tmp_path: Path) -> None:
     plan = subprocess.run(
-        ["make", "-n", "-B", "up", "ARGS=--detach", "VENV=/nonexistent/venv"],
+        ["make", "--no-print-directory", "-n", "-B", "up", "ARGS=--detach", "VENV=/nonexistent/venv"],
         cwd=REPO,
+        env=outside_make(),
         capture_output=True,
         text=True,
         timeout=60,
