@@ -30,12 +30,15 @@ from trader.messages import AltDatum, MarketTick
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-# QuestDB keeps DECIMAL(38, 18): 20 integer digits and 18 decimal places. The lake keeps fewer places
-# per column (trader.stores.lake: prices 12, sizes 8), and sink-ticks refuses a tick it cannot keep.
-MAX_DECIMAL_PLACES = 18
-QUANTUM = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+# Decimal places a tick may carry: prices (price, bid, ask) 12, quantities (size, volume) 8. Every store
+# keeps them exactly (QuestDB's DECIMAL(38, 18); the lake's columns are typed from these, trader.stores.lake,
+# so that price * size fits 38 digits in SQL), and one rule here means a tick is taken by every consumer
+# or refused by all: never in the bars but not in the lake. Venues quote to 8 places or fewer (prices of
+# the smallest coins to 10 or 11).
+PRICE_PLACES = 12
+QUANTITY_PLACES = 8
 MAX_MAGNITUDE = Decimal("1e20")
-_LONG_FRACTION = re.compile(rb"\.[0-9]{19}")
+_LONG_FRACTION = re.compile(rb"\.[0-9]{%d}" % (QUANTITY_PLACES + 1))
 _EXPONENT = (ord("e"), ord("E"))
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SIDES = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
@@ -189,18 +192,18 @@ def _check_values(tick: MarketTick, *, exact_places: bool = True) -> None:
             raise InvalidMessage(name, "must not be empty")
     if not SYMBOL_PATTERN.match(tick.venue):  # a subject token: market.bar.<tf>.<venue>.<SYMBOL>
         raise InvalidMessage("venue", f"{tick.venue!r} is not a venue name (letters, digits, '-' and '_')")
-    _check_finite("price", tick.price, exact_places)
+    _check_finite("price", tick.price, exact_places, PRICE_PLACES)
     if tick.price <= 0:
         raise InvalidMessage("price", f"must be positive, got {tick.price}")
     for name in ("size", "volume"):
         value: Decimal = getattr(tick, name)
-        _check_finite(name, value, exact_places)
+        _check_finite(name, value, exact_places, QUANTITY_PLACES)
         if value < 0:
             raise InvalidMessage(name, f"must not be negative, got {value}")
     for name in ("bid", "ask"):
         quote: Decimal | None = getattr(tick, name)
         if quote is not None:
-            _check_finite(name, quote, exact_places)
+            _check_finite(name, quote, exact_places, PRICE_PLACES)
             if quote <= 0:
                 raise InvalidMessage(name, f"must be positive, got {quote}")
     if tick.bid is not None and tick.ask is not None and tick.bid > tick.ask:
@@ -331,16 +334,22 @@ def _to_decimal(field: str, text: str) -> Decimal:
         raise InvalidMessage(field, f"{text!r} is not a number") from None
 
 
-def _check_finite(field: str, number: Decimal, exact_places: bool = True) -> None:
+def _check_finite(field: str, number: Decimal, exact_places: bool = True, places: int = 18) -> None:
     if not number.is_finite():
         raise InvalidMessage(field, f"must be a finite number, got {number}")
     if not -MAX_MAGNITUDE < number < MAX_MAGNITUDE:
         raise InvalidMessage(field, f"{number} is out of range (at most 20 integer digits)")
-    if not exact_places:
-        return
-    exponent = number.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES and number != number.quantize(QUANTUM):
-        raise InvalidMessage(field, f"{number} has more than {MAX_DECIMAL_PLACES} decimal places")
+    if exact_places and decimal_places(number) > places:
+        raise InvalidMessage(field, f"{number} has more than {places} decimal places")
+
+
+def decimal_places(value: Decimal) -> int:
+    """Places after the point without the trailing zeros, counted, never rounded (a quantize is
+    limited to the context's 28 digits)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    significant = len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + len(digits) - significant)) if significant else 0
 
 
 def _side(value: Any) -> str | None:

@@ -31,9 +31,10 @@ from deltalake import CommitProperties, DeltaTable, Transaction, WriterPropertie
 from deltalake.exceptions import TableNotFoundError
 
 from trader.config import Settings
+from trader.marketdata.decode import PRICE_PLACES, QUANTITY_PLACES, decimal_places
 
-PRICE = pa.decimal128(38, 12)
-QUANTITY = pa.decimal128(38, 8)
+PRICE = pa.decimal128(38, PRICE_PLACES)  # what the tick decoder takes: one rule for every store
+QUANTITY = pa.decimal128(38, QUANTITY_PLACES)
 VALUE = pa.decimal128(38, 18)
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
@@ -109,20 +110,11 @@ def unfit_decimal(table: LakeTable, row: object) -> tuple[str, str] | None:
         value = getattr(row, name, None)
         if not isinstance(value, Decimal) or not value.is_finite():
             continue
-        if _places(value) > kind.scale:
+        if decimal_places(value) > kind.scale:
             return name, f"{value} has more than {kind.scale} decimal places, the most the lake keeps"
         if value and value.adjusted() >= kind.precision - kind.scale:
             return name, f"{value} has more than {kind.precision - kind.scale} integer digits"
     return None
-
-
-def _places(value: Decimal) -> int:
-    """Decimal places without the trailing zeros: no rounding, whatever the number of digits (a
-    quantize would be limited to the context's 28)."""
-    _, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-    return max(0, -(exponent + zeros)) if any(digits) else 0
 
 
 def utc_dates(millis: pa.Array) -> pa.Array:

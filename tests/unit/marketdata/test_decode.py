@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from trader.marketdata import decode
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import MarketTick, encode
+from trader.stores.lake import MARKET_TICKS, unfit_decimal
 
 MS = 1_732_406_400_123  # 2024-11-24T00:00:00.123Z
 BASE = {
@@ -62,8 +63,10 @@ ACCEPTED = [
     ("source_seq", raw(source_seq=7), {"source_seq": 7}),
     ("zero size (a quote update)", raw(size=0, volume=0), {"size": Decimal(0)}),
     ("unknown fields ignored", raw(extra="x"), {"symbol": "BTCUSDT"}),
-    ("18 decimal places", raw(price="0.000000000000000001"), {"price": Decimal("1e-18")}),
-    ("trailing zeros past 18 places", raw(price="1.00000000000000000000"), {"price": Decimal(1)}),
+    ("a price to 12 places", raw(price="0.000000000001"), {"price": Decimal("1e-12")}),
+    ("a size to 8 places", raw(size="0.00000001"), {"size": Decimal("1e-8")}),
+    ("trailing zeros past 12 places", raw(price="1.00000000000000000000"), {"price": Decimal(1)}),
+    ("trailing zeros past 8 places", raw(size="0.1000000000"), {"size": Decimal("0.1")}),
 ]
 
 
@@ -90,13 +93,14 @@ REJECTED = [
     ("no venue nor exchange", without("venue", "exchange"), "venue", "neither venue nor exchange"),
     ("empty venue", raw(venue=""), "venue", "must not be empty"),
     (
-        "19 decimal places",
-        raw(size=...).replace(b'"volume"', b'"size": 0.0000000000000000001, "volume"'),
+        "a size to 9 places",
+        raw(size=...).replace(b'"volume"', b'"size": 0.123456789, "volume"'),
         "size",
-        "more than 18 decimal places",
+        "0.123456789 has more than 8 decimal places",
     ),
-    ("negative exponent too small", raw(price=1e-19), "price", "more than 18 decimal places"),
-    ("19 places as a string", raw(bid="0.1000000000000000001"), "bid", "more than 18 decimal places"),
+    ("negative exponent too small", raw(price=1e-13), "price", "more than 12 decimal places"),
+    ("a price to 13 places as a string", raw(bid="0.1000000000001"), "bid", "more than 12 decimal places"),
+    ("a volume to 9 places", raw(volume="1.000000001"), "volume", "more than 8 decimal places"),
     ("venue number", raw(venue=5), "venue", "expected a string, got a number"),
     ("venue with a dot", raw(venue="bin.ance"), "venue", "is not a venue name"),  # a subject token
     ("no symbol", raw(symbol=...), "symbol", "missing"),
@@ -159,10 +163,12 @@ def test_encode_then_decode_is_identity() -> None:
 
 
 PLACES_18, PLACES_19 = "0." + "0" * 17 + "1", "0." + "0" * 18 + "1"
+PLACES = ("0.00000001", "0.000000001", "0.000000000001", "0.0000000000001")  # 8, 9, 12, 13
 NUMBERS = st.sampled_from(
     [
         *("1", "0", "-1", "0.5", "60000.25", "1e-19", "1E-5", "1e21", "99999999999999999999"),
         *('"NaN"', '"Infinity"', PLACES_18, PLACES_19, "1.00000000000000000000", '"12.5"', "null"),
+        *PLACES,
     ]
 )
 
@@ -194,3 +200,16 @@ def test_the_shortcut_for_plain_ticks_decides_as_the_full_checks(
         except InvalidMessage as exc:
             outcomes.append(str(exc))
     assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"price": NUMBERS, "size": NUMBERS, "bid": NUMBERS}))
+def test_every_tick_the_decoder_takes_fits_the_lake(numbers: dict[str, str]) -> None:
+    """One rule for every store: a tick is in the bars and the lake alike, or refused by both."""
+    body = ",".join(f'"{k}":{v}' for k, v in numbers.items())
+    data = f'{{"timestamp":{MS},"exchange":"x","venue":"binance","symbol":"BTCUSDT",{body}}}'.encode()
+    try:
+        tick = decode_tick(data)
+    except InvalidMessage:
+        return
+    assert unfit_decimal(MARKET_TICKS, tick) is None
