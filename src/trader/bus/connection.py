@@ -11,18 +11,12 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 
-from trader.bus.wire import BulkParser
+from trader.bus.wire import bulk_client
 from trader.runtime.backoff import Backoff
 
 
 class NatsUnreachable(ConnectionError):
     """No NATS server answered a command's one attempt to connect."""
-
-
-def _client() -> NATS:
-    nc = NATS()
-    nc._ps = BulkParser(nc)  # before connecting: the read loop must never change parsers midway
-    return nc
 
 
 async def connect_once(url: str, name: str, *, timeout: float = 2.0) -> NATS:
@@ -32,7 +26,7 @@ async def connect_once(url: str, name: str, *, timeout: float = 2.0) -> NATS:
     async def quiet(exc: Exception) -> None:
         pass
 
-    nc = _client()
+    nc = bulk_client()
     try:
         # nats-py tries a server max_reconnect_attempts + 1 times even on a first connect (0 would
         # mean for ever): two quick tries, then NoServersError.
@@ -87,7 +81,7 @@ async def connect_nats(
 
     while stop is None or not stop.is_set():
         try:
-            nc = _client()
+            nc = bulk_client()
             await nc.connect(
                 url,
                 name=name,

@@ -3,7 +3,8 @@
 nats-py parses every message with a regex, awaits two coroutines for it, parses its headers into a
 dict and builds a ``Msg`` object, before anyone has looked at it: about 6 µs a message on the
 reference machine, 40 % of what the tick consumers spend. ``BulkParser`` replaces nats-py's parser on
-the connection (nats-py 2.16's ``Client._ps``; the version is pinned). For a subscription *routed* to a
+the connection (through ``trader.bus.nats_internals``, the one module that touches nats-py's private
+parts and checks its version). For a subscription *routed* to a
 sink, it cuts each chunk read from the socket into raw ``(subject, reply, headers, payload)`` tuples
 and hands the sink one list per chunk; the headers stay raw bytes, parsed only if someone asks. Every
 other message, and every other operation (PING, INFO, -ERR, ...), goes through nats-py exactly as
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from nats.aio.client import Client
@@ -25,7 +27,10 @@ from nats.aio.subscription import Subscription
 from nats.errors import ProtocolError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, ConsumerInfo
-from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, CRLF_SIZE, Parser
+
+from trader.bus import nats_internals as internals
+from trader.bus.nats_internals import CRLF_SIZE, Parser
+from trader.bus.nats_internals import connection_of as connection_of  # for the readers
 
 RawMessage = tuple[bytes, bytes, bytes | None, bytes]  # subject, reply, raw headers or None, payload
 Sink = Callable[[list[RawMessage]], None]
@@ -40,7 +45,7 @@ def parse_headers(raw: bytes | None) -> dict[str, str] | None:
     """The headers of a data message, as nats-py would have given them."""
     if raw is None:
         return None
-    return Client._parse_header_lines(raw[_STATUS_AT + CRLF_SIZE :]) or None
+    return internals.parse_header_lines(raw[_STATUS_AT + CRLF_SIZE :]) or None
 
 
 class BulkParser(Parser):
@@ -73,7 +78,8 @@ class BulkParser(Parser):
         routed: dict[int, list[RawMessage]] = {}
         try:
             # nats-py's own parsing may have stopped in a message's middle (before the first route).
-            if self.state == AWAITING_MSG_PAYLOAD and not await self._finish_message(routed):
+            begun = internals.begun_message(self)
+            if begun is not None and not await self._finish_message(routed, *begun):
                 return
             self._done = 0
             try:
@@ -95,6 +101,7 @@ class BulkParser(Parser):
         the operations not yet taken begin. (This loop runs for every message: it slices one
         immutable copy of the buffer and leaves everything else for later.)"""
         data, routes, nc = bytes(self.buf), self.routes, self.nc
+        to_nats_py = internals.message_handler(nc)
         size, find = len(data), data.find
         pos = 0
         while pos < size:
@@ -118,32 +125,34 @@ class BulkParser(Parser):
                 body = start + header_size
                 headers: bytes | None = data[start:body]
                 if sid not in routes or data[start + _STATUS_AT] == 32:  # a space: a status message
-                    await nc._process_msg(sid, subject, reply, data[body:stop], headers)
+                    await to_nats_py(sid, subject, reply, data[body:stop], headers)
                     continue
             else:
                 body, headers = start, None
                 if sid not in routes:
-                    await nc._process_msg(sid, subject, reply, data[body:stop], headers)
+                    await to_nats_py(sid, subject, reply, data[body:stop], headers)
                     continue
             messages = routed.get(sid)
             if messages is None:
                 messages = routed[sid] = []
             messages.append((subject, reply, headers, data[body:stop]))
 
-    async def _finish_message(self, routed: dict[int, list[RawMessage]]) -> bool:
+    async def _finish_message(
+        self, routed: dict[int, list[RawMessage]], arg: dict[str, Any], header_size: int, needed: int
+    ) -> bool:
         """Takes the message nats-py's parser began; False if it has still not all arrived."""
-        buf, needed, header_size, arg = self.buf, self.needed, self.header_needed, self.msg_arg
+        buf = self.buf
         if len(buf) < needed + CRLF_SIZE:
             return False
         headers = bytes(buf[:header_size]) if header_size else None
         payload = bytes(buf[header_size:needed])
         del buf[: needed + CRLF_SIZE]
-        self.state, self.header_needed = AWAITING_CONTROL_LINE, 0
+        internals.end_begun_message(self)
         sid, subject, reply = arg["sid"], bytes(arg["subject"]), bytes(arg["reply"])
         if sid in self.routes and (headers is None or headers[_STATUS_AT : _STATUS_AT + 1] != b" "):
             routed.setdefault(sid, []).append((subject, reply, headers, payload))
         else:
-            await self.nc._process_msg(sid, subject, reply, payload, headers)
+            await internals.message_handler(self.nc)(sid, subject, reply, payload, headers)
         return True
 
 
@@ -167,14 +176,24 @@ def _control_line(line: bytes) -> tuple[int, bytes, bytes, int, int]:
         raise ProtocolError("nats: malformed MSG") from exc
 
 
-def connection_of(js: JetStreamContext) -> Client:
-    """The connection a JetStream context works through (nats-py keeps it private)."""
-    return js._nc
-
-
 def reads_in_bulk(nc: Client) -> bool:
     """The connection was made with a ``BulkParser`` (by ``trader.bus.connection.connect_nats``)."""
-    return isinstance(nc._ps, BulkParser)
+    return isinstance(internals.parser_of(nc), BulkParser)
+
+
+def bulk_parser(nc: Client) -> BulkParser:
+    """The connection's ``BulkParser``; a ``TypeError`` saying how to connect for a plain one."""
+    parser = internals.parser_of(nc)
+    if not isinstance(parser, BulkParser):
+        raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
+    return parser
+
+
+def bulk_client() -> Client:
+    """A nats-py client, not connected yet, that reads the wire with a ``BulkParser``."""
+    nc = Client()
+    internals.install_parser(nc, BulkParser(nc))  # before connecting: the read loop never changes parsers
+    return nc
 
 
 async def subscribe_raw(
@@ -183,27 +202,27 @@ async def subscribe_raw(
     """A subscription whose data messages go raw to ``sink``, from the very first: it is routed under
     the id nats-py is about to give it (ids are handed out in order). ``status`` gets what the parser
     leaves to nats-py (JetStream status messages). Stop it with ``unsubscribe_raw``."""
-    if not reads_in_bulk(nc):
-        raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
-    parser: BulkParser = nc._ps
-    expected = nc._sid + 1
+    parser = bulk_parser(nc)
+    expected = internals.next_subscription_id(nc)
     parser.route(expected, sink)
     try:
         sub = await nc.subscribe(subject, cb=status or _ignore)
     except BaseException:
         parser.unroute(expected)
         raise
-    if sub._id != expected:  # another subscription came first after all
+    got = internals.subscription_id(sub)
+    if got != expected:  # another subscription came first after all
         parser.unroute(expected)
-        parser.route(sub._id, sink)
+        parser.route(got, sink)
     return sub
 
 
 async def unsubscribe_raw(sub: Subscription) -> None:
     with contextlib.suppress(Exception):
         await sub.unsubscribe()
-    if reads_in_bulk(sub._conn):
-        sub._conn._ps.unroute(sub._id)
+    nc = internals.subscription_connection(sub)
+    if reads_in_bulk(nc):
+        bulk_parser(nc).unroute(internals.subscription_id(sub))
 
 
 class PushInbox:
@@ -211,8 +230,7 @@ class PushInbox:
     consumer is created on it, so that every message takes the fast way."""
 
     def __init__(self, nc: Client, status: Callable[[Msg], Awaitable[None]] | None = None) -> None:
-        if not reads_in_bulk(nc):
-            raise TypeError("reading in bulk needs a connection made by trader.bus.connection.connect_nats")
+        bulk_parser(nc)  # fails now, not at the first message
         self.nc = nc
         self.messages: list[RawMessage] = []  # arrived, not taken yet
         self.received = 0  # messages arrived since the inbox opened
