@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from trader.bus.wire import RawMessage, connection_of, reads_in_bulk, subscribe_raw
+from trader.bus.wire import RawMessage, bulk_parser, connection_of, subscribe_raw
 
 MSG_ID = "Nats-Msg-Id"
 
@@ -139,11 +139,11 @@ def _api_error(error: dict[str, Any]) -> APIError:
 _publishers: weakref.WeakKeyDictionary[Client, AckedPublisher] = weakref.WeakKeyDictionary()
 
 
-def publisher_of(js: JetStreamContext) -> AckedPublisher | None:
-    """The connection's ``AckedPublisher``; None for a connection without the bulk parser."""
+def publisher_of(js: JetStreamContext) -> AckedPublisher:
+    """The connection's ``AckedPublisher`` (a ``TypeError`` for a connection not made by
+    ``trader.bus.connection.connect_nats``)."""
     nc = connection_of(js)
-    if not reads_in_bulk(nc):
-        return None
+    bulk_parser(nc)
     publisher = _publishers.get(nc)
     if publisher is None:
         publisher = _publishers[nc] = AckedPublisher(nc)
@@ -154,10 +154,7 @@ async def publish_acked(
     js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None
 ) -> asyncio.Future[Any]:
     """Publish one message; the future gives its acknowledgement (``duplicate``, ``seq``)."""
-    publisher = publisher_of(js)
-    if publisher is None:
-        return await js.publish_async(subject, payload, headers=headers)
-    return await publisher.publish(subject, payload, headers)
+    return await publisher_of(js).publish(subject, payload, headers)
 
 
 async def publish_batch(
@@ -182,8 +179,8 @@ async def publish_batch(
         _done, not_done = await asyncio.wait([f for _, f in pending], timeout=ack_timeout)
         for future in not_done:
             future.cancel()  # the message is retried by the caller
-        if not_done and (publisher := publisher_of(js)) is not None:
-            publisher.forget_unanswered()
+        if not_done:
+            publisher_of(js).forget_unanswered()
         for item, future in pending:
             if future in not_done:
                 result.failed.append(item)

@@ -37,7 +37,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from trader.bus.publish import Outgoing
-from trader.bus.wire import PushInbox, RawMessage, connection_of, parse_headers, reads_in_bulk
+from trader.bus.wire import PushInbox, RawMessage, connection_of, parse_headers
 from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_fields, ack_metadata
 from trader.runtime.service import Refused, Runtime
@@ -132,16 +132,16 @@ class Follower:
     (or from ``start_seq``), in stream order. Nothing is acknowledged: the state it feeds is rebuilt from
     the stream at every start. A handler that raises does not stop it: ``on_error`` is told.
 
-    On a connection that reads in bulk (``trader.bus.connection.connect_nats``) the messages come raw
-    (``PushInbox``), where nats-py's ordered consumer makes a ``Msg``, parses headers and calls a
-    coroutine for each before the handler's: the followers of ticks, order states and positions take
-    thousands a second. The ordered consumer's recovery is then this class's: a message whose consumer
+    The messages come raw (``PushInbox``, on a connection made by ``trader.bus.connection.connect_nats``),
+    where nats-py's ordered consumer makes a ``Msg``, parses headers and calls a coroutine for each
+    before the handler's: the followers of ticks, order states and positions take thousands a second.
+    The ordered consumer's recovery is therefore this class's: a message whose consumer
     sequence is not the next one (something was lost: a slow reader), a heartbeat naming a later one,
     a reconnection (the server may have restarted and forgotten the consumer, and what it sent
     meanwhile is lost), or no heartbeat for ``STALL_HEARTBEATS`` intervals re-creates the consumer from
     the stream sequence after the last message handled. A flow control request is answered once the
     messages that came before it are handled, so a slow handler slows the server down instead of
-    piling messages up here. On a plain nats-py connection, nats-py's ordered consumer does all that."""
+    piling messages up here."""
 
     HEARTBEAT_S = 5.0
     STALL_HEARTBEATS = 3
@@ -166,12 +166,11 @@ class Follower:
         self.inactive_threshold_s = inactive_threshold_s
         self.caught_up = asyncio.Event()
         self.handled = 0
-        self.resets = 0  # consumers re-created after a gap or a stall (raw reading only)
-        self.flow_answered = 0  # flow control requests answered (raw reading only)
+        self.resets = 0  # consumers re-created after a gap or a stall
+        self.flow_answered = 0  # flow control requests answered
         self._end_seq = 0
-        self._sub: Any = None
-        # Raw reading: the consumer in use, the last stream and consumer sequences handled, and why
-        # the consumer must be re-created (None: it needs not).
+        # The consumer in use, the last stream and consumer sequences handled, and why the consumer
+        # must be re-created (None: it needs not).
         self._inbox: PushInbox | None = None
         self._consumer: str | None = None
         self._stream_seq = 0
@@ -188,36 +187,10 @@ class Follower:
         # What the stream holds now is the past to catch up with; a message at or past its last
         # sequence is live. (A busy subject may never show zero pending.)
         self._end_seq = (await self.js.stream_info(self.stream)).state.last_seq
-        if reads_in_bulk(connection_of(self.js)):
-            info = await self._open()
-            self._task = asyncio.create_task(self._read())
-        else:
-            info = await self._subscribe()
+        info = await self._open()
+        self._task = asyncio.create_task(self._read())
         if info.num_pending == 0 and (info.delivered is None or info.delivered.consumer_seq == 0):
             self.caught_up.set()  # nothing to replay
-
-    async def _subscribe(self) -> ConsumerInfo:
-        config = ConsumerConfig(
-            deliver_policy=self.deliver_policy,
-            opt_start_seq=self.start_seq,
-            filter_subjects=self.subjects if len(self.subjects) > 1 else None,
-        )
-        self._sub = await self.js.subscribe(
-            self.subjects[0],
-            stream=self.stream,
-            cb=self._on_message,
-            ordered_consumer=True,
-            config=config,
-            deliver_policy=self.deliver_policy,
-            inactive_threshold=self.inactive_threshold_s,
-        )
-        return await self._sub.consumer_info()
-
-    async def _on_message(self, msg: Msg) -> None:
-        if not msg.reply:  # flow control and heartbeats are nats-py's
-            return
-        seq, arrived, pending = ack_metadata(msg.reply)
-        await self._handle(Stored(seq, msg.subject, msg.data, msg.headers, arrived), seq, pending)
 
     async def _handle(self, stored: Stored, seq: int, pending: int) -> None:
         try:
@@ -228,8 +201,6 @@ class Follower:
         self.handled += 1
         if pending == 0 or seq >= self._end_seq:
             self.caught_up.set()
-
-    # Raw reading ---------------------------------------------------------------------------------
 
     async def _open(self) -> ConsumerInfo:
         """A consumer from where this follower is: its start, or the message after the last handled."""
@@ -368,10 +339,6 @@ class Follower:
                 await self._task
             self._task = None
         await self._close()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
 
 
 async def catch_up(followers: list[Follower], stall_s: float, what: str) -> None:
@@ -443,7 +410,7 @@ async def replay(
     """Hand every message of ``subjects`` (or the latest per subject) stored now to ``handler``, oldest
     first; returns how many there were. A handler that raises ends the replay with its error;
     ``TimeoutError`` when ``timeout`` seconds pass without a message."""
-    if deliver_policy == DeliverPolicy.ALL and reads_in_bulk(connection_of(js)):
+    if deliver_policy == DeliverPolicy.ALL:
         return await _replay_all(js, stream, subjects, handler, timeout)
     failure: list[Exception] = []
 

@@ -243,3 +243,34 @@ async def test_a_raw_subscription_is_routed_under_its_own_id_only(jump: int) -> 
     assert got == [(b"a.b", b"", None, b"x")]
     await unsubscribe_raw(sub)
     assert client._ps.routes == {}
+
+
+async def test_a_connection_nats_py_made_is_refused_by_the_readers_and_the_publisher_saying_how() -> None:
+    from trader.bus.publish import publish_acked
+    from trader.bus.read import Follower, replay
+    from trader.bus.wire import PushInbox, bulk_client, reads_in_bulk
+
+    plain = Client()  # nats-py's own parser: one path only, the bulk one, so it is told at once
+    assert not reads_in_bulk(plain)
+    assert reads_in_bulk(bulk_client())
+    with pytest.raises(TypeError, match="connect_nats"):
+        PushInbox(plain)
+    with pytest.raises(TypeError, match="connect_nats"):
+        await publish_acked(plain.jetstream(), "a", b"1")
+    with pytest.raises(TypeError, match="connect_nats"):
+        await subscribe_raw(plain, "a", lambda messages: None)
+
+    class Stream:  # what the readers ask before they subscribe
+        async def stream_info(self, name: str) -> Any:
+            return type("Info", (), {"state": type("State", (), {"last_seq": 5})()})()
+
+    js = plain.jetstream()
+    js.stream_info = Stream().stream_info  # type: ignore[method-assign]
+    with pytest.raises(TypeError, match="connect_nats"):
+        await Follower(js, stream="S", subjects="a", handler=_handler).start()
+    with pytest.raises(TypeError, match="connect_nats"):
+        await replay(js, "S", "a", _handler)
+
+
+async def _handler(stored: Any) -> None:
+    return None
