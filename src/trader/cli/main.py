@@ -17,7 +17,6 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from trader.cli import bench, data, trading
 from trader.cli.format import fitted, log_line
@@ -286,23 +285,21 @@ def _render(report: dict) -> None:
     console.print(f"supervisor pid {sup['pid']} - {sup['phase']} - data {sup['data_dir']}")
     if sup["error"]:
         console.print(f"[red]{sup['error']}[/]")
-    table = Table()
-    for column in ("component", "kind", "pid", "ports", "health", "ready", "restarts", "in/s", "out/s"):
-        table.add_column(column, no_wrap=column in ("component", "ports"))
-    for c in report["components"]:
-        pid = str(c["pid"]) if c["pid"] else ("external" if not c["managed"] else "-")
-        table.add_row(
+    # No "kind" column: servers and services read apart by name, and the table fits 80 columns.
+    columns = ("component", "pid", "ports", "state", "restarts", "in/s", "out/s")
+    rows = [
+        (
             c["name"],
-            c["kind"],
-            pid,
-            ",".join(str(p) for p in c["ports"].values()) or "-",
-            _health(c),
-            "[green]yes[/]" if c["ready"] else "[red]no[/]",
-            str(c["restarts"]),
+            str(c["pid"]) if c["pid"] else ("external" if not c["managed"] else "-"),
+            ", ".join(str(p) for p in c["ports"].values()) or "-",  # wraps between ports
+            _state(c),
+            c["restarts"],
             _rate(c["in_per_s"]),
             _rate(c["out_per_s"]),
         )
-    console.print(table)
+        for c in report["components"]
+    ]
+    console.print(fitted(columns, rows, console.width))
     for c in report["components"]:
         for reason in c["problems"]:
             console.print(f"[yellow]{c['name']} degraded:[/] {escape(reason)}", soft_wrap=True)
@@ -310,10 +307,14 @@ def _render(report: dict) -> None:
             console.print(f"{c['name']}: {escape(note)}", soft_wrap=True)
 
 
-def _health(component: dict) -> str:
+def _state(component: dict) -> str:
+    """Health and readiness in a word: down, degraded (with its reasons below the table), starting
+    (healthy, not ready yet) or ready."""
     if not component["healthy"]:
-        return "[red]down[/]"
-    return "[yellow]degraded[/]" if component["problems"] else "[green]ok[/]"
+        return "down"
+    if component["problems"]:
+        return "degraded"
+    return "ready" if component["ready"] else "starting"
 
 
 def _rate(value: float | None) -> str:
@@ -364,10 +365,8 @@ def ports(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     if as_json:
         sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
         return
-    table = Table("name", "port", "component", "state")
-    for row in rows:
-        table.add_row(row["name"], str(row["port"]), row["component"] or "-", _PORT_STATES[row["state"]])
-    console.print(table)
+    shown = [(r["name"], r["port"], r["component"] or "-", _PORT_STATES[r["state"]]) for r in rows]
+    console.print(fitted(("name", "port", "component", "state"), shown, console.width))
     if all(row["state"] == "not running" for row in rows):
         err.print("trader is not running: `trader up` starts it.")
 
