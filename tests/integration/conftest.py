@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -29,14 +28,6 @@ async def nc(stack: Stack) -> AsyncIterator[NATS]:
     """A connection as the services make it (reading in bulk)."""
     client = await connect_nats(stack.nats_url, "test")
     assert client is not None
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def plain_nc(stack: Stack) -> AsyncIterator[NATS]:
-    """A connection as nats-py makes it: what other programs use."""
-    client = await nats.connect(stack.nats_url)
     yield client
     await client.close()
 

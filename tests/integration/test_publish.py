@@ -1,6 +1,6 @@
 """Publishing to JetStream on a real nats-server: acknowledgements read in bulk on the publisher's own
 inbox give where each message was stored, duplicates by ``Nats-Msg-Id``, and a clear failure for a
-subject no stream takes; a plain nats-py connection gets the same answers the slow way."""
+subject no stream takes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
@@ -51,16 +50,12 @@ async def _stored(nc: NATS, stream: str, prefix: str) -> list[Stored]:
     return found
 
 
-@pytest.fixture(params=["bulk", "plain"])
-async def client(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator[NATS]:
-    """A connection as the services make it, and one as nats-py makes it."""
-    made = (
-        await connect_nats(stack.nats_url, "test")
-        if request.param == "bulk"
-        else await nats.connect(stack.nats_url)
-    )
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[NATS]:
+    """A connection as the services make it."""
+    made = await connect_nats(stack.nats_url, "test")
     assert made is not None
-    assert (publisher_of(made.jetstream()) is not None) == (request.param == "bulk")
+    assert publisher_of(made.jetstream()) is publisher_of(made.jetstream())  # one per connection
     yield made
     await made.close()
 
