@@ -17,6 +17,7 @@ import nats
 import pytest
 
 from tests.stack_helpers import Stack, nats_only
+from trader.bus.connection import connect_nats
 from trader.messages import Order, OrderRequest
 
 pytestmark = pytest.mark.integration
@@ -107,7 +108,8 @@ def bus(tmp_path: Path) -> Iterator[Stack]:
 
 
 async def _publish_tick(stack: Stack) -> None:
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     try:
         tick = b'{"symbol":"BTCUSDT","price":"60000","size":"0.1","ts":1}'
         await nc.jetstream().publish("market.tick.mock.BTCUSDT", tick)
@@ -116,7 +118,8 @@ async def _publish_tick(stack: Stack) -> None:
 
 
 async def _orders_stored(stack: Stack) -> int:
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     try:
         return (await nc.jetstream().stream_info("ORDERS")).state.messages
     finally:
@@ -136,7 +139,8 @@ def test_order_wait_exits_3_with_the_reason_when_the_order_is_rejected(bus: Stac
     """The test answers as risk and the oms would: the order's state, rejected, on its subject."""
 
     async def run() -> tuple[int, str, str]:
-        nc = await nats.connect(bus.nats_url)
+        nc = await connect_nats(bus.nats_url, "test")
+        assert nc is not None
         requests: asyncio.Queue[OrderRequest] = asyncio.Queue()
 
         async def on_submit(msg: nats.aio.msg.Msg) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
 from tests.stack_helpers import RestartableNats
+from trader.bus.connection import connect_nats
 from trader.bus.read import DurableConsumer
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,8 @@ async def _drain(inbox: asyncio.Queue[Msg], count: int) -> list[Msg]:
 async def test_a_durable_with_older_subjects_takes_the_new_ones_and_keeps_its_place(
     restartable_nats: RestartableNats,
 ) -> None:
-    nc = await nats.connect(restartable_nats.url)
+    nc = await connect_nats(restartable_nats.url, "test")
+    assert nc is not None
     js = nc.jetstream()
     try:
         await js.add_stream(StreamConfig(name="ORDERS", subjects=["order.>"]))

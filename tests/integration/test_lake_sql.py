@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 
-import nats
 import pyarrow as pa
 import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 from trader.messages import MarketTick, encode
 from trader.runtime.consumer import Delivery
 from trader.services.sink_ticks import SinkTicks
@@ -113,7 +113,8 @@ def _write_old_table(lake: Lake) -> None:
 
 
 async def _publish(stack: Stack) -> list[int]:
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     js = nc.jetstream()
     seqs = []
     for tick in [*NEW_TICKS, TOO_FINE]:

@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats
 import psutil
 import pytest
 
 from tests.stack_helpers import Stack, wait_listening
+from trader.bus.connection import connect_nats
 from trader.bus.streams import STREAMS, ensure_streams
 from trader.config import Settings
 from trader.stack.base import find_binary
@@ -58,7 +58,8 @@ def _pids(report: dict) -> dict[str, int]:
 
 async def test_streams_on_a_fresh_server_are_created_once(lifecycle_stack: Lifecycle) -> None:
     stack, _ = lifecycle_stack
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     try:
         js = nc.jetstream()
         names = [s.name for s in STREAMS]

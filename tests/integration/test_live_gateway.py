@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import nats
 import pytest
 
 from tests.stack_helpers import Stack, free_port_map, nats_only
@@ -42,6 +41,7 @@ from tests.venues.fake_exchanges import (
     build_exchanges,
 )
 from trader.bus import dlq
+from trader.bus.connection import connect_nats
 from trader.messages import FeedEvent, MarketTick
 from trader.services import REGISTRY
 
@@ -140,7 +140,8 @@ def run(nats_stack: Stack) -> Iterator[dict[str, Any]]:
 
 
 async def _stream_counts(url: str) -> dict[str, int]:
-    nc = await nats.connect(url)
+    nc = await connect_nats(url, "test")
+    assert nc is not None
     try:
         js = nc.jetstream()
         counts = {}
@@ -155,7 +156,8 @@ async def _stream_counts(url: str) -> dict[str, int]:
 
 
 async def _read_all(url: str) -> dict[str, list[Any]]:
-    nc = await nats.connect(url)
+    nc = await connect_nats(url, "test")
+    assert nc is not None
     try:
         js = nc.jetstream()
         out: dict[str, list[Any]] = {}

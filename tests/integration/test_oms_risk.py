@@ -22,12 +22,12 @@ from typing import Any
 
 import httpx
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 from trader.bus.read import replay_messages
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY
 from trader.messages import (
@@ -173,7 +173,8 @@ class Bus:
 
 @pytest.fixture(scope="module")
 async def bus(trading_stack: Stack) -> AsyncIterator[Bus]:
-    client = await nats.connect(trading_stack.nats_url)
+    client = await connect_nats(trading_stack.nats_url, "test")
+    assert client is not None
     b = Bus(client)
     await b.start()
     for symbol in (SYMBOL, OTHER):

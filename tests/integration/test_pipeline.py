@@ -21,13 +21,13 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
 
 import httpx
-import nats
 import polars as pl
 import pyarrow.fs as pafs
 import pytest
 
 from tests.stack_helpers import Stack
 from trader.bus import dlq
+from trader.bus.connection import connect_nats
 from trader.messages import AltDatum, MarketTick, encode
 from trader.stack.seaweedfs import s3_filesystem
 
@@ -146,7 +146,8 @@ async def _feed(stack: Stack) -> dict[str, object]:
     """Publish for ~9 s: valid ticks (some in the lateness window, some beyond), alternative data, the
     hostile corpus; kill each consumer once along the way. Returns what was published."""
     rng = random.Random(7)
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     js = nc.jetstream()
     prices = {s: Decimal(p) for s, p in zip(SYMBOLS, ["60000.00", "3000.00", "150.00"], strict=True)}
     trade_ids = dict.fromkeys(SYMBOLS, 0)
@@ -268,7 +269,8 @@ def test_lake_holds_every_alt_datum_exactly_once(pipeline: Stack, run: dict) -> 
 
 
 async def _dead_letters(stack: Stack) -> list[tuple[str, int, str, bytes]]:
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     js = nc.jetstream()
     state = (await js.stream_info("DLQ")).state
     letters = []
@@ -375,7 +377,8 @@ def test_bars_in_questdb_equal_bars_from_the_lake(
 
 def test_closed_bars_are_published_on_the_bars_stream(pipeline: Stack, run: dict) -> None:
     async def last_bar() -> dict:
-        nc = await nats.connect(pipeline.nats_url)
+        nc = await connect_nats(pipeline.nats_url, "test")
+        assert nc is not None
         msg = await nc.jetstream().get_last_msg("BARS", "market.bar.1s.test.BTCUSDT")
         await nc.close()
         return json.loads(msg.data)
