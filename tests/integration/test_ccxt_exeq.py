@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -34,6 +33,7 @@ from nats.js.errors import NotFoundError
 
 from tests.stack_helpers import Stack, nats_only
 from tests.venues.fake_binance_rest import FakeBinanceRest
+from trader.bus.connection import connect_nats
 from trader.execution.venues.ccxt_live import CLIENT_ID_RULES, map_client_id
 from trader.messages import ExecutionReport, VenueOrder, encode
 
@@ -61,7 +61,8 @@ async def fake() -> AsyncIterator[FakeBinanceRest]:
 
 @pytest.fixture
 async def nc(nats_stack: Stack) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_stack.nats_url)
+    client = await connect_nats(nats_stack.nats_url, "test")
+    assert client is not None
     yield client
     await client.close()
 

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -28,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from tests.stack_helpers import Stack
 from trader.bus import dlq
+from trader.bus.connection import connect_nats
 from trader.messages import ExecutionReport, MarketTick, PnlSnapshot, Position, VenueOrder, encode
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def nc(stack: Stack) -> AsyncIterator[NATS]:
-    client = await nats.connect(stack.nats_url)
+    client = await connect_nats(stack.nats_url, "test")
+    assert client is not None
     yield client
     await client.close()
 

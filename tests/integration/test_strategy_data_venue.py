@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 import msgspec
-import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 from trader.bus.streams import bar_subject
 from trader.messages import OrderRequest, encode
 from trader.strategies.testing import make_bar
@@ -60,7 +60,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def js(stack: Stack) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     yield nc.jetstream()
     await nc.close()
 

@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import msgspec
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY, order_state_subject
 from trader.messages import ExecutionReport, MarketTick, Order, OrderRequest, TradingState, encode
 from trader.strategies.testing import make_bar
@@ -80,7 +79,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def js(stack: Stack) -> AsyncIterator[JetStreamContext]:
-    nc: NATS = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     yield nc.jetstream()
     await nc.close()
 
