@@ -20,10 +20,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 from trader.config import StrategyConfig
 from trader.messages import ExecutionReport, MarketTick, Order, Position
 from trader.strategies.base import Strategy, StrategyContext
@@ -90,7 +90,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 async def _stored(stack: Stack, stream: str, subject_prefix: str) -> list[bytes]:
     """Every message of ``stream`` whose subject starts with ``subject_prefix``, in stream order."""
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     try:
         js = nc.jetstream()
         state = (await js.stream_info(stream)).state

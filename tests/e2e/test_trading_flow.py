@@ -18,10 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 
 from tests.stack_helpers import Stack
+from trader.bus.connection import connect_nats
 from trader.messages import ExecutionReport, Order, PnlSnapshot, Position
 from trader.portfolio import PositionTracker
 
@@ -69,7 +69,8 @@ def trading(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 async def _stored(stack: Stack, stream: str, subject_prefix: str) -> list[tuple[str, bytes]]:
     """Every message of ``stream`` whose subject starts with ``subject_prefix``, in stream order."""
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
     js = nc.jetstream()
     state = (await js.stream_info(stream)).state
     found = []
