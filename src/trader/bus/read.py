@@ -626,6 +626,15 @@ def arrival_ms(msg: Msg) -> int:
     return ack_metadata(msg.reply)[1]
 
 
+def batch_progress(batch: list[Msg]) -> tuple[int, int | None]:
+    """(messages still pending behind it, when its last was stored) of a durable consumer's batch, for
+    the runtime's watch of lag and stalls (``Runtime.note_consumer``); an empty one: (0, None)."""
+    if not batch:
+        return 0, None
+    _seq, arrived, pending = ack_metadata(batch[-1].reply)
+    return pending, arrived
+
+
 # Acknowledging in bulk -----------------------------------------------------------------------------
 
 A = TypeVar("A")

@@ -43,6 +43,7 @@ from trader.bus.publish import Outgoing
 from trader.bus.read import (
     DurableConsumer,
     LazyAcks,
+    batch_progress,
     decode_message,
     next_batch,
     redelivered,
@@ -165,6 +166,7 @@ class Oms(Service):
     async def run(self, rt: Runtime) -> None:
         while not rt.stopping.is_set():
             batch = await next_batch(self.inbox, MAX_BATCH)
+            rt.note_consumer("decisions-and-reports", *batch_progress(batch))  # /health: behind, stalled
             self.forgetting(FORGET_BATCH)  # orders ended long ago leave memory, a few at a time
             if not batch:
                 continue

@@ -51,6 +51,7 @@ from trader.bus.read import (
     Stored,
     ack_each,
     arrival_ms,
+    batch_progress,
     catch_up,
     decode_message,
     next_batch,
@@ -348,6 +349,7 @@ class Risk(Service):
             batch = await next_batch(self.inbox, MAX_BATCH)
             if batch:
                 await self._decide_batch(rt, batch)
+            rt.note_consumer("requests", *batch_progress(batch))  # /health: far behind or stalled
             if time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 await self._save_checkpoint(rt)
                 last_save = time.monotonic()
