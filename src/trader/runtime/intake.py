@@ -359,7 +359,7 @@ class Intake(Generic[T]):
             or self._since_snapshot >= snapshots.every_messages
             or time.monotonic() - self._snapshot_clock >= snapshots.every_s
         )
-        if not due:
+        if not due or (snapshots.settled is not None and not snapshots.settled()):
             return
         covered = self._covered
         try:
