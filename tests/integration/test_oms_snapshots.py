@@ -189,3 +189,54 @@ async def test_the_oms_restarts_from_its_snapshot_with_the_book_of_a_full_replay
     await third.stop()
     assert publisher.nc is not None
     await publisher.nc.close()
+
+
+async def test_the_oms_ended_abruptly_comes_back_from_a_snapshot_and_its_tail_exactly(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("trader.services.oms.SNAPSHOT_EVERY_MESSAGES", 8)  # snapshots along the way
+    publisher = await _runtime(url)
+    first = await _oms(url)
+    await _decide(publisher, range(1, 21))
+    await _until(_states(first, 20), "20 orders")
+    await _report_all(publisher, range(1, 21), "accepted")
+    intake = first.service.states
+    await _until(lambda: intake.health_details()["snapshot_seq"] != 0, "a snapshot")
+    assert intake.snapshots is not None
+    intake.snapshots.every_messages = 10**9  # the last one: what comes next is the tail
+    snapshot_seq = intake.health_details()["snapshot_seq"]
+    await _report_all(publisher, range(1, 16), "fill")
+    await _until(lambda: _filled(first, 15) == 1, "the fills")
+    # Ended without a stop (no last snapshot, nothing acknowledged lazily after the end): a crash.
+    first.task.cancel()
+    await asyncio.gather(first.task, return_exceptions=True)
+    for task in (first.service.states_task, first.service.watch_task):
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert first.rt.nc is not None
+    await first.rt.nc.close()
+    last = (await publisher.js.stream_info("ORDERS")).state.last_seq
+
+    second = await _oms(url)
+    states = second.service.states
+    assert states.snapshot_problem is None
+    assert states.start_seq == snapshot_seq + 1  # type: ignore[operator]
+    assert states.start_seq <= last  # a tail after it: the fills' states
+    await second.stop()
+    # Everything delivered again (its consumers forgotten) changes nothing.
+    for stream, consumer in (("ORDERS", "oms-orders"), ("EXEC", "oms-reports")):
+        await publisher.js.delete_consumer(stream, consumer)
+    third = await _oms(url)
+    await _report_all(publisher, range(16, 18), "fill")
+    await _until(lambda: _filled(third, 17) == 1, "more fills")
+    await asyncio.sleep(0.5)  # a repeat applied would show by now
+    # Filled once each: the first 17 but the ones risk denied (every 7th).
+    assert [_filled(third, n) for n in range(1, 21)] == [D(n <= 17 and n % 7 != 0) for n in range(1, 21)]
+    full = await _full_replay(publisher)
+    assert _whole(third.service.book) == _whole(full)
+    states_seen = await replay_messages(publisher.js, "ORDERS", "order.state.>")
+    exec_ids = [m.headers[EXEC_ID_HEADER] for m in states_seen if m.headers and EXEC_ID_HEADER in m.headers]
+    assert len(exec_ids) == len(set(exec_ids)), "a report was applied twice"
+    await third.stop()
+    assert publisher.nc is not None
+    await publisher.nc.close()
