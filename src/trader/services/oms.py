@@ -219,6 +219,10 @@ class Oms(Service):
 
     async def run(self, rt: Runtime) -> None:
         while not rt.stopping.is_set():
+            if self.states_task.done() and not rt.stopping.is_set():
+                # Its states no longer read: no snapshot would cover them. The runtime restarts it.
+                self.states_task.result()
+                raise RuntimeError("the oms's reading of its order states ended")
             batch = await next_batch(self.inbox, MAX_BATCH)
             self.forgetting(FORGET_BATCH)  # orders ended long ago leave memory, a few at a time
             if not batch:
