@@ -1,6 +1,6 @@
 """Orders: the state machine every order change goes through, and the oms's book of orders."""
 
-from trader.orders.book import DuplicateOrderId, ForgottenOrder, OrderBook, UnknownOrder
+from trader.orders.book import BookState, DuplicateOrderId, ForgottenOrder, OrderBook, UnknownOrder
 from trader.orders.state import (
     TERMINAL,
     TRANSITIONS,
@@ -19,6 +19,7 @@ from trader.orders.state import (
 __all__ = [
     "TERMINAL",
     "TRANSITIONS",
+    "BookState",
     "DuplicateOrderId",
     "ForgottenOrder",
     "IllegalTransition",

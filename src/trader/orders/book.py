@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from trader.messages import (
     CancelRequest,
     ExecutionReport,
@@ -30,6 +32,15 @@ class UnknownOrder(LookupError):
 
 class ForgottenOrder(UnknownOrder):
     """An event for an order that ended long ago: the book keeps only its id (``forget_closed``)."""
+
+
+class BookState(msgspec.Struct, frozen=True):
+    """What a book holds, as a snapshot keeps it: the latest state of every order held, the ids of the
+    orders forgotten, and the exec ids of every report applied (so that a repeat stays one)."""
+
+    orders: list[Order]
+    forgotten: list[str]
+    exec_ids: list[str]
 
 
 def _terms(order: Order) -> tuple[object, ...]:
@@ -169,6 +180,42 @@ class OrderBook:
         self._forgotten = set(forgotten) - latest.keys()
         self._asked = {client_order_id: _terms(order) for client_order_id, order in latest.items()}
         self._exec_ids = set(exec_ids)
+
+    def apply_state(
+        self, order: Order, exec_id: str | None = None, forget_ended_before_ms: int | None = None
+    ) -> None:
+        """One published state, as a restart replays them (``rebuild`` one message at a time): the
+        highest version per id wins, ``exec_id`` (the report that made it) counts as applied, and an
+        order whose state ended it before ``forget_ended_before_ms`` is kept by its id only. A state
+        the book already has (its own output read back) changes nothing."""
+        if exec_id:
+            self._exec_ids.add(exec_id)
+        coid = order.client_order_id
+        if coid in self._forgotten:
+            return
+        known = self._orders.get(coid)
+        if known is not None and order.version <= known.version:
+            return
+        if (
+            forget_ended_before_ms is not None
+            and order.is_terminal
+            and order.updated < forget_ended_before_ms
+        ):
+            self._orders.pop(coid, None)
+            self._open.pop(coid, None)
+            self._closed.discard(coid)
+            self._asked.pop(coid, None)
+            self._forgotten.add(coid)
+            return
+        self._store(order)
+        self._asked[coid] = _terms(order)  # a rebuilt order's terms are its current ones
+
+    def snapshot(self) -> BookState:
+        return BookState(list(self._orders.values()), list(self._forgotten), list(self._exec_ids))
+
+    def restore(self, state: BookState) -> None:
+        """Start over from a snapshot (``snapshot``)."""
+        self.rebuild(state.orders, state.exec_ids, state.forgotten)
 
     def _order(self, client_order_id: str) -> Order:
         order = self._orders.get(client_order_id)

@@ -29,7 +29,8 @@ Modes:
 
 One envelope: ``Received`` (the stored message, ``trader.bus.read.Stored``, and its decoded value).
 
-It replaces, for the services moved onto it (ptrc so far): ``replay``/``_replay_all`` at start,
+It replaces, for the services moved onto it (ptrc, and the oms's rebuild of its book):
+``replay``/``_replay_all`` at start,
 ``work_consumer``/``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, and (for the oms and
 risk, next) ``DurableConsumer``/``next_batch``/``ack_each``. Those go once every service is on it.
 """
@@ -359,7 +360,7 @@ class Intake(Generic[T]):
             or self._since_snapshot >= snapshots.every_messages
             or time.monotonic() - self._snapshot_clock >= snapshots.every_s
         )
-        if not due:
+        if not due or (snapshots.settled is not None and not snapshots.settled()):
             return
         covered = self._covered
         try:

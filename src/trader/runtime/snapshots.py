@@ -207,7 +207,9 @@ class Snapshotting(Generic[S]):
     value of ``state_type`` (called between batches, so it covers exactly the messages applied),
     ``restore`` puts a loaded one in place. ``version`` changes with the state's schema: a snapshot of
     another version is not read. Taken every ``every_messages`` messages or ``every_s`` seconds,
-    whichever first, and at a graceful stop."""
+    whichever first, and at a graceful stop. ``settled``, when given, says whether the state holds only
+    what is stored now (a service whose state also changes by work of its own in flight, the oms):
+    a snapshot waits for it, so it never holds a change whose outputs a crash could lose."""
 
     key: str
     state_type: type[S]
@@ -217,3 +219,4 @@ class Snapshotting(Generic[S]):
     every_messages: int = 10_000
     every_s: float = 60.0
     inline_limit: int | None = None  # tests: force the object store
+    settled: Callable[[], bool] | None = None

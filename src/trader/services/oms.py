@@ -14,9 +14,16 @@ and never reaches a venue; a verdict is applied once per ``replace_id``, kept in
 whose venue leaves the router nothing to choose (the venue it names, else ``routing.fixed_venue``, else
 the only venue configured for its symbol, when configured and run by exeq) gets that venue written into
 it and goes, with its cancels and replaces, straight to exeq on ``exec.order.<venue>``.
-State: an ``OrderBook``. At start it is rebuilt from ``order.state.>`` (the latest version per id; the
-``Trader-Exec-Id`` headers are the reports already applied), then the durable consumers resume after the
-last acknowledged message. A message is acknowledged only once what it caused is stored, so a crash
+State: an ``OrderBook``, the latest published state of every order. Inputs: ``order.state.>`` of ORDERS
+in mode HISTORY (``trader.runtime.intake``, consumer ``oms-states``): at start the book is the latest
+snapshot's (``trader.runtime.snapshots``, key ``oms``: every order held, the forgotten ids, the exec ids
+applied, with the ORDERS sequence it covers) and the states after it (all of them without a usable
+snapshot: none, corrupt, or of another schema version), the highest version per id winning and the
+``Trader-Exec-Id`` headers naming the reports applied; then it reads its own states back (they change
+nothing) and snapshots the book every ``SNAPSHOT_EVERY_MESSAGES`` states or ``SNAPSHOT_EVERY_S`` seconds,
+never while a batch's states are applied but not yet stored, and at a graceful stop. Once the book is
+whole (``/ready``), the durable consumers resume after the last acknowledged message.
+A message is acknowledged only once what it caused is stored, so a crash
 redelivers it: a decision or report already applied is recognised (client order id, replace id, exec
 id) and changes nothing, and the venue order it caused is sent again under the same msg id, stored once.
 Orders that ended more than ``oms.closed_order_retention_s`` ago (a day by default) leave memory, at
@@ -74,10 +81,13 @@ from trader.orders import (
     OrderBook,
     UnknownOrder,
 )
+from trader.orders.book import BookState
 from trader.orders.state import has_pending_replace, is_replace
 from trader.runtime.consumer import now_ms
+from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Refused, Runtime, Service
-from trader.trading.orders import EXEC_ID_HEADER, read_orders
+from trader.runtime.snapshots import Snapshotting
+from trader.trading.orders import ALL_STATES, EXEC_ID_HEADER
 from trader.trading.retention import FORGET_BATCH, Forgetting
 from trader.trading.state import follow_state, read_state, state_bucket
 
@@ -86,6 +96,12 @@ from trader.trading.state import follow_state, read_state, state_bucket
 UNKNOWN_ORDER_ATTEMPTS = 10
 RETRY_DELAY_S = 0.5
 MAX_BATCH = 500
+
+# The book is the latest published state of every order: read back through the intake, snapshotted.
+STATES_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="oms-states")
+STATE_VERSION = 1  # of BookState: a snapshot of another version is not read (a full replay instead)
+SNAPSHOT_EVERY_MESSAGES = 10_000
+SNAPSHOT_EVERY_S = 60.0
 
 _decision_decoder = msgspec.json.Decoder(RiskDecision)
 _cancel_decoder = msgspec.json.Decoder(CancelRequest)
@@ -138,7 +154,10 @@ class Oms(Service):
         )
 
     async def _rebuild(self, rt: Runtime) -> None:
-        started = time.perf_counter()
+        """The book from its latest snapshot and the states published after it (all of them without
+        one), read through the intake; it goes on reading the states live (its own, read back: they
+        change nothing), so that the snapshots it takes cover them."""
+        self._rebuild_started = time.perf_counter()
         self.forgetting = Forgetting(
             self.settings.oms.closed_order_retention_s,
             self.book.forget_closed,
@@ -146,25 +165,65 @@ class Oms(Service):
             rt.log,
             "oms.forgot_closed",
         )
-        history = await read_orders(rt.js, forget_ended_before_ms=self.forgetting.cutoff_ms())
-        self.book.rebuild(history.latest.values(), history.exec_ids, history.forgotten)
+        self._replay_cutoff = self.forgetting.cutoff_ms()
+        self._states_caught_up = asyncio.Event()
+        snapshots = Snapshotting(
+            key=self.name,
+            state_type=BookState,
+            version=STATE_VERSION,
+            take=self.book.snapshot,
+            restore=self.book.restore,
+            every_messages=SNAPSHOT_EVERY_MESSAGES,
+            every_s=SNAPSHOT_EVERY_S,
+            # Not while a batch's states are applied but not yet stored: a crash would lose them.
+            settled=lambda: not self.lock.locked(),
+        )
+        intake = Intake(
+            rt, STATES_INPUT, self._take_state, on_caught_up=lambda: self._on_rebuilt(rt), snapshots=snapshots
+        )
+        await intake.start()
+        reading = asyncio.create_task(intake.run())
+        caught_up = asyncio.create_task(self._states_caught_up.wait())
+        try:
+            await asyncio.wait([reading, caught_up], return_when=asyncio.FIRST_COMPLETED)
+            if not caught_up.done():
+                reading.result()  # its error, if it failed
+                raise RuntimeError("the oms stopped before its book was rebuilt")
+        except BaseException:
+            caught_up.cancel()
+            reading.cancel()
+            await asyncio.gather(reading, caught_up, return_exceptions=True)
+            await intake.stop()
+            raise
+        self.states, self.states_task = intake, reading
+
+    def _take_state(self, received: Received[Order]) -> list[Outgoing]:
+        exec_id = (received.headers or {}).get(EXEC_ID_HEADER)
+        self.book.apply_state(received.value, exec_id, self._replay_cutoff)
+        return []
+
+    async def _on_rebuilt(self, rt: Runtime) -> list[Outgoing]:
+        self._replay_cutoff = None  # the states read from now on are the oms's own, read back
         self.forgetting()
         self.rebuilt = True
+        self._states_caught_up.set()
         rt.log.info(
             "oms.rebuilt",
-            states=history.messages,
             orders=len(self.book),
             forgotten=self.book.forgotten_count,
             open=self.book.open_count,
-            exec_ids=len(history.exec_ids),
-            undecodable=history.undecodable,
-            seconds=round(time.perf_counter() - started, 3),
+            seconds=round(time.perf_counter() - self._rebuild_started, 3),
         )
+        return []
 
     # The loop ------------------------------------------------------------------------------------
 
     async def run(self, rt: Runtime) -> None:
         while not rt.stopping.is_set():
+            if self.states_task.done() and not rt.stopping.is_set():
+                # Its states no longer read: no snapshot would cover them. The runtime restarts it.
+                self.states_task.result()
+                raise RuntimeError("the oms's reading of its order states ended")
             batch = await next_batch(self.inbox, MAX_BATCH)
             rt.note_consumer("decisions-and-reports", *batch_progress(batch))  # /health: behind, stalled
             self.forgetting(FORGET_BATCH)  # orders ended long ago leave memory, a few at a time
@@ -430,6 +489,11 @@ class Oms(Service):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._stop_consumers()
+        states = getattr(self, "states", None)
+        if states is not None:
+            # It ends once the runtime stops; its last snapshot follows the last batch stored.
+            await asyncio.gather(self.states_task, return_exceptions=True)
+            await states.stop()
 
     async def _stop_consumers(self) -> None:
         if hasattr(self, "acks"):
@@ -448,6 +512,7 @@ class Oms(Service):
             "open_orders": self.book.open_count,
             "forgotten_orders": self.book.forgotten_count,
             "trading_mode": self.trading.mode,
+            "states": self.states.health_details(),
         }
 
 

@@ -34,6 +34,10 @@ class Ended(Generic[K]):
         """``key`` ended at ``at_ms`` (the first time it is told)."""
         self._at.setdefault(key, at_ms)
 
+    def discard(self, key: K) -> None:
+        """``key`` is no longer held (forgotten otherwise)."""
+        self._at.pop(key, None)
+
     def keep(self, key: K, at_ms: int) -> None:
         """Back in line, as if it had ended at ``at_ms``: not forgotten yet."""
         self._at[key] = at_ms

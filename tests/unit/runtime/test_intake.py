@@ -87,3 +87,33 @@ def test_snapshots_are_for_history_inputs_and_checkpoints_are_named_per_input() 
     intake = Intake(_rt(), Input("ITEMS", "items.>", Item, Mode.WORK, name="items"), lambda m: [])
     assert intake.name == "items"
     assert intake.ready_checks() == {"items": False}
+
+
+class _Store:
+    """A snapshot store that keeps what it is given."""
+
+    stored_in = "inline"
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[Any, dict[str, int]]] = []
+
+    async def save(self, state: Any, covers: dict[str, int], version: int) -> int:
+        self.saved.append((state, covers))
+        return 1
+
+
+async def test_a_snapshot_waits_until_the_service_says_its_state_is_settled() -> None:
+    settled = [False]
+    snapshots: Snapshotting[Any] = Snapshotting(
+        "k", Position, 1, lambda: "state", lambda s: None, settled=lambda: settled[0]
+    )
+    rt = cast(Runtime, SimpleNamespace(name="svc", log=SimpleNamespace(info=lambda *a, **k: None)))
+    intake = Intake(rt, Input("ITEMS", "items.>", Item, Mode.HISTORY), lambda m: [], snapshots=snapshots)
+    store = _Store()
+    intake._store = cast(Any, store)
+    intake._covered = 7
+    await intake._maybe_snapshot(final=True)
+    assert store.saved == []  # work in flight: its changes are not stored yet
+    settled[0] = True
+    await intake._maybe_snapshot(final=True)
+    assert store.saved == [("state", {"ITEMS": 7})]
