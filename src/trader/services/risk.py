@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -68,14 +67,13 @@ from trader.messages import (
     OrderRequest,
     PnlSnapshot,
     Position,
-    ReplaceDecision,
-    RiskDecision,
     TradingState,
     encode,
 )
 from trader.orders.state import is_replace
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
+from trader.risk.decider import Decider
 from trader.risk.prices import VenuePrices
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Refused, Runtime, Service
@@ -88,11 +86,6 @@ REQUESTS = ["order.submit.>", "order.cancel.>"]
 # Every position: the accounts' net ones, position.<account>.<venue>.<symbol>, and the strategies' own,
 # with a fifth token (a strategy's reduce-only order is judged against its own position).
 POSITIONS = "position.>"
-# A request that waited longer than this (risk down, a backlog) is denied: the market it was made
-# for is gone. Not yet a setting (config.py is not risk's to change).
-STALE_REQUEST_MS = 30_000
-# Decisions remembered per client order id, so a repeated request gets the same answer, not a new one.
-DECIDED_MEMORY = 100_000
 CHECKPOINT_INTERVAL_S = 1.0
 # The history is read for as long as it takes (it grows with every order); only this long without a
 # message is a failed start (retried).
@@ -111,70 +104,6 @@ class PostTradeCheckpoint(msgspec.Struct, kw_only=True, frozen=True):
     equity: Decimal | None = None
     peak: Decimal | None = None
     day_start: Decimal | None = None
-
-
-class Decider:
-    """Pre-trade decisions: one per client order id (a repeated request gets the same answer, not a
-    second approval counted against the rate), and none for a request that waited too long."""
-
-    def __init__(self, pre: PreTradeRisk, prices: VenuePrices | None = None) -> None:
-        self.pre = pre
-        self.prices = prices  # None: the prices set on ``pre`` itself
-        # By client order id, and a replace's by ``replace:<replace_id>``.
-        self.decided: OrderedDict[str, RiskDecision | ReplaceDecision] = OrderedDict()
-
-    def decide(self, request: OrderRequest, arrived_ms: int, now: int) -> RiskDecision:
-        known = self.decided.get(request.client_order_id)
-        if isinstance(known, RiskDecision):
-            return known
-        waited = now - arrived_ms
-        if waited > STALE_REQUEST_MS:
-            reason = f"stale: the request waited {waited} ms for a decision (max {STALE_REQUEST_MS} ms)"
-            decision = RiskDecision(request=request, approved=False, reason=reason, timestamp=now)
-        else:
-            decision = self._check(request, now)
-        self.decided[request.client_order_id] = decision
-        if len(self.decided) > DECIDED_MEMORY:
-            self.decided.popitem(last=False)
-        return decision
-
-    def _check(self, request: OrderRequest, now: int) -> RiskDecision:
-        """The pre-trade checks at the last price of the order's own quote venue."""
-        if self.prices is not None:
-            venue, last = self.prices.price_of(request)
-            if last is None:
-                reason = f"no reference price: no last trade for {request.symbol} on {venue or 'no venue'}"
-                return RiskDecision(request=request, approved=False, reason=reason, timestamp=now)
-            self.pre.update_price(request.symbol, last)
-        return self.pre.check(request, now)
-
-    def decide_replace(self, request: CancelRequest, arrived_ms: int, now: int) -> ReplaceDecision:
-        """The verdict on a cancel-replace (``request.replace_id`` set): one per replace id, the same
-        checks as a new order's, at the last price of the order's quote venue."""
-        key = f"replace:{request.replace_id}"
-        known = self.decided.get(key)
-        if isinstance(known, ReplaceDecision):
-            return known
-        waited = now - arrived_ms
-        if waited > STALE_REQUEST_MS:
-            reason = f"stale: the request waited {waited} ms for a decision (max {STALE_REQUEST_MS} ms)"
-            decision = ReplaceDecision(request=request, approved=False, reason=reason, timestamp=now)
-        else:
-            decision = self._check_replace(request, now)
-        self.decided[key] = decision
-        if len(self.decided) > DECIDED_MEMORY:
-            self.decided.popitem(last=False)
-        return decision
-
-    def _check_replace(self, request: CancelRequest, now: int) -> ReplaceDecision:
-        order = self.pre.open_order(request.client_order_id)
-        if self.prices is not None and order is not None:
-            venue, last = self.prices.price_of(order)
-            if last is None:
-                reason = f"no reference price: no last trade for {order.symbol} on {venue or 'no venue'}"
-                return ReplaceDecision(request=request, approved=False, reason=reason, timestamp=now)
-            self.pre.update_price(order.symbol, last)
-        return self.pre.check_replace(request, now)
 
 
 def post_trade_checkpoint(post: PostTradeRisk, seq: int, snapshot: PnlSnapshot) -> PostTradeCheckpoint:

@@ -8,8 +8,8 @@ from decimal import Decimal as D
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.messages import OrderRequest
 from trader.risk import PreTradeRisk, RiskLimits
+from trader.risk.decider import Decider
 from trader.risk.prices import VenuePrices
-from trader.services.risk import Decider
 
 T0 = 1_732_406_400_000
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from trader.messages import CancelRequest, OrderRequest
 from trader.risk import PreTradeRisk, RiskLimits
-from trader.services.risk import STALE_REQUEST_MS, Decider
+from trader.risk.decider import STALE_REQUEST_MS, Decider
 
 T0 = 1_732_406_400_000
 ORDER = OrderRequest(
