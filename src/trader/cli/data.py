@@ -29,11 +29,11 @@ def query(sql: Annotated[str, typer.Argument(help="SQL for QuestDB.")], as_json:
     """Run SQL on QuestDB (bars, positions, PnL)."""
     import httpx
 
-    from trader.stores.questdb import QuestDB, QuestDBError
+    from trader.stores.questdb import QuestDBClient, QuestDBError
 
     settings = Settings()
     try:
-        body = QuestDB(settings).query(sql)
+        body = QuestDBClient(settings).query(sql)
     except QuestDBError as exc:
         raise fail(str(exc)) from None
     except (OSError, httpx.TransportError) as exc:

@@ -25,7 +25,7 @@ from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import Bar, MarketTick, encode
 from trader.runtime.consumer import Delivery, StreamConsumer, now_ms
 from trader.runtime.service import Refused, Runtime, Service
-from trader.stores.questdb import QuestDB
+from trader.stores.questdb import QuestDBClient
 
 CHECKPOINT_KEY = "normalizer.checkpoint"
 
@@ -41,7 +41,7 @@ class Normalizer(Service):
 
     async def start(self, rt: Runtime) -> None:
         cfg = self.settings.normalizer
-        self.qdb = QuestDB(self.settings)
+        self.qdb = QuestDBClient(self.settings)
         await asyncio.to_thread(self.qdb.ensure_bar_tables, cfg.timeframes)
         self.kv = await rt.js.key_value(STATE_BUCKET)
         self.checkpoint = await self._load_checkpoint()

@@ -32,7 +32,13 @@ from trader.messages import MarketTick, PnlSnapshot, Position, encode
 from trader.portfolio import PnlBook, unrealized_pnl
 from trader.runtime.consumer import now_ms
 from trader.runtime.service import Runtime, Service
-from trader.stores.questdb import PositionRow, QuestDB, ensure_trading_tables, write_pnl, write_positions
+from trader.stores.questdb import (
+    PositionRow,
+    QuestDBClient,
+    ensure_trading_tables,
+    write_pnl,
+    write_positions,
+)
 
 _position = msgspec.json.Decoder(Position)
 MAX_UNWRITTEN = 100_000  # snapshots kept for QuestDB while it is away; the PNL stream has them all
@@ -78,7 +84,7 @@ class Pnl(Service):
         self.rt = rt
         await self.stop(rt)  # a start retried after a failure begins afresh
         self.unwritten: list[PnlSnapshot] = []
-        self.qdb = QuestDB(self.settings)
+        self.qdb = QuestDBClient(self.settings)
         await asyncio.to_thread(ensure_trading_tables, self.qdb)
         self.book = PnlBook(quote_venue=self.settings.quote_venue_of)
         self.marks = Marks(self.book)

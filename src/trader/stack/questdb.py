@@ -21,7 +21,7 @@ from trader.stack.base import Infra, StackError
 GROUP, ARTIFACT = "org.questdb", "questdb"
 
 
-class QuestDB(Infra):
+class QuestDBServer(Infra):
     name = "questdb"
     start_timeout_s = 90.0
 

@@ -39,7 +39,7 @@ from trader.services import REGISTRY
 from trader.stack.base import Component, Infra, StackError
 from trader.stack.nats import NatsServer
 from trader.stack.probes import port_is_free, port_owner, probe
-from trader.stack.questdb import QuestDB
+from trader.stack.questdb import QuestDBServer
 from trader.stack.seaweedfs import SeaweedFS
 from trader.stack.state import StackState, write_state
 
@@ -73,7 +73,7 @@ class Running:
 
 
 def infra_servers(settings: Settings) -> list[Infra]:
-    return [NatsServer(settings), SeaweedFS(settings), QuestDB(settings)]
+    return [NatsServer(settings), SeaweedFS(settings), QuestDBServer(settings)]
 
 
 def service_component(settings: Settings, name: str) -> Component:

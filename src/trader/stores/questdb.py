@@ -33,7 +33,7 @@ class QuestDBError(RuntimeError):
     pass
 
 
-class QuestDB:
+class QuestDBClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.questdb_http_url
@@ -132,7 +132,7 @@ def pnl_table_ddl() -> str:
     )
 
 
-def ensure_trading_tables(qdb: QuestDB) -> None:
+def ensure_trading_tables(qdb: QuestDBClient) -> None:
     qdb.query(positions_table_ddl())
     qdb.query(pnl_table_ddl())
 
@@ -157,7 +157,7 @@ def _money(values: dict[str, Decimal | None]) -> dict[str, Any]:
     return {name: _stored(value) for name, value in values.items() if value is not None}
 
 
-def write_positions(qdb: QuestDB, rows: list[PositionRow]) -> None:
+def write_positions(qdb: QuestDBClient, rows: list[PositionRow]) -> None:
     """Write and flush; on failure the connection is dropped, so the retry starts afresh."""
     if not rows:
         return
@@ -187,7 +187,7 @@ def write_positions(qdb: QuestDB, rows: list[PositionRow]) -> None:
         raise
 
 
-def write_pnl(qdb: QuestDB, snapshots: list[PnlSnapshot]) -> None:
+def write_pnl(qdb: QuestDBClient, snapshots: list[PnlSnapshot]) -> None:
     """Write and flush; on failure the connection is dropped, so the retry starts afresh."""
     if not snapshots:
         return
