@@ -1,0 +1,1 @@
+"""Analytics on market data: higher timeframes, cross-venue spreads, streaming features."""
