@@ -267,7 +267,7 @@ class PnlSettings(BaseModel):
 
 class LiveVenueSettings(BaseModel):
     """One exchange the live gateway streams from. Unset URLs and limits are the venue's own
-    (trader.venues.<venue>); tests point the URLs at local servers."""
+    (trader.marketdata.feeds.<venue>); tests point the URLs at local servers."""
 
     symbols: list[str] = Field(default_factory=list, description="BTCUSDT, or the venue's form: BTC-USD")
     enabled: bool = True
@@ -291,8 +291,8 @@ class LiveGatewaySettings(BaseModel):
     @model_validator(mode="after")
     def _known_venues_and_symbols(self) -> LiveGatewaySettings:
         # Imported here: only live-gateway settings need them, and they need nothing from this module.
-        from trader.venues import VENUES
-        from trader.venues.symbols import parse_symbol
+        from trader.marketdata.feeds import VENUES
+        from trader.marketdata.feeds.symbols import parse_symbol
 
         unknown = sorted(set(self.venues) - set(VENUES))
         if unknown:

@@ -5,7 +5,7 @@ page cannot drift from what runs here. What the test changes is what the page sa
 the environment (which wins over the YAML file): the fake exchange's addresses for live-gateway and exeq,
 ccxt's rate limiter off, and test keys in the variables the page names.
 
-The fake (tests/venues/live_binance.py) streams Binance's market data at 60,000.00 and takes orders
+The fake (tests/fakes/live_binance.py) streams Binance's market data at 60,000.00 and takes orders
 through Binance's REST trading API, which ccxt drives. The market maker of the page must quote there, a
 fill at the exchange must show in ``trader positions`` exactly as the exchange's balances moved, a
 market order by hand must fill, exeq restarted must adopt the quotes and find the balances explained,
@@ -32,8 +32,8 @@ import pytest
 import yaml
 
 from tests.stack_helpers import Stack
-from tests.venues.fake_binance_rest import FakeOrder
-from tests.venues.live_binance import LiveBinance
+from tests.fakes.fake_binance_rest import FakeOrder
+from tests.fakes.live_binance import LiveBinance
 from trader.config import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """live-gateway against local stand-ins of the five exchanges, on a real NATS: exactly once, gaps, DLQ.
 
 One run, because every check needs the same one: the gateway streams from Binance, Coinbase, Kraken,
-Bybit and OKX look-alikes (tests/venues/fake_exchanges.py) that send normal streams, repeated and
+Bybit and OKX look-alikes (tests/fakes/fake_exchanges.py) that send normal streams, repeated and
 out-of-order trades, malformed frames, leave trades out (a gap), drop the connection mid-stream and,
 for OKX, fall silent. Afterwards:
 - every trade of every venue is on MARKET_TICKS exactly once, with the unified symbol, the venue's own
@@ -31,7 +31,7 @@ import msgspec
 import pytest
 
 from tests.stack_helpers import Stack, free_port_map, nats_only
-from tests.venues.fake_exchanges import (
+from tests.fakes.fake_exchanges import (
     BROKEN_JSON,
     CONFIGURED_SYMBOLS,
     TAPE_LENGTH,

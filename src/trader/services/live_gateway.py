@@ -26,8 +26,8 @@ from trader.bus.streams import STATE_BUCKET
 from trader.config import Settings
 from trader.runtime.health import Problem, duration
 from trader.runtime.service import Refused, Runtime, Service
-from trader.venues import load_venue
-from trader.venues.feed import DeadFrame, Stored, VenueFeed
+from trader.marketdata.feeds import load_venue
+from trader.marketdata.feeds.feed import DeadFrame, Stored, VenueFeed
 
 MAX_BATCH = 500
 QUEUE_SIZE = 10_000

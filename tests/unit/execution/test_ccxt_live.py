@@ -21,8 +21,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from tests.venues.fake_binance_rest import DROP, FakeBinanceRest
-from tests.venues.fake_okx_rest import FakeOkxRest
+from tests.fakes.fake_binance_rest import DROP, FakeBinanceRest
+from tests.fakes.fake_okx_rest import FakeOkxRest
 from trader.bus.publish import Outgoing
 from trader.config import ExeqSettings, Settings, VenueConfig
 from trader.execution.balances import BalanceBaseline

@@ -2,7 +2,7 @@
 
 A venue module is pure translation: the frames to subscribe and ping, one received frame to ``Trade``,
 ``Quote``, ``LastTradeId`` and ``Notice`` items, and the venue's REST answers to ``Trade``s. The
-connection, reconnects, heartbeats and gaps are ``trader.venues.feed``'s.
+connection, reconnects, heartbeats and gaps are ``trader.marketdata.feeds.feed``'s.
 
 Numbers are read as exact ``Decimal``: JSON strings as they are, JSON numbers (Kraken sends prices as
 numbers) through a decoder that never makes a binary float.
@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import msgspec
 
-from trader.venues.symbols import Instrument
+from trader.marketdata.feeds.symbols import Instrument
 
 Side = Literal["buy", "sell"]
 

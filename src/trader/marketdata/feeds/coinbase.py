@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trader.venues.base import (
+from trader.marketdata.feeds.base import (
     FrameError,
     LastTradeId,
     Notice,
@@ -37,7 +37,7 @@ from trader.venues.base import (
     side_of,
     text,
 )
-from trader.venues.symbols import Instrument
+from trader.marketdata.feeds.symbols import Instrument
 
 PAGE = 100
 

@@ -25,8 +25,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.venues.fake_binance_rest import FakeBinanceRest
-from tests.venues.fake_exchanges import BinanceEncoder, TapeTrade
+from tests.fakes.fake_binance_rest import FakeBinanceRest
+from tests.fakes.fake_exchanges import BinanceEncoder, TapeTrade
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trader.venues.base import (
+from trader.marketdata.feeds.base import (
     FrameError,
     Notice,
     Parsed,
@@ -30,7 +30,7 @@ from trader.venues.base import (
     number,
     text,
 )
-from trader.venues.symbols import Instrument
+from trader.marketdata.feeds.symbols import Instrument
 
 PAGE = 1000
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trader.venues.base import Trade
-from trader.venues.tracker import TradeTracker
+from trader.marketdata.feeds.base import Trade
+from trader.marketdata.feeds.tracker import TradeTracker
 
 
 def trade(seq: int, ts: int = 1_700_000_000_000, span: int = 1, trade_id: str | None = None) -> Trade:

@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from trader.venues.base import FrameError, LastTradeId, Notice, Quote, Trade, TradeRange, iso_ms
-from trader.venues.binance import Binance
-from trader.venues.binance import parse_rest_trades as binance_rest
-from trader.venues.bybit import Bybit
-from trader.venues.bybit import parse_rest_trades as bybit_rest
-from trader.venues.coinbase import Coinbase
-from trader.venues.coinbase import parse_rest_trades as coinbase_rest
-from trader.venues.kraken import Kraken, rest_pair
-from trader.venues.kraken import parse_rest_trades as kraken_rest
-from trader.venues.okx import Okx
-from trader.venues.okx import parse_rest_trades as okx_rest
+from trader.marketdata.feeds.base import FrameError, LastTradeId, Notice, Quote, Trade, TradeRange, iso_ms
+from trader.marketdata.feeds.binance import Binance
+from trader.marketdata.feeds.binance import parse_rest_trades as binance_rest
+from trader.marketdata.feeds.bybit import Bybit
+from trader.marketdata.feeds.bybit import parse_rest_trades as bybit_rest
+from trader.marketdata.feeds.coinbase import Coinbase
+from trader.marketdata.feeds.coinbase import parse_rest_trades as coinbase_rest
+from trader.marketdata.feeds.kraken import Kraken, rest_pair
+from trader.marketdata.feeds.kraken import parse_rest_trades as kraken_rest
+from trader.marketdata.feeds.okx import Okx
+from trader.marketdata.feeds.okx import parse_rest_trades as okx_rest
 
 # Binance -----------------------------------------------------------------------------------------
 

@@ -35,8 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.venues.fake_binance_rest import DROP, START_MS
-from tests.venues.fake_controls import FakeVenueControls
+from tests.fakes.fake_binance_rest import DROP, START_MS
+from tests.fakes.fake_controls import FakeVenueControls
 
 __all__ = ["DROP", "FakeOkxRest"]
 

@@ -22,7 +22,7 @@ import itertools
 import json
 from typing import Any
 
-from trader.venues.base import (
+from trader.marketdata.feeds.base import (
     FrameError,
     Notice,
     Parsed,
@@ -41,7 +41,7 @@ from trader.venues.base import (
     side_of,
     text,
 )
-from trader.venues.symbols import Instrument, parse_symbol
+from trader.marketdata.feeds.symbols import Instrument, parse_symbol
 
 PAGE = 1000
 REST_ASSET = {"BTC": "XBT", "DOGE": "XDG"}

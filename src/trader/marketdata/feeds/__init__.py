@@ -1,7 +1,7 @@
-"""Exchange market data: one module per venue behind the small interface of ``trader.venues.base``.
+"""Exchange market data: one module per venue behind the small interface of ``trader.marketdata.feeds.base``.
 
 Each venue module knows its websocket messages (subscribe, ping, trades, top of book), its REST API for
-filling gaps, and its own spelling of symbols; ``trader.venues.feed`` runs any of them (connection,
+filling gaps, and its own spelling of symbols; ``trader.marketdata.feeds.feed`` runs any of them (connection,
 heartbeats, stale streams, reconnects, gaps) and the ``live-gateway`` service publishes what they give.
 """
 
@@ -11,16 +11,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trader.venues.base import Venue
+    from trader.marketdata.feeds.base import Venue
 
 # Venue name -> "module:class". Names only here, so that settings can be validated without importing
 # the websocket client.
 VENUES: dict[str, str] = {
-    "binance": "trader.venues.binance:Binance",
-    "coinbase": "trader.venues.coinbase:Coinbase",
-    "kraken": "trader.venues.kraken:Kraken",
-    "bybit": "trader.venues.bybit:Bybit",
-    "okx": "trader.venues.okx:Okx",
+    "binance": "trader.marketdata.feeds.binance:Binance",
+    "coinbase": "trader.marketdata.feeds.coinbase:Coinbase",
+    "kraken": "trader.marketdata.feeds.kraken:Kraken",
+    "bybit": "trader.marketdata.feeds.bybit:Bybit",
+    "okx": "trader.marketdata.feeds.okx:Okx",
 }
 
 

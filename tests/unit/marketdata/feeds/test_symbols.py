@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trader.venues import VENUES, load_venue
-from trader.venues.symbols import Instrument, SymbolError, parse_symbol, unified_symbol
+from trader.marketdata.feeds import VENUES, load_venue
+from trader.marketdata.feeds.symbols import Instrument, SymbolError, parse_symbol, unified_symbol
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import itertools
 import json
 from typing import Any
 
-from trader.venues.base import (
+from trader.marketdata.feeds.base import (
     FrameError,
     Notice,
     Parsed,
@@ -37,7 +37,7 @@ from trader.venues.base import (
     side_of,
     text,
 )
-from trader.venues.symbols import Instrument
+from trader.marketdata.feeds.symbols import Instrument
 
 TOPICS_PER_REQUEST = 10
 RECENT_LIMIT = 60

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from trader.venues.rest import RestClient, RestError, TokenBucket
+from trader.marketdata.feeds.rest import RestClient, RestError, TokenBucket
 
 
 class Clock:

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from trader.venues.base import Trade
+from trader.marketdata.feeds.base import Trade
 
 
 @dataclass

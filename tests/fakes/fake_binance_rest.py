@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.venues.fake_controls import FakeVenueControls
+from tests.fakes.fake_controls import FakeVenueControls
 
 START_MS = 1_764_000_000_000
 SYMBOL = "BTCUSDT"

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import structlog
 
-from tests.venues.fake_exchanges import (
+from tests.fakes.fake_exchanges import (
     CONFIGURED_SYMBOLS,
     TAPE_LENGTH,
     UNIFIED,
@@ -23,9 +23,9 @@ from tests.venues.fake_exchanges import (
 from trader.bus.publish import Outgoing
 from trader.config import LiveGatewaySettings, LiveVenueSettings
 from trader.messages import FeedEvent, MarketTick
-from trader.venues import load_venue
-from trader.venues.base import Trade, Venue
-from trader.venues.feed import DeadFrame, Stored, VenueFeed, _Book
+from trader.marketdata.feeds import load_venue
+from trader.marketdata.feeds.base import Trade, Venue
+from trader.marketdata.feeds.feed import DeadFrame, Stored, VenueFeed, _Book
 
 GATEWAY = LiveGatewaySettings(gap_grace_s=0.2, reconnect_initial_s=0.05, reconnect_max_s=0.5)
 
