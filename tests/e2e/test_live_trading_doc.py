@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.stack_helpers import Stack
 from tests.fakes.fake_binance_rest import FakeOrder
 from tests.fakes.live_binance import LiveBinance
+from tests.stack_helpers import Stack
 from trader.config import Settings
 
 pytestmark = pytest.mark.integration

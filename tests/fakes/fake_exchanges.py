@@ -1,9 +1,9 @@
 """Local stand-ins for Binance, Coinbase, Kraken, Bybit and OKX: websocket and REST on one port each.
 
 Each speaks its venue's wire format as the public API documentation shows it (the shapes are in the
-docstrings of ``trader.marketdata.feeds.<venue>``): subscribe acknowledgements, pongs, heartbeats, trades, top of
-book, and the REST trade history that fills gaps. What a connection sends follows a script over a
-"tape" of true trades, so that a test knows exactly which trades the gateway must publish once:
+docstrings of ``trader.marketdata.feeds.<venue>``): subscribe acknowledgements, pongs, heartbeats,
+trades, top of book, and the REST trade history that fills gaps. What a connection sends follows a
+script over a "tape" of true trades, so that a test knows exactly which trades the gateway must publish once:
 
 - connection 1: a quote, trades, a broken frame, a repeated trade, a corrupted copy of a trade, two
   trades out of order, then trades 15.. with 12..14 left out (a gap only REST can fill), then the

@@ -31,8 +31,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from tests.stack_helpers import Stack, nats_only
 from tests.fakes.fake_binance_rest import FakeBinanceRest
+from tests.stack_helpers import Stack, nats_only
 from trader.bus.connection import connect_nats
 from trader.execution.venues.ccxt_live import CLIENT_ID_RULES, map_client_id
 from trader.messages import ExecutionReport, VenueOrder, encode

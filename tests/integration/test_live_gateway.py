@@ -30,7 +30,6 @@ import httpx
 import msgspec
 import pytest
 
-from tests.stack_helpers import Stack, free_port_map, nats_only
 from tests.fakes.fake_exchanges import (
     BROKEN_JSON,
     CONFIGURED_SYMBOLS,
@@ -40,6 +39,7 @@ from tests.fakes.fake_exchanges import (
     FakeExchange,
     build_exchanges,
 )
+from tests.stack_helpers import Stack, free_port_map, nats_only
 from trader.bus import dlq
 from trader.bus.connection import connect_nats
 from trader.messages import FeedEvent, MarketTick

@@ -24,10 +24,10 @@ from nats.js.kv import KeyValue
 from trader.bus.publish import Outgoing
 from trader.bus.streams import STATE_BUCKET
 from trader.config import Settings
-from trader.runtime.health import Problem, duration
-from trader.runtime.service import Refused, Runtime, Service
 from trader.marketdata.feeds import load_venue
 from trader.marketdata.feeds.feed import DeadFrame, Stored, VenueFeed
+from trader.runtime.health import Problem, duration
+from trader.runtime.service import Refused, Runtime, Service
 
 MAX_BATCH = 500
 QUEUE_SIZE = 10_000

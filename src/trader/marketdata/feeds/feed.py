@@ -37,12 +37,12 @@ from trader.bus.publish import Outgoing
 from trader.bus.streams import tick_subject
 from trader.config import LiveGatewaySettings, LiveVenueSettings
 from trader.marketdata.decode import InvalidMessage, tick_from_mapping
-from trader.messages import FeedEvent, FeedEventKind, MarketTick, encode
-from trader.runtime.backoff import Backoff
 from trader.marketdata.feeds.base import FrameError, LastTradeId, Notice, Quote, Trade, TradeRange, Venue
 from trader.marketdata.feeds.rest import RestClient, RestError
 from trader.marketdata.feeds.symbols import Instrument, parse_symbol
 from trader.marketdata.feeds.tracker import Gap, TradeTracker
+from trader.messages import FeedEvent, FeedEventKind, MarketTick, encode
+from trader.runtime.backoff import Backoff
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 POLL_S = 0.25  # how often a quiet connection checks for staleness, pings and the stop signal

@@ -22,10 +22,10 @@ from tests.fakes.fake_exchanges import (
 )
 from trader.bus.publish import Outgoing
 from trader.config import LiveGatewaySettings, LiveVenueSettings
-from trader.messages import FeedEvent, MarketTick
 from trader.marketdata.feeds import load_venue
 from trader.marketdata.feeds.base import Trade, Venue
 from trader.marketdata.feeds.feed import DeadFrame, Stored, VenueFeed, _Book
+from trader.messages import FeedEvent, MarketTick
 
 GATEWAY = LiveGatewaySettings(gap_grace_s=0.2, reconnect_initial_s=0.05, reconnect_max_s=0.5)
 
