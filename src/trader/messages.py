@@ -53,6 +53,11 @@ class AltDatum(Message):
     value: Decimal
     symbol: str | None = None
     unit: str | None = None
+    venue_symbol: str | None = None
+    predicted: Decimal | None = None
+    next_time: int | None = None
+    price: Decimal | None = None
+    side: Side | None = None
 
 
 class Bar(Message):

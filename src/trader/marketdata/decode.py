@@ -125,6 +125,11 @@ def decode_alt(data: bytes | bytearray | memoryview) -> AltDatum:
     if datum.symbol is not None and not SYMBOL_PATTERN.match(datum.symbol):
         raise InvalidMessage("symbol", f"{datum.symbol!r} is not a symbol")
     _check_finite("value", datum.value)
+    for name, value in (("predicted", datum.predicted), ("price", datum.price)):
+        if value is not None:
+            _check_finite(name, value)
+    if datum.next_time is not None:
+        _check_timestamp_range("next_time", datum.next_time)
     return datum
 
 
