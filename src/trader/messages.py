@@ -45,7 +45,14 @@ class MarketTick(Message):
 
 
 class AltDatum(Message):
-    """One observation of alternative data on ``alt.norm.<kind>``: funding, open interest, sentiment."""
+    """One observation of alternative data on ``alt.norm.<kind>``: funding, open interest, sentiment.
+
+    From a venue (``trader.marketdata.feeds.alt``): ``source`` is the venue, ``symbol`` the unified
+    instrument (``BTCUSDT-PERP`` for a perpetual), ``timestamp`` the venue's event time, and by kind:
+    ``funding`` (value: the rate of the current period; ``predicted``: the next one's where the venue
+    tells it; ``next_time``: when it is charged), ``mark_price``, ``index_price``, ``open_interest``
+    (value in base units), ``liquidation`` (value: the quantity; ``price``; ``side``: the side of the
+    liquidation order, ``sell`` when a long was liquidated)."""
 
     timestamp: int
     kind: str
