@@ -323,6 +323,84 @@ class TradingState(Message):
     since: int = 0
 
 
+# Cross-venue spreads (spread-analyzer) --------------------------------------------------------------
+#
+# One instrument (a unified symbol, BTCUSDT) quoted on several venues. Fees are taker fees in basis
+# points; ``gross_bps`` and ``net_bps`` are relative to the buy price: buying one unit at the buy
+# venue's ask and selling it at the sell venue's bid earns
+#   net_per_unit = sell_price * (1 - sell_fee) - buy_price * (1 + buy_fee)      (fees as fractions)
+#   net_bps = net_per_unit / buy_price * 10,000;  gross_bps the same without fees.
+# Basis points are rounded half-even to 4 places; prices and net_per_unit are exact.
+
+
+class VenueQuote(Message):
+    """A venue's latest top of book for the instrument, with the taker fee it charges."""
+
+    venue: str
+    bid: Decimal
+    ask: Decimal
+    timestamp: int  # event time of the tick that carried it
+    taker_fee_bps: Decimal
+
+
+class PairSpread(Message):
+    """Buy at ``buy_venue``'s ask, sell at ``sell_venue``'s bid: the cross-venue trade and its edge."""
+
+    buy_venue: str
+    sell_venue: str
+    buy_price: Decimal  # buy_venue's ask
+    sell_price: Decimal  # sell_venue's bid
+    gross_bps: Decimal
+    net_bps: Decimal  # after both venues' taker fees
+    net_per_unit: Decimal  # in the quote currency, after fees
+
+
+class SpreadSnapshot(Message):
+    """The cross-venue view of one instrument on ``market.spread.<SYMBOL>`` (stream SPREADS), as of
+    ``timestamp`` (event time: the newest quote's). Venues whose latest quote is older than the
+    staleness are left out of the NBBO and the pairs and listed in ``stale``."""
+
+    symbol: str
+    timestamp: int
+    best_bid: Decimal  # NBBO: the highest bid of a fresh venue...
+    best_bid_venue: str
+    best_ask: Decimal  # ...and the lowest ask (ties: the venue first by name)
+    best_ask_venue: str
+    quotes: list[VenueQuote]  # the fresh venues, by name
+    stale: list[VenueQuote]  # the venues left out, by name
+    pairs: list[PairSpread]  # every ordered pair of fresh venues
+    best: PairSpread | None  # the pair with the highest net_bps (None: fewer than two fresh venues)
+    source_seq: int = 0  # MARKET_TICKS sequence of the last tick it includes
+
+
+SpreadOpportunityKind = Literal["open", "close"]
+
+
+class SpreadOpportunity(Message):
+    """A cross-venue opportunity crossing its threshold, on ``market.spread.<SYMBOL>.opportunity``:
+    ``open`` when the pair's ``net_bps`` rises above ``threshold_bps``, ``close`` when it falls back to
+    it or below, or a venue of the pair goes stale (``reason``). The prices and edges are those at the
+    crossing (at a close for staleness: the last ones known). Its identity and ``Nats-Msg-Id``:
+    ``<symbol>:<buy_venue>:<sell_venue>:<kind>:<source_seq>``."""
+
+    symbol: str
+    kind: SpreadOpportunityKind
+    buy_venue: str
+    sell_venue: str
+    timestamp: int  # event time of the tick that made it cross
+    opened: int  # when the opportunity opened (an open: timestamp)
+    buy_price: Decimal
+    sell_price: Decimal
+    buy_fee_bps: Decimal
+    sell_fee_bps: Decimal
+    gross_bps: Decimal
+    net_bps: Decimal
+    net_per_unit: Decimal
+    threshold_bps: Decimal
+    source_seq: int  # MARKET_TICKS sequence of the tick that made it cross
+    reason: str | None = None  # a close: "below threshold", "stale: <venue>"
+
+
 # Feed events ------------------------------------------------------------------------------------
 
 FeedEventKind = Literal["gap", "gap_filled", "reconnect", "stale"]
