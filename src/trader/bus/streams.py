@@ -39,12 +39,22 @@ STREAMS: tuple[StreamSpec, ...] = (
         None,
         0.4,
     ),
-    StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>", None, 0.05),
+    # A few small messages a second: 3 % of the store keeps far more than its 24 h.
+    StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>", None, 0.03),
     StreamSpec(
         "BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<venue>.<SYMBOL>", None, 0.05
     ),
     StreamSpec(
         "MARKET_EVENTS", ("market.event.>",), "Feed events: gaps, reconnects, stale streams", None, 0.01
+    ),
+    # spread-analyzer: SpreadSnapshot on market.spread.<SYMBOL> (every publish interval of event time),
+    # SpreadOpportunity on market.spread.<SYMBOL>.opportunity.
+    StreamSpec(
+        "SPREADS",
+        ("market.spread.>",),
+        "Cross-venue spreads, market.spread.<SYMBOL>; opportunities, market.spread.<SYMBOL>.opportunity",
+        None,
+        0.02,
     ),
     StreamSpec("DLQ", ("dlq.>",), "Refused messages: original bytes, subject, headers, reason", WEEK_S, 0.05),
     # The trading history is the state of record: services rebuild from it, so it is not aged out, and
@@ -175,6 +185,16 @@ def alt_subject(kind: str) -> str:
 def bar_subject(timeframe: str, venue: str, symbol: str) -> str:
     """Closed Bar of ``symbol`` on ``venue``, built from that venue's ticks only: normalizer -> strategy."""
     return f"market.bar.{timeframe}.{venue}.{symbol}"
+
+
+def spread_subject(symbol: str) -> str:
+    """SpreadSnapshot of ``symbol`` across venues: spread-analyzer -> feature-eng, CLI."""
+    return f"market.spread.{symbol}"
+
+
+def spread_opportunity_subject(symbol: str) -> str:
+    """SpreadOpportunity (open, close) of ``symbol``: four tokens, where a snapshot's subject has three."""
+    return f"market.spread.{symbol}.opportunity"
 
 
 def dlq_subject(service: str, original_subject: str) -> str:
