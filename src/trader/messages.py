@@ -83,6 +83,9 @@ class Bar(Message):
     vwap: Decimal
     trades: int
     closed: bool = True
+    # The exact sum of price * size of the bar's trades (None from publishers before it existed).
+    # ohlcv-agg needs it: the VWAP of a higher bar from rounded VWAPs of its minutes would not be exact.
+    notional: Decimal | None = None
 
 
 _encoder = msgspec.json.Encoder(decimal_format="number")

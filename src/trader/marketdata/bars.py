@@ -101,6 +101,7 @@ class _Bar:
             vwap=vwap.quantize(SCALE, rounding=ROUND_HALF_EVEN),
             trades=self.trades,
             closed=self.closed,
+            notional=self.notional,  # exact, so that ohlcv-agg's higher bars are exact too
         )
 
 
