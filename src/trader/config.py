@@ -277,10 +277,27 @@ class LiveVenueSettings(BaseModel):
     stale_after_s: float | None = Field(default=None, gt=0, description="no frame this long: reconnect")
 
 
+class LiveAltSettings(BaseModel):
+    """One venue's derivatives data the live gateway streams (trader.marketdata.feeds.alt): funding,
+    mark and index prices, open interest, liquidations of its linear perpetuals."""
+
+    symbols: list[str] = Field(default_factory=list, description="perpetuals: BTCUSDT, BTC-USDT-SWAP")
+    kinds: list[str] = Field(
+        default_factory=lambda: ["funding", "mark_price", "index_price", "open_interest", "liquidation"]
+    )
+    enabled: bool = True
+    ws_url: str | None = None
+    rest_url: str | None = None
+    rest_rate_per_s: float | None = Field(default=None, gt=0, description="REST requests per second")
+    stale_after_s: float | None = Field(default=None, gt=0, description="no frame this long: reconnect")
+    poll_interval_s: float | None = Field(default=None, gt=0, description="REST polls: open interest")
+
+
 class LiveGatewaySettings(BaseModel):
     """Exchange market data (live-gateway): no venue by default, and then the service idles."""
 
     venues: dict[str, LiveVenueSettings] = Field(default_factory=dict, description="by venue: binance, ...")
+    alt: dict[str, LiveAltSettings] = Field(default_factory=dict, description="alt data by venue")
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     gap_grace_s: float = Field(default=1.0, ge=0, description="wait for late frames before a gap is one")
@@ -300,7 +317,22 @@ class LiveGatewaySettings(BaseModel):
         for venue in self.venues.values():
             for symbol in venue.symbols:
                 parse_symbol(symbol)  # a SymbolError (a ValueError) says what is wrong with it
+        self._known_alt()
         return self
+
+    def _known_alt(self) -> None:
+        from trader.marketdata.feeds import ALT_VENUES
+        from trader.marketdata.feeds.symbols import parse_perpetual
+
+        unknown = sorted(set(self.alt) - set(ALT_VENUES))
+        if unknown:
+            raise ValueError(f"no alternative data from {unknown}; known: {sorted(ALT_VENUES)}")
+        kinds = {"funding", "mark_price", "index_price", "open_interest", "liquidation"}
+        for alt in self.alt.values():
+            if wrong := sorted(set(alt.kinds) - kinds):
+                raise ValueError(f"unknown alt data kind(s) {wrong}; known: {sorted(kinds)}")
+            for symbol in alt.symbols:
+                parse_perpetual(symbol)
 
 
 class SupervisorSettings(BaseModel):

@@ -7,6 +7,11 @@ name, binance, ...; ``Nats-Msg-Id`` ``<venue>:<venue symbol>:<trade id>``, so a 
 reconnect or fetched again is stored once), ``market.event.<venue>.<SYMBOL>`` (stream MARKET_EVENTS:
 gaps, fills, reconnects, stale streams) and dead letters for the frames
 it cannot read (``dlq.live-gateway.<subject>``, the subject being the tick's or ``live.<venue>``).
+With ``live_gateway.alt`` set, also the venues' derivatives data (``trader.marketdata.feeds.alt_feed``):
+``alt.norm.<kind>`` (stream ALT_DATA: funding, mark_price, index_price, open_interest, liquidation;
+``Nats-Msg-Id`` ``<venue>:<kind>:<venue symbol>:<event time>``), its refused frames on
+``dlq.live-gateway.alt.live.<venue>``. It keeps no state for them: after a restart the venue's REST
+API gives the latest again, and what was published twice is dropped by the stream's duplicate window.
 State: per venue and symbol, the last trade id and time stored, checkpointed in the TRADER_STATE bucket
 (key ``live-gateway.<venue>``): after a restart the first trade shows what was missed, and it is filled
 from REST like any gap (what was published twice is dropped by the stream's duplicate window).
@@ -24,14 +29,14 @@ from nats.js.kv import KeyValue
 from trader.bus.publish import Outgoing
 from trader.bus.streams import STATE_BUCKET
 from trader.config import Settings
-from trader.marketdata.feeds import load_venue
+from trader.marketdata.feeds import load_alt_venue, load_venue
+from trader.marketdata.feeds.alt_feed import AltVenueFeed
 from trader.marketdata.feeds.feed import DeadFrame, Stored, VenueFeed
 from trader.runtime.health import Problem, duration
 from trader.runtime.service import Refused, Runtime, Service
 
 MAX_BATCH = 500
 QUEUE_SIZE = 10_000
-DLQ_STREAM = "MARKET_TICKS"  # where the refused frames would have gone
 RECONNECT_GRACE_S = 5.0  # a venue down this long after a drop is a problem; a reconnect takes less
 
 
@@ -45,6 +50,7 @@ class LiveGateway(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.feeds: list[VenueFeed] = []
+        self.alt_feeds: list[AltVenueFeed] = []
         self.kv: KeyValue | None = None
         # What the feeds produce, in order; None tells the publisher that the feeds have ended.
         self._queue: asyncio.Queue[tuple[Outgoing | DeadFrame, Stored | None] | None] = asyncio.Queue(
@@ -65,7 +71,14 @@ class LiveGateway(Service):
             self._stored[name] = {vs: dict(state) for vs, state in restored.items()}
             log = rt.log.bind(venue=name)
             self.feeds.append(VenueFeed(load_venue(name)(), venue_cfg, cfg, self._emit, log, restored))
-        if not self.feeds:
+        self.alt_feeds = [
+            AltVenueFeed(load_alt_venue(name)(), alt_cfg, cfg, self._emit, rt.log.bind(venue=name, alt=True))
+            for name, alt_cfg in cfg.alt.items()
+            if alt_cfg.enabled and alt_cfg.symbols and alt_cfg.kinds
+        ]
+        for alt in self.alt_feeds:
+            rt.log.info("live_gateway.alt", venue=alt.name, url=alt.ws_url, **alt.health())
+        if not self.feeds and not self.alt_feeds:
             rt.log.info("live_gateway.idle", reason="no venue configured (live_gateway.venues)")
             return
         for feed in self.feeds:
@@ -78,10 +91,11 @@ class LiveGateway(Service):
             )
 
     async def run(self, rt: Runtime) -> None:
-        if not self.feeds:
+        if not self.feeds and not self.alt_feeds:
             await rt.stopping.wait()
             return
-        feeds = [asyncio.create_task(feed.run(rt.stopping)) for feed in self.feeds]
+        running: list[VenueFeed | AltVenueFeed] = [*self.feeds, *self.alt_feeds]
+        feeds = [asyncio.create_task(feed.run(rt.stopping)) for feed in running]
         publisher = asyncio.create_task(self._publish(rt))
         checkpoints = asyncio.create_task(self._checkpoint_loop(rt))
         await rt.stopping.wait()
@@ -94,11 +108,15 @@ class LiveGateway(Service):
         await self._save_checkpoints(rt)
 
     def health_details(self) -> dict[str, Any]:
-        return {"venues": {feed.name: feed.health() for feed in self.feeds}}
+        return {
+            "venues": {feed.name: feed.health() for feed in self.feeds},
+            "alt": {feed.name: feed.health() for feed in self.alt_feeds},
+        }
 
     def problems(self) -> list[Problem]:
         now = time.monotonic()
-        return [problem for feed in self.feeds if (problem := venue_problem(feed, now)) is not None]
+        running: list[VenueFeed | AltVenueFeed] = [*self.feeds, *[f for f in self.alt_feeds if f.streamed]]
+        return [problem for feed in running if (problem := venue_problem(feed, now)) is not None]
 
     # Publishing -------------------------------------------------------------------------------
 
@@ -114,17 +132,17 @@ class LiveGateway(Service):
             ending = None in taken
             batch = [entry for entry in taken if entry is not None]
             messages = [item for item, _ in batch if isinstance(item, Outgoing)]
-            refused = [
-                Refused(None, item.subject, item.data, None, item.field, item.reason)
-                for item, _ in batch
-                if isinstance(item, DeadFrame)
-            ]
+            refused: dict[str, list[Refused]] = {}
+            for item, _ in batch:
+                if isinstance(item, DeadFrame):
+                    refusal = Refused(None, item.subject, item.data, None, item.field, item.reason)
+                    refused.setdefault(item.stream, []).append(refusal)
             if messages:
                 rt.metrics.count_in(len(messages))
                 await rt.publish_reliably(messages)
                 self._mark_stored([s for _, s in batch if s is not None])
-            if refused:
-                await rt.dead_letter(DLQ_STREAM, refused)
+            for stream, refusals in refused.items():
+                await rt.dead_letter(stream, refusals)
 
     def _mark_stored(self, stored: list[Stored]) -> None:
         for s in stored:
@@ -170,7 +188,7 @@ class LiveGateway(Service):
                 self._saved[venue] = value
 
 
-def venue_problem(feed: VenueFeed, now: float) -> Problem | None:
+def venue_problem(feed: VenueFeed | AltVenueFeed, now: float) -> Problem | None:
     """Its job is to be connected: a venue not connected yet, or down past a reconnect's time, is one."""
     if feed.connected:
         return None

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from trader.marketdata.feeds.alt import AltVenue
     from trader.marketdata.feeds.base import Venue
 
 # Venue name -> "module:class". Names only here, so that settings can be validated without importing
@@ -23,9 +24,24 @@ VENUES: dict[str, str] = {
     "okx": "trader.marketdata.feeds.okx:Okx",
 }
 
+# The venues' derivatives data (funding, mark and index prices, open interest, liquidations): names only
+# here too.
+ALT_VENUES: dict[str, str] = {
+    "binance": "trader.marketdata.feeds.alt_binance:BinanceAlt",
+    "bybit": "trader.marketdata.feeds.alt_bybit:BybitAlt",
+    "okx": "trader.marketdata.feeds.alt_okx:OkxAlt",
+}
+
 
 def load_venue(name: str) -> type[Venue]:
     if name not in VENUES:
         raise KeyError(f"unknown venue {name!r}; known: {', '.join(sorted(VENUES))}")
     module, cls = VENUES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_alt_venue(name: str) -> type[AltVenue]:
+    if name not in ALT_VENUES:
+        raise KeyError(f"no alternative data from {name!r}; known: {', '.join(sorted(ALT_VENUES))}")
+    module, cls = ALT_VENUES[name].split(":")
     return getattr(importlib.import_module(module), cls)

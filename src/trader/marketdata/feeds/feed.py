@@ -65,6 +65,7 @@ class DeadFrame:
     data: bytes
     reason: str
     field: str = "frame"
+    stream: str = "MARKET_TICKS"  # the stream it would have gone to
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,9 @@ each venue module writes it back in its own form.
 
 USD and USDT (or USDC) are different quote currencies with different prices: ``BTC-USD`` is ``BTCUSD``,
 never ``BTCUSDT``.
+
+A linear perpetual swap is told apart from its spot pair by a suffix: ``BTCUSDT-PERP`` (``parse_perpetual``
+reads OKX's ``BTC-USDT-SWAP``, ccxt's ``BTC/USDT:USDT`` and the venues' bare ``BTCUSDT``).
 """
 
 from __future__ import annotations
@@ -44,14 +47,22 @@ class SymbolError(ValueError):
     """A venue symbol that is not a spot pair this module can read."""
 
 
+PERP_SUFFIX = "-PERP"
+
+
 @dataclass(frozen=True, slots=True)
 class Instrument:
+    """A spot pair, or (``perp``) the linear perpetual swap on it, settled in the quote currency."""
+
     base: str
     quote: str
+    perp: bool = False
 
     @property
     def unified(self) -> str:
-        return f"{self.base}{self.quote}"
+        """``BTCUSDT`` for the spot pair, ``BTCUSDT-PERP`` for the perpetual: never mistaken for each
+        other, and still one subject token."""
+        return f"{self.base}{self.quote}{PERP_SUFFIX if self.perp else ''}"
 
 
 def unify_asset(code: str) -> str:
@@ -78,6 +89,25 @@ def parse_symbol(text: str) -> Instrument:
     if instrument.base == instrument.quote:
         raise SymbolError(f"{text!r}: base and quote are the same")
     return instrument
+
+
+def parse_perpetual(text: str) -> Instrument:
+    """The linear perpetual a symbol names: ``BTCUSDT-PERP``, ``BTC-USDT-PERP``, OKX's ``BTC-USDT-SWAP``,
+    ccxt's ``BTC/USDT:USDT``, or the pair alone (``BTCUSDT``: Binance USD-M and Bybit linear spell their
+    perpetuals as the spot pair)."""
+    raw = text.strip()
+    upper = raw.upper()
+    for suffix in (PERP_SUFFIX, "-SWAP", "_PERP"):
+        if upper.endswith(suffix):
+            raw = raw[: -len(suffix)]
+            break
+    else:
+        if ":" in raw:
+            raw, settle = raw.split(":", 1)
+            if unify_asset(settle) != parse_symbol(raw).quote:
+                raise SymbolError(f"{text!r}: settled in {settle}, not in the quote (an inverse contract?)")
+    instrument = parse_symbol(raw)
+    return Instrument(instrument.base, instrument.quote, perp=True)
 
 
 def unified_symbol(text: str) -> str:
