@@ -1,0 +1,208 @@
+"""Ticks from the lake's ``market_ticks`` Delta table, in time order, with memory bounded.
+
+Pruning: only the files of the partitions asked for are listed (``symbol`` in the symbols, ``dt`` in
+the UTC dates of the range), and each file's ``ts`` statistics (the min and max Delta keeps per file,
+which pyarrow carries as the fragment's guarantee) let a read skip every file outside a window.
+
+Order: the range is read one window of event time at a time (``window_ms``, ten minutes by default);
+a window holds every selected tick of every symbol in it, sorted by ``(ts, stream_seq)``: event time,
+then the order the bus took them in, which is the order the live services saw them (for ticks of one
+feed, event time never runs backwards in stream order, so the two agree). Memory is one window's
+ticks as Arrow columns plus one batch of them as Python objects, whatever the range.
+
+Values: the lake keeps prices to 12 places and quantities to 8 (``trader.stores.lake``): a tick read
+back has trailing zeros its publisher never wrote. They are dropped (``60000.500000000000`` becomes
+``60000.5``), so that prices and fees print as in paper trading; the values are the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from trader.config import Settings
+from trader.messages import MarketTick
+from trader.stores.lake import MARKET_TICKS, Lake, utc_dates
+
+DEFAULT_WINDOW_MS = 10 * 60_000
+BATCH_ROWS = 50_000
+COLUMNS = [
+    "ts",
+    "exchange",
+    "venue",
+    "symbol",
+    "price",
+    "size",
+    "volume",
+    "bid",
+    "ask",
+    "side",
+    "trade_id",
+    "source_seq",
+    "stream_seq",
+]
+
+
+class BacktestDataError(RuntimeError):
+    """The data a backtest asked for cannot be read: no table, or no ticks in the range."""
+
+
+@dataclass(frozen=True)
+class DataRange:
+    """What a run reads: ``[start_ms, end_ms)`` of these symbols (all of the table's when empty)."""
+
+    start_ms: int
+    end_ms: int
+    symbols: tuple[str, ...]
+
+    def dates(self) -> list[str]:
+        """The UTC dates (the ``dt`` partitions) the range touches."""
+        first = datetime.fromtimestamp(self.start_ms / 1000, tz=UTC).date()
+        last = datetime.fromtimestamp((max(self.end_ms, self.start_ms + 1) - 1) / 1000, tz=UTC).date()
+        return [(first + timedelta(days=d)).isoformat() for d in range((last - first).days + 1)]
+
+
+class LakeTicks:
+    """The ``market_ticks`` table of the configured lake, opened once (one Delta version for the run)."""
+
+    def __init__(self, settings: Settings, *, window_ms: int = DEFAULT_WINDOW_MS) -> None:
+        if window_ms <= 0:
+            raise ValueError(f"window_ms must be positive, got {window_ms}")
+        self.lake = Lake(settings)
+        self.window_ms = window_ms
+        self.uri = self.lake.uri(MARKET_TICKS)
+        try:
+            delta = self.lake.open(MARKET_TICKS)
+        except Exception as exc:  # an unreachable store: the same sentence as a missing table, with why
+            raise BacktestDataError(f"cannot open the Delta table {self.uri}: {exc}") from exc
+        if delta is None:
+            raise BacktestDataError(
+                f"no Delta table at {self.uri}: nothing has been written to the lake yet "
+                "(sink-ticks writes it while the stack runs), or lake_root points elsewhere"
+            )
+        self.delta = delta
+        self.version = delta.version()
+
+    def dataset(self, data: DataRange) -> pads.Dataset:
+        """The files of the range's partitions only."""
+        predicate: list[tuple[str, str, object]] = [("dt", "in", data.dates())]
+        if data.symbols:
+            predicate.append(("symbol", "in", list(data.symbols)))
+        return self.delta.to_pyarrow_dataset(file_pruning_predicate=predicate)
+
+    def count(self, data: DataRange) -> int:
+        return self.dataset(data).count_rows(filter=_in_range(data.start_ms, data.end_ms))
+
+    def check_has_data(self, data: DataRange) -> int:
+        """The number of ticks in the range, or ``BacktestDataError`` saying what the table does hold."""
+        found = self.count(data)
+        if found:
+            return found
+        held = self.partitions()
+        symbols = sorted({s for s, _ in held})
+        dates = sorted({d for _, d in held})
+        span = f"dates {dates[0]} to {dates[-1]}" if dates else "no dates"
+        wanted = ", ".join(data.symbols) if data.symbols else "any symbol"
+        raise BacktestDataError(
+            f"no ticks of {wanted} from {_iso(data.start_ms)} to {_iso(data.end_ms)} in {self.uri} "
+            f"(version {self.version}); it holds {', '.join(symbols) or 'no symbol'}, {span}"
+        )
+
+    def partitions(self) -> list[tuple[str, str]]:
+        actions = pa.table(self.delta.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return []
+        pairs = zip(actions["partition.symbol"].to_pylist(), actions["partition.dt"].to_pylist(), strict=True)
+        return sorted(set(pairs))
+
+    def windows(self, data: DataRange) -> Iterator[pa.Table]:
+        """The range's ticks, one window of event time at a time, each sorted by (ts, stream_seq)."""
+        dataset = self.dataset(data)
+        start = data.start_ms
+        while start < data.end_ms:
+            end = min(start + self.window_ms, data.end_ms)
+            table = dataset.to_table(columns=COLUMNS, filter=_in_range(start, end))
+            if table.num_rows:
+                yield table.sort_by([("ts", "ascending"), ("stream_seq", "ascending")])
+            start = end
+
+    def ticks(self, data: DataRange) -> Iterator[MarketTick]:
+        for window in self.windows(data):
+            yield from ticks_of(window)
+
+
+def ticks_of(table: pa.Table) -> Iterator[MarketTick]:
+    """``MarketTick`` messages of a window, a batch of rows at a time."""
+    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        columns = _python_columns(batch)
+        for row in zip(*columns, strict=True):
+            yield MarketTick(*row)
+
+
+def _python_columns(batch: pa.RecordBatch) -> list[list[object]]:
+    # Parquet may hand the column back in microseconds: milliseconds, as on the bus.
+    ts = pc.cast(pc.cast(batch.column("ts"), pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+    names = ["exchange", "venue", "symbol"]
+    texts = [batch.column(n).to_pylist() for n in names]
+    decimals = [_decimals(batch.column(n)) for n in ("price", "size", "volume", "bid", "ask")]
+    rest = [batch.column(n).to_pylist() for n in ("side", "trade_id", "source_seq")]
+    # MarketTick's fields in order: timestamp, exchange, venue, symbol, price, size, volume, bid, ask,
+    # side, trade_id, source_seq (venue_symbol is not in the lake).
+    return [ts, *texts, *decimals, *rest]
+
+
+def _decimals(column: pa.Array) -> list[Decimal | None]:
+    """The column's decimals without the trailing zeros of its scale (None stays None)."""
+    text = pc.cast(column, pa.string())
+    text = pc.replace_substring_regex(text, pattern=r"(\.\d*?)0+$", replacement=r"\1")
+    text = pc.replace_substring_regex(text, pattern=r"\.$", replacement="")
+    return [None if t is None else Decimal(t) for t in text.to_pylist()]
+
+
+def _in_range(start_ms: int, end_ms: int) -> pc.Expression:
+    ts = pc.field("ts")
+    return (ts >= pa.scalar(start_ms, pa.timestamp("ms", tz="UTC"))) & (
+        ts < pa.scalar(end_ms, pa.timestamp("ms", tz="UTC"))
+    )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def lake_table(ticks: list[MarketTick], first_seq: int = 1) -> pa.Table:
+    """Ticks as rows of ``market_ticks`` (stream sequences from ``first_seq``, arrival at event time):
+    what sink-ticks would write of them. For tests and the benchmark, which fill a lake of their own."""
+    ts = pa.array([t.timestamp for t in ticks], pa.int64())
+    stamp = ts.cast(pa.timestamp("ms", tz="UTC"))
+    price, quantity = MARKET_TICKS.schema.field("price").type, MARKET_TICKS.schema.field("size").type
+
+    def column(name: str, kind: pa.DataType) -> pa.Array:
+        return pa.array([getattr(t, name) for t in ticks], kind)
+
+    return pa.table(
+        {
+            "ts": stamp,
+            "ingest_ts": stamp,
+            "exchange": column("exchange", pa.string()),
+            "venue": column("venue", pa.string()),
+            "symbol": column("symbol", pa.string()),
+            "price": column("price", price),
+            "size": column("size", quantity),
+            "volume": column("volume", quantity),
+            "bid": column("bid", price),
+            "ask": column("ask", price),
+            "side": column("side", pa.string()),
+            "trade_id": column("trade_id", pa.string()),
+            "source_seq": column("source_seq", pa.int64()),
+            "stream_seq": pa.array(range(first_seq, first_seq + len(ticks)), pa.int64()),
+            "dt": utc_dates(ts),
+        },
+        schema=MARKET_TICKS.schema,
+    )

@@ -1,0 +1,442 @@
+"""The backtest engine: the configured strategies, risk, the oms's order book, exeq's paper venues and
+the position and PnL books, wired in one process on a simulated clock. Pure: ticks in, records out.
+
+Every piece is the one the live services run, unchanged: ``StrategyRunner`` and ``OrderContext`` (the
+strategy service), ``Decider`` and ``PreTradeRisk`` (risk), ``OrderBook`` and the order state machine
+(oms), ``ExecutionDesk`` with its ``PaperVenue`` adapters and algos (exeq: exec ids, fills, fees,
+slippage, latency, partial fills, IOC/FOK/post-only), ``PositionTracker`` and ``PnlBook`` (ptrc,
+pnl), ``BarBuilder`` (normalizer). What the bus did between them, the engine does in order: each
+message a component produces is handed to the next at once, first in first out, and a fill's report
+reaches the strategy before the order state it made (the strategy service sees both; which first is
+a race on the bus).
+
+What the engine does not have (docs/backtest.md, "What differs from paper"): the execution router (an
+order must name its venue, or routing must leave no choice: otherwise it is denied, saying so), live
+venues (a backtest simulates the configuration's paper venues only), the post-trade loss and drawdown
+limits, and the kill switch.
+
+A strategy callback that raises stops the run (``StrategyFailed``: the strategy, the callback, the
+event time and the exception); the live service logs it and goes on, but a backtest that went on
+would report figures of a strategy that did not run as written.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from trader.bus.publish import Outgoing
+from trader.bus.streams import bar_subject
+from trader.config import Settings, StrategyConfig
+from trader.execution.routing import venue_without_choice
+from trader.execution.venues import PaperVenue
+from trader.marketdata.bars import BarBuilder, timeframe_ms
+from trader.messages import Bar, CancelRequest, ExecutionReport, MarketTick, Order, OrderRequest, VenueOrder
+from trader.orders import (
+    DuplicateOrderId,
+    IllegalTransition,
+    MismatchedEvent,
+    OrderBook,
+    UnknownOrder,
+)
+from trader.orders.state import is_replace
+from trader.portfolio.pnl import PnlBook, pnl_snapshot
+from trader.portfolio.positions import PositionTracker
+from trader.risk.checks import PreTradeRisk
+from trader.risk.decider import Decider
+from trader.risk.prices import VenuePrices
+
+# exeq's desk and the oms's routing messages still live in their service modules (no bus is touched
+# by either): imported from there, unchanged, until they move to their domain packages.
+from trader.services.exeq import ExecutionDesk
+from trader.services.oms import route_cancel, route_new, route_replace
+from trader.strategies import Actions, Strategy, StrategyRunner, build_runner
+from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest
+
+_venue_order = msgspec.json.Decoder(VenueOrder)
+_report = msgspec.json.Decoder(ExecutionReport)
+ZERO = Decimal(0)
+
+
+class BacktestConfigError(ValueError):
+    """The configuration cannot be backtested: no strategy, a venue that is not a paper venue, ..."""
+
+
+class StrategyFailed(RuntimeError):
+    """A strategy's callback raised during the run."""
+
+
+@dataclass
+class Records:
+    """What a run produced, in the order it happened."""
+
+    orders: list[Order] = field(default_factory=list)  # every state the oms would publish
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    equity: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)  # what the oms would log and count
+    ticks: int = 0
+    bars: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+
+def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never waits (the desk's lock is free and its publish only collects) to its
+    end, without an event loop: cheaper per tick, and nothing can interleave."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a simulated component waited on something: the backtest cannot run it")
+
+
+class BacktestEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        strategies: Iterable[StrategyConfig],
+        start_ms: int,
+        *,
+        equity_interval_ms: int = 60_000,
+    ) -> None:
+        self.settings = settings
+        self.now = start_ms
+        self.records = Records()
+        self.equity_interval_ms = equity_interval_ms
+        self._next_sample = start_ms
+        self._queue: collections.deque[OrderRequest | CancelRequest] = collections.deque()
+        self._published: list[Outgoing] = []
+        self.desk = ExecutionDesk(self._paper_venues(), self._collect, self._clock)
+        self.pre = PreTradeRisk(settings.risk)
+        self.prices = VenuePrices(settings)
+        self.decider = Decider(self.pre, self.prices)
+        self.book = OrderBook()
+        self.positions = PositionTracker()
+        self.pnl = PnlBook(settings.quote_venue_of)
+        self.runners: dict[str, StrategyRunner] = {}
+        self.by_instrument: dict[tuple[str, str], list[StrategyRunner]] = {}
+        # Bars are built only where a strategy hears of them: the cost of a tick otherwise.
+        self.bar_instruments: set[tuple[str, str]] = set()
+        for config in strategies:
+            self._load(config)
+        if not self.runners:
+            raise BacktestConfigError("no strategy to backtest: none is configured and enabled")
+        self.symbols = sorted({symbol for _, symbol in self.by_instrument})
+        timeframes = list(settings.normalizer.timeframes)
+        self.bars = BarBuilder(timeframes, int(settings.normalizer.lateness_s * 1000))
+        self._grain = self.bars.grain
+        self._next_advance = 0
+
+    # Setup -------------------------------------------------------------------------------------
+
+    def _clock(self) -> int:
+        return self.now
+
+    def _paper_venues(self) -> dict[str, PaperVenue]:
+        venues = {}
+        for name, config in self.settings.exeq.venues.items():
+            if config.kind != "paper":
+                raise BacktestConfigError(
+                    f"exeq venue {name!r} is a {config.kind} venue: a backtest simulates paper venues only"
+                )
+            paper = self.settings.exeq.paper.model_copy(
+                update={"quote_venue": self.settings.quote_venue_of(name)}
+            )
+            venues[name] = PaperVenue(paper, name=name)
+        return venues
+
+    def _load(self, config: StrategyConfig) -> None:
+        """As the strategy service loads it, except that a strategy that cannot run stops the backtest."""
+        if not config.enabled:
+            return
+        if config.name in self.runners:
+            raise BacktestConfigError(f"two strategies are named {config.name}")
+        problem = self.settings.strategy_venue_problem(config)
+        if problem is not None:
+            raise BacktestConfigError(problem)
+        config = config.model_copy(update={"data_venue": self.settings.data_venue_of(config)}, deep=True)
+        runner = build_runner(config, clock=self._clock)
+        self.runners[config.name] = runner
+        for symbol in config.symbols:
+            self.by_instrument.setdefault((runner.data_venue, symbol), []).append(runner)
+            if _hears_bars(runner):
+                self.bar_instruments.add((runner.data_venue, symbol))
+
+    def data_venues(self) -> list[str]:
+        return sorted({venue for venue, _ in self.by_instrument})
+
+    def warmup_ms(self) -> int:
+        """How far before the start the warm-up reads: the widest declared need, a minute at least (the
+        quotes and reference prices at the start are those of the last ticks before it)."""
+        widest = 60_000
+        for runner in self.runners.values():
+            for subject, bars in runner.warmup_wanted().items():
+                widest = max(widest, timeframe_ms(subject.split(".")[2]) * (bars + 1))
+        return widest
+
+    # The run -----------------------------------------------------------------------------------
+
+    def start(self, history: Iterable[MarketTick]) -> None:
+        """Start every strategy, then warm it up with the bars of ``history`` (the ticks before the
+        start, in time order) as the strategy service does with the BARS stream; the last tick of each
+        instrument in it gives risk its reference price, pnl its mark and the venues their book."""
+        latest: dict[tuple[str, str], MarketTick] = {}
+        for tick in history:
+            self._add_to_bars(tick)
+            latest[(tick.venue, tick.symbol)] = tick
+        history_bars = [
+            HistoryBar(seq, bar_subject(bar.timeframe, bar.venue, bar.symbol), bar)
+            for seq, bar in enumerate(self.bars.advance(self.now).bars)
+        ]
+        for tick in latest.values():
+            self._mark(tick)
+            self._desk(self.desk.on_tick(tick))
+        for runner in self.runners.values():
+            self._emit(runner, runner.start())
+        wanted = {name: runner.warmup_wanted() for name, runner in self.runners.items()}
+        picked = pick_latest(history_bars, merge_wanted(wanted.values()))
+        for name, runner in self.runners.items():
+            self._emit(runner, runner.warm_up(bars_for(wanted[name], picked)))
+        self._drain()
+        self._sample(self.now)
+
+    def on_tick(self, tick: MarketTick) -> None:
+        if tick.timestamp > self.now:
+            self.now = tick.timestamp
+        records = self.records
+        records.ticks += 1
+        if records.first_ms is None:
+            records.first_ms = tick.timestamp
+        records.last_ms = tick.timestamp
+        self._mark(tick)
+        self._desk(self.desk.on_tick(tick))
+        if self.desk.algos:
+            self._desk(self.desk.drive_algos())
+        runners = self.by_instrument.get((tick.venue, tick.symbol))
+        if runners is not None:
+            # The tick first: live, the bar it closes comes later, through the normalizer.
+            for runner in runners:
+                self._emit(runner, runner.on_tick(tick))
+            self._drain()
+            for bar in self._add_to_bars(tick):
+                for runner in self.by_instrument.get((bar.venue, bar.symbol), ()):
+                    self._emit(runner, runner.on_bar(bar))
+                self._drain()
+        if self.now >= self._next_sample:
+            self._sample(self.now)
+
+    def finish(self) -> Records:
+        """Stop the strategies (what they ask for in ``on_stop`` is carried out) and take the last
+        equity sample, marked at the last prices."""
+        for runner in self.runners.values():
+            self._emit(runner, runner.stop())
+        self._drain()
+        self._sample(self.now, force=True)
+        return self.records
+
+    # Market data -------------------------------------------------------------------------------
+
+    def _mark(self, tick: MarketTick) -> None:
+        if self.prices.update(tick.venue, tick.symbol, tick.price):
+            self.pre.update_price(tick.symbol, tick.price)
+        self.pnl.update_mark(tick.venue, tick.symbol, tick.price)
+
+    def _add_to_bars(self, tick: MarketTick) -> list[Bar]:
+        """The bars the tick closes (the normalizer's rules, the event time for the arrival time)."""
+        if (tick.venue, tick.symbol) not in self.bar_instruments:
+            return []
+        self.bars.add(tick, self.records.ticks, tick.timestamp)
+        if tick.timestamp < self._next_advance:
+            return []
+        self._next_advance = tick.timestamp - tick.timestamp % self._grain + self._grain
+        closed = self.bars.advance(tick.timestamp).bars
+        self.records.bars += len(closed)
+        return closed
+
+    # Orders: risk, the oms, exeq ---------------------------------------------------------------
+
+    def _emit(self, runner: StrategyRunner, actions: Actions) -> None:
+        if not actions:
+            return
+        if actions.error is not None:
+            raise StrategyFailed(
+                f"strategy {runner.name} ({runner.strategy.config.kind}) raised at {_iso(self.now)}: "
+                f"{actions.error}"
+            )
+        self._queue.extend(i.message for i in actions.instructions)
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            message = queue.popleft()
+            if isinstance(message, OrderRequest):
+                self._submit(message)
+            else:
+                self._cancel(message)
+
+    def _submit(self, request: OrderRequest) -> None:
+        now = self.now
+        decision = self.decider.decide(request, now, now)
+        if decision.approved:
+            venue = self._venue_without_choice(request.symbol, request.venue)
+            if venue is None:
+                reason = "no router in a backtest: the order must name its venue, or routing leave no choice"
+                decision = msgspec.structs.replace(decision, approved=False, reason=reason)
+            else:
+                request = msgspec.structs.replace(request, venue=venue)
+                decision = msgspec.structs.replace(decision, request=request)
+        try:
+            order = self.book.apply_decision(decision)
+        except DuplicateOrderId as exc:
+            self.records.anomalies.append(f"{_iso(now)} duplicate order id: {exc}")
+            return
+        if order is None:
+            return
+        self._state(order)
+        if order.status == "NEW":
+            self._route(route_new(request, now, direct=True))
+
+    def _cancel(self, request: CancelRequest) -> None:
+        now = self.now
+        try:
+            if is_replace(request):
+                decision = self.decider.decide_replace(request, now, now)
+                changed = self.book.apply_replace(decision)
+                approved = decision.approved
+            else:
+                one = self.book.apply_cancel(request)
+                changed, approved = ([] if one is None else [one]), True
+        except (UnknownOrder, IllegalTransition, MismatchedEvent) as exc:
+            # The oms logs these (a late request is no fault) and changes nothing.
+            self.records.anomalies.append(f"{_iso(now)} {request.client_order_id}: {exc}")
+            return
+        for order in changed:
+            self._state(order)
+        if changed and approved:
+            order = changed[-1]
+            route = route_replace if is_replace(request) else route_cancel
+            self._route(route(order, order.venue or "", now, direct=True))
+
+    def _venue_without_choice(self, symbol: str, requested: str | None) -> str | None:
+        routing = self.settings.routing
+        return venue_without_choice(
+            symbol,
+            requested,
+            configured=routing.venues_for(symbol),
+            fixed_venue=routing.fixed_venue,
+            run=self.settings.exeq.venues,
+        )
+
+    def _route(self, message: Outgoing) -> None:
+        self._desk(self.desk.on_orders([_venue_order.decode(message.payload)]))
+
+    def _state(self, order: Order) -> None:
+        self.records.orders.append(order)
+        self.pre.update_order(order)
+        runner = self.runners.get(order.strategy)
+        if runner is not None:
+            self._emit(runner, runner.on_order(order))
+
+    # Reports: the oms, ptrc, pnl and the strategy ----------------------------------------------
+
+    async def _collect(self, items: list[Outgoing]) -> None:
+        self._published.extend(items)
+
+    def _desk(self, call: Coroutine[Any, Any, Any]) -> None:
+        run_now(call)
+        while self._published:
+            out, self._published = self._published, []
+            for item in out:
+                if item.subject.startswith("exec.report."):
+                    self._report(_report.decode(item.payload))
+
+    def _report(self, report: ExecutionReport) -> None:
+        order: Order | None = None
+        try:
+            order = self.book.apply_report(report)
+        except (UnknownOrder, IllegalTransition, MismatchedEvent) as exc:
+            self.records.anomalies.append(f"{_iso(self.now)} report {report.exec_id}: {exc}")
+        if report.kind == "fill":
+            self._fill(report)
+        if order is not None:
+            self._state(order)
+
+    def _fill(self, report: ExecutionReport) -> None:
+        change = self.positions.apply(report)
+        if change is None:
+            return
+        for position in change:
+            self.pre.update_position(position)
+            self.pnl.update_position(position)
+        self.records.fills.append(
+            {
+                "timestamp": report.timestamp,
+                "exec_id": report.exec_id,
+                "client_order_id": report.client_order_id,
+                "strategy": report.strategy,
+                "account": report.account,
+                "venue": report.venue,
+                "symbol": report.symbol,
+                "side": report.side,
+                "quantity": report.last_quantity,
+                "price": report.last_price,
+                "fee": report.fee,
+                "liquidity": report.liquidity,
+                "position": change.strategy.quantity,
+                "realized_pnl": change.strategy.realized_pnl,
+            }
+        )
+        runner = self.runners.get(report.strategy)
+        if runner is not None:
+            self._emit(runner, runner.on_fill(report))
+
+    # Equity ------------------------------------------------------------------------------------
+
+    def _sample(self, now: int, *, force: bool = False) -> None:
+        """Equity per strategy, and per strategy and symbol, marked to the last trade of each position's
+        quote venue (as the pnl service marks it)."""
+        if not force and now < self._next_sample:
+            return
+        step = self.equity_interval_ms
+        self._next_sample = now - now % step + step
+        rows = self.records.equity
+        if force:  # the last sample is taken again, after the strategies stopped
+            rows[:] = [row for row in rows if row["timestamp"] != now]
+        for name in self.runners:
+            mine = self.positions.strategy_positions(name)
+            rows.append(_equity_row(name, "", pnl_snapshot(name, mine, self.pnl.mark_of, now), mine))
+            for symbol in self.symbols:
+                of_symbol = [p for p in mine if p.symbol == symbol]
+                snap = pnl_snapshot(name, of_symbol, self.pnl.mark_of, now)
+                rows.append(_equity_row(name, symbol, snap, of_symbol))
+
+
+def _hears_bars(runner: StrategyRunner) -> bool:
+    """Whether bars can change what the strategy does: it has ``on_bar``, or warms up on bars."""
+    return type(runner.strategy).on_bar is not Strategy.on_bar or bool(runner.warmup_wanted())
+
+
+def _equity_row(strategy: str, symbol: str, snapshot: Any, positions: list[Any]) -> dict[str, Any]:
+    return {
+        "timestamp": snapshot.timestamp,
+        "strategy": strategy,
+        "symbol": symbol,
+        "position": sum((p.quantity for p in positions), ZERO) if symbol else None,
+        "realized": snapshot.realized,
+        "unrealized": snapshot.unrealized,
+        "fees": snapshot.fees,
+        "equity": snapshot.total,
+        "gross_exposure": snapshot.gross_exposure,
+    }
+
+
+def _iso(ms: int) -> str:
+    from trader.backtest.data import _iso as iso
+
+    return iso(ms)

@@ -1,0 +1,51 @@
+"""Strategies for the backtest tests: one that sends a script of orders, one that raises."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from trader.config import StrategyConfig
+from trader.messages import ExecutionReport, MarketTick, Order
+from trader.strategies.base import Strategy, StrategyContext
+
+
+class Scripted(Strategy):
+    """``script``: ``<tick n>:<side>:<type>:<quantity>[:<price>[:<tif>]]`` items joined by ``;``, each sent
+    on the n-th tick it hears of (from 1). It records what it hears, to check the engine feeds it."""
+
+    def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+        super().__init__(config, ctx)
+        self.script: dict[int, list[list[str]]] = {}
+        for item in self.param_str("script").split(";"):
+            n, *terms = item.split(":")
+            self.script.setdefault(int(n), []).append(terms)
+        self.ticks = 0
+        self.fills: list[ExecutionReport] = []
+        self.states: list[Order] = []
+
+    def on_tick(self, tick: MarketTick) -> None:
+        self.ticks += 1
+        for side, kind, quantity, *rest in self.script.get(self.ticks, []):
+            price = Decimal(rest[0]) if rest and rest[0] else None
+            tif = rest[1] if len(rest) > 1 else "GTC"
+            self.ctx.submit(side, tick.symbol, Decimal(quantity), type=kind, price=price, tif=tif)  # type: ignore[arg-type]
+
+    def on_fill(self, report: ExecutionReport) -> None:
+        self.fills.append(report)
+
+    def on_order(self, order: Order) -> None:
+        self.states.append(order)
+
+
+class Raising(Strategy):
+    """Raises on its ``at``-th tick."""
+
+    def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+        super().__init__(config, ctx)
+        self.at = self.param_int("at")
+        self.ticks = 0
+
+    def on_tick(self, tick: MarketTick) -> None:
+        self.ticks += 1
+        if self.ticks == self.at:
+            raise ZeroDivisionError("the strategy's own bug")

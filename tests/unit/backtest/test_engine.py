@@ -1,0 +1,171 @@
+"""The backtest engine against an independent computation on a scripted tick sequence: every fill (price,
+quantity, fee, liquidity) by the paper venue's documented rules, worked out by hand here, and the PnL."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from trader.backtest.engine import BacktestConfigError, BacktestEngine, Records, StrategyFailed
+from trader.config import Settings
+from trader.messages import MarketTick
+
+D = Decimal
+T0 = 1_700_000_000_000
+SCRIPTED = "tests.unit.backtest.scripted:Scripted"
+BPS = D(10_000)
+
+
+def tick(i: int, price: str, bid: str, ask: str, size: str, symbol: str = "BTCUSDT") -> MarketTick:
+    return MarketTick(
+        timestamp=T0 + i * 100,
+        exchange="mock",
+        venue="mock",
+        symbol=symbol,
+        price=D(price),
+        size=D(size),
+        volume=D(size),
+        bid=D(bid),
+        ask=D(ask),
+    )
+
+
+TICKS = [
+    tick(1, "100.5", "100", "101", "5"),  # market buy 1: takes the ask, slipped
+    tick(2, "100.5", "100", "101", "5"),
+    tick(3, "100.5", "100", "101", "5"),  # limit sell 1 @ 104: rests
+    tick(4, "103", "103", "103.5", "5"),  # bid below 104, trade below: no fill
+    tick(5, "104", "104", "104.5", "0.4"),  # bid reaches 104: 0.4 fills as maker
+    tick(6, "104.2", "104.1", "104.6", "10"),  # the rest, 0.6, as maker
+    tick(7, "104", "104", "104.5", "1"),  # FOK buy 2 @ 105: only 1 at the touch, expired
+    tick(8, "104.5", "104", "104.5", "1.5"),  # IOC buy 3 @ 104.5: 1.5 taken, the rest expired
+    tick(9, "104", "104", "104.5", "5"),  # market sell 1.5 at the bid, slipped
+]
+SCRIPT = ";".join(
+    [
+        "1:buy:market:1",
+        "3:sell:limit:1:104",
+        "7:buy:limit:2:105:FOK",
+        "8:buy:limit:3:104.5:IOC",
+        "9:sell:market:1.5",
+    ]
+)
+
+
+def settings(script: str = SCRIPT, **paper: str) -> Settings:
+    fees = {"taker_fee_bps": "5", "maker_fee_bps": "2", "slippage_bps": "5", **paper}
+    return Settings(
+        exeq={"paper": fees},
+        strategy={
+            "strategies": [
+                {"name": "s1", "kind": SCRIPTED, "symbols": ["BTCUSDT"], "params": {"script": script}}
+            ]
+        },
+    )
+
+
+def run(config: Settings, ticks: list[MarketTick]) -> tuple[BacktestEngine, Records]:
+    engine = BacktestEngine(config, config.strategy.strategies, T0)
+    engine.start([])
+    for t in ticks:
+        engine.on_tick(t)
+    return engine, engine.finish()
+
+
+def expected_fills() -> list[tuple[str, Decimal, Decimal, Decimal, str]]:
+    """(side, quantity, price, fee, liquidity), by the paper venue's rules: a taker buys at the ask
+    times (1 + slippage) and sells at the bid times (1 - slippage), never past its limit, and pays the
+    taker fee; a resting limit fills at its price, as much as the tick's size, and pays the maker fee."""
+    slip, taker, maker = D(5) / BPS, D(5) / BPS, D(2) / BPS
+    buy_price = D("101") * (1 + slip)
+    ioc_price = min(D("104.5") * (1 + slip), D("104.5"))
+    sell_price = D("104") * (1 - slip)
+    return [
+        ("buy", D(1), buy_price, D(1) * buy_price * taker, "taker"),
+        ("sell", D("0.4"), D(104), D("0.4") * 104 * maker, "maker"),
+        ("sell", D("0.6"), D(104), D("0.6") * 104 * maker, "maker"),
+        ("buy", D("1.5"), ioc_price, D("1.5") * ioc_price * taker, "taker"),
+        ("sell", D("1.5"), sell_price, D("1.5") * sell_price * taker, "taker"),
+    ]
+
+
+def test_every_fill_and_the_pnl_match_an_independent_computation() -> None:
+    engine, records = run(settings(), TICKS)
+    got = [(f["side"], f["quantity"], f["price"], f["fee"], f["liquidity"]) for f in records.fills]
+    assert got == expected_fills()
+    # The PnL by cash flows, with no average-cost bookkeeping: the position is flat at the end.
+    expected = sum((q * p if side == "sell" else -q * p) - fee for side, q, p, fee, _ in expected_fills())
+    final = [row for row in records.equity if row["symbol"] == ""][-1]
+    assert final["equity"] == expected
+    assert final["unrealized"] == 0
+    assert final["fees"] == sum(fee for *_, fee, _ in expected_fills())
+    # The strategy heard of each fill, and its position is flat.
+    strategy = engine.runners["s1"].strategy
+    assert [f.last_quantity for f in strategy.fills] == [D(1), D("0.4"), D("0.6"), D("1.5"), D("1.5")]
+    assert engine.runners["s1"].ctx.position("BTCUSDT") == 0
+    assert records.anomalies == []
+
+
+def test_orders_end_as_the_order_state_machine_says() -> None:
+    _, records = run(settings(), TICKS)
+    final = {}
+    for order in records.orders:
+        final[order.client_order_id] = order
+    ends = [(o.side, o.type, o.tif, o.status, o.filled_quantity) for o in final.values()]
+    assert ends == [
+        ("buy", "market", "GTC", "FILLED", D(1)),
+        ("sell", "limit", "GTC", "FILLED", D(1)),
+        ("buy", "limit", "FOK", "EXPIRED", D(0)),
+        ("buy", "limit", "IOC", "EXPIRED", D("1.5")),
+        ("sell", "market", "GTC", "FILLED", D("1.5")),
+    ]
+    versions = [o.version for o in records.orders if o.client_order_id == records.orders[0].client_order_id]
+    assert versions == sorted(versions)
+    assert versions[0] == 1
+
+
+def test_latency_meets_the_first_tick_at_or_after_submit_plus_latency() -> None:
+    # Submitted at tick 1 (T0 + 100); 250 ms later is T0 + 350: tick 4 (T0 + 400) is the first it meets.
+    _, records = run(settings("1:buy:market:1", latency_ms="250", slippage_bps="0"), TICKS)
+    [fill] = records.fills
+    assert (fill["timestamp"], fill["price"]) == (T0 + 400, D("103.5"))
+
+
+def test_a_request_risk_denies_is_rejected_with_the_check_and_never_filled() -> None:
+    config = settings("1:buy:market:1")
+    config = config.model_copy(update={"risk": config.risk.model_copy(update={"max_order_notional": D(50)})})
+    engine, records = run(config, TICKS)
+    assert records.fills == []
+    [rejected] = [o for o in records.orders if o.status == "REJECTED"]
+    assert rejected.reason is not None
+    assert rejected.reason.startswith("max_order_notional")
+    assert engine.runners["s1"].strategy.states[-1].status == "REJECTED"
+
+
+def test_a_strategy_that_raises_stops_the_run_saying_which_where_and_why() -> None:
+    config = Settings(
+        strategy={
+            "strategies": [
+                {
+                    "name": "bad",
+                    "kind": "tests.unit.backtest.scripted:Raising",
+                    "symbols": ["BTCUSDT"],
+                    "params": {"at": "2"},
+                }
+            ]
+        }
+    )
+    with pytest.raises(
+        StrategyFailed, match=r"strategy bad .* raised at 2023-11-14T22:13:20.200000Z: on_tick: ZeroDivision"
+    ):
+        run(config, TICKS)
+
+
+def test_a_live_venue_cannot_be_backtested() -> None:
+    config = Settings(
+        exeq={"venues": {"binance": {"kind": "ccxt", "exchange": "binance"}}},
+        routing={"venues": {"*": ["binance"]}},
+    )
+    with pytest.raises(BacktestConfigError, match="paper venues only"):
+        BacktestEngine(config, [], T0)
