@@ -37,6 +37,11 @@ class SinkAlt(LakeSink):
             "unit": pa.array([a.unit for a in data], pa.string()),
             "stream_seq": pa.array([d.seq for d, _ in rows], pa.int64()),
             "dt": utc_dates(ts),
+            "venue_symbol": pa.array([a.venue_symbol for a in data], pa.string()),
+            "predicted": decimals([a.predicted for a in data], VALUE),
+            "next_ts": pa.array([a.next_time for a in data], pa.int64()).cast(TIMESTAMP),
+            "price": decimals([a.price for a in data], VALUE),
+            "side": pa.array([a.side for a in data], pa.string()),
         }
         return pa.Table.from_pydict(columns, schema=self.table.schema)
 

@@ -44,6 +44,8 @@ class LakeTable:
     name: str
     schema: pa.Schema
     partition_by: tuple[str, ...]
+    # Columns added since the table was first written (nullable): an append adds them to the table.
+    added_columns: tuple[str, ...] = ()
 
 
 def _field(name: str, kind: pa.DataType, nullable: bool = False) -> pa.Field:
@@ -87,9 +89,16 @@ ALT_DATA = LakeTable(
             _field("unit", pa.string(), True),
             _field("stream_seq", pa.int64()),
             _field("dt", pa.string()),
+            # The venues' funding and liquidations (trader.marketdata.feeds.alt), issue 18:
+            _field("venue_symbol", pa.string(), True),
+            _field("predicted", VALUE, True),
+            _field("next_ts", TIMESTAMP, True),
+            _field("price", VALUE, True),
+            _field("side", pa.string(), True),
         ]
     ),
     ("kind", "dt"),
+    added_columns=("venue_symbol", "predicted", "next_ts", "price", "side"),
 )
 
 TABLES = {t.name: t for t in (MARKET_TICKS, ALT_DATA)}
@@ -156,6 +165,7 @@ class Lake:
             storage_options=self.storage_options,
             writer_properties=WriterProperties(compression="ZSTD"),
             commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]),
+            schema_mode="merge" if table.added_columns else None,
         )
 
     def stale_columns(self, table: LakeTable) -> dict[str, pa.DataType]:
