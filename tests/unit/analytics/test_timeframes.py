@@ -144,7 +144,7 @@ def test_higher_bars_equal_the_bars_of_their_ticks(raw, cuts, snapshot_at) -> No
         # The last version published of each bar is the exact one; versions only grow.
         last = {(s, start): bars[-1] for (s, tf, start), bars in published.items() if tf == timeframe}
         assert last == expected, timeframe
-        for (_, tf, _), bars in published.items():
+        for bars in published.values():
             trades = [b.trades for b in bars]
             assert trades == sorted(set(trades)), "a version published twice, or out of order"
 
@@ -171,7 +171,8 @@ def test_a_bucket_closes_with_its_last_minute_and_is_published_once() -> None:
     engine = HigherTimeframes(TimeframeConfig(("5m",)))
     engine.add(minute_bar(MIDNIGHT, "10"))
     out = engine.take()
-    assert [b.closed for b in out.write] == [False] and out.publish == []
+    assert [b.closed for b in out.write] == [False]
+    assert out.publish == []
     engine.add(minute_bar(MIDNIGHT + 4 * 60_000, "12"))  # the last minute of the bucket: it closes
     out = engine.take()
     assert [(b.open, b.close, b.trades, b.closed) for b in out.publish] == [
@@ -216,7 +217,8 @@ def test_a_minute_past_its_amend_window_is_refused_and_memory_is_freed() -> None
     # A minute within its window still amends its bucket.
     engine.add(minute_bar(MIDNIGHT + 10 * 60_000, "99", trades=5))
     bar = engine.bar("mock", "BTCUSDT", "5m", MIDNIGHT + 10 * 60_000)
-    assert bar is not None and bar.high == Decimal(99) and bar.trades == 6
+    assert bar is not None
+    assert (bar.high, bar.trades) == (Decimal(99), 6)
 
 
 def test_vwap_uses_the_exact_notional() -> None:
@@ -237,17 +239,18 @@ def test_vwap_uses_the_exact_notional() -> None:
     engine.add(a)
     engine.add(b)
     bar = engine.bar("mock", "BTCUSDT", "5m", MIDNIGHT)
-    assert bar is not None and bar.notional == Decimal(2) and bar.vwap == Decimal("0.333333333333333333")
+    assert bar is not None
+    assert (bar.notional, bar.vwap) == (Decimal(2), Decimal("0.333333333333333333"))
     assert bar.volume == Decimal(6)
 
 
 def test_configuration_is_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole number of minutes"):
         HigherTimeframes(TimeframeConfig(("90s",)))
-    with pytest.raises(ValueError):
-        HigherTimeframes(TimeframeConfig(("7m",)))  # does not divide a day
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not divide a day"):
+        HigherTimeframes(TimeframeConfig(("7m",)))
+    with pytest.raises(ValueError, match="name one size twice"):
         HigherTimeframes(TimeframeConfig(("60m", "1h")))
     engine = HigherTimeframes()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a 1m bar"):
         engine.add(msgspec.structs.replace(minute_bar(MIDNIGHT, "1"), timeframe="5m"))
