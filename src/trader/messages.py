@@ -423,3 +423,22 @@ class FeedEvent(Message):
     detail: str | None = None
     venue_symbol: str | None = None
     count: int | None = None  # gap: ids missing; gap_filled: trades recovered
+
+
+# Streaming features (feature-eng) ----------------------------------------------------------------
+
+
+class Features(Message):
+    """The features of one closed bar on ``market.feature.<timeframe>.<venue>.<SYMBOL>`` (stream
+    FEATURES): computed from that bar and those before it only (point in time: as of the bar's close).
+    ``values`` by column name (``sma_20``, ``rsi_14``, ...; ``trader.analytics.features``), None while a
+    feature warms up or is undefined. Features are analytics, not money: binary floats, as TA-Lib gives
+    them. ``bars``: how many bars of the series went in. Identity and ``Nats-Msg-Id``:
+    ``<venue>:<symbol>:<timeframe>:<start>``."""
+
+    venue: str
+    symbol: str
+    timeframe: str
+    start: int  # the bar's UTC bucket start, epoch ms
+    values: dict[str, float | None]
+    bars: int

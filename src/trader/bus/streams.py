@@ -42,7 +42,15 @@ STREAMS: tuple[StreamSpec, ...] = (
     # A few small messages a second: 3 % of the store keeps far more than its 24 h.
     StreamSpec("ALT_DATA", ("alt.norm.>",), "Alternative data, alt.norm.<kind>", None, 0.03),
     StreamSpec(
-        "BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<venue>.<SYMBOL>", None, 0.05
+        "BARS", ("market.bar.>",), "Closed OHLCV bars, market.bar.<timeframe>.<venue>.<SYMBOL>", None, 0.03
+    ),
+    # feature-eng's output: about 600 bytes a bar, so a share of BARS' former 5 %.
+    StreamSpec(
+        "FEATURES",
+        ("market.feature.>",),
+        "Streaming features of closed bars, market.feature.<timeframe>.<venue>.<SYMBOL>",
+        None,
+        0.02,
     ),
     StreamSpec(
         "MARKET_EVENTS", ("market.event.>",), "Feed events: gaps, reconnects, stale streams", None, 0.01
@@ -199,6 +207,11 @@ def spread_opportunity_subject(symbol: str) -> str:
 
 def dlq_subject(service: str, original_subject: str) -> str:
     return f"dlq.{service}.{original_subject}"
+def feature_subject(timeframe: str, venue: str, symbol: str) -> str:
+    """Features of a closed bar of ``symbol`` on ``venue``: feature-eng -> strategy, sink-features."""
+    return f"market.feature.{timeframe}.{venue}.{symbol}"
+
+
 
 
 # The order flow (messages in ``trader.messages``). Strategy names, venues, accounts and symbols are
