@@ -205,13 +205,13 @@ def spread_opportunity_subject(symbol: str) -> str:
     return f"market.spread.{symbol}.opportunity"
 
 
-def dlq_subject(service: str, original_subject: str) -> str:
-    return f"dlq.{service}.{original_subject}"
 def feature_subject(timeframe: str, venue: str, symbol: str) -> str:
     """Features of a closed bar of ``symbol`` on ``venue``: feature-eng -> strategy, sink-features."""
     return f"market.feature.{timeframe}.{venue}.{symbol}"
 
 
+def dlq_subject(service: str, original_subject: str) -> str:
+    return f"dlq.{service}.{original_subject}"
 
 
 # The order flow (messages in ``trader.messages``). Strategy names, venues, accounts and symbols are
