@@ -114,6 +114,9 @@ class Received(Generic[T]):
 
 Handle = Callable[[Received[T]], Sequence[Outgoing]]
 CaughtUp = Callable[[], Awaitable[Sequence[Outgoing]]]
+# What a service writes elsewhere of a batch (a database): awaited after the batch's outputs are stored
+# and before its checkpoint, so a crash hands the batch over again; the writes must be idempotent.
+Store = Callable[[], Awaitable[None]]
 
 
 def checkpoint_key(service: str, input_name: str) -> str:
@@ -143,12 +146,14 @@ class Intake(Generic[T]):
         latest_only: bool = False,
         on_caught_up: CaughtUp | None = None,
         snapshots: Snapshotting | None = None,
+        store: Store | None = None,
     ) -> None:
         if snapshots is not None and source.mode is not Mode.HISTORY:
             raise ValueError("snapshots are for inputs of mode HISTORY")
         self.rt, self.input, self.handle = rt, source, handle
         self.name = source.name or rt.name
         self.latest_only, self.on_caught_up, self.snapshots = latest_only, on_caught_up, snapshots
+        self.store = store
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
         self.started = False
@@ -294,6 +299,8 @@ class Intake(Generic[T]):
                 await self._catch_up()  # before the live messages: their outputs follow its own
         if live:
             await self._publish(*self._apply([Stored.of(d) for d in live]))
+            if self.store is not None:
+                await self.store()
         if self.input.mode is Mode.WORK:
             await self._write_checkpoint(batch[-1].seq)
         if reached:

@@ -1,18 +1,51 @@
-"""sink-alt: alternative data into the Delta table ``alt_data``, exactly once.
+"""sink-alt: alternative data into the Delta table ``alt_data``, exactly once, and the venues' latest
+funding, open interest, liquidations, mark and index prices into QuestDB.
 
-Consumes: ``alt.norm.>`` (stream ALT_DATA). Produces: ``<lake_root>/alt_data``, partitioned by ``kind``
-and ``dt``; refused messages on the dead letters.
+Consumes: ``alt.norm.>`` (stream ALT_DATA), twice: the lake's consumer (``LakeSink``: one Delta commit
+per batch with the batch's last sequence in it), and the input ``sink-alt-questdb`` on the intake
+(work mode: its own checkpoint, written after the batch's rows are flushed to QuestDB).
+Produces: ``<lake_root>/alt_data``, partitioned by ``kind`` and ``dt``; QuestDB tables ``funding``,
+``open_interest``, ``liquidations``, ``mark_index`` (``trader.stores.questdb_alt``: DEDUP UPSERT KEYS, so
+a batch written again after a crash replaces its rows); refused messages on the dead letters (by the
+lake's consumer only: the QuestDB input skips what the lake refuses, so a bad message is one letter).
+State: the lake's commit and the QuestDB input's checkpoint; nothing in memory survives a restart.
+
+Why here and not a service of its own: it is the same stream stored a second way, by the service that
+already stores it; its own consumer and checkpoint keep a slow QuestDB from holding the lake back, and
+the other way round, with no extra process or port.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
 import pyarrow as pa
 
-from trader.marketdata.decode import decode_alt
+from trader.bus.publish import Outgoing
+from trader.marketdata.decode import InvalidMessage, decode_alt
 from trader.messages import AltDatum
 from trader.runtime.consumer import Delivery
+from trader.runtime.intake import Input, Intake, Mode, Received
+from trader.runtime.service import Runtime
 from trader.services.lake_sink import LakeSink, decimals
 from trader.stores.lake import ALT_DATA, TIMESTAMP, VALUE, utc_dates
+from trader.stores.questdb import QuestDBClient
+from trader.stores.questdb_alt import Row, ensure_alt_tables, row_of, write_alt
+
+
+def _lenient_alt(data: bytes) -> AltDatum | None:
+    """The datum, or None for one the lake's consumer refuses (and dead-letters) already."""
+    try:
+        return decode_alt(data)
+    except InvalidMessage:
+        return None
+
+
+QUESTDB_INPUT: Input[AltDatum | None] = Input(
+    "ALT_DATA", "alt.norm.>", AltDatum, Mode.WORK, name="sink-alt-questdb", decode=_lenient_alt
+)  # type: ignore[arg-type]
 
 
 class SinkAlt(LakeSink):
@@ -44,6 +77,53 @@ class SinkAlt(LakeSink):
             "side": pa.array([a.side for a in data], pa.string()),
         }
         return pa.Table.from_pydict(columns, schema=self.table.schema)
+
+    # QuestDB --------------------------------------------------------------------------------------
+
+    async def start(self, rt: Runtime) -> None:
+        await super().start(rt)
+        self.rt = rt
+        self.qdb = QuestDBClient(self.settings)
+        self._rows: list[Row] = []
+        self._tables_ready = False
+        self.questdb = Intake(rt, QUESTDB_INPUT, self._take, store=self._store)
+        await self.questdb.start()
+
+    async def run(self, rt: Runtime) -> None:
+        questdb = asyncio.create_task(self.questdb.run())
+        try:
+            await super().run(rt)
+        finally:
+            await asyncio.gather(questdb, return_exceptions=True)
+
+    async def stop(self, rt: Runtime) -> None:
+        await self.questdb.stop()
+        self.qdb.close()
+
+    def _take(self, received: Received[AltDatum | None]) -> Sequence[Outgoing]:
+        if received.value is not None and (row := row_of(received.value)) is not None:
+            self._rows.append(row)
+        return ()
+
+    async def _store(self) -> None:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        if not self._tables_ready:
+            await self.rt.retry("questdb.tables", lambda: asyncio.to_thread(ensure_alt_tables, self.qdb))
+            self._tables_ready = True
+        await self.rt.retry("questdb.write", lambda: asyncio.to_thread(write_alt, self.qdb, rows))
+
+    def ready_checks(self) -> dict[str, bool]:
+        intake = getattr(self, "questdb", None)
+        return {
+            **super().ready_checks(),
+            **(intake.ready_checks() if intake else {"sink-alt-questdb": False}),
+        }
+
+    def health_details(self) -> dict[str, Any]:
+        intake = getattr(self, "questdb", None)
+        return {**super().health_details(), "questdb": intake.health_details() if intake else None}
 
 
 SERVICE = SinkAlt
