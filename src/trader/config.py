@@ -10,6 +10,7 @@ two in step.
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +25,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from trader.analytics.spreads import BASE_TIER_TAKER_FEE_BPS, SpreadAnalyzerSettings
 from trader.execution.venues.paper import PaperVenueSettings
+from trader.marketdata.mock import MockVenueSettings
 from trader.risk.limits import RiskLimits
 from trader.settings_keys import KeyCheck
 
@@ -103,6 +106,25 @@ class GatewaySettings(BaseModel):
     start_prices: dict[str, str] = Field(
         default_factory=lambda: {"BTCUSDT": "60000.00", "ETHUSDT": "3000.00", "SOLUSDT": "150.00"}
     )
+    # Multi-venue mode: the same instruments on other mock venues, each tick of ``venue`` followed by one
+    # on each of them (trader.marketdata.mock.MultiVenueTicks), so spread-analyzer has spreads to show.
+    # ``{}``: the main venue alone.
+    venues: dict[str, MockVenueSettings] = Field(
+        default_factory=lambda: {
+            "mock-b": MockVenueSettings(noise_bps=3.0, latency_ms=50, taker_fee_bps=Decimal(2)),
+            "mock-c": MockVenueSettings(noise_bps=3.0, latency_ms=200, taker_fee_bps=Decimal(10)),
+        },
+        description="other mock venues quoting the same instruments (noise, latency, taker fee)",
+    )
+
+    @model_validator(mode="after")
+    def _venue_names(self) -> GatewaySettings:
+        for name in self.venues:
+            if not re.fullmatch(VENUE_PATTERN, name) or name == self.venue:
+                raise ValueError(
+                    f"gateway.venues: {name!r} is no venue name of its own (letters, digits, - _)"
+                )
+        return self
 
 
 class AltFeedSettings(BaseModel):
@@ -438,6 +460,8 @@ class Settings(BaseSettings):
             "exeq",
             "ptrc",
             "pnl",
+            # analytics
+            "spread-analyzer",
         ]
     )
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -455,6 +479,7 @@ class Settings(BaseSettings):
     exeq: ExeqSettings = Field(default_factory=ExeqSettings)
     pnl: PnlSettings = Field(default_factory=PnlSettings)
     live_gateway: LiveGatewaySettings = Field(default_factory=LiveGatewaySettings)
+    spread_analyzer: SpreadAnalyzerSettings = Field(default_factory=SpreadAnalyzerSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @classmethod
@@ -493,7 +518,23 @@ class Settings(BaseSettings):
 
     def market_data_venues(self) -> list[str]:
         """The venues market data comes from: the mock gateway's, then each live-gateway venue."""
-        return [self.gateway.venue, *self.live_gateway.venues]
+        return [self.gateway.venue, *self.gateway.venues, *self.live_gateway.venues]
+
+    def taker_fee_bps_of(self, venue: str) -> Decimal:
+        """A market-data venue's taker fee (spread-analyzer): spread_analyzer.taker_fee_bps, else the exeq
+        venue trading on its quotes (a live one: exeq.venues; the mock feed's: the paper venue's), else
+        a mock venue's own, else the venue's base tier, else spread_analyzer.default_taker_fee_bps."""
+        cfg = self.spread_analyzer
+        if venue in cfg.taker_fee_bps:
+            return cfg.taker_fee_bps[venue]
+        exeq_venue = self.exeq.venues.get(venue)
+        if exeq_venue is not None and exeq_venue.kind != "paper":
+            return exeq_venue.taker_fee_bps
+        if venue == self.gateway.venue:
+            return self.exeq.paper.taker_fee_bps
+        if venue in self.gateway.venues:
+            return self.gateway.venues[venue].taker_fee_bps
+        return BASE_TIER_TAKER_FEE_BPS.get(venue, cfg.default_taker_fee_bps)
 
     def quote_venue_of(self, venue: str) -> str:
         """The market-data venue whose quotes stand for ``venue``'s: a paper venue's

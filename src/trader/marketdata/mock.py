@@ -2,14 +2,24 @@
 
 The walk runs in floats (it is a simulation), and every value that leaves it is quantized to the
 instrument's tick or lot size as a ``Decimal``: what goes on the bus is exact.
+
+Several venues (``MultiVenueTicks``): the main venue's walk is the market's price; every other mock
+venue quotes the same instruments around it, each with its own noise (a mean-reverting deviation, in
+basis points), its own latency (its prices follow the market's that many milliseconds late) and its own
+taker fee (read by spread-analyzer), so their quotes are correlated but not equal, and now and then one
+venue's bid passes another's ask by more than the fees: a cross-venue opportunity.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import zlib
+from collections import deque
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+
+from pydantic import BaseModel, Field
 
 from trader.messages import AltDatum, MarketTick
 
@@ -92,6 +102,117 @@ class TickGenerator:
             trade_id=str(trade_id),
             source_seq=walk.seq,
         )
+
+
+class MockVenueSettings(BaseModel):
+    """Another mock venue quoting the main one's instruments (``gateway.venues``)."""
+
+    noise_bps: float = Field(default=3.0, ge=0, description="its own deviation's step, in bps")
+    latency_ms: int = Field(default=0, ge=0, description="its prices follow the market's this late")
+    taker_fee_bps: Decimal = Field(default=Decimal(5), description="what it charges a taker (spreads)")
+
+
+# Each step keeps this much of a venue's deviation from the market: deviations last a few dozen ticks.
+_DEVIATION_KEEP = 0.9
+_HISTORY_MS = 10_000  # of the market's mids, for the venues that lag it
+
+
+class _Follower:
+    """One other venue: its deviation per symbol, trade ids and sequence numbers, its own random stream."""
+
+    def __init__(
+        self, venue: str, settings: MockVenueSettings, seed: int | None, first_trade_id: int
+    ) -> None:
+        self.venue, self.settings = venue, settings
+        # Its own stream of randomness, the same for the same seed and venue name.
+        self.rng = random.Random(None if seed is None else seed * 1_000_003 + zlib.crc32(venue.encode()))
+        self.deviation: dict[str, float] = {}
+        self.next_trade_id: dict[str, int] = {}
+        self.seq: dict[str, int] = {}
+        self.first_trade_id = first_trade_id
+
+    def tick(self, market: MarketTick, mid: float) -> MarketTick:
+        rng, symbol = self.rng, market.symbol
+        step = rng.gauss(0.0, self.settings.noise_bps)
+        deviation = _DEVIATION_KEEP * self.deviation.get(symbol, 0.0) + step
+        self.deviation[symbol] = deviation
+        tick_size = Decimal("0.01")
+        mid *= 1 + deviation / 10_000
+        mid = max(mid, float(tick_size) * 10)
+        half_spread = rng.randint(1, 3) * float(tick_size) / 2
+        bid = _quantize(mid - half_spread, tick_size)
+        ask = max(_quantize(mid + half_spread, tick_size), bid + tick_size)
+        side = "buy" if rng.random() < 0.5 else "sell"
+        lot = _lot_size(market.price)
+        size = max(_quantize(math.exp(rng.gauss(math.log(2_000.0), 1.0)) / mid, lot), lot)
+        trade_id = self.next_trade_id.get(symbol, self.first_trade_id)
+        self.next_trade_id[symbol] = trade_id + 1
+        self.seq[symbol] = seq = self.seq.get(symbol, 0) + 1
+        return MarketTick(
+            timestamp=market.timestamp,
+            exchange=self.venue,
+            venue=self.venue,
+            symbol=symbol,
+            price=ask if side == "buy" else bid,
+            size=size,
+            volume=size,
+            bid=bid,
+            ask=ask,
+            side=side,
+            trade_id=str(trade_id),
+            source_seq=seq,
+        )
+
+
+class MultiVenueTicks:
+    """The main venue's ticks (``TickGenerator``, unchanged: the same seed gives the same path), each
+    followed by one tick of the same instrument on every other venue, quoted around the market's mid as
+    it was ``latency_ms`` before, moved by the venue's own deviation."""
+
+    def __init__(
+        self,
+        main: TickGenerator,
+        venues: dict[str, MockVenueSettings],
+        *,
+        seed: int | None = None,
+        first_trade_id: int = 1,
+    ) -> None:
+        if main.venue in venues:
+            raise ValueError(
+                f"mock venue {main.venue!r} is the main venue; the others need names of their own"
+            )
+        self.main = main
+        self._followers = [_Follower(v, s, seed, first_trade_id) for v, s in venues.items()]
+        self._mids: dict[str, deque[tuple[int, float]]] = {}
+
+    @property
+    def venues(self) -> list[str]:
+        return [self.main.venue, *(f.venue for f in self._followers)]
+
+    def next_ticks(self, timestamp_ms: int) -> list[MarketTick]:
+        """The main venue's next tick, then the same instrument's on every other venue."""
+        market = self.main.next_tick(timestamp_ms)
+        if not self._followers:
+            return [market]
+        assert market.bid is not None  # the main walk always quotes
+        assert market.ask is not None
+        mids = self._mids.setdefault(market.symbol, deque())
+        mids.append((timestamp_ms, (float(market.bid) + float(market.ask)) / 2))
+        while mids[0][0] < timestamp_ms - _HISTORY_MS:
+            mids.popleft()
+        ticks = [market]
+        for follower in self._followers:
+            ticks.append(follower.tick(market, _mid_at(mids, timestamp_ms - follower.settings.latency_ms)))
+        return ticks
+
+
+def _mid_at(mids: deque[tuple[int, float]], when: int) -> float:
+    """The market's mid as it was at ``when``: the latest one at or before it (the oldest kept if none)."""
+    found = mids[0][1]
+    for at, mid in reversed(mids):
+        if at <= when:
+            return mid
+    return found
 
 
 def _quantize(value: float, step: Decimal) -> Decimal:

@@ -73,6 +73,12 @@ REGISTRY: dict[str, ServiceSpec] = {
         ),
         ServiceSpec("ptrc", "trader.services.ptrc", "ptrc", "Positions from fills"),
         ServiceSpec("pnl", "trader.services.pnl", "pnl", "PnL marked to market, snapshots to QuestDB"),
+        ServiceSpec(
+            "spread-analyzer",
+            "trader.services.spread_analyzer",
+            "spread_analyzer",
+            "Cross-venue spreads, NBBO and opportunities net of fees",
+        ),
     )
 }
 

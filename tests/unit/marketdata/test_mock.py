@@ -59,3 +59,51 @@ def test_alt_generator_kinds_and_bounds() -> None:
                 assert Decimal(0) <= d.value <= Decimal(100)
             if d.kind == "open_interest":
                 assert d.value > 0
+
+
+def _venues(seed: int, n: int = 3_000) -> list:
+    from trader.marketdata.mock import MockVenueSettings, MultiVenueTicks
+
+    main = TickGenerator(["BTCUSDT"], seed=seed, start_prices={"BTCUSDT": "60000"})
+    venues = {
+        "b": MockVenueSettings(noise_bps=3.0, latency_ms=0),
+        "c": MockVenueSettings(noise_bps=3.0, latency_ms=300),
+    }
+    gen = MultiVenueTicks(main, venues, seed=seed)
+    return [gen.next_ticks(1_732_406_400_000 + 10 * i) for i in range(n)]
+
+
+def test_multi_venue_ticks_follow_the_main_venue_with_their_own_noise() -> None:
+    steps = _venues(5)
+    assert steps == _venues(5)  # reproducible from the seed
+    main_only = _ticks_main(5, len(steps))
+    assert [s[0] for s in steps] == main_only  # the main venue's path is unchanged
+    mids = {v: [] for v in "bc"}
+    for main, b, c in steps:
+        assert (main.venue, b.venue, c.venue) == ("mock", "b", "c")
+        assert main.timestamp == b.timestamp == c.timestamp
+        assert b.symbol == c.symbol == main.symbol
+        for t in (b, c):
+            assert Decimal(0) < t.bid < t.ask
+            mid = (t.bid + t.ask) / 2
+            mids[t.venue].append(float(mid / ((main.bid + main.ask) / 2)) - 1)
+        assert b.trade_id != c.trade_id or b.venue != c.venue
+    # Correlated with the market (within ~20 bps) but not equal to it, and each venue its own.
+    for devs in mids.values():
+        assert max(abs(d) for d in devs) < 0.003
+        assert any(abs(d) > 0.0002 for d in devs)
+    assert mids["b"] != mids["c"]
+
+
+def _ticks_main(seed: int, n: int) -> list:
+    gen = TickGenerator(["BTCUSDT"], seed=seed, start_prices={"BTCUSDT": "60000"})
+    return [gen.next_tick(1_732_406_400_000 + 10 * i) for i in range(n)]
+
+
+def test_a_mock_venue_cannot_take_the_main_venue_name() -> None:
+    import pytest
+
+    from trader.marketdata.mock import MockVenueSettings, MultiVenueTicks
+
+    with pytest.raises(ValueError, match="main venue"):
+        MultiVenueTicks(TickGenerator(["BTCUSDT"]), {"mock": MockVenueSettings()})
