@@ -116,6 +116,8 @@ Handle = Callable[[Received[T]], Sequence[Outgoing]]
 CaughtUp = Callable[[], Awaitable[Sequence[Outgoing]]]
 # What a service writes elsewhere of a batch (a database): awaited after the batch's outputs are stored
 # and before its checkpoint, so a crash hands the batch over again; the writes must be idempotent.
+# In HISTORY mode it is awaited after each replayed batch too: what the rebuilt state shows that was not
+# stored before the restart (feature-eng publishes and writes it there, a batch at a time).
 Store = Callable[[], Awaitable[None]]
 
 
@@ -295,6 +297,8 @@ class Intake(Generic[T]):
             split = next((i for i, d in enumerate(batch) if d.seq > self.replay_to), len(batch))
             replayed, live = batch[:split], batch[split:]
             self._apply([Stored.of(d) for d in replayed])  # handled before: outputs and refusals sent
+            if replayed and self.store is not None:
+                await self.store()  # HISTORY: what the replay shows is not stored yet (feature-eng)
             if reached:
                 await self._catch_up()  # before the live messages: their outputs follow its own
         if live:
