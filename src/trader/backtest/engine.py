@@ -110,6 +110,7 @@ class BacktestEngine:
         self.records = Records()
         self.equity_interval_ms = equity_interval_ms
         self._next_sample = start_ms
+        self._requests = 0
         self._queue: collections.deque[OrderRequest | CancelRequest] = collections.deque()
         self._published: list[Outgoing] = []
         self.desk = ExecutionDesk(self._paper_venues(), self._collect, self._clock)
@@ -187,12 +188,14 @@ class BacktestEngine:
         start, in time order) as the strategy service does with the BARS stream; the last tick of each
         instrument in it gives risk its reference price, pnl its mark and the venues their book."""
         latest: dict[tuple[str, str], MarketTick] = {}
+        closed: list[Bar] = []
         for tick in history:
-            self._add_to_bars(tick)
+            closed += self._add_to_bars(tick)
             latest[(tick.venue, tick.symbol)] = tick
+        closed += self.bars.advance(self.now).bars
         history_bars = [
             HistoryBar(seq, bar_subject(bar.timeframe, bar.venue, bar.symbol), bar)
-            for seq, bar in enumerate(self.bars.advance(self.now).bars)
+            for seq, bar in enumerate(closed)
         ]
         for tick in latest.values():
             self._mark(tick)
@@ -275,6 +278,7 @@ class BacktestEngine:
         queue = self._queue
         while queue:
             message = queue.popleft()
+            self._requests += 1  # the request's place in the ORDERS stream, as it were
             if isinstance(message, OrderRequest):
                 self._submit(message)
             else:
@@ -304,6 +308,11 @@ class BacktestEngine:
 
     def _cancel(self, request: CancelRequest) -> None:
         now = self.now
+        if is_replace(request) and request.replace_id is None:
+            # Risk names a replace by its sender's id, else by its place in the ORDERS stream.
+            request = msgspec.structs.replace(
+                request, replace_id=f"{request.client_order_id}:{self._requests}"
+            )
         try:
             if is_replace(request):
                 decision = self.decider.decide_replace(request, now, now)

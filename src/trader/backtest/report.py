@@ -255,7 +255,7 @@ def _fmt(value: Any) -> str:
 
 def jsonable(summary: dict[str, Any]) -> dict[str, Any]:
     """Decimals as exact strings, for summary.json."""
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in summary.items()}
+    return {k: (f"{v:f}" if isinstance(v, Decimal) else v) for k, v in summary.items()}
 
 
 def curve(rows: Iterable[dict[str, Any]], strategy: str, symbol: str) -> list[tuple[int, Decimal]]:

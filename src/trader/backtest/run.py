@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -287,32 +286,32 @@ def combinations(grid: dict[tuple[str, str], list[str]]) -> list[dict[str, dict[
     return out
 
 
-def _grid_worker(args: tuple[str | None, BacktestRequest, str]) -> dict[str, Any]:
-    config_file, request, out_dir = args
-    if config_file is not None:
-        os.environ["TRADER_CONFIG"] = config_file
+def _grid_worker(args: tuple[dict[str, Any], BacktestRequest, str]) -> dict[str, Any]:
+    dumped, request, out_dir = args
     try:
-        result = run_backtest(Settings(), request, Path(out_dir))
+        result = run_backtest(Settings(**dumped), request, Path(out_dir))
     except Exception as exc:
         return {"params": request.params, "out_dir": out_dir, "error": f"{type(exc).__name__}: {exc}"}
     return {"params": request.params, "out_dir": out_dir, "summary": result.summary, "ticks": result.ticks}
 
 
 def run_grid(
-    config_file: str | None,
+    settings: Settings,
     base: BacktestRequest,
     grid: dict[tuple[str, str], list[str]],
     out_dir: Path,
     workers: int,
 ) -> list[dict[str, Any]]:
     """Every combination of the grid, each a run of its own under ``out_dir``, in ``workers`` processes
-    (spawned: each reads the lake and builds its strategies afresh). In the order of the grid."""
+    (spawned, given the settings in force: each reads the lake and builds its strategies afresh). In the
+    order of the grid; a run that fails is a result with its ``error``, the others go on."""
+    dumped = settings.model_dump()
     jobs = []
     for i, params in enumerate(combinations(grid)):
         merged = {name: {**base.params.get(name, {}), **p} for name, p in params.items()}
         label = "_".join(f"{k}={v}" for p in params.values() for k, v in p.items())
         request = BacktestRequest(**{**base.__dict__, "params": merged})
-        jobs.append((config_file, request, str(out_dir / f"{i:03d}_{_safe(label)}")))
+        jobs.append((dumped, request, str(out_dir / f"{i:03d}_{_safe(label)}")))
     if workers <= 1:
         return [_grid_worker(job) for job in jobs]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:

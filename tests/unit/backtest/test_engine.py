@@ -169,3 +169,37 @@ def test_a_live_venue_cannot_be_backtested() -> None:
     )
     with pytest.raises(BacktestConfigError, match="paper venues only"):
         BacktestEngine(config, [], T0)
+
+
+def test_the_warm_up_feeds_the_bars_before_the_start_as_the_strategy_service_does() -> None:
+    config = Settings(
+        strategy={
+            "strategies": [
+                {
+                    "name": "ma",
+                    "kind": "ma_cross",
+                    "symbols": ["BTCUSDT"],
+                    "params": {"fast": "2", "slow": "5", "timeframe": "1s", "quantity": "0.01"},
+                }
+            ]
+        }
+    )
+    start = T0 + 10_000
+    engine = BacktestEngine(config, config.strategy.strategies, start)
+    assert engine.warmup_ms() == 60_000  # a minute at least; 6 bars of 1s would do
+    # Ten seconds of ticks before the start, falling then rising: the averages cross in the warm-up.
+    history = [
+        tick(
+            i,
+            str(100 - i if i < 50 else i),
+            str(99 - i if i < 50 else i - 1),
+            str(101 - i if i < 50 else i + 1),
+            "1",
+        )
+        for i in range(100)
+    ]
+    engine.start(history)
+    runner = engine.runners["ma"]
+    assert runner.warmup_bars == 5
+    assert runner.warming_up() is None
+    assert engine.records.orders == []  # what it asked for on history was dropped

@@ -1,0 +1,195 @@
+"""A backtest from a lake on disk to its run directory: deterministic to the byte, the figures and files
+it promises, and bad input refused with a clear error and nothing written."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from trader.backtest.data import BacktestDataError, DataRange, LakeTicks, lake_table
+from trader.backtest.engine import StrategyFailed
+from trader.backtest.run import (
+    BacktestRequest,
+    combinations,
+    parse_grid,
+    run_backtest,
+    run_grid,
+    strategies_for,
+)
+from trader.config import Settings
+from trader.messages import MarketTick
+from trader.stores.lake import MARKET_TICKS, Lake
+
+T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+MINUTES = 6
+STRATEGIES = [
+    {
+        "name": "mm-eth",
+        "kind": "market_maker",
+        "symbols": ["ETHUSDT"],
+        "params": {"spread_bps": "10", "quantity": "0.1", "max_position": "1", "tick_size": "0.01"},
+    },
+    {
+        "name": "ma-btc",
+        "kind": "ma_cross",
+        "symbols": ["BTCUSDT"],
+        "params": {"fast": "2", "slow": "5", "timeframe": "1s", "quantity": "0.01"},
+    },
+]
+
+
+def walk(symbol: str, start: str, seed: int, step_ms: int) -> list[MarketTick]:
+    rng = random.Random(seed)
+    price, ticks = Decimal(start), []
+    for i in range(MINUTES * 60_000 // step_ms):
+        price += Decimal(rng.randint(-4, 4)) / 4
+        ticks.append(
+            MarketTick(
+                timestamp=T0 - 60_000 + i * step_ms,  # a minute before the start: the warm-up's
+                exchange="mock",
+                venue="mock",
+                symbol=symbol,
+                price=price,
+                size=Decimal(rng.randint(1, 20)) / 10,
+                volume=Decimal(1),
+                bid=price - Decimal("0.25"),
+                ask=price + Decimal("0.25"),
+            )
+        )
+    return ticks
+
+
+@pytest.fixture(scope="module")
+def lake_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = str(tmp_path_factory.mktemp("lake"))
+    lake = Lake(Settings(lake_root=root))
+    ticks = sorted(
+        walk("ETHUSDT", "3000", 1, 200) + walk("BTCUSDT", "60000", 2, 250), key=lambda t: t.timestamp
+    )
+    half = len(ticks) // 2  # two commits, as a sink would make
+    lake.append(MARKET_TICKS, lake_table(ticks[:half]), app_id="test", version=1)
+    lake.append(MARKET_TICKS, lake_table(ticks[half:], first_seq=half + 1), app_id="test", version=2)
+    return root
+
+
+def config(lake_root: str, strategies: list[dict] = STRATEGIES) -> Settings:
+    return Settings(lake_root=lake_root, strategy={"strategies": strategies})
+
+
+REQUEST = BacktestRequest(start_ms=T0, end_ms=T0 + 4 * 60_000, equity_interval_ms=10_000, window_ms=60_000)
+FILES = [
+    "config.yaml",
+    "equity.parquet",
+    "fills.parquet",
+    "orders.parquet",
+    "report.html",
+    "run.json",
+    "summary.json",
+]
+
+
+def test_two_runs_write_the_same_bytes(lake_root: str, tmp_path: Path) -> None:
+    first = run_backtest(config(lake_root), REQUEST, tmp_path / "a")
+    second = run_backtest(config(lake_root), REQUEST, tmp_path / "b")
+    assert sorted(p.name for p in first.out_dir.iterdir()) == FILES
+    for name in FILES:
+        assert (first.out_dir / name).read_bytes() == (second.out_dir / name).read_bytes(), name
+    fills = pq.read_table(first.out_dir / "fills.parquet").to_pylist()
+    assert fills, "the market maker trades on this walk"
+    assert {f["strategy"] for f in fills} <= {"mm-eth", "ma-btc"}
+
+
+def test_the_run_directory_says_what_ran_on_what(lake_root: str, tmp_path: Path) -> None:
+    result = run_backtest(config(lake_root), REQUEST, tmp_path / "run")
+    info = json.loads((result.out_dir / "run.json").read_text())
+    assert (info["from"], info["to"]) == ("2025-12-01T00:00:00Z", "2025-12-01T00:04:00Z")
+    assert info["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    # 4 minutes of ETHUSDT every 200 ms and BTCUSDT every 250 ms.
+    assert info["ticks"] == 4 * 60 * 5 + 4 * 60 * 4
+    assert info["first_tick"] == "2025-12-01T00:00:00Z"
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    mm = summary["mm-eth"]["total"]
+    figures = ["trades", "win_rate", "total_return", "annualised_return", "sharpe", "sortino", "calmar"]
+    figures += [
+        "max_drawdown",
+        "drawdown_start",
+        "drawdown_end",
+        "profit_factor",
+        "expectancy",
+        "exposure",
+        "fees",
+    ]
+    for key in figures:
+        assert key in mm
+    fills = pq.read_table(result.out_dir / "fills.parquet").to_pylist()
+    mm_fills = [f for f in fills if f["strategy"] == "mm-eth"]
+    assert Decimal(mm["fees"]) == sum(f["fee"] for f in mm_fills)
+    equity = pq.read_table(result.out_dir / "equity.parquet").to_pylist()
+    last = [e for e in equity if e["strategy"] == "mm-eth" and e["symbol"] == ""][-1]
+    assert Decimal(mm["total_pnl"]) == last["equity"]
+    # The configuration it ran is a settings file that runs it again.
+    again = yaml_settings(result.out_dir / "config.yaml", lake_root)
+    assert [s.params for s in again.strategy.strategies] == [s["params"] for s in STRATEGIES]
+    assert "<svg" in (result.out_dir / "report.html").read_text()
+
+
+def yaml_settings(path: Path, lake_root: str) -> Settings:
+    import yaml
+
+    return Settings(lake_root=lake_root, **yaml.safe_load(path.read_text()))
+
+
+def test_ticks_come_in_time_order_across_symbols_and_files(lake_root: str) -> None:
+    source = LakeTicks(config(lake_root), window_ms=45_000)
+    ticks = list(source.ticks(DataRange(T0, T0 + 3 * 60_000, ("BTCUSDT", "ETHUSDT"))))
+    stamps = [t.timestamp for t in ticks]
+    assert stamps == sorted(stamps)
+    assert {t.symbol for t in ticks} == {"BTCUSDT", "ETHUSDT"}
+    assert ticks[0].price == ticks[0].price.normalize() or "." not in str(ticks[0].price)
+
+
+def test_a_range_with_no_data_says_what_the_table_holds_and_writes_nothing(
+    lake_root: str, tmp_path: Path
+) -> None:
+    empty = BacktestRequest(start_ms=T0 + 86_400_000, end_ms=T0 + 2 * 86_400_000)
+    with pytest.raises(
+        BacktestDataError, match=r"no ticks of BTCUSDT, ETHUSDT from 2025-12-02.*holds BTCUSDT, ETHUSDT"
+    ):
+        run_backtest(config(lake_root), empty, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_table_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    with pytest.raises(BacktestDataError, match=r"no Delta table at .*market_ticks"):
+        run_backtest(config(str(tmp_path / "nolake")), REQUEST, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_strategy_that_raises_leaves_nothing_half_written(lake_root: str, tmp_path: Path) -> None:
+    bad = [
+        {
+            "name": "bad",
+            "kind": "tests.unit.backtest.scripted:Raising",
+            "symbols": ["BTCUSDT"],
+            "params": {"at": "50"},
+        }
+    ]
+    with pytest.raises(StrategyFailed, match="strategy bad"):
+        run_backtest(config(lake_root, bad), REQUEST, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_grid_runs_every_combination_each_in_its_own_directory(lake_root: str, tmp_path: Path) -> None:
+    settings = config(lake_root)
+    grid = parse_grid(["mm-eth.spread_bps=10,20", "ma-btc.fast=2,3"], strategies_for(settings, REQUEST))
+    assert len(combinations(grid)) == 4
+    results = run_grid(settings, REQUEST, grid, tmp_path / "sweep", workers=2)
+    assert [r.get("error") for r in results] == [None] * 4
+    assert len({r["out_dir"] for r in results}) == 4
+    ran = json.loads((Path(results[3]["out_dir"]) / "summary.json").read_text())
+    assert set(ran) == {"mm-eth", "ma-btc"}
