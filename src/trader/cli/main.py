@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trader.cli import bench, data, trading
+from trader.cli import backtest, bench, data, trading
 from trader.cli.format import fitted, log_line
 from trader.cli.settings import config as config_command
 from trader.config import Settings
@@ -50,6 +50,7 @@ app.command()(trading.cancel)
 app.command()(trading.kill)
 app.command()(trading.resume)
 app.command("config")(config_command)
+app.command("backtest")(backtest.backtest)
 
 # Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)
