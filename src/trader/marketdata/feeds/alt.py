@@ -120,8 +120,13 @@ class AltVenue(ABC):
 
     @abstractmethod
     async def fetch(self, rest: Rest, venue_symbol: str, kind: str) -> list[Observation]:
-        """The latest of ``kind`` from REST: what polling and the refill after a reconnect ask.
-        Kinds with no REST answer give []."""
+        """The latest of ``kind`` from REST (and whatever else the same answer holds): what polling
+        and the refill after a reconnect ask. Kinds with no REST answer give []."""
+
+    def refill_kinds(self, kinds: frozenset[str]) -> list[str]:
+        """The kinds to ``fetch`` so that one answer each covers ``kinds`` (one request, not three,
+        where one answer holds several)."""
+        return sorted(kinds)
 
 
 def observe(kind: AltKind, venue_symbol: str, timestamp: int, value: Decimal, **extra: Any) -> Observation:

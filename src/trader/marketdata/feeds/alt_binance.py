@@ -28,6 +28,7 @@ from trader.marketdata.feeds.base import FrameError, Notice, Rest, get, integer,
 from trader.marketdata.feeds.symbols import Instrument
 
 STREAMS = {"mark": "markPrice@1s", "liquidation": "forceOrder"}
+PREMIUM_INDEX = frozenset({"funding", "mark_price", "index_price"})  # one REST answer holds the three
 
 
 class BinanceAlt(AltVenue):
@@ -77,10 +78,13 @@ class BinanceAlt(AltVenue):
         if kind == "open_interest":
             payload = await rest.get_json("/fapi/v1/openInterest", {"symbol": venue_symbol})
             return [read_open_interest(payload, "openInterest")]
-        if kind in ("funding", "mark_price", "index_price"):
+        if kind in PREMIUM_INDEX:
             payload = await rest.get_json("/fapi/v1/premiumIndex", {"symbol": venue_symbol})
-            return [o for o in read_premium_index(payload, "premiumIndex") if o.kind == kind]
+            return read_premium_index(payload, "premiumIndex")
         return []
+
+    def refill_kinds(self, kinds: frozenset[str]) -> list[str]:
+        return sorted(kinds & {"open_interest"}) + (["funding"] if kinds & PREMIUM_INDEX else [])
 
 
 def read_mark(data: Any, where: str) -> list[Observation]:

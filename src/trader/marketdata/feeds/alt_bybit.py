@@ -124,8 +124,11 @@ class BybitAlt(AltVenue):
         rows = items_of(get(get(payload, "result", "tickers"), "list", "tickers.result"), "list")
         found = []
         for index, row in enumerate(rows):
-            found.extend(o for o in self.read_ticker(row, ts, f"list[{index}]") if o.kind == kind)
+            found.extend(self.read_ticker(row, ts, f"list[{index}]"))
         return found
+
+    def refill_kinds(self, kinds: frozenset[str]) -> list[str]:
+        return ["funding"] if kinds - {"liquidation"} else []  # one ticker answer holds them all
 
     def _req(self) -> str:
         return str(next(self._req_ids))

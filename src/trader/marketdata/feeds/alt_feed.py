@@ -93,6 +93,7 @@ class AltVenueFeed:
             instrument = parse_perpetual(symbol)
             self.instruments[venue.venue_symbol(instrument)] = instrument
         wanted = frozenset(k for k in settings.kinds if k in KINDS)
+        self.kinds = wanted
         self.streamed = wanted & venue.streamed
         self.polls = {
             kind: settings.poll_interval_s or interval
@@ -213,7 +214,7 @@ class AltVenueFeed:
     async def _refill(self) -> None:
         """After a reconnect: the latest of each streamed kind from REST, where the venue has it."""
         for vs in self.venue_symbols:
-            for kind in sorted(self.streamed):
+            for kind in self.venue.refill_kinds(self.streamed):
                 await self._fetch(vs, kind, "refilled")
 
     async def _poll(self, kind: str, every_s: float, stop: asyncio.Event) -> None:
@@ -260,6 +261,8 @@ class AltVenueFeed:
         """Emit the new ones; how many were."""
         published = 0
         for observation in observations:
+            if observation.kind not in self.kinds:
+                continue  # one answer (a Bybit ticker) holds kinds not asked for
             instrument = self.instruments.get(observation.venue_symbol)
             if instrument is None:
                 if frame is not None:
