@@ -25,6 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from trader.analytics.features.config import FeatureEngSettings
 from trader.analytics.spreads import BASE_TIER_TAKER_FEE_BPS, SpreadAnalyzerSettings
 from trader.execution.venues.paper import PaperVenueSettings
 from trader.marketdata.mock import MockVenueSettings
@@ -73,6 +74,7 @@ class PortMap(BaseModel):
     ohlcv_agg: int = 8401
     spread_analyzer: int = 8402
     feature_eng: int = 8403
+    sink_features: int = 8113
     # Operator
     api: int = 8500
     dashboard: int = 8501
@@ -462,6 +464,8 @@ class Settings(BaseSettings):
             "pnl",
             # analytics
             "spread-analyzer",
+            "feature-eng",
+            "sink-features",
         ]
     )
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -480,6 +484,8 @@ class Settings(BaseSettings):
     pnl: PnlSettings = Field(default_factory=PnlSettings)
     live_gateway: LiveGatewaySettings = Field(default_factory=LiveGatewaySettings)
     spread_analyzer: SpreadAnalyzerSettings = Field(default_factory=SpreadAnalyzerSettings)
+    feature_eng: FeatureEngSettings = Field(default_factory=FeatureEngSettings)
+    sink_features: SinkSettings = Field(default_factory=SinkSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @classmethod

@@ -79,6 +79,12 @@ REGISTRY: dict[str, ServiceSpec] = {
             "spread_analyzer",
             "Cross-venue spreads, NBBO and opportunities net of fees",
         ),
+        ServiceSpec(
+            "feature-eng", "trader.services.feature_eng", "feature_eng", "Streaming features of closed bars"
+        ),
+        ServiceSpec(
+            "sink-features", "trader.services.sink_features", "sink_features", "Features to Delta Lake"
+        ),
     )
 }
 

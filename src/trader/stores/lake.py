@@ -101,7 +101,29 @@ ALT_DATA = LakeTable(
     added_columns=("venue_symbol", "predicted", "next_ts", "price", "side"),
 )
 
-TABLES = {t.name: t for t in (MARKET_TICKS, ALT_DATA)}
+# feature-eng's features, for training models offline: one row per (bar, feature), so the table keeps its
+# schema whatever the feature set (pivot on ``feature``); features are float64 analytics, not money.
+# Rows only for values there are (none while a feature warms up). Written by sink-features.
+FEATURES = LakeTable(
+    "features",
+    pa.schema(
+        [
+            _field("ts", TIMESTAMP),  # the bar's start: the features are as of its close
+            _field("ingest_ts", TIMESTAMP),
+            _field("venue", pa.string()),
+            _field("symbol", pa.string()),
+            _field("timeframe", pa.string()),
+            _field("feature", pa.string()),
+            _field("value", pa.float64()),
+            _field("bars", pa.int64()),
+            _field("stream_seq", pa.int64()),
+            _field("dt", pa.string()),
+        ]
+    ),
+    ("symbol", "dt"),
+)
+
+TABLES = {t.name: t for t in (MARKET_TICKS, ALT_DATA, FEATURES)}
 
 
 class LakeMigrationError(RuntimeError):
