@@ -16,6 +16,8 @@ Consumes:
   strategy on a live venue never hears of the mock feed; ordered consumers, only once the rebuild and
   warm-up are done): ticks from NEW, bars from the sequence after the last one the warm-up could see,
   so a bar published meanwhile is fed once, live;
+- ``alt.norm.>`` (stream ALT_DATA, from NEW, once the rebuild and warm-up are done) when a strategy
+  overrides ``on_alt``: each datum to the strategies of its symbol (``BTCUSDT-PERP`` to ``BTCUSDT``'s);
 - the key ``trading.state`` of the TRADER_STATE bucket (watched): while ``halted``, submits are not
   sent (logged and counted) and the strategy hears at once that its order was rejected; a value
   that cannot be read counts as halted.
@@ -59,12 +61,13 @@ from trader.bus.read import Follower, Stored, decode_message, handler_errors, re
 from trader.bus.streams import bar_subject, order_cancel_subject, order_submit_subject, tick_subject
 from trader.config import Settings
 from trader.marketdata.bars import timeframe_ms
-from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.marketdata.decode import InvalidMessage, decode_alt, decode_tick
 from trader.messages import Bar, ExecutionReport, MarketTick, Order, OrderRequest, TradingState, encode
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.health import Problem, Silence, duration
 from trader.runtime.service import Refused, Runtime, Service
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
+from trader.strategies.base import Strategy
 from trader.strategies.context import wall_clock_ms
 from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest, short_of
 from trader.trading.state import read_state, state_bucket, watch_state
@@ -237,6 +240,17 @@ class StrategyService(Service):
             )
             await follower.start()
             self._market.append(follower)
+        if any(type(r.strategy).on_alt is not Strategy.on_alt for r in self.runners.values()):
+            alt = Follower(
+                rt.js,
+                stream="ALT_DATA",
+                subjects=["alt.norm.>"],
+                handler=self._on_alt,
+                deliver_policy=DeliverPolicy.NEW,
+                on_error=handler_errors(rt, "ALT_DATA"),
+            )
+            await alt.start()
+            self._market.append(alt)
         rt.log.info("strategy.market_subscribed", instruments=[f"{s}.{v}" for v, s in instruments])
 
     async def _unsubscribe_market(self) -> None:
@@ -405,6 +419,22 @@ class StrategyService(Service):
             return
         self.rt.metrics.count_in()
         await self._dispatch(stored.subject, bar, lambda runner: runner.on_bar(bar))
+
+    async def _on_alt(self, stored: Stored) -> None:
+        """Alternative data to every strategy trading its symbol (or the spot pair of its perpetual).
+        Refused data is the dead letters of sink-alt, not sent again from here."""
+        try:
+            datum = decode_alt(stored.data)
+        except InvalidMessage:
+            return
+        self.rt.metrics.count_in()
+        try:
+            async with self._lock:
+                for runner in self.runners.values():
+                    await self._emit(self.rt, runner, runner.on_alt(datum))
+        except Exception as exc:
+            self.rt.metrics.count_error("alt_event")
+            self.rt.log.exception("strategy.alt_event_failed", kind=datum.kind, error=repr(exc))
 
     async def _dispatch(
         self, subject: str, data: MarketTick | Bar, event: Callable[[StrategyRunner], Actions]

@@ -46,6 +46,7 @@ import structlog
 from trader.config import StrategyConfig
 from trader.messages import (
     Algo,
+    AltDatum,
     Bar,
     ExecutionReport,
     MarketTick,
@@ -202,6 +203,12 @@ class Strategy:
     def on_bar(self, bar: Bar) -> None:
         """A closed bar of one of the strategy's symbols (any timeframe: check ``bar.timeframe``).
         A bar may come again, amended, with the same ``start``."""
+
+    def on_alt(self, datum: AltDatum) -> None:
+        """Alternative data about one of the strategy's symbols or its perpetual (``BTCUSDT`` hears of
+        ``BTCUSDT-PERP`` too), from any venue (``datum.source``): funding, mark and index prices,
+        open interest, liquidations (``trader.messages.AltDatum``). Live only, after ``on_start`` and
+        the warm-up, like ticks; the service subscribes only when a strategy overrides this."""
 
     def on_fill(self, report: ExecutionReport) -> None:
         """A fill of one of the strategy's orders (``ctx.position`` already includes it)."""

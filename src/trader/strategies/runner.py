@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from trader.messages import Bar, ExecutionReport, MarketTick, Order
+from trader.messages import AltDatum, Bar, ExecutionReport, MarketTick, Order
 from trader.strategies.base import Strategy, Warmup
 from trader.strategies.context import Instruction, OrderContext, data_venue_of
 from trader.strategies.warmup import warmup_subjects
@@ -106,6 +106,14 @@ class StrategyRunner:
         if not self.started or not self._mine(tick):
             return Actions()
         return self._call(self.strategy.on_tick, tick)
+
+    def on_alt(self, datum: AltDatum) -> Actions:
+        """Live alternative data of one of its symbols (or their perpetuals), once started and warmed up."""
+        if not self.started or not self.warmed_up or datum.symbol is None:
+            return Actions()
+        if datum.symbol.removesuffix("-PERP") not in self.symbols:
+            return Actions()
+        return self._call(self.strategy.on_alt, datum)
 
     def on_bar(self, bar: Bar) -> Actions:
         if not self.started or not bar.closed or not self._mine(bar):
