@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trader.cli import backtest, bench, data, trading
+from trader.cli import alt, backtest, bench, data, trading
 from trader.cli.format import fitted, log_line
 from trader.cli.settings import config as config_command
 from trader.config import Settings
@@ -49,6 +49,8 @@ app.command()(trading.order)
 app.command()(trading.cancel)
 app.command()(trading.kill)
 app.command()(trading.resume)
+app.command("funding")(alt.funding)
+app.command("oi")(alt.oi)
 app.command("config")(config_command)
 app.command("backtest")(backtest.backtest)
 

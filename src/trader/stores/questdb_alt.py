@@ -116,7 +116,7 @@ def write_alt(qdb: QuestDBClient, rows: list[Row]) -> None:
         raise
 
 
-def latest_sql(table: str, symbol: str | None = None) -> str:
+def latest_sql(table: str, symbol: str | None = None, by: tuple[str, ...] = ("venue", "symbol")) -> str:
     """The latest row of each venue and instrument. ``symbol``: one unified instrument; the spot
     spelling (``BTCUSDT``) names its perpetual too. Raises ``ValueError`` for what is not a symbol."""
     where = ""
@@ -126,7 +126,7 @@ def latest_sql(table: str, symbol: str | None = None) -> str:
             raise ValueError(f"{symbol!r} is not a unified symbol (BTCUSDT, BTCUSDT-PERP)")
         names = [wanted] if wanted.endswith(PERP_SUFFIX) else [wanted, f"{wanted}{PERP_SUFFIX}"]
         where = " WHERE symbol IN ({})".format(", ".join(f"'{n}'" for n in names))
-    return f"SELECT * FROM {table}{where} LATEST ON ts PARTITION BY venue, symbol"
+    return f"SELECT * FROM {table}{where} LATEST ON ts PARTITION BY {', '.join(by)}"
 
 
 def _stored(value: Decimal) -> Decimal:
