@@ -359,6 +359,32 @@ class LiveGatewaySettings(BaseModel):
                 parse_perpetual(symbol)
 
 
+class ApiToken(BaseModel):
+    """One bearer token of the operator api: ``name`` is who acts (recorded with every action, the
+    token never), ``role`` what it may do (``read``: look; ``trade``: also act)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    role: str = Field(default="read", pattern="^(read|trade)$")
+    token: str = Field(min_length=16, repr=False)
+
+
+class ApiSettings(BaseModel):
+    """The operator api (trader.services.api, docs/api.md)."""
+
+    # Tokens here, or (when none is given here) in token_file: JSON {"tokens": [{name, role, token}]},
+    # which `trader up` creates with a random read token and trade token, mode 0600.
+    tokens: list[ApiToken] = Field(default_factory=list)
+    token_file: Path | None = Field(default=None, description="default <data_dir>/secrets/api-tokens.json")
+    # Where the api listens. Unset: bind_host (loopback). Anything else is explicit, and logged as a
+    # warning: the api can halt trading and place orders.
+    host: str | None = None
+    # Order endpoints (submit, cancel, cancel-all) per token: a steady rate and a burst.
+    order_rate_per_s: float = Field(default=10.0, gt=0)
+    order_burst: int = Field(default=20, ge=1)
+    # Origins a browser may call the api from (CORS); none by default (the dashboard is same-origin).
+    cors_origins: list[str] = Field(default_factory=list)
+
+
 class SupervisorSettings(BaseModel):
     ready_timeout_s: float = 120.0
     stop_timeout_s: float = 15.0
@@ -462,6 +488,8 @@ class Settings(BaseSettings):
             "exeq",
             "ptrc",
             "pnl",
+            # the operator's window
+            "api",
             # analytics
             "spread-analyzer",
             "feature-eng",
@@ -483,6 +511,7 @@ class Settings(BaseSettings):
     exeq: ExeqSettings = Field(default_factory=ExeqSettings)
     pnl: PnlSettings = Field(default_factory=PnlSettings)
     live_gateway: LiveGatewaySettings = Field(default_factory=LiveGatewaySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     spread_analyzer: SpreadAnalyzerSettings = Field(default_factory=SpreadAnalyzerSettings)
     feature_eng: FeatureEngSettings = Field(default_factory=FeatureEngSettings)
     sink_features: SinkSettings = Field(default_factory=SinkSettings)

@@ -326,6 +326,26 @@ class TradingState(Message):
     since: int = 0
 
 
+# Operator actions -------------------------------------------------------------------------------
+
+OperatorOutcome = Literal["accepted", "refused", "failed"]
+
+
+class OperatorAction(Message):
+    """What an operator did through the api, on ``operator.action.<action>`` (stream OPERATOR): who (the
+    name of the token used, never the token), what (``action`` and its ``params``), when, and the
+    outcome. ``action_id`` is unique per action and is its ``Nats-Msg-Id``."""
+
+    action_id: str
+    actor: str
+    role: str
+    action: str  # submit_order, cancel_order, cancel_all, halt, reduce_only, resume, replay_dlq
+    params: dict[str, str] = msgspec.field(default_factory=dict)
+    outcome: OperatorOutcome = "accepted"
+    detail: str | None = None
+    timestamp: int = 0
+
+
 # Cross-venue spreads (spread-analyzer) --------------------------------------------------------------
 #
 # One instrument (a unified symbol, BTCUSDT) quoted on several venues. Fees are taker fees in basis

@@ -73,6 +73,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     # Derived, and written every pnl.snapshot_interval_s whatever the trading (about 60 MB a day at the
     # default second): kept a week. Every snapshot is also a row of QuestDB's ``pnl`` table.
     StreamSpec("PNL", ("pnl.>",), "PnL snapshots", WEEK_S, 0.04),
+    # The audit of what operators did through the api: small, and kept like the trading history.
+    StreamSpec("OPERATOR", ("operator.>",), "Operator actions through the api: who, what, when, outcome", 0),
 )
 
 STREAMS_BY_NAME = {spec.name: spec for spec in STREAMS}
@@ -289,6 +291,11 @@ def strategy_position_subject(account: str, venue: str, symbol: str, strategy: s
     """Position of one strategy: five tokens, where the net ``position.<account>.<venue>.<symbol>`` has
     four, so ``position.*.*.*`` is every net position and ``position.*.*.*.*`` every strategy's."""
     return f"position.{account}.{venue}.{symbol}.{strategy}"
+
+
+def operator_action_subject(action: str) -> str:
+    """OperatorAction: api -> the audit (``/api/actions``, the WebSocket's ``actions``)."""
+    return f"operator.action.{action}"
 
 
 # Header on what the router publishes: the EXEC stream sequence of the route message it answers, so that a

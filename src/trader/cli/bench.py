@@ -183,6 +183,44 @@ def _gc_cell(gc: dict[str, float] | None) -> str | None:
     return None if gc is None else f"{gc['collections']:g} / {gc['pause_ms']:g} / {gc['pauses_10ms']:g}"
 
 
+@bench_app.command("api")
+def api(
+    orders: Annotated[
+        int, typer.Option(help="Orders written to the history before the api starts.")
+    ] = 10_000,
+    requests: Annotated[int, typer.Option(help="Requests per read, one after another.")] = 300,
+    rates: Annotated[str, typer.Option(help="WebSocket phases: fills published per second.")] = "100,1000",
+    seconds: Annotated[float, typer.Option(help="Seconds per WebSocket phase.")] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The operator api (started by the benchmark, on the servers of `trader up --detach --services ''`):
+    p50/p99 of the main reads with ORDERS holding that many orders, and the WebSocket's delay from a
+    fill's publish to its arrival at a client at each rate."""
+    from trader.bench.api import run_api_bench
+    from trader.bench.trading import to_json
+
+    rate_list = [int(r) for r in _rates(rates)]
+    try:
+        report = asyncio.run(
+            run_api_bench(Settings(), orders=orders, requests=requests, rates=rate_list, seconds=seconds)
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    typer.echo(
+        f"{report['orders_in_api']} orders in the api's view; ready {report['api_ready_s']} s after its start"
+    )
+    rows = [[path, f["p50_ms"], f["p99_ms"], f["max_ms"], f["bytes"]] for path, f in report["reads"].items()]
+    print_rows(["read", "p50 ms", "p99 ms", "max ms", "bytes"], rows, False)
+    rows = [
+        [w["rate_per_s"], w["publish_rate_achieved"], w["received"], w["p50_ms"], w["p99_ms"], w["max_ms"]]
+        for w in report["websocket"]
+    ]
+    print_rows(["fills/s", "achieved", "received", "delay p50 ms", "p99 ms", "max ms"], rows, False)
+
+
 @bench_app.command("wakeup")
 def wakeup(
     rates: Annotated[

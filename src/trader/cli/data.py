@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -165,40 +164,11 @@ def lake_vacuum(
 
 
 async def _read_dlq(settings: Settings, service: str | None, limit: int) -> list[dict[str, Any]]:
-    from nats.js.errors import NotFoundError
-
-    from trader.bus import dlq
+    from trader.bus.dlq import read_dead_letters
 
     nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
     try:
-        js = nc.jetstream()
-        state = (await js.stream_info("DLQ")).state
-        letters: list[dict[str, Any]] = []
-        seq = state.last_seq
-        while seq >= state.first_seq and len(letters) < limit and state.messages:
-            try:
-                msg = await js.get_msg("DLQ", seq=seq)
-            except NotFoundError:  # deleted (replayed) or aged out
-                seq -= 1
-                continue
-            seq -= 1
-            headers = msg.headers or {}
-            if service is not None and headers.get(dlq.SERVICE) != service:
-                continue
-            letters.append(
-                {
-                    "dlq_seq": msg.seq,
-                    "refused_at": datetime.fromtimestamp(int(headers.get(dlq.REFUSED_AT, "0")) / 1000, UTC),
-                    "service": headers.get(dlq.SERVICE),
-                    "subject": headers.get(dlq.SUBJECT),
-                    "stream": headers.get(dlq.STREAM),
-                    "stream_seq": int(headers[dlq.STREAM_SEQ]) if dlq.STREAM_SEQ in headers else None,
-                    "reason": headers.get(dlq.REASON),
-                    "data": msg.data or b"",
-                    "headers": headers,
-                }
-            )
-        return letters
+        return await read_dead_letters(nc.jetstream(), service, limit)
     finally:
         await nc.close()
 
@@ -239,24 +209,14 @@ def dlq_replay(
 ) -> None:
     """Publish refused messages again, once fixed (a new decoder, a corrected producer), and remove them
     from the dead letters. A message refused by several services is published once."""
-    from trader.bus.publish import Outgoing, publish_batch
+    from trader.bus.dlq import replay_dead_letters, replay_groups
 
     settings = Settings()
     try:
         letters = asyncio.run(_read_dlq(settings, service, limit))
     except NatsUnreachable as exc:
         raise unreachable(exc) from None
-    chosen = [
-        x
-        for x in letters
-        if (reason is None or reason in (x["reason"] or ""))
-        and (include_late or not (x["reason"] or "").startswith("late"))
-    ]
-    # One original, one replay: group the services' dead letters by the message they refused.
-    originals: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for x in chosen:
-        key = (x["stream"], x["stream_seq"]) if x["stream_seq"] is not None else ("dlq", x["dlq_seq"])
-        originals.setdefault(key, []).append(x)
+    originals = replay_groups(letters, reason, include_late)
     if dry_run or not originals:
         print_rows(
             ["stream", "stream_seq", "subject", "services", "reason"],
@@ -272,24 +232,7 @@ def dlq_replay(
     async def replay() -> int:
         nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
         try:
-            js = nc.jetstream()
-            items = []
-            for key, group in originals.items():
-                first = group[0]
-                headers = {k: v for k, v in first["headers"].items() if not k.startswith("Trader-Dlq-")}
-                headers["Trader-Replay-Of"] = f"{key[0]}:{key[1]}"
-                items.append(
-                    Outgoing(
-                        first["subject"], first["data"], msg_id=f"replay:{key[0]}:{key[1]}", headers=headers
-                    )
-                )
-            result = await publish_batch(js, items)
-            if result.failed:
-                raise RuntimeError(f"{len(result.failed)} not published: {result.errors[:3]}")
-            for group in originals.values():
-                for x in group:
-                    await js.delete_msg("DLQ", x["dlq_seq"])
-            return len(items)
+            return await replay_dead_letters(nc.jetstream(), originals)
         finally:
             await nc.close()
 

@@ -118,11 +118,24 @@ def up(
             "`trader status`, `trader down`"
         )
         raise typer.Exit(1)
+    if "api" in names:
+        _ensure_api_tokens(settings)
     if detach:
         raise typer.Exit(_up_detached(settings, names))
     configure_logging(settings.log_level, "console", component="supervisor")
     code = asyncio.run(_supervise(settings, names, on_ready=lambda: _print_ready(settings)))
     raise typer.Exit(code)
+
+
+def _ensure_api_tokens(settings: Settings) -> None:
+    """The api's token file, made with random tokens when no token is given: its path said once (the
+    tokens never: they are read from the file, mode 0600)."""
+    from trader.api.auth import ensure_token_file
+
+    created = ensure_token_file(settings)
+    if created is not None:
+        line = f"api tokens (a read and a trade token) written to {created} (mode 0600)"
+        err.print(line, soft_wrap=True, markup=False, highlight=False)  # the path whole, on one line
 
 
 @app.command(hidden=True)

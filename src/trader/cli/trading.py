@@ -14,7 +14,6 @@ found nothing at its price).
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import time
 from datetime import UTC, datetime
@@ -32,7 +31,6 @@ from trader.cli.connect import run_on_nats
 from trader.cli.format import JsonOpt, err, fail, print_rows
 from trader.messages import (
     TERMINAL_STATUSES,
-    CancelRequest,
     Order,
     OrderRequest,
     PnlSnapshot,
@@ -41,6 +39,15 @@ from trader.messages import (
     encode,
 )
 from trader.risk.checks import MANUAL_STRATEGY
+from trader.trading.actions import (
+    cancel_msg_id,
+    cancel_request,
+    new_client_order_id,
+    order_type,
+    set_trading_state,
+    submit_msg_id,
+    switch_state,
+)
 
 ORDER_COLUMNS = [
     "client_order_id",
@@ -259,12 +266,12 @@ def order(
     amount = _decimal(quantity, "quantity")
     assert amount is not None
     request = OrderRequest(
-        client_order_id=f"{strategy}-{secrets.token_hex(8)}",
+        client_order_id=new_client_order_id(strategy),
         strategy=strategy,
         symbol=symbol,
         side=side.value,
         quantity=amount,
-        type=_order_type(price, stop_price),
+        type=order_type(price, stop_price),
         price=price,
         stop_price=stop_price,
         tif=tif.value,
@@ -281,7 +288,16 @@ def order(
         await _require_known_symbol(nc, symbol)
         subject = order_submit_subject(strategy)
         payload = encode(request)
-        return await _publish_and_wait(nc, request.client_order_id, strategy, subject, payload, wait, timeout)
+        return await _publish_and_wait(
+            nc,
+            request.client_order_id,
+            strategy,
+            subject,
+            payload,
+            wait,
+            timeout,
+            submit_msg_id(request.client_order_id),
+        )
 
     state = run_on_nats(send)
     if not wait:
@@ -312,15 +328,15 @@ def cancel_exit_code(state: Order) -> int:
 
 
 async def known_symbols(nc: NATS) -> list[str]:
-    """The symbols with market data: the last token of each subject in MARKET_TICKS
-    (``market.tick.<venue>.<SYMBOL>``)."""
+    """The symbols with market data (``trader.trading.actions.known_symbols``)."""
     from nats.js.errors import NotFoundError
 
+    from trader.trading.actions import known_symbols as symbols_with_data
+
     try:
-        info = await nc.jetstream().stream_info("MARKET_TICKS", subjects_filter="market.tick.>")
+        return await symbols_with_data(nc.jetstream())
     except NotFoundError:
         raise fail("NATS has no MARKET_TICKS stream: is the stack up? run `trader up`") from None
-    return sorted({subject.rsplit(".", 1)[-1] for subject in info.state.subjects or {}})
 
 
 async def _require_known_symbol(nc: NATS, symbol: str) -> None:
@@ -364,8 +380,7 @@ def cancel(
             if known.is_terminal:
                 raise fail(f"order {client_order_id} is already {known.status}")
             owner = known.strategy
-        now = time.time_ns() // 1_000_000
-        request = CancelRequest(client_order_id=client_order_id, strategy=owner, reason=reason, timestamp=now)
+        request = cancel_request(client_order_id, owner, reason)
         subject = order_cancel_subject(owner)
         return await _publish_and_wait(
             nc,
@@ -375,7 +390,7 @@ def cancel(
             encode(request),
             wait,
             timeout,
-            msg_id=f"cancel:{client_order_id}:{now}",
+            msg_id=cancel_msg_id(client_order_id, request.timestamp),
         )
 
     state = run_on_nats(send)
@@ -395,7 +410,7 @@ async def _publish_and_wait(
     payload: bytes,
     wait: bool,
     timeout: float,
-    msg_id: str | None = None,
+    msg_id: str,
 ) -> Order | None:
     """Publish (stored, acknowledged); with ``wait``, the order's state once it settles: terminal, or
     acknowledged by the venue and quiet for a moment, or the latest seen when ``timeout`` runs out."""
@@ -413,9 +428,7 @@ async def _publish_and_wait(
 
     # Subscribed before publishing, so the first state cannot slip by.
     sub = await nc.subscribe(order_state_subject(strategy), cb=on_state) if wait else None
-    await nc.jetstream().publish(
-        subject, payload, headers={"Nats-Msg-Id": msg_id or f"submit:{client_order_id}"}
-    )
+    await nc.jetstream().publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
     if sub is None:
         return None
     try:
@@ -450,12 +463,6 @@ def _print_waited(client_order_id: str, state: Order | None, timeout: float, as_
     return state
 
 
-def _order_type(price: Decimal | None, stop_price: Decimal | None) -> Any:
-    if stop_price is not None:
-        return "stop_limit" if price is not None else "stop_market"
-    return "limit" if price is not None else "market"
-
-
 def _algo_params(pairs: list[str]) -> dict[str, str]:
     params = {}
     for pair in pairs:
@@ -473,8 +480,7 @@ def kill(
     reason: Annotated[str, typer.Option(help="Why trading stops; shown with every denial.")] = "kill switch",
 ) -> None:
     """Halt trading: risk denies every new order and the oms cancels every open one."""
-    state = TradingState(mode="halted", reason=reason, since=time.time_ns() // 1_000_000)
-    _set_state(state)
+    _set_state(switch_state("halted", reason))
     err.print(f"trading halted ({reason}): new orders are denied, open orders are being canceled")
 
 
@@ -482,14 +488,12 @@ def resume(
     reason: Annotated[str | None, typer.Option(help="Why trading resumes.")] = None,
 ) -> None:
     """Resume trading (also lifts reduce-only)."""
-    _set_state(TradingState(mode="active", reason=reason, since=time.time_ns() // 1_000_000))
+    _set_state(switch_state("active", reason))
     err.print("trading active")
 
 
 def _set_state(state: TradingState) -> None:
-    from trader.trading.state import state_bucket, write_state
-
     async def write(nc: NATS) -> int:
-        return await write_state(await state_bucket(nc.jetstream()), state)
+        return await set_trading_state(nc.jetstream(), state)
 
     run_on_nats(write)

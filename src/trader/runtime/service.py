@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import structlog
+from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -87,6 +88,15 @@ class Service(ABC):
 
     def health_details(self) -> dict[str, Any]:
         return {}
+
+    def http_app(self, probes: FastAPI) -> FastAPI:
+        """The app served on the service's port: the probes, unless the service serves more (the api
+        serves its own app, with the probes in it)."""
+        return probes
+
+    def bind_host(self) -> str:
+        """Where the service's port listens: ``bind_host`` (loopback by default)."""
+        return self.settings.bind_host
 
 
 class Runtime:
@@ -248,14 +258,17 @@ async def serve(service: Service, port: int, metrics_port: int | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.request_stop)
 
-    app = build_probe_app(
+    probes = build_probe_app(
         f"trader {service.name}",
         lambda: rt.health(service),
         lambda: rt.readiness(service),
         rt.metrics.exposition,
     )
+    app = service.http_app(probes)
+    host = service.bind_host()
     servers = [
-        HttpServer(app, bind(settings.bind_host, p, service.name)) for p in _http_ports(port, metrics_port)
+        HttpServer(app if p == port else probes, bind(host, p, service.name))
+        for p in _http_ports(port, metrics_port)
     ]
     for server in servers:
         await server.start()

@@ -85,6 +85,9 @@ REGISTRY: dict[str, ServiceSpec] = {
         ServiceSpec(
             "sink-features", "trader.services.sink_features", "sink_features", "Features to Delta Lake"
         ),
+        ServiceSpec(
+            "api", "trader.services.api", "api", "Operator API: reads, actions, WebSocket", network="frontend"
+        ),
     )
 }
 

@@ -36,9 +36,10 @@ def test_market_data_has_budgets_and_leaves_the_trading_history_at_least_40_perc
     settings = Settings(jetstream_max_file_store_bytes=10_000_000)
     budgets = {spec.name: stream_config(spec, settings).max_bytes for spec in STREAMS}
     assert budgets["MARKET_TICKS"] == 4_000_000
-    for trading in ("ORDERS", "EXEC", "POSITIONS"):
+    history = ("ORDERS", "EXEC", "POSITIONS", "OPERATOR")  # OPERATOR: the audit of operator actions
+    for trading in history:
         assert budgets[trading] == -1  # never dropped to make room
-    others = [b for name, b in budgets.items() if name not in ("ORDERS", "EXEC", "POSITIONS")]
+    others = [b for name, b in budgets.items() if name not in history]
     assert all(b > 0 for b in others)
     assert sum(others) <= 6_000_000
     assert history_room(settings) == 10_000_000 - sum(others)

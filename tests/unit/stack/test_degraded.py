@@ -179,7 +179,7 @@ def test_ports_of_components_not_running_are_marked(settings: Settings) -> None:
         "not running",
     )  # not started
     assert (rows["s3"]["component"], rows["s3"]["state"]) == ("seaweedfs", "not running")
-    assert (rows["api"]["component"], rows["api"]["state"]) == (None, "not running")  # no such service yet
+    assert (rows["dashboard"]["component"], rows["dashboard"]["state"]) == (None, "not running")  # not yet
     assert rows["gateway"]["port"] == settings.ports.gateway
 
 
