@@ -148,21 +148,41 @@ def ticks_of(table: pa.Table) -> Iterator[MarketTick]:
 def _python_columns(batch: pa.RecordBatch) -> list[list[object]]:
     # Parquet may hand the column back in microseconds: milliseconds, as on the bus.
     ts = pc.cast(pc.cast(batch.column("ts"), pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
-    names = ["exchange", "venue", "symbol"]
-    texts = [batch.column(n).to_pylist() for n in names]
+    texts = [_repeated(batch.column(n)) for n in ("exchange", "venue", "symbol")]
     decimals = [_decimals(batch.column(n)) for n in ("price", "size", "volume", "bid", "ask")]
-    rest = [batch.column(n).to_pylist() for n in ("side", "trade_id", "source_seq")]
+    rest = [_maybe_null(batch.column(n)) for n in ("side", "trade_id", "source_seq")]
     # MarketTick's fields in order: timestamp, exchange, venue, symbol, price, size, volume, bid, ask,
     # side, trade_id, source_seq (venue_symbol is not in the lake).
     return [ts, *texts, *decimals, *rest]
 
 
 def _decimals(column: pa.Array) -> list[Decimal | None]:
-    """The column's decimals without the trailing zeros of its scale (None stays None)."""
-    text = pc.cast(column, pa.string())
+    """The column's decimals without the trailing zeros of its scale (None stays None). Each distinct
+    value is parsed once (prices and sizes repeat within a batch): the cost per tick of reading."""
+    encoded = pc.dictionary_encode(column)
+    text = pc.cast(encoded.dictionary, pa.string())
     text = pc.replace_substring_regex(text, pattern=r"(\.\d*?)0+$", replacement=r"\1")
     text = pc.replace_substring_regex(text, pattern=r"\.$", replacement="")
-    return [None if t is None else Decimal(t) for t in text.to_pylist()]
+    values = [Decimal(t) for t in text.to_pylist()]
+    indices = encoded.indices
+    if indices.null_count:
+        return [None if i is None else values[i] for i in indices.to_pylist()]
+    return [values[i] for i in indices.to_numpy().tolist()]
+
+
+def _repeated(column: pa.Array) -> list[object]:
+    """A column of few distinct values (venue, symbol): each made into a Python object once."""
+    encoded = pc.dictionary_encode(column)
+    values = encoded.dictionary.to_pylist()
+    if encoded.indices.null_count:
+        return [None if i is None else values[i] for i in encoded.indices.to_pylist()]
+    return [values[i] for i in encoded.indices.to_numpy().tolist()]
+
+
+def _maybe_null(column: pa.Array) -> list[object]:
+    if column.null_count == len(column):
+        return [None] * len(column)
+    return column.to_pylist()
 
 
 def _in_range(start_ms: int, end_ms: int) -> pc.Expression:
