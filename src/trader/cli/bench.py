@@ -221,6 +221,41 @@ def api(
     print_rows(["fills/s", "achieved", "received", "delay p50 ms", "p99 ms", "max ms"], rows, False)
 
 
+@bench_app.command("backtest")
+def backtest(
+    ticks: Annotated[int, typer.Option(help="Ticks written to the benchmark's lake.")] = 10_000_000,
+    run_ticks: Annotated[
+        int | None, typer.Option(help="Ticks the strategies run over (default: all); the read runs all.")
+    ] = None,
+    only: Annotated[str | None, typer.Option(help="One scenario: read, market_maker or ma_cross.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A backtest's ticks/s and peak RSS over ticks written to a Delta table of the benchmark's own (no
+    stack needed): the reading alone, the market maker on every tick, the MA crossover on 1m bars."""
+    from trader.bench.backtest import SCENARIOS, run_backtest_bench
+    from trader.bench.trading import to_json
+
+    if only is not None and only not in SCENARIOS:
+        raise fail(f"--only: one of {', '.join(SCENARIOS)}")
+    try:
+        report = run_backtest_bench(
+            Settings().data_dir, ticks=ticks, run_ticks=run_ticks, scenarios=(only,) if only else SCENARIOS
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    write = report["write"]
+    made = f"written in {write['seconds']} s" if write["written"] else "kept from an earlier run"
+    typer.echo(f"{report['ticks_in_lake']} ticks in {report['lake']} ({made})")
+    rows = [
+        [name, r["ticks"], r["ticks_per_s"], round(r["seconds"], 1), r.get("fills", "-"), r["peak_rss_mib"]]
+        for name, r in report["scenarios"].items()
+    ]
+    print_rows(["scenario", "ticks", "ticks/s", "seconds", "fills", "peak RSS MiB"], rows, False)
+
+
 @bench_app.command("wakeup")
 def wakeup(
     rates: Annotated[
