@@ -150,6 +150,24 @@ class NormalizerSettings(BaseModel):
     max_batch: int = Field(default=5_000, gt=0)
 
 
+class OhlcvAggSettings(BaseModel):
+    """ohlcv-agg: higher timeframes from the normalizer's 1m bars (trader.analytics.timeframes)."""
+
+    # Whole numbers of minutes above 1m that divide a day; UTC, aligned to the epoch.
+    timeframes: list[str] = Field(default_factory=lambda: ["5m", "15m", "1h", "4h", "1d"])
+    # How long after a minute's end its 1m bar may still be amended, by the series' own event clock.
+    # At least the normalizer's lateness_s plus the time between its flushes; a later amendment is refused
+    # (dead letter) because the minute is already summed into its higher bars for good.
+    amend_window_s: float = Field(default=65.0, gt=0)
+    # The wall clock closes a bar whose last minutes had no trades this long after its end (the
+    # normalizer closes a quiet 1m bar lateness_s + clock_safety_s after its end).
+    close_after_s: float = Field(default=10.0, ge=0)
+    flush_interval_s: float = Field(default=0.5, gt=0, description="how often changed bars are stored")
+    snapshot_every_s: float = Field(default=10.0, gt=0)
+    snapshot_every_messages: int = Field(default=20_000, gt=0)
+    max_batch: int = Field(default=5_000, gt=0)
+
+
 class SinkSettings(BaseModel):
     """A lake sink: batches close at whichever limit comes first."""
 
@@ -478,6 +496,7 @@ class Settings(BaseSettings):
             "gateway",
             "alt-feed",
             "normalizer",
+            "ohlcv-agg",
             "sink-ticks",
             "sink-alt",
             # trading, in paper mode
@@ -501,6 +520,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     alt_feed: AltFeedSettings = Field(default_factory=AltFeedSettings)
     normalizer: NormalizerSettings = Field(default_factory=NormalizerSettings)
+    ohlcv_agg: OhlcvAggSettings = Field(default_factory=OhlcvAggSettings)
     # Half a second: ticks reach the lake within 2 s at p99 while flowing at full speed (docs/benchmarks.md).
     sink_ticks: SinkSettings = Field(default_factory=lambda: SinkSettings(batch_seconds=0.5))
     sink_alt: SinkSettings = Field(default_factory=SinkSettings)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from trader.cli import alt, backtest, bench, data, trading
+from trader.cli.bars import bars as bars_command
 from trader.cli.format import fitted, log_line
 from trader.cli.settings import config as config_command
 from trader.config import Settings
@@ -51,6 +52,7 @@ app.command()(trading.kill)
 app.command()(trading.resume)
 app.command("funding")(alt.funding)
 app.command("oi")(alt.oi)
+app.command("bars")(bars_command)
 app.command("config")(config_command)
 app.command("backtest")(backtest.backtest)
 

@@ -71,6 +71,9 @@ REGISTRY: dict[str, ServiceSpec] = {
             "Execution algorithms and venue adapters",
             network="lowlatency",
         ),
+        ServiceSpec(
+            "ohlcv-agg", "trader.services.ohlcv_agg", "ohlcv_agg", "Higher-timeframe bars from the 1m bars"
+        ),
         ServiceSpec("ptrc", "trader.services.ptrc", "ptrc", "Positions from fills"),
         ServiceSpec("pnl", "trader.services.pnl", "pnl", "PnL marked to market, snapshots to QuestDB"),
         ServiceSpec(
