@@ -33,7 +33,8 @@ BROKEN = '{"this is": not json'
 @dataclass(frozen=True)
 class Step:
     """``mark`` (funding rate, mark and index at ``ts``), ``oi``, ``liq`` (``side`` is the liquidation
-    order's), ``again`` (the last frame once more), ``raw`` (a malformed frame), ``drop``, ``keepalive``."""
+    order's), ``again`` (the last frame once more), ``raw`` (a malformed frame), ``bad`` (a frame with a
+    value that is no number), ``drop``, ``keepalive``, ``marks`` (``value`` marks from number ``ts`` on)."""
 
     kind: str
     ts: int = 0
@@ -299,6 +300,12 @@ class FakeAltExchange:
                 if step.kind == "keepalive":
                     await ws.wait_closed()
                     return
+                if step.kind == "marks":  # a long stream: marks ts.. ts+value, paced
+                    for i in range(step.ts, step.ts + int(step.value)):
+                        for frame in self.frames(mark(i)):
+                            await ws.send(frame)
+                        await asyncio.sleep(self.pace_s)
+                    continue
                 if step.kind == "raw":
                     frames = [BROKEN]
                 elif step.kind == "again":

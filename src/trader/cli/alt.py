@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trader.cli.format import JsonOpt, fail, print_rows
+from trader.cli.format import JsonOpt, fail, print_rows, to_json
 from trader.config import Settings
 
 SymbolArg = Annotated[
@@ -98,3 +98,45 @@ def _value(column: dict[str, str], value: Any) -> Any:
         except InvalidOperation:
             return value
     return value
+
+
+def bench_alt(
+    frames: Annotated[int, typer.Option(help="Frames per venue through each parser and the feed.")] = 50_000,
+    e2e: Annotated[int, typer.Option(help="Frames sent end to end through sink-alt (0: skip).")] = 20,
+    interval: Annotated[float, typer.Option(help="Seconds between the end-to-end frames.")] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Frames/s each venue's alternative-data parser and feed handle, in process; then, on the running
+    stack's sink-alt, the delay from a frame to its Delta commit and to QuestDB."""
+    import asyncio
+    import logging
+
+    import structlog
+
+    from trader.bench.alt import end_to_end, parser_rates
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    report: dict[str, Any] = {"parsers": parser_rates(frames)}
+    if e2e:
+        try:
+            report["end_to_end"] = asyncio.run(end_to_end(Settings(), e2e, interval))
+        except RuntimeError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report))
+        return
+    columns = ["venue", "frames", "observations", "parse frames/s", "parse µs", "feed frames/s", "feed µs"]
+    rows = [
+        [name, r["frames"], r["observations"], r["parse_frames_per_s"], r["parse_us_per_frame"],
+         r["feed_frames_per_s"], r["feed_us_per_frame"]]
+        for name, r in report["parsers"].items()
+    ]  # fmt: skip
+    print_rows(columns, rows, False)
+    if "end_to_end" in report:
+        e = report["end_to_end"]
+        for name in ("to_lake_s", "to_questdb_s"):
+            typer.echo(f"frame -> {name[3:-2]}: {e[name]}")
+        typer.echo(
+            f"(sink_alt batch_seconds {e['sink_alt_batch_seconds']}, small_batch_rows "
+            f"{e['sink_alt_small_batch_rows']}, small_batch_seconds {e['sink_alt_small_batch_seconds']})"
+        )
