@@ -97,14 +97,20 @@ class _Quote:
     """A venue's latest quote, with what one unit costs to buy there (fee and threshold included) and
     what it fetches sold there (fee deducted): an opportunity is ``sell_take > buy_cost``."""
 
-    __slots__ = ("ask", "bid", "buy_cost", "fee_bps", "sell_take", "timestamp", "venue")
+    __slots__ = ("ask", "bid", "buy_cost", "buy_factor", "fee_bps", "sell_factor", "sell_take", "timestamp")
+    __slots__ += ("venue",)
 
-    def __init__(
-        self, venue: str, bid: Decimal, ask: Decimal, timestamp: int, fee_bps: Decimal, thr: Decimal
-    ):
-        self.venue, self.bid, self.ask, self.timestamp, self.fee_bps = venue, bid, ask, timestamp, fee_bps
-        self.buy_cost = ask * (1 + (fee_bps + thr) / BPS)
-        self.sell_take = bid * (1 - fee_bps / BPS)
+    def __init__(self, venue: str, fee_bps: Decimal, thr: Decimal) -> None:
+        self.venue, self.fee_bps = venue, fee_bps
+        self.buy_factor = 1 + (fee_bps + thr) / BPS
+        self.sell_factor = 1 - fee_bps / BPS
+        self.bid = self.ask = self.buy_cost = self.sell_take = Decimal(0)
+        self.timestamp = 0
+
+    def update(self, bid: Decimal, ask: Decimal, timestamp: int) -> None:
+        self.bid, self.ask, self.timestamp = bid, ask, timestamp
+        self.buy_cost = ask * self.buy_factor
+        self.sell_take = bid * self.sell_factor
 
 
 class QuoteState(msgspec.Struct, frozen=True):
@@ -136,7 +142,7 @@ class SpreadState(msgspec.Struct, frozen=True):
 
 
 class _Instrument:
-    __slots__ = ("clock", "open", "published", "quotes", "sampled", "symbol")
+    __slots__ = ("clock", "min_fresh", "open", "published", "quotes", "sampled", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -145,6 +151,9 @@ class _Instrument:
         self.published = -1
         self.sampled = -1
         self.open: dict[tuple[str, str], int] = {}  # (buy, sell) -> when it opened
+        # At most the oldest fresh quote's time: while the staleness horizon stays at or below it, no
+        # fresh venue has gone stale, and only the pairs of the venue that quoted can have changed.
+        self.min_fresh = 0
 
 
 @dataclass
@@ -184,7 +193,6 @@ class SpreadEngine:
     def __init__(self, config: SpreadConfig) -> None:
         self.config = config
         self._instruments: dict[str, _Instrument] = {}
-        self._fees: dict[str, Decimal] = {}
 
     # Ticks -----------------------------------------------------------------------------------------
 
@@ -199,31 +207,37 @@ class SpreadEngine:
         inst = self._instruments.get(tick.symbol)
         if inst is None:
             inst = self._instruments[tick.symbol] = _Instrument(tick.symbol)
-        venue = tick.venue
-        known = inst.quotes.get(venue)
-        if known is not None and tick.timestamp < known.timestamp:
+        venue, timestamp = tick.venue, tick.timestamp
+        quote = inst.quotes.get(venue)
+        if quote is None:
+            quote = inst.quotes[venue] = self._new_quote(venue)
+            was_fresh = False
+        elif timestamp < quote.timestamp:
             return NOTHING  # older than what the venue already said
-        inst.quotes[venue] = self._quote(venue, bid, ask, tick.timestamp)
-        if tick.timestamp > inst.clock:
-            inst.clock = tick.timestamp
+        else:
+            was_fresh = quote.timestamp >= inst.clock - self.config.staleness_ms
+        quote.update(bid, ask, timestamp)
+        if timestamp > inst.clock:
+            inst.clock = timestamp
         if len(inst.quotes) < 2:
             return NOTHING  # quoted on one venue so far: no cross-venue view
-        return self._outputs(inst, tick.timestamp, seq)
+        return self._outputs(inst, quote, was_fresh, seq)
 
-    def _quote(self, venue: str, bid: Decimal, ask: Decimal, timestamp: int) -> _Quote:
-        fee = self._fees.get(venue)
-        if fee is None:
-            fee = self._fees[venue] = self.config.fee_bps(venue)
-        return _Quote(venue, bid, ask, timestamp, fee, self.config.threshold_bps)
+    def _new_quote(self, venue: str) -> _Quote:
+        return _Quote(venue, self.config.fee_bps(venue), self.config.threshold_bps)
 
-    def _outputs(self, inst: _Instrument, timestamp: int, seq: int) -> SpreadOutput:
+    def _outputs(self, inst: _Instrument, quote: _Quote, was_fresh: bool, seq: int) -> SpreadOutput:
         cfg = self.config
         oldest = inst.clock - cfg.staleness_ms
-        fresh = [q for q in inst.quotes.values() if q.timestamp >= oldest]
-        events = self._crossings(inst, fresh, oldest, timestamp, seq)
-        out = SpreadOutput(events=events) if events else SpreadOutput()
+        if was_fresh and oldest <= inst.min_fresh:
+            events = self._crossings_of(inst, quote, oldest, seq)
+        else:
+            events = self._crossings(inst, oldest, quote.timestamp, seq)
         publish_bucket = inst.clock // cfg.publish_interval_ms
         sample_bucket = inst.clock // cfg.sample_interval_ms
+        if not events and publish_bucket <= inst.published and sample_bucket <= inst.sampled:
+            return NOTHING
+        out = SpreadOutput(events=events)
         if publish_bucket > inst.published or sample_bucket > inst.sampled:
             snapshot = self._snapshot(inst, seq)
             if publish_bucket > inst.published:
@@ -232,9 +246,27 @@ class SpreadEngine:
                 inst.sampled, out.sample = sample_bucket, snapshot
         return out
 
-    def _crossings(
-        self, inst: _Instrument, fresh: list[_Quote], oldest: int, timestamp: int, seq: int
-    ) -> list[SpreadOpportunity]:
+    def _crossings_of(self, inst: _Instrument, v: _Quote, oldest: int, seq: int) -> list[SpreadOpportunity]:
+        """The common case, no venue gone stale or back: only the pairs of ``v`` can have crossed."""
+        opened, closed = [], []
+        is_open = inst.open
+        for w in inst.quotes.values():
+            if w is v or w.timestamp < oldest:
+                continue
+            for pair, above in (
+                ((v.venue, w.venue), w.sell_take > v.buy_cost),
+                ((w.venue, v.venue), v.sell_take > w.buy_cost),
+            ):
+                if above is not (pair in is_open):
+                    (opened if above else closed).append(pair)
+        if not opened and not closed:
+            return []
+        return self._changes(inst, sorted(closed), sorted(opened), oldest, v.timestamp, seq)
+
+    def _crossings(self, inst: _Instrument, oldest: int, timestamp: int, seq: int) -> list[SpreadOpportunity]:
+        """Every pair of fresh venues judged again (a venue went stale, or came back)."""
+        fresh = [q for q in inst.quotes.values() if q.timestamp >= oldest]
+        inst.min_fresh = min(q.timestamp for q in fresh)
         now_open = {
             (buy.venue, sell.venue)
             for buy in fresh
@@ -243,13 +275,25 @@ class SpreadEngine:
         }
         if not now_open and not inst.open:
             return []
+        closed = sorted(inst.open.keys() - now_open)
+        return self._changes(inst, closed, sorted(now_open - inst.open.keys()), oldest, timestamp, seq)
+
+    def _changes(
+        self,
+        inst: _Instrument,
+        closed: list[tuple[str, str]],
+        opened: list[tuple[str, str]],
+        oldest: int,
+        timestamp: int,
+        seq: int,
+    ) -> list[SpreadOpportunity]:
         events: list[SpreadOpportunity] = []
-        for pair in sorted(inst.open.keys() - now_open):
+        for pair in closed:
             buy, sell = inst.quotes[pair[0]], inst.quotes[pair[1]]
             gone = [q.venue for q in (buy, sell) if q.timestamp < oldest]
             reason = f"stale: {', '.join(gone)}" if gone else BELOW_THRESHOLD
             events.append(self._event(inst, "close", buy, sell, inst.open.pop(pair), timestamp, seq, reason))
-        for pair in sorted(now_open - inst.open.keys()):
+        for pair in opened:
             inst.open[pair] = timestamp
             buy, sell = inst.quotes[pair[0]], inst.quotes[pair[1]]
             events.append(self._event(inst, "open", buy, sell, timestamp, timestamp, seq, None))
@@ -354,7 +398,8 @@ class SpreadEngine:
             inst = self._instruments[saved.symbol] = _Instrument(saved.symbol)
             inst.clock, inst.published, inst.sampled = saved.clock, saved.published, saved.sampled
             for q in saved.quotes:
-                inst.quotes[q.venue] = self._quote(q.venue, q.bid, q.ask, q.timestamp)
+                quote = inst.quotes[q.venue] = self._new_quote(q.venue)
+                quote.update(q.bid, q.ask, q.timestamp)
             inst.open = {(o.buy_venue, o.sell_venue): o.opened for o in saved.open}
 
 

@@ -22,6 +22,7 @@ from trader.cli import alt, backtest, bench, data, trading
 from trader.cli.bars import bars as bars_command
 from trader.cli.format import fitted, log_line
 from trader.cli.settings import config as config_command
+from trader.cli.spreads import spreads as spreads_command
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
 from trader.stack.base import StackError
@@ -50,6 +51,7 @@ app.command()(trading.order)
 app.command()(trading.cancel)
 app.command()(trading.kill)
 app.command()(trading.resume)
+app.command("spreads")(spreads_command)
 app.command("funding")(alt.funding)
 app.command("oi")(alt.oi)
 bench.bench_app.command("alt")(alt.bench_alt)

@@ -22,17 +22,16 @@ seconds, and at a graceful stop, once every row it made is in QuestDB.
 Restart (even after SIGKILL): the engine is the snapshot's, and the ticks after it are applied again.
 Every output is a function of the ticks in stream order, so they make the same messages with the same
 ids: the replayed ticks' rows are written again (upserts), and their messages, which the intake does not
-publish for a replay, are published once caught up unless their subject already holds them (its latest
-message's ``source_seq``), so a crash leaves nothing missing and nothing doubled. A start without a
-snapshot (the first) goes through the whole stream: QuestDB gets every sample and event, the bus every
-event; past snapshots are not published again.
+publish for a replay, are published once caught up unless their subject already held them at the start
+(its latest message's ``source_seq``), so a crash leaves nothing missing and nothing doubled. Without a
+usable snapshot (the first start) the whole stream is applied: QuestDB gets every sample and event, the
+bus every event it lacks, and snapshots only on subjects it already has (not a day of past snapshots).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import msgspec
 from nats.js.errors import NotFoundError
@@ -99,6 +98,8 @@ class SpreadAnalyzer(Service):
         self._rows: list[Row] = []  # made, not yet in QuestDB
         self._writing = False
         self._stash: dict[str, list[tuple[int, Outgoing]]] = {}  # replayed outputs, by subject
+        # Each output subject's latest source_seq on the bus at the start: what a replay need not publish.
+        self._published = await rt.retry("spreads.published", self._published_seqs)
         self._events = 0
         snapshots = Snapshotting(
             key=self.name,
@@ -139,34 +140,31 @@ class SpreadAnalyzer(Service):
         return messages
 
     def _keep_replayed(self, seq: int, messages: list[Outgoing]) -> None:
-        restored = self.intake is not None and self.intake.snapshot_problem is None
+        """Keep what the bus lacks of a replayed tick's outputs. Every event; a snapshot only on a
+        subject already published (a first start does not publish the past's snapshots: history)."""
         for message in messages:
-            # Without a snapshot this is the first start: past snapshots are history, events are kept.
-            if restored or message.subject.endswith(".opportunity"):
+            last = self._published.get(message.subject)
+            if seq > (last or 0) and (last is not None or message.subject.endswith(".opportunity")):
                 self._stash.setdefault(message.subject, []).append((seq, message))
 
     async def _caught_up(self) -> list[Outgoing]:
-        """The replayed outputs that their subject does not hold yet (a crash before they were stored)."""
-        stash, self._stash = self._stash, {}
-        missing: list[tuple[int, Outgoing]] = []
-        for subject, items in stash.items():
-            last = await self._last_source_seq(subject)
-            missing += [(seq, message) for seq, message in items if seq > last]
-        missing.sort(key=lambda item: item[0])
-        self.rt.log.info(
-            "spread_analyzer.caught_up",
-            replayed_outputs=sum(map(len, stash.values())),
-            republished=len(missing),
-        )
+        """The replayed outputs that the bus did not hold (a crash before they were stored), in order."""
+        missing = sorted((item for items in self._stash.values() for item in items), key=lambda i: i[0])
+        self._stash = {}
+        self.rt.log.info("spread_analyzer.caught_up", republished=len(missing))
         return [message for _, message in missing]
 
-    async def _last_source_seq(self, subject: str) -> int:
-        try:
-            last = await self.rt.js.get_last_msg(OUTPUT_STREAM, subject)
-        except NotFoundError:
-            return 0
-        seq = _seq_of.decode(last.data or b"{}").get("source_seq", 0)
-        return seq if isinstance(seq, int) else 0
+    async def _published_seqs(self) -> dict[str, int]:
+        info = await self.rt.js.stream_info(OUTPUT_STREAM, subjects_filter="market.spread.>")
+        published = {}
+        for subject in info.state.subjects or {}:
+            try:
+                last = await self.rt.js.get_last_msg(OUTPUT_STREAM, subject)
+            except NotFoundError:
+                continue
+            seq = _seq_of.decode(last.data or b"{}").get("source_seq", 0)
+            published[subject] = seq if isinstance(seq, int) else 0
+        return published
 
     # Running -------------------------------------------------------------------------------------------
 
@@ -221,7 +219,6 @@ class SpreadAnalyzer(Service):
             "opportunity_events": self._events,
             "rows_pending": len(self._rows),
             "intake": self.intake.health_details(),
-            "checked_at": int(time.time() * 1000),
         }
 
 
