@@ -31,3 +31,22 @@ def test_an_unknown_venue_is_refused() -> None:
 def test_a_symbol_that_is_no_spot_pair_is_refused() -> None:
     with pytest.raises(ValidationError, match="not a spot pair"):
         LiveGatewaySettings(venues={"okx": {"symbols": ["BTC-USDT-SWAP"]}})
+
+
+def test_alt_data_venues_kinds_and_perpetuals_checked_when_the_settings_load() -> None:
+    cfg = LiveGatewaySettings(alt={"okx": {"symbols": ["BTC-USDT-SWAP", "ETHUSDT-PERP"]}})
+    assert cfg.alt["okx"].kinds == ["funding", "mark_price", "index_price", "open_interest", "liquidation"]
+    with pytest.raises(ValueError, match="no alternative data from"):
+        LiveGatewaySettings(alt={"coinbase": {"symbols": ["BTCUSD"]}})
+    with pytest.raises(ValueError, match="unknown alt data kind"):
+        LiveGatewaySettings(alt={"bybit": {"symbols": ["BTCUSDT"], "kinds": ["sentiment"]}})
+    with pytest.raises(ValueError, match="inverse"):
+        LiveGatewaySettings(alt={"binance": {"symbols": ["BTC/USD:BTC"]}})
+
+
+def test_alt_data_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADER_LIVE_GATEWAY__ALT__BYBIT__SYMBOLS", '["BTCUSDT"]')
+    monkeypatch.setenv("TRADER_LIVE_GATEWAY__ALT__BYBIT__KINDS", '["funding"]')
+    cfg = Settings().live_gateway
+    assert cfg.alt["bybit"].symbols == ["BTCUSDT"]
+    assert cfg.alt["bybit"].kinds == ["funding"]
