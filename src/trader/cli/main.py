@@ -114,7 +114,7 @@ def up(
     settings = _settings()
     names = _service_list(settings, services)
     if live and "live-gateway" not in names:
-        if not settings.live_gateway.venues:
+        if not settings.live_gateway.venues and not settings.live_gateway.alt:
             err.print("[yellow]warning:[/] --live with no venue in the live_gateway setting: it will idle")
         names.append("live-gateway")
     if supervisor_running(settings):
