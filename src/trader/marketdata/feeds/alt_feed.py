@@ -42,6 +42,7 @@ from trader.runtime.backoff import Backoff
 
 ALT_STREAM = "ALT_DATA"
 RECENT_IDS = 20_000  # identities remembered to drop repeats before they reach NATS
+QUIET_STALE_AFTER_S = 600.0
 
 
 def alt_dead_subject(venue: str) -> str:
@@ -95,6 +96,10 @@ class AltVenueFeed:
         wanted = frozenset(k for k in settings.kinds if k in KINDS)
         self.kinds = wanted
         self.streamed = wanted & venue.streamed
+        if self.streamed <= {"liquidation"} and venue.ping_interval_s is None and not settings.stale_after_s:
+            # Liquidations alone may not come for minutes, and no pong counts as a frame: only a long
+            # silence means a dead connection (the library's own pings find one sooner).
+            self.stale_after_s = QUIET_STALE_AFTER_S
         self.polls = {
             kind: settings.poll_interval_s or interval
             for kind, interval in venue.polled.items()

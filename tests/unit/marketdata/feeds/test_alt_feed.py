@@ -161,3 +161,14 @@ async def test_only_the_kinds_configured_are_subscribed_and_published() -> None:
     subscribe = [f for f in exchange.client_frames if '"subscribe"' in f]
     assert subscribe
     assert all("allLiquidation" not in f for f in subscribe)
+
+
+def test_liquidations_alone_from_binance_are_not_taken_for_a_dead_stream() -> None:
+    def feed(kinds: list[str]) -> AltVenueFeed:
+        settings = LiveAltSettings(symbols=["BTCUSDT"], kinds=kinds)
+        return AltVenueFeed(
+            load_alt_venue("binance")(), settings, GATEWAY, Collected().emit, structlog.get_logger()
+        )
+
+    assert feed(["liquidation"]).stale_after_s == 600.0  # none may come for minutes
+    assert feed(["liquidation", "funding"]).stale_after_s == 30.0  # the mark price comes every second
