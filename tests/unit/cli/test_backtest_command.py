@@ -1,0 +1,80 @@
+"""``trader backtest`` on a lake on disk: the table of figures, the run directory, a sweep's ranked table,
+and one line for what it cannot run (exit 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.unit.backtest.test_run import MINUTES, STRATEGIES, T0, walk
+from trader.backtest.data import lake_table
+from trader.cli.main import app
+from trader.config import Settings
+from trader.stores.lake import MARKET_TICKS, Lake
+
+runner = CliRunner()
+assert MINUTES >= 3
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "lake"
+    ticks = sorted(
+        walk("ETHUSDT", "3000", 1, 200) + walk("BTCUSDT", "60000", 2, 250), key=lambda t: t.timestamp
+    )
+    Lake(Settings(lake_root=str(root))).append(MARKET_TICKS, lake_table(ticks), app_id="t", version=1)
+    for name in list(os.environ):
+        if name.startswith("TRADER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TRADER_LAKE_ROOT", str(root))
+    monkeypatch.setenv("TRADER_STRATEGY__STRATEGIES", json.dumps(STRATEGIES))
+    return tmp_path
+
+
+def test_a_run_prints_its_figures_and_where_its_report_is(env: Path) -> None:
+    out = env / "run1"
+    result = runner.invoke(
+        app, ["backtest", "--from", str(T0), "--to", "2025-12-01T00:02", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "mm-eth" in result.output
+    assert "ETHUSDT" in result.output
+    assert f"report: {out}/report.html" in result.output
+    assert (out / "summary.json").is_file()
+
+
+def test_a_sweep_prints_a_ranked_table(env: Path) -> None:
+    args = [
+        "backtest",
+        "--from",
+        "2025-12-01T00:00Z",
+        "--to",
+        "2025-12-01T00:01Z",
+        "--out",
+        str(env / "sweep"),
+    ]
+    args += ["--grid", "mm-eth.spread_bps=5,20", "--workers", "1", "--rank-by", "total_return"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mm-eth.spread_bps=5" in result.output
+    assert "2 runs under" in result.output
+    assert len(list((env / "sweep").iterdir())) == 2
+
+
+def test_what_cannot_run_is_one_line_and_exit_1(env: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--from", "2020-01-01", "--to", "2020-01-02"])
+    assert result.exit_code == 1
+    assert "no ticks of BTCUSDT, ETHUSDT from 2020-01-01T00:00:00Z" in result.output
+    result = runner.invoke(app, ["backtest", "--from", "yesterday", "--to", "2020-01-02"])
+    assert result.exit_code == 1
+    assert "--from 'yesterday': not a time" in result.output
+    result = runner.invoke(
+        app, ["backtest", "--from", "2020-01-01", "--to", "2020-01-02", "--grid", "nope=1"]
+    )
+    assert result.exit_code == 1
+    assert "2 strategies run" in result.output
