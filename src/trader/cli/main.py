@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from trader.cli import alt, backtest, bench, data, trading
 from trader.cli.bars import bars as bars_command
+from trader.cli.features import features as features_command
 from trader.cli.format import fitted, log_line
 from trader.cli.settings import config as config_command
 from trader.cli.spreads import spreads as spreads_command
@@ -52,6 +53,7 @@ app.command()(trading.cancel)
 app.command()(trading.kill)
 app.command()(trading.resume)
 app.command("spreads")(spreads_command)
+app.command("features")(features_command)
 app.command("funding")(alt.funding)
 app.command("oi")(alt.oi)
 bench.bench_app.command("alt")(alt.bench_alt)
