@@ -124,6 +124,8 @@ class BacktestEngine:
         self.by_instrument: dict[tuple[str, str], list[StrategyRunner]] = {}
         # Bars are built only where a strategy hears of them: the cost of a tick otherwise.
         self.bar_instruments: set[tuple[str, str]] = set()
+        self.tick_runners: set[StrategyRunner] = set()  # those whose strategy has ``on_tick``
+        self._held: dict[tuple[str, str], dict[str, MarketTick]] = {}  # ticks the desk is yet to see
         for config in strategies:
             self._load(config)
         if not self.runners:
@@ -164,6 +166,8 @@ class BacktestEngine:
         config = config.model_copy(update={"data_venue": self.settings.data_venue_of(config)}, deep=True)
         runner = build_runner(config, clock=self._clock)
         self.runners[config.name] = runner
+        if type(runner.strategy).on_tick is not Strategy.on_tick:
+            self.tick_runners.add(runner)
         for symbol in config.symbols:
             self.by_instrument.setdefault((runner.data_venue, symbol), []).append(runner)
             if _hears_bars(runner):
@@ -218,14 +222,16 @@ class BacktestEngine:
             records.first_ms = tick.timestamp
         records.last_ms = tick.timestamp
         self._mark(tick)
-        self._desk(self.desk.on_tick(tick))
-        if self.desk.algos:
-            self._desk(self.desk.drive_algos())
+        if self.book.open_count or self.desk.algos:
+            self._show_desk(tick)
+        else:
+            self._hold_for_desk(tick)
         runners = self.by_instrument.get((tick.venue, tick.symbol))
         if runners is not None:
             # The tick first: live, the bar it closes comes later, through the normalizer.
             for runner in runners:
-                self._emit(runner, runner.on_tick(tick))
+                if runner in self.tick_runners:
+                    self._emit(runner, runner.on_tick(tick))
             self._drain()
             for bar in self._add_to_bars(tick):
                 for runner in self.by_instrument.get((bar.venue, bar.symbol), ()):
@@ -343,7 +349,35 @@ class BacktestEngine:
         )
 
     def _route(self, message: Outgoing) -> None:
+        self._catch_up_desk()
         self._desk(self.desk.on_orders([_venue_order.decode(message.payload)]))
+
+    # While no order works anywhere, a tick can only move the venues' books, which hold the latest quote
+    # of each instrument: the desk is shown, before the next order, the ticks that make its books what
+    # every tick would have (the last with a bid, the last with an ask, the last), and skipped meanwhile.
+
+    def _show_desk(self, tick: MarketTick) -> None:
+        self._catch_up_desk()
+        self._desk(self.desk.on_tick(tick))
+        if self.desk.algos:
+            self._desk(self.desk.drive_algos())
+
+    def _hold_for_desk(self, tick: MarketTick) -> None:
+        held = self._held.setdefault((tick.venue, tick.symbol), {})
+        held["last"] = tick
+        if tick.bid is not None:
+            held["bid"] = tick
+        if tick.ask is not None:
+            held["ask"] = tick
+
+    def _catch_up_desk(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        for ticks in held.values():
+            shown = sorted({id(t): t for t in ticks.values()}.values(), key=lambda t: t.timestamp)
+            for tick in shown:
+                self._desk(self.desk.on_tick(tick))
 
     def _state(self, order: Order) -> None:
         self.records.orders.append(order)
