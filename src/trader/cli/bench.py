@@ -86,6 +86,44 @@ def ingest(
     print_rows(["component", "peak RSS MiB", "CPU share in the drain"], others, False)
 
 
+@bench_app.command("spreads")
+def spreads(
+    quotes: Annotated[int, typer.Option(help="Quotes published in the live phase.")] = 200_000,
+    backlog: Annotated[int, typer.Option(help="Quotes published before spread-analyzer starts.")] = 500_000,
+    symbols: Annotated[int, typer.Option(help="Instruments, each on three venues.")] = 10,
+    batch: Annotated[int, typer.Option(help="Quotes per pipelined publish batch.")] = 5_000,
+    rate: Annotated[float | None, typer.Option(help="Live quotes/s; default as fast as it goes.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """spread-analyzer (started by the benchmark, on the servers of `trader up --detach --services ''`)
+    fed quotes of three venues: its rate through a backlog and CPU µs per quote, then the lag of live
+    quotes (publish to its acknowledgement, after its outputs are stored), and peak RSS."""
+    from trader.bench.ingest import to_json
+    from trader.bench.spreads import run_spreads_bench
+
+    try:
+        report = asyncio.run(
+            run_spreads_bench(
+                Settings(), quotes=quotes, backlog=backlog, symbols=symbols, batch=batch, rate=rate
+            )
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    typer.echo(
+        f"{report['symbols']} instruments on {report['venues']} venues: a backlog of {report['backlog']} "
+        f"quotes, then {report['quotes']} live quotes (publisher {report['publisher_quotes_per_s']}/s)"
+    )
+    drain, live = report["drain"], report["live"]
+    columns = ["drain quotes/s", "CPU µs/quote", "live quotes/s", "lag p50 s", "lag p99 s", "lag max s"]
+    columns.append("peak RSS MiB")
+    row = [drain["quotes_per_s"], drain["cpu_us_per_quote"], live["quotes_per_s"], live["lag_p50_s"]]
+    row += [live["lag_p99_s"], live["lag_max_s"], report["peak_rss_mib"]]
+    print_rows(columns, [row], False)
+
+
 @bench_app.command("trading")
 def trading(
     rates: Annotated[
