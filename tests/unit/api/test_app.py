@@ -119,3 +119,35 @@ def test_the_websocket_takes_a_token_and_refuses_bad_ops(client: TestClient) -> 
 def test_the_openapi_document_lists_the_api(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/orders", "/api/orders/{client_order_id}", "/api/trading/halt", "/api/bars"} <= set(paths)
+
+
+def test_reads_serve_the_view_as_json_with_decimal_strings(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from tests.unit.api.test_view import _fill, _order
+    from trader.messages import PnlSnapshot
+
+    tokens = [{"name": "viewer", "role": "read", "token": READ}]
+    service = Api(Settings(data_dir=tmp_path, api={"tokens": tokens}))
+    view = service.ctx.view
+    view.apply_order(_order("a", 1, price=Decimal("60000.10")))
+    view.apply_report(_fill("e1", "a"))
+    zero = Decimal(0)
+    view.apply_pnl(
+        PnlSnapshot(scope="total", realized=Decimal("1.5"), unrealized=zero, fees=zero, total=zero)
+    )
+    probes = build_probe_app("api", lambda: {"status": "ok"}, lambda: {"ready": True}, lambda: b"")
+    client = TestClient(service.http_app(probes))
+    read = _auth(READ)
+    orders = client.get("/api/orders", headers=read).json()
+    assert orders[0]["price"] == "60000.10"
+    detail = client.get("/api/orders/a", headers=read).json()
+    assert [r["exec_id"] for r in detail["reports"]] == ["e1"]
+    assert client.get("/api/fills", headers=read).json()[0]["last_price"] == "100"
+    assert client.get("/api/pnl", headers=read).json()[0]["realized"] == "1.5"
+    assert client.get("/api/trading", headers=read).json()["mode"] == "active"
+    assert client.get("/api/status", headers=read).json() == {
+        "supervisor": None,
+        "components": [],
+        "trading": {"mode": "active", "reason": None, "since": 0},
+    }
