@@ -263,7 +263,7 @@ def api(
 def backtest(
     ticks: Annotated[int, typer.Option(help="Ticks written to the benchmark's lake.")] = 10_000_000,
     run_ticks: Annotated[
-        int | None, typer.Option(help="Ticks the strategies run over (default: all); the read runs all.")
+        int | None, typer.Option(help="Ticks the market maker runs over (default: all); the others run all.")
     ] = None,
     only: Annotated[str | None, typer.Option(help="One scenario: read, market_maker or ma_cross.")] = None,
     as_json: JsonOpt = False,
