@@ -1,6 +1,6 @@
 """Parity of a backtest with paper trading, on the real stack.
 
-The market maker trades in paper mode over the mock feed for a minute (its ticks land in the lake
+The market maker trades in paper mode over the mock feed for a minute and a half (its ticks land in the lake
 through sink-ticks, its orders in ORDERS, its fills in EXEC); then `trader.backtest` runs the same
 configuration over the same ticks, read back from the lake, from the tick that made the first live
 order to a cut a few seconds before the end. Both must have sent the same orders and made the same
@@ -8,7 +8,7 @@ fills (side, quantity, price, fee, liquidity, tick time) in the same order, so t
 realized PnL.
 
 What the test holds equal that the docs say differs otherwise (docs/backtest.md): the venue's latency
-is 0 on both sides and the feed is slow (5 ticks/s), so that each live order reaches exeq before the
+is 0 on both sides and the feed is slow (2 ticks/s), so that each live order reaches exeq before the
 next tick does, as in the backtest, where nothing takes time; the market maker's refresh is long and
 risk's rate limit high, since live both count wall-clock time and the backtest event time.
 """
@@ -46,7 +46,7 @@ STRATEGY = {
         "tick_size": "0.01",
     },
 }
-RUN_S = 60
+RUN_S = 90
 CUT_MARGIN_MS = 3_000
 
 
@@ -57,7 +57,7 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TRADER_SERVICES=json.dumps(["gateway", "sink-ticks", "strategy", "risk", "oms", "exeq"]),
         TRADER_GATEWAY__SYMBOLS=json.dumps(["ETHUSDT"]),
         TRADER_GATEWAY__VENUES="{}",
-        TRADER_GATEWAY__RATE="5",
+        TRADER_GATEWAY__RATE="2",
         TRADER_GATEWAY__VOLATILITY="3",
         TRADER_GATEWAY__SEED="16",
         TRADER_STRATEGY__STRATEGIES=json.dumps([STRATEGY]),
@@ -151,7 +151,7 @@ def test_the_same_fills_in_the_same_order(both: dict) -> None:
         (f["side"], f["quantity"], f["price"], f["fee"], f["liquidity"], f["timestamp"])
         for f in both["backtest_fills"]
     ]
-    assert live, "the market maker had no fill in a minute: nothing to compare"
+    assert live, "the market maker had no fill in a minute and a half: nothing to compare"
     assert backtest == live
 
 
