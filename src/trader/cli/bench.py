@@ -124,6 +124,52 @@ def spreads(
     print_rows(columns, [row], False)
 
 
+@bench_app.command("features")
+def features(
+    bars: Annotated[
+        int, typer.Option(help="Closed bars: computed in process, then a backlog for the service.")
+    ] = 200_000,
+    series: Annotated[int, typer.Option(help="Over how many (venue, symbol) series.")] = 100,
+    batch: Annotated[int, typer.Option(help="Bars per pipelined publish batch.")] = 5_000,
+    engine_only: Annotated[
+        bool, typer.Option("--engine-only", help="The engine in process only: no stack.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """feature-eng's feature set: bars/s, CPU µs per bar and peak RSS of the engine in process, then of the
+    service (started by the benchmark, on the servers of `trader up --detach --services ''`) through a
+    backlog of bars, every bar's features published and written to QuestDB."""
+    from trader.bench.features import run_features_bench
+    from trader.bench.ingest import to_json
+
+    try:
+        report = asyncio.run(run_features_bench(Settings(), bars, series, batch, engine_only))
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    engine = report["engine"]
+    typer.echo(f"{engine['bars']} bars over {engine['series']} series, {engine['columns']} feature columns")
+    columns = ["what", "bars/s", "CPU µs/bar", "peak RSS MiB"]
+    rows = [
+        [
+            "engine (decode, update, encode)",
+            engine["bars_per_s"],
+            engine["cpu_us_per_bar"],
+            engine["peak_rss_mib"],
+        ]
+    ]
+    if "service" in report:
+        s = report["service"]
+        rows.append(
+            ["feature-eng through a backlog", s["bars_per_s"], s["cpu_us_per_bar"], s["peak_rss_mib"]]
+        )
+    print_rows(columns, rows, False)
+    if "service" in report:
+        typer.echo(f"features published: {report['service']['features_published']} of {bars} bars")
+
+
 @bench_app.command("trading")
 def trading(
     rates: Annotated[

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
@@ -31,8 +30,7 @@ EPS = sys.float_info.epsilon
 EXACT_ENOUGH = 1e-12  # the rolling variance is recomputed before its rounding bound passes this share
 
 
-@dataclass(frozen=True, slots=True)
-class BarInput:
+class BarInput(msgspec.Struct, frozen=True, gc=False):
     """One closed bar as the features see it: floats, and what the service knows beside the bar at its
     close (the sided volume of its ticks, the latest cross-venue spread), None when it knows nothing."""
 
@@ -73,6 +71,11 @@ class Feature(msgspec.Struct, tag_field="kind", kw_only=True):
     """A streaming feature: ``update`` takes the next closed bar and writes the feature's values (one
     per name in ``columns``; None while warming up) into ``out``. O(1) per bar."""
 
+    names: tuple[str, ...] = ()  # ``columns()``, kept: formatted once, not at every bar
+
+    def __post_init__(self) -> None:
+        self.names = self.columns()
+
     def columns(self) -> tuple[str, ...]:
         raise NotImplementedError
 
@@ -103,26 +106,27 @@ class Rolling(msgspec.Struct, kw_only=True):
     since_exact: int = 0
 
     def push(self, x: float) -> None:
-        ring = self.ring
+        ring, n = self.ring, self.n
         if not ring:
             self.shift = x
         d = x - self.shift
-        if len(ring) < self.n:
+        avg = self.avg
+        if len(ring) < n:
             ring.append(x)
-            delta = d - self.avg
-            self.avg += delta / len(ring)
-            self.m2 += delta * (d - self.avg)
+            delta = d - avg
+            self.avg = avg = avg + delta / len(ring)
+            self.m2 += delta * (d - avg)
         else:
-            old = ring[self.pos] - self.shift
-            ring[self.pos] = x
-            self.pos = (self.pos + 1) % self.n
-            previous = self.avg
-            self.avg = previous + (d - old) / self.n
-            change = (d - old) * (d - self.avg + old - previous)
-            self.m2 += change
-            self.m2_error += EPS * (abs(change) + self.m2)
+            pos = self.pos
+            old = ring[pos] - self.shift
+            ring[pos] = x
+            self.pos = pos + 1 if pos + 1 < n else 0
+            self.avg = new_avg = avg + (d - old) / n
+            change = (d - old) * (d - new_avg + old - avg)
+            m2 = self.m2 = self.m2 + change
+            self.m2_error += EPS * ((change if change > 0 else -change) + m2)
         self.since_exact += 1
-        if len(ring) == self.n and (self.since_exact >= self.n or self.m2_error > EXACT_ENOUGH * self.m2):
+        if (self.since_exact >= n or self.m2_error > EXACT_ENOUGH * self.m2) and len(ring) == n:
             self._exact()  # due, or the variance has shrunk to the size of the rounding it took
 
     def _exact(self) -> None:

@@ -55,7 +55,7 @@ class Volatility(Feature, tag="volatility"):
         return self.window
 
     def update(self, bar: BarInput, out: Values) -> None:
-        name = f"volatility_{self.window}"
+        name = self.names[0]
         prev, self.prev_close = self.prev_close, bar.close
         if prev is None:
             out[name] = None
@@ -82,7 +82,7 @@ class Sma(Feature, tag="sma"):
         if self.closes is None:
             self.closes = Rolling(n=self.window)
         self.closes.push(bar.close)
-        out[f"sma_{self.window}"] = self.closes.mean() if self.closes.full else None
+        out[self.names[0]] = self.closes.mean() if self.closes.full else None
 
 
 class Ema(Feature, tag="ema"):
@@ -101,7 +101,7 @@ class Ema(Feature, tag="ema"):
 
     def update(self, bar: BarInput, out: Values) -> None:
         self.value = _ema_step(self.value, self.seed, self.window, bar.close)
-        out[f"ema_{self.window}"] = self.value
+        out[self.names[0]] = self.value
 
 
 def _ema_step(value: float | None, seed: list[float], window: int, x: float) -> float | None:
@@ -132,7 +132,7 @@ class Rsi(Feature, tag="rsi"):
         return self.window
 
     def update(self, bar: BarInput, out: Values) -> None:
-        name = f"rsi_{self.window}"
+        name = self.names[0]
         prev, self.prev_close = self.prev_close, bar.close
         if prev is None:
             out[name] = None
@@ -188,7 +188,7 @@ class Macd(Feature, tag="macd"):
         return self.slow - 1 + self.signal - 1
 
     def update(self, bar: BarInput, out: Values) -> None:
-        macd_name, signal_name, hist_name = self.columns()
+        macd_name, signal_name, hist_name = self.names
         x = bar.close
         if self.slow_ema is None or self.fast_ema is None:
             self.first.append(x)
@@ -226,7 +226,7 @@ class BollingerWidth(Feature, tag="bb_width"):
         return self.window - 1
 
     def update(self, bar: BarInput, out: Values) -> None:
-        name = f"bb_width_{self.window}"
+        name = self.names[0]
         if self.closes is None:
             self.closes = Rolling(n=self.window)
         self.closes.push(bar.close)
@@ -253,7 +253,7 @@ class Atr(Feature, tag="atr"):
         return self.window
 
     def update(self, bar: BarInput, out: Values) -> None:
-        name = f"atr_{self.window}"
+        name = self.names[0]
         prev, self.prev_close = self.prev_close, bar.close
         if prev is None:
             out[name] = None
@@ -287,7 +287,7 @@ class VwapDeviation(Feature, tag="vwap_dev"):
         return self.window - 1
 
     def update(self, bar: BarInput, out: Values) -> None:
-        name = f"vwap_dev_{self.window}"
+        name = self.names[0]
         if self.notional is None or self.volume is None:
             self.notional, self.volume = Rolling(n=self.window), Rolling(n=self.window)
         self.notional.push(bar.vwap * bar.volume)
@@ -313,7 +313,7 @@ class VolumeZ(Feature, tag="volume_z"):
         return self.window - 1
 
     def update(self, bar: BarInput, out: Values) -> None:
-        name = f"volume_z_{self.window}"
+        name = self.names[0]
         if self.volumes is None:
             self.volumes = Rolling(n=self.window)
         self.volumes.push(bar.volume)
