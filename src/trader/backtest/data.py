@@ -4,11 +4,12 @@ Pruning: only the files of the partitions asked for are listed (``symbol`` in th
 the UTC dates of the range), and each file's ``ts`` statistics (the min and max Delta keeps per file,
 which pyarrow carries as the fragment's guarantee) let a read skip every file outside a window.
 
-Order: the range is read one window of event time at a time (``window_ms``, ten minutes by default);
-a window holds every selected tick of every symbol in it, sorted by ``(ts, stream_seq)``: event time,
-then the order the bus took them in, which is the order the live services saw them (for ticks of one
-feed, event time never runs backwards in stream order, so the two agree). Memory is one window's
-ticks as Arrow columns plus one batch of them as Python objects, whatever the range.
+Order: the files are read in order of their first tick, each once: files whose time spans overlap
+(one commit's file per symbol) are read together, and a group of more than ``window_rows`` ticks (a
+compacted day) in slices of its span. A window is sorted by ``(ts, stream_seq)``: event time, then the
+order the bus took them in, which is the order the live services saw them (for ticks of one feed, event
+time never runs backwards in stream order, so the two agree). Memory is one window's ticks as Arrow
+columns (a million at most by default) plus one batch of them as Python objects, whatever the range.
 
 Values: the lake keeps prices to 12 places and quantities to 8 (``trader.stores.lake``): a tick read
 back has trailing zeros its publisher never wrote. They are dropped (``60000.500000000000`` becomes
@@ -30,7 +31,8 @@ from trader.config import Settings
 from trader.messages import MarketTick
 from trader.stores.lake import MARKET_TICKS, Lake, utc_dates
 
-DEFAULT_WINDOW_MS = 10 * 60_000
+# A window holds about this many ticks at most: some 150 bytes each as Arrow columns, twice while sorted.
+WINDOW_ROWS = 1_000_000
 BATCH_ROWS = 50_000
 COLUMNS = [
     "ts",
@@ -71,11 +73,11 @@ class DataRange:
 class LakeTicks:
     """The ``market_ticks`` table of the configured lake, opened once (one Delta version for the run)."""
 
-    def __init__(self, settings: Settings, *, window_ms: int = DEFAULT_WINDOW_MS) -> None:
-        if window_ms <= 0:
-            raise ValueError(f"window_ms must be positive, got {window_ms}")
+    def __init__(self, settings: Settings, *, window_rows: int = WINDOW_ROWS) -> None:
+        if window_rows <= 0:
+            raise ValueError(f"window_rows must be positive, got {window_rows}")
         self.lake = Lake(settings)
-        self.window_ms = window_ms
+        self.window_rows = window_rows
         self.uri = self.lake.uri(MARKET_TICKS)
         try:
             delta = self.lake.open(MARKET_TICKS)
@@ -122,19 +124,86 @@ class LakeTicks:
         return sorted(set(pairs))
 
     def windows(self, data: DataRange) -> Iterator[pa.Table]:
-        """The range's ticks, one window of event time at a time, each sorted by (ts, stream_seq)."""
-        dataset = self.dataset(data)
-        start = data.start_ms
-        while start < data.end_ms:
-            end = min(start + self.window_ms, data.end_ms)
-            table = dataset.to_table(columns=COLUMNS, filter=_in_range(start, end))
-            if table.num_rows:
-                yield table.sort_by([("ts", "ascending"), ("stream_seq", "ascending")])
-            start = end
+        """The range's ticks, a window at a time, each sorted by (ts, stream_seq), each file read once.
+
+        The files are taken in order of their first tick, in groups whose time spans overlap (a commit
+        of sink-ticks is a file per symbol over the same half second): a group is read whole when it
+        holds at most ``window_rows`` ticks, else in slices of its span of about that many ticks (a
+        compacted day), each slice reading only the row groups its time overlaps."""
+        full = self.dataset(data)
+        files = self._files_in(full, data)
+        for group in _overlapping(files):
+            start = max(min(f.first_ms for f in group), data.start_ms)
+            end = min(max(f.last_ms for f in group) + 1, data.end_ms)
+            rows = sum(f.rows for f in group)
+            subset = pads.FileSystemDataset(
+                [f.fragment for f in group], full.schema, full.format, full.filesystem
+            )
+            step = (
+                end - start if rows <= self.window_rows else max((end - start) * self.window_rows // rows, 1)
+            )
+            while start < end:
+                stop = min(start + step, end)
+                table = subset.to_table(columns=COLUMNS, filter=_in_range(start, stop))
+                if table.num_rows:
+                    yield table.sort_by([("ts", "ascending"), ("stream_seq", "ascending")])
+                start = stop
+
+    def _files_in(self, full: pads.Dataset, data: DataRange) -> list[_File]:
+        """The dataset's files that may hold ticks of the range, with their span from the Delta log's
+        statistics (a file without them is taken to span the whole range)."""
+        actions = pa.table(self.delta.get_add_actions(flatten=True))
+        spans: dict[str, tuple[int | None, int | None, int]] = {}
+        if actions.num_rows:
+            first = (
+                _millis(actions["min.ts"]) if "min.ts" in actions.column_names else [None] * actions.num_rows
+            )
+            last = (
+                _millis(actions["max.ts"]) if "max.ts" in actions.column_names else [None] * actions.num_rows
+            )
+            for path, lo, hi, rows in zip(
+                actions["path"].to_pylist(), first, last, actions["num_records"].to_pylist(), strict=True
+            ):
+                spans[path] = (lo, hi, rows or 0)
+        files = []
+        for fragment in full.get_fragments():
+            lo, hi, rows = spans.get(fragment.path, (None, None, self.window_rows + 1))
+            lo = data.start_ms if lo is None else lo
+            hi = data.end_ms - 1 if hi is None else hi
+            if hi >= data.start_ms and lo < data.end_ms:
+                files.append(_File(lo, hi, rows, fragment))
+        return sorted(files, key=lambda f: (f.first_ms, f.last_ms, f.fragment.path))
 
     def ticks(self, data: DataRange) -> Iterator[MarketTick]:
         for window in self.windows(data):
             yield from ticks_of(window)
+
+
+@dataclass(frozen=True)
+class _File:
+    first_ms: int
+    last_ms: int
+    rows: int
+    fragment: pads.FileFragment
+
+
+def _overlapping(files: list[_File]) -> Iterator[list[_File]]:
+    """Files sorted by first tick, in groups whose spans overlap (a tick of one may fall between ticks of
+    another: they must be sorted together)."""
+    group: list[_File] = []
+    end = None
+    for file in files:
+        if group and end is not None and file.first_ms > end:
+            yield group
+            group, end = [], None
+        group.append(file)
+        end = file.last_ms if end is None else max(end, file.last_ms)
+    if group:
+        yield group
+
+
+def _millis(column: pa.ChunkedArray) -> list[int | None]:
+    return pc.cast(pc.cast(column, pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
 
 
 def ticks_of(table: pa.Table) -> Iterator[MarketTick]:

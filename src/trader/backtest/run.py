@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from trader.backtest.data import DEFAULT_WINDOW_MS, DataRange, LakeTicks, _iso
+from trader.backtest.data import WINDOW_ROWS, DataRange, LakeTicks, _iso
 from trader.backtest.engine import BacktestConfigError, BacktestEngine, Records
 from trader.backtest.report import chart_html, curve, jsonable, summarize
 from trader.config import Settings, StrategyConfig
@@ -51,7 +51,7 @@ class BacktestRequest:
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # per strategy: parameters set
     capital: Decimal = DEFAULT_CAPITAL
     equity_interval_ms: int = 60_000
-    window_ms: int = DEFAULT_WINDOW_MS
+    window_rows: int = WINDOW_ROWS
 
 
 @dataclass
@@ -101,7 +101,7 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
     engine = BacktestEngine(
         settings, strategies, request.start_ms, equity_interval_ms=request.equity_interval_ms
     )
-    source = LakeTicks(settings, window_ms=request.window_ms)
+    source = LakeTicks(settings, window_rows=request.window_rows)
     data = DataRange(request.start_ms, request.end_ms, tuple(engine.symbols))
     source.check_has_data(data)
     before = DataRange(request.start_ms - engine.warmup_ms(), request.start_ms, data.symbols)

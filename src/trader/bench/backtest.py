@@ -142,7 +142,7 @@ def run_scenario(root: str, scenario: str, run_ticks: int, out_dir: str) -> dict
         strategy={"strategies": [STRATEGIES[scenario]]},
         risk={"max_orders_per_second": 1_000_000, "max_position_per_symbol": "1000"},
     )
-    request = BacktestRequest(start_ms=T0, end_ms=end_ms, equity_interval_ms=60_000, window_ms=60_000)
+    request = BacktestRequest(start_ms=T0, end_ms=end_ms, equity_interval_ms=60_000)
     result = run_backtest(settings, request, Path(out_dir))
     return {
         "ticks": result.ticks,

@@ -81,7 +81,7 @@ def config(lake_root: str, strategies: list[dict] = STRATEGIES) -> Settings:
     return Settings(lake_root=lake_root, strategy={"strategies": strategies})
 
 
-REQUEST = BacktestRequest(start_ms=T0, end_ms=T0 + 4 * 60_000, equity_interval_ms=10_000, window_ms=60_000)
+REQUEST = BacktestRequest(start_ms=T0, end_ms=T0 + 4 * 60_000, equity_interval_ms=10_000, window_rows=500)
 FILES = [
     "config.yaml",
     "equity.parquet",
@@ -145,7 +145,7 @@ def yaml_settings(path: Path, lake_root: str) -> Settings:
 
 
 def test_ticks_come_in_time_order_across_symbols_and_files(lake_root: str) -> None:
-    source = LakeTicks(config(lake_root), window_ms=45_000)
+    source = LakeTicks(config(lake_root), window_rows=300)
     ticks = list(source.ticks(DataRange(T0, T0 + 3 * 60_000, ("BTCUSDT", "ETHUSDT"))))
     stamps = [t.timestamp for t in ticks]
     assert stamps == sorted(stamps)
