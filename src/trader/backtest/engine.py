@@ -135,6 +135,9 @@ class BacktestEngine:
         self.bars = BarBuilder(timeframes, int(settings.normalizer.lateness_s * 1000))
         self._grain = self.bars.grain
         self._next_advance = 0
+        self._unbarred: list[
+            tuple[MarketTick, int, int]
+        ] = []  # ticks for the bars, added at the next crossing
 
     # Setup -------------------------------------------------------------------------------------
 
@@ -196,7 +199,7 @@ class BacktestEngine:
         for tick in history:
             closed += self._add_to_bars(tick)
             latest[(tick.venue, tick.symbol)] = tick
-        closed += self.bars.advance(self.now).bars
+        closed += self._advance_bars(self.now)
         history_bars = [
             HistoryBar(seq, bar_subject(bar.timeframe, bar.venue, bar.symbol), bar)
             for seq, bar in enumerate(closed)
@@ -260,11 +263,19 @@ class BacktestEngine:
         """The bars the tick closes (the normalizer's rules, the event time for the arrival time)."""
         if (tick.venue, tick.symbol) not in self.bar_instruments:
             return []
-        self.bars.add(tick, self.records.ticks, tick.timestamp)
+        # Bars close only when a tick crosses into the next grain: the ticks before it are added in one
+        # call (the same as one by one, ``BarBuilder.add_many``), at that crossing.
+        self._unbarred.append((tick, self.records.ticks, tick.timestamp))
         if tick.timestamp < self._next_advance:
             return []
         self._next_advance = tick.timestamp - tick.timestamp % self._grain + self._grain
-        closed = self.bars.advance(tick.timestamp).bars
+        return self._advance_bars(tick.timestamp)
+
+    def _advance_bars(self, now: int) -> list[Bar]:
+        if self._unbarred:
+            self.bars.add_many(self._unbarred)
+            self._unbarred = []
+        closed = self.bars.advance(now).bars
         self.records.bars += len(closed)
         return closed
 
