@@ -135,6 +135,7 @@ class BacktestEngine:
         self.bars = BarBuilder(timeframes, int(settings.normalizer.lateness_s * 1000))
         self._grain = self.bars.grain
         self._next_advance = 0
+        self._unmarked: dict[tuple[str, str], Decimal] = {}  # last trades not yet handed to risk and pnl
         self._unbarred: list[
             tuple[MarketTick, int, int]
         ] = []  # ticks for the bars, added at the next crossing
@@ -255,9 +256,23 @@ class BacktestEngine:
     # Market data -------------------------------------------------------------------------------
 
     def _mark(self, tick: MarketTick) -> None:
-        if self.prices.update(tick.venue, tick.symbol, tick.price):
-            self.pre.update_price(tick.symbol, tick.price)
-        self.pnl.update_mark(tick.venue, tick.symbol, tick.price)
+        """Risk's reference prices and pnl's marks are read only by a decision and an equity sample: the
+        last trade of each instrument is kept here, in the order of the last trades, and handed over
+        before either (``_sync_marks``), which leaves them as every trade handed over at once would."""
+        key = (tick.venue, tick.symbol)
+        unmarked = self._unmarked
+        if key in unmarked:
+            del unmarked[key]
+        unmarked[key] = tick.price
+
+    def _sync_marks(self) -> None:
+        if not self._unmarked:
+            return
+        unmarked, self._unmarked = self._unmarked, {}
+        for (venue, symbol), price in unmarked.items():
+            if self.prices.update(venue, symbol, price):
+                self.pre.update_price(symbol, price)
+            self.pnl.update_mark(venue, symbol, price)
 
     def _add_to_bars(self, tick: MarketTick) -> list[Bar]:
         """The bars the tick closes (the normalizer's rules, the event time for the arrival time)."""
@@ -302,6 +317,7 @@ class BacktestEngine:
                 self._cancel(message)
 
     def _submit(self, request: OrderRequest) -> None:
+        self._sync_marks()
         now = self.now
         decision = self.decider.decide(request, now, now)
         if decision.approved:
@@ -324,6 +340,7 @@ class BacktestEngine:
             self._route(route_new(request, now, direct=True))
 
     def _cancel(self, request: CancelRequest) -> None:
+        self._sync_marks()
         now = self.now
         if is_replace(request) and request.replace_id is None:
             # Risk names a replace by its sender's id, else by its place in the ORDERS stream.
@@ -457,6 +474,7 @@ class BacktestEngine:
         quote venue (as the pnl service marks it)."""
         if not force and now < self._next_sample:
             return
+        self._sync_marks()
         step = self.equity_interval_ms
         self._next_sample = now - now % step + step
         rows = self.records.equity
