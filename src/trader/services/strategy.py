@@ -18,6 +18,9 @@ Consumes:
   so a bar published meanwhile is fed once, live;
 - ``alt.norm.>`` (stream ALT_DATA, from NEW, once the rebuild and warm-up are done) when a strategy
   overrides ``on_alt``: each datum to the strategies of its symbol (``BTCUSDT-PERP`` to ``BTCUSDT``'s);
+- ``market.feature.*.<venue>.<SYMBOL>`` (stream FEATURES) when a strategy overrides ``on_features``:
+  at start, after the warm-up bars, the features of those bars (the same subjects and numbers); then
+  live from the sequence after the last one that read could see;
 - the key ``trading.state`` of the TRADER_STATE bucket (watched): while ``halted``, submits are not
   sent (logged and counted) and the strategy hears at once that its order was rejected; a value
   that cannot be read counts as halted.
@@ -58,11 +61,26 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal, work_through
-from trader.bus.streams import bar_subject, order_cancel_subject, order_submit_subject, tick_subject
+from trader.bus.streams import (
+    bar_subject,
+    feature_subject,
+    order_cancel_subject,
+    order_submit_subject,
+    tick_subject,
+)
 from trader.config import Settings
 from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_alt, decode_tick
-from trader.messages import Bar, ExecutionReport, MarketTick, Order, OrderRequest, TradingState, encode
+from trader.messages import (
+    Bar,
+    ExecutionReport,
+    Features,
+    MarketTick,
+    Order,
+    OrderRequest,
+    TradingState,
+    encode,
+)
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.health import Problem, Silence, duration
 from trader.runtime.service import Refused, Runtime, Service
@@ -76,6 +94,7 @@ _order_decoder = msgspec.json.Decoder(Order)
 _request_decoder = msgspec.json.Decoder(OrderRequest)
 _report_decoder = msgspec.json.Decoder(ExecutionReport)
 _bar_decoder = msgspec.json.Decoder(Bar)
+_features_decoder = msgspec.json.Decoder(Features)
 
 Apply = Callable[[Runtime, list[Delivery]], Awaitable[None]]
 
@@ -84,6 +103,7 @@ LIVE_ORDERS = "order.state.>"
 LIVE_EXECS = "exec.report.>"
 
 BARS = "BARS"
+FEATURES = "FEATURES"
 WARMUP_WIDEN = 4  # the read window grows so while a subject has fewer bars than wanted
 WARMUP_MAX_WINDOW_MS = 7 * 86_400_000  # a stream kept forever: history older than this is not read
 WARMUP_WAIT_S = 10.0  # for the next stored message of a warm-up read: the stream holds it already
@@ -107,6 +127,7 @@ class StrategyService(Service):
         self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
         self._market: list[Follower] = []
         self._bars_end: int | None = None  # the last BARS sequence the warm-up could see
+        self._features_end: int | None = None  # the same for FEATURES (strategies taking features)
         self._silence: Silence[tuple[str, str]] = Silence(self.NO_DATA_S)  # (venue, symbol)
 
     # Start: load, rebuild, then live data --------------------------------------------------------
@@ -240,6 +261,18 @@ class StrategyService(Service):
             )
             await follower.start()
             self._market.append(follower)
+        if any(r.wants_features() for r in self.runners.values()):
+            features = Follower(
+                rt.js,
+                stream=FEATURES,
+                subjects=[feature_subject("*", v, s) for v, s in instruments],
+                handler=self._on_features,
+                deliver_policy=DeliverPolicy.NEW,
+                start_seq=(self._features_end or 0) + 1,  # none lost, none fed twice
+                on_error=handler_errors(rt, FEATURES),
+            )
+            await features.start()
+            self._market.append(features)
         if any(type(r.strategy).on_alt is not Strategy.on_alt for r in self.runners.values()):
             alt = Follower(
                 rt.js,
@@ -269,9 +302,11 @@ class StrategyService(Service):
         wanted = {r.name: r.warmup_wanted() for r in todo}
         merged = merge_wanted(wanted.values())
         picked = await self._read_warmup(rt, merged) if merged and self._bars_end else {}
+        features = await self._features_warmup(rt, todo, wanted)
         async with self._lock:
             for runner in todo:
-                await self._emit(rt, runner, runner.warm_up(bars_for(wanted[runner.name], picked)))
+                bars = bars_for(wanted[runner.name], picked)
+                await self._emit(rt, runner, runner.warm_up(bars, features.get(runner.name, [])))
         rt.log.info(
             "strategy.warmed_up",
             bars_end=self._bars_end,
@@ -279,6 +314,39 @@ class StrategyService(Service):
             found={subject: len(items) for subject, items in picked.items()},
             short=short_of(merged, picked),
         )
+
+    async def _features_warmup(
+        self, rt: Runtime, todo: list[StrategyRunner], wanted: dict[str, dict[str, int]]
+    ) -> dict[str, list[Features]]:
+        """Per strategy taking features: the features of the last bars its warm-up declares (the same
+        subjects and numbers, on FEATURES), up to the stream's last sequence at the first try."""
+        takers = [r for r in todo if r.wants_features()]
+        if not takers:
+            return {}
+        if self._features_end is None:
+            self._features_end = (await rt.js.stream_info(FEATURES)).state.last_seq
+        subjects = {r.name: {_feature_subject_of(s): n for s, n in wanted[r.name].items()} for r in takers}
+        merged = merge_wanted(subjects.values())
+        if not merged or not self._features_end:
+            return {}
+        window = max(timeframe_ms(s.split(".")[2]) * (n + 1) for s, n in merged.items()) * WARMUP_WIDEN
+        latest: dict[tuple[str, int], Features] = {}
+        stored = await _stored_between(
+            rt.js, sorted(merged), wall_clock_ms() - window, self._features_end, stream=FEATURES
+        )
+        for item in stored:
+            try:
+                value = decode_message(_features_decoder, item.data)
+            except InvalidMessage:
+                continue  # history: it went to no dead letters when it was new either
+            latest[(item.subject, value.start)] = value
+        out: dict[str, list[Features]] = {}
+        for name, mine in subjects.items():
+            for subject, n in mine.items():
+                found = sorted((k[1], v) for k, v in latest.items() if k[0] == subject)
+                out.setdefault(name, []).extend(v for _, v in found[-n:])
+            out[name].sort(key=lambda f: (f.start + timeframe_ms(f.timeframe), f.timeframe))
+        return out
 
     async def _read_warmup(self, rt: Runtime, wanted: dict[str, int]) -> dict[str, list[HistoryBar]]:
         """The latest bars of each subject up to ``_bars_end``: read from a window of about the bars
@@ -420,6 +488,16 @@ class StrategyService(Service):
         self.rt.metrics.count_in()
         await self._dispatch(stored.subject, bar, lambda runner: runner.on_bar(bar))
 
+    async def _on_features(self, stored: Stored) -> None:
+        """Features to the strategies of their instrument that take them; refused ones are sink-features'
+        dead letters, not sent again from here."""
+        try:
+            features = decode_message(_features_decoder, stored.data)
+        except InvalidMessage:
+            return
+        self.rt.metrics.count_in()
+        await self._dispatch(stored.subject, features, lambda runner: runner.on_features(features))
+
     async def _on_alt(self, stored: Stored) -> None:
         """Alternative data to every strategy trading its symbol (or the spot pair of its perpetual).
         Refused data is the dead letters of sink-alt, not sent again from here."""
@@ -437,7 +515,7 @@ class StrategyService(Service):
             self.rt.log.exception("strategy.alt_event_failed", kind=datum.kind, error=repr(exc))
 
     async def _dispatch(
-        self, subject: str, data: MarketTick | Bar, event: Callable[[StrategyRunner], Actions]
+        self, subject: str, data: MarketTick | Bar | Features, event: Callable[[StrategyRunner], Actions]
     ) -> None:
         """Market data to the strategies of its subject's instrument (its last two tokens: venue and
         symbol); each takes it only when the body names its data venue too, and counts it refused when
@@ -527,9 +605,11 @@ async def _retention_ms(js: JetStreamContext) -> int:
     return min(int(max_age_s * 1000), WARMUP_MAX_WINDOW_MS) if max_age_s else WARMUP_MAX_WINDOW_MS
 
 
-async def _stored_between(js: JetStreamContext, subjects: list[str], since_ms: int, end: int) -> list[Stored]:
-    """The messages of ``subjects`` in BARS stored from ``since_ms`` on, up to sequence ``end``, oldest
-    first, through an ephemeral ordered consumer (nothing to acknowledge, gone when unsubscribed)."""
+async def _stored_between(
+    js: JetStreamContext, subjects: list[str], since_ms: int, end: int, stream: str = BARS
+) -> list[Stored]:
+    """The messages of ``subjects`` in ``stream`` stored from ``since_ms`` on, up to sequence ``end``,
+    oldest first, through an ephemeral ordered consumer (nothing to acknowledge, gone when unsubscribed)."""
     start = datetime.fromtimestamp(max(since_ms, 0) / 1000, tz=UTC)
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_TIME,
@@ -538,7 +618,7 @@ async def _stored_between(js: JetStreamContext, subjects: list[str], since_ms: i
     )
     sub = await js.subscribe(
         subjects[0],
-        stream=BARS,
+        stream=stream,
         ordered_consumer=True,
         config=config,
         deliver_policy=DeliverPolicy.BY_START_TIME,
@@ -605,3 +685,9 @@ def _log_instruction(rt: Runtime, instruction: Instruction) -> None:
 
 
 SERVICE = StrategyService
+
+
+def _feature_subject_of(bar_subject: str) -> str:
+    """``market.feature.<tf>.<venue>.<SYMBOL>`` of a ``market.bar.<tf>.<venue>.<SYMBOL>``."""
+    _, _, timeframe, venue, symbol = bar_subject.split(".")
+    return feature_subject(timeframe, venue, symbol)

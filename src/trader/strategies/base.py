@@ -49,6 +49,7 @@ from trader.messages import (
     AltDatum,
     Bar,
     ExecutionReport,
+    Features,
     MarketTick,
     Order,
     OrderType,
@@ -209,6 +210,14 @@ class Strategy:
         ``BTCUSDT-PERP`` too), from any venue (``datum.source``): funding, mark and index prices,
         open interest, liquidations (``trader.messages.AltDatum``). Live only, after ``on_start`` and
         the warm-up, like ticks; the service subscribes only when a strategy overrides this."""
+
+    def on_features(self, features: Features) -> None:
+        """The features of a closed bar of one of the strategy's symbols on its data venue, from
+        feature-eng (``features.values`` by column: ``sma_20``, ``rsi_14``, ...; any timeframe: check
+        ``features.timeframe``), computed from that bar and those before it only. The same warm-up as
+        bars: for each ``Warmup(timeframe, n)`` declared, the features of the last n bars of that
+        timeframe come (``ctx.warming_up`` true) after the warm-up bars, then live ones. The service
+        subscribes only when a strategy overrides this."""
 
     def on_fill(self, report: ExecutionReport) -> None:
         """A fill of one of the strategy's orders (``ctx.position`` already includes it)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from trader.messages import AltDatum, Bar, ExecutionReport, MarketTick, Order
+from trader.messages import AltDatum, Bar, ExecutionReport, Features, MarketTick, Order
 from trader.strategies.base import Strategy, Warmup
 from trader.strategies.context import Instruction, OrderContext, data_venue_of
 from trader.strategies.warmup import warmup_subjects
@@ -54,6 +54,7 @@ class StrategyRunner:
         self.events = 0
         self.warmed_up = False
         self.warmup_bars = 0
+        self.warmup_features = 0
         self.warmup_last: dict[str, int] = {}  # "<tf>.<SYMBOL>": start of the last warm-up bar
         self.live_bars = 0
         self.log = structlog.get_logger("strategy").bind(strategy=self.name)
@@ -80,9 +81,10 @@ class StrategyRunner:
             self.log.exception("strategy.warmup_declaration_failed")
             return {}
 
-    def warm_up(self, bars: Iterable[Bar]) -> Actions:
-        """History through ``on_bar``, once, after ``start``: the context drops (and counts) whatever
-        the strategy asks for meanwhile, so only errors come back."""
+    def warm_up(self, bars: Iterable[Bar], features: Iterable[Features] = ()) -> Actions:
+        """History through ``on_bar``, then the features of those bars through ``on_features``, once,
+        after ``start``: the context drops (and counts) whatever the strategy asks for meanwhile, so
+        only errors come back."""
         if not self.started or self.warmed_up:
             return Actions()
         actions = Actions()
@@ -94,6 +96,10 @@ class StrategyRunner:
                     actions.error = self._call(self.strategy.on_bar, bar).error or actions.error
                     self.warmup_bars += 1
                     self.warmup_last[f"{bar.timeframe}.{bar.symbol}"] = bar.start
+            for item in features:
+                if self._mine(item):
+                    actions.error = self._call(self.strategy.on_features, item).error or actions.error
+                    self.warmup_features += 1
         finally:
             self.ctx.set_warming_up(False)
         self.warmed_up = True
@@ -106,6 +112,16 @@ class StrategyRunner:
         if not self.started or not self._mine(tick):
             return Actions()
         return self._call(self.strategy.on_tick, tick)
+
+    def wants_features(self) -> bool:
+        """Whether the strategy takes features (overrides ``on_features``)."""
+        return type(self.strategy).on_features is not Strategy.on_features
+
+    def on_features(self, features: Features) -> Actions:
+        """Live features of a bar of one of its symbols on its data venue, once started."""
+        if not self.started or not self._mine(features):
+            return Actions()
+        return self._call(self.strategy.on_features, features)
 
     def on_alt(self, datum: AltDatum) -> Actions:
         """Live alternative data of one of its symbols (or their perpetuals), once started and warmed up."""
@@ -187,7 +203,7 @@ class StrategyRunner:
             return Actions()
         return self._call(self.strategy.on_fill, report)
 
-    def _mine(self, data: MarketTick | Bar) -> bool:
+    def _mine(self, data: MarketTick | Bar | Features) -> bool:
         """Of one of the strategy's symbols on its data venue: an instrument is a symbol and a venue."""
         if data.symbol not in self.symbols:
             return False
