@@ -30,6 +30,7 @@ from trader.messages import (
     Bar,
     CancelRequest,
     ExecutionReport,
+    Features,
     MarketTick,
     Order,
     OrderRequest,
@@ -125,6 +126,11 @@ class Desk:
     ) -> list[Instruction]:
         """A bar (``make_bar``: ``open``, ``high``, ``low``, ``volume`` may be given) to ``on_bar``."""
         return self.take(self.runner.on_bar(make_bar(start, close, symbol, timeframe, closed, **ohlv)))
+
+    def features(self, features: Features) -> list[Instruction]:
+        """Features of a bar (feature-eng's ``Features``; ``FeatureEngine.on_bar`` makes them) to
+        ``on_features``."""
+        return self.take(self.runner.on_features(features))
 
     def warm_up(self, bars: list[Bar]) -> None:
         """History to ``on_bar`` as the service feeds it at start (``Strategy.warmup``): with

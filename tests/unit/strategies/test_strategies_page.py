@@ -58,7 +58,7 @@ def run_tests_of(code: str, namespace_name: str) -> int:
 def test_every_block_is_one_the_test_knows() -> None:
     languages = [lang for lang, _ in FENCE.findall(PAGE.read_text())]
     assert set(languages) <= {"python", "yaml", "sh"}, languages
-    assert languages.count("python") == 2
+    assert languages.count("python") == 3
     assert languages.count("yaml") >= 1
     assert languages.count("sh") >= 2
 
@@ -86,6 +86,20 @@ def test_the_example_shown_runs_on_its_own_and_passes_the_page_test(page_example
     code = page_test_block()
     assert SHIPPED_KIND in code
     assert run_tests_of(code.replace(SHIPPED_KIND, page_example), "page_test_on_page_example") == 1
+
+
+def test_the_features_example_runs_as_a_module_of_its_own() -> None:
+    """The block of "Features" names its strategy ``f"{__name__}:RsiDip"``, as a test module would:
+    run as a module, its asserts hold."""
+    [code] = [c for c in blocks("python") if "class RsiDip" in c]
+    module = types.ModuleType("strategies_page_features")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code, "docs/strategies.md", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    assert issubclass(module.RsiDip, Strategy)
+    assert len(module.orders) == 1
 
 
 def test_every_yaml_block_is_valid_settings_and_its_strategies_load(monkeypatch: pytest.MonkeyPatch) -> None:
