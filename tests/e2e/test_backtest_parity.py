@@ -136,11 +136,30 @@ def both(paper: Stack) -> dict[str, object]:
     }
 
 
+def _first_difference(live: list, backtest: list, live_at: list[int], backtest_at: list[int]) -> str:
+    """Where two sequences part, with their times, for the failure message."""
+    n = next(
+        (i for i, (a, b) in enumerate(zip(live, backtest, strict=False)) if a != b),
+        min(len(live), len(backtest)),
+    )
+
+    def at(items: list, i: int) -> object:
+        return items[i] if i < len(items) else "-"
+
+    rows = [
+        f"#{i}: live {at(live, i)} at {at(live_at, i)}; backtest {at(backtest, i)} at {at(backtest_at, i)}"
+        for i in range(max(n - 2, 0), n + 3)
+    ]
+    return f"{len(live)} live, {len(backtest)} backtest; first difference at #{n}:\n" + "\n".join(rows)
+
+
 def test_the_same_orders_in_the_same_order(both: dict) -> None:
     live = [(r.side, r.type, r.quantity, r.price, r.post_only) for r in both["live_requests"]]
     backtest = [(o.side, o.type, o.quantity, o.price, o.post_only) for o in both["backtest_orders"]]
     assert live, "no live order before the cut"
-    assert backtest[: len(live)] == live
+    live_at = [r.timestamp for r in both["live_requests"]]
+    backtest_at = [o.created for o in both["backtest_orders"]]
+    assert backtest[: len(live)] == live, _first_difference(live, backtest, live_at, backtest_at)
 
 
 def test_the_same_fills_in_the_same_order(both: dict) -> None:
@@ -152,7 +171,9 @@ def test_the_same_fills_in_the_same_order(both: dict) -> None:
         for f in both["backtest_fills"]
     ]
     assert live, "the market maker had no fill in a minute and a half: nothing to compare"
-    assert backtest == live
+    assert backtest == live, _first_difference(
+        live, backtest, [f[-1] for f in live], [f[-1] for f in backtest]
+    )
 
 
 def test_the_same_position_and_realized_pnl(both: dict) -> None:

@@ -9,7 +9,7 @@ Order: the files are read in order of their first tick, each once: files whose t
 compacted day) in slices of its span. A window is sorted by ``(ts, stream_seq)``: event time, then the
 order the bus took them in, which is the order the live services saw them (for ticks of one feed, event
 time never runs backwards in stream order, so the two agree). Memory is one window's ticks as Arrow
-columns (a million at most by default) plus one batch of them as Python objects, whatever the range.
+columns (half a million at most by default) plus one batch of them as Python objects, whatever the range.
 
 Values: the lake keeps prices to 12 places and quantities to 8 (``trader.stores.lake``): a tick read
 back has trailing zeros its publisher never wrote. They are dropped (``60000.500000000000`` becomes
@@ -32,7 +32,7 @@ from trader.messages import MarketTick
 from trader.stores.lake import MARKET_TICKS, Lake, utc_dates
 
 # A window holds about this many ticks at most: some 150 bytes each as Arrow columns, twice while sorted.
-WINDOW_ROWS = 1_000_000
+WINDOW_ROWS = 500_000
 BATCH_ROWS = 50_000
 COLUMNS = [
     "ts",

@@ -6,9 +6,11 @@ strategy service), ``Decider`` and ``PreTradeRisk`` (risk), ``OrderBook`` and th
 (oms), ``ExecutionDesk`` with its ``PaperVenue`` adapters and algos (exeq: exec ids, fills, fees,
 slippage, latency, partial fills, IOC/FOK/post-only), ``PositionTracker`` and ``PnlBook`` (ptrc,
 pnl), ``BarBuilder`` (normalizer). What the bus did between them, the engine does in order: each
-message a component produces is handed to the next at once, first in first out, and a fill's report
-reaches the strategy before the order state it made (the strategy service sees both; which first is
-a race on the bus).
+message a component produces is handed to the next at once, first in first out. A tick goes to the
+strategies first, then to the venues, and what the strategies asked for on it is carried out after
+(live, both hear of it at once, and an order takes hops to reach the venue); the bars it closes come
+last. A fill's report reaches the strategy before the order state it made (the strategy service sees
+both; which first is a race on the bus).
 
 What the engine does not have (docs/backtest.md, "What differs from paper"): the execution router (an
 order must name its venue, or routing must leave no choice: otherwise it is denied, saying so), live
@@ -226,17 +228,20 @@ class BacktestEngine:
             records.first_ms = tick.timestamp
         records.last_ms = tick.timestamp
         self._mark(tick)
+        runners = self.by_instrument.get((tick.venue, tick.symbol))
+        if runners is not None:
+            # Live, the strategies and exeq hear of a tick at once: a strategy decides on it before it
+            # hears of the fills the tick makes, and what it asks for reaches the venue after the tick.
+            for runner in runners:
+                if runner in self.tick_runners:
+                    self._emit(runner, runner.on_tick(tick))
         if self.book.open_count or self.desk.algos:
             self._show_desk(tick)
         else:
             self._hold_for_desk(tick)
-        runners = self.by_instrument.get((tick.venue, tick.symbol))
+        self._drain()
         if runners is not None:
-            # The tick first: live, the bar it closes comes later, through the normalizer.
-            for runner in runners:
-                if runner in self.tick_runners:
-                    self._emit(runner, runner.on_tick(tick))
-            self._drain()
+            # The bar the tick closes comes later, through the normalizer.
             for bar in self._add_to_bars(tick):
                 for runner in self.by_instrument.get((bar.venue, bar.symbol), ()):
                     self._emit(runner, runner.on_bar(bar))
