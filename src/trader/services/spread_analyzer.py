@@ -140,11 +140,15 @@ class SpreadAnalyzer(Service):
         return messages
 
     def _keep_replayed(self, seq: int, messages: list[Outgoing]) -> None:
-        """Keep what the bus lacks of a replayed tick's outputs. Every event; a snapshot only on a
-        subject already published (a first start does not publish the past's snapshots: history)."""
+        """Keep what the bus lacks of a replayed tick's outputs: every event, and every snapshot after a
+        restored state snapshot; without one (a first start), snapshots only on a subject already
+        published (a day of past snapshots is history, not news)."""
+        restored = self.intake is not None and self.intake.snapshot_problem is None
         for message in messages:
             last = self._published.get(message.subject)
-            if seq > (last or 0) and (last is not None or message.subject.endswith(".opportunity")):
+            if seq <= (last or 0):
+                continue
+            if restored or last is not None or message.subject.endswith(".opportunity"):
                 self._stash.setdefault(message.subject, []).append((seq, message))
 
     async def _caught_up(self) -> list[Outgoing]:

@@ -83,7 +83,10 @@ def test_rows_of_samples_and_events() -> None:
 def _replaying(published: dict[str, int]) -> SpreadAnalyzer:
     service = SpreadAnalyzer(Settings())
     service._published, service._stash = published, {}
-    service.intake = SimpleNamespace(caught_up=False, replay_to=100)  # type: ignore[assignment]
+    # snapshot_problem: why no state snapshot was restored (a first start: "no snapshot")
+    service.intake = SimpleNamespace(  # type: ignore[assignment]
+        caught_up=False, replay_to=100, snapshot_problem="no snapshot"
+    )
     return service
 
 
@@ -98,3 +101,8 @@ def test_a_replay_keeps_what_the_bus_lacks_and_only_that() -> None:
     first = _replaying({})
     first._keep_replayed(5, [Outgoing(snap, b"s", "s5"), Outgoing(event, b"e", "e5")])
     assert list(first._stash) == [event]
+    # After a restored snapshot every output past what the bus holds is kept, new subjects' too.
+    restored = _replaying({})
+    restored.intake.snapshot_problem = None  # type: ignore[union-attr]
+    restored._keep_replayed(5, [Outgoing(snap, b"s", "s5"), Outgoing(event, b"e", "e5")])
+    assert sorted(restored._stash) == [snap, event]
