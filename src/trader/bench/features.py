@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -39,17 +40,16 @@ from trader.stack.state import read_state
 SERVICE = "feature-eng"
 
 
-def make_bars(count: int, series: int, venue: str, timeframe: str, seed: int = 1) -> list[Bar]:
+def make_bars(count: int, series: int, venue: str, timeframe: str, seed: int = 1) -> Iterator[Bar]:
     """``count`` closed bars over ``series`` symbols, a random walk each, in the order a feed gives them."""
     rng = random.Random(seed)
     prices = [Decimal(rng.randrange(100, 100_000)) for _ in range(series)]
-    out = []
     for i in range(count):
         n = i % series
         open_ = prices[n]
         close = max(Decimal(1), (open_ * Decimal(str(1 + rng.gauss(0, 0.002)))).quantize(Decimal("0.01")))
         prices[n] = close
-        out.append(
+        yield (
             Bar(
                 venue=venue,
                 symbol=f"B{n}USDT",
@@ -64,7 +64,6 @@ def make_bars(count: int, series: int, venue: str, timeframe: str, seed: int = 1
                 trades=rng.randrange(1, 100),
             )
         )
-    return out
 
 
 def engine_figures(settings: Settings, bars: int, series: int) -> dict[str, Any]:
@@ -85,6 +84,7 @@ def engine_figures(settings: Settings, bars: int, series: int) -> dict[str, Any]
         "columns": len(engine.columns),
         "bars_per_s": round(bars / wall),
         "cpu_us_per_bar": round(cpu / bars * 1e6, 2),
+        # The whole process: the bars' JSON held for the run (a few hundred bytes each) and the engine.
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -167,7 +167,8 @@ async def service_figures(settings: Settings, bars: int, series: int, batch: int
         raise RuntimeError(f"{SERVICE} runs in the stack: start it with `trader up --detach --services ''`")
     venue = f"bench-{uuid.uuid4().hex[:8]}"
     timeframe = settings.feature_eng.timeframes[0]
-    first, last = await _publish_backlog(settings, make_bars(bars, series, venue, timeframe), batch)
+    backlog = list(make_bars(bars, series, venue, timeframe))
+    first, last = await _publish_backlog(settings, backlog, batch)
     proc = _spawn(settings)
     try:
         samples = await _follow(settings.ports.feature_eng, proc.pid, first, last, timeout_s=600)
