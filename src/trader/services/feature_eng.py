@@ -4,9 +4,10 @@ Consumes:
 - ``market.bar.>`` (stream BARS) in mode HISTORY: every closed bar of a configured timeframe and venue
   (``feature_eng.timeframes``, ``.venues``), in stream order, into its (venue, symbol, timeframe)'s
   feature set (``feature_eng.features``);
-- ``market.tick.>`` (MARKET_TICKS) in mode LATEST: the sided volume of each bar's ticks (``imbalance``);
+- ``market.tick.>`` (MARKET_TICKS) in mode LATEST: the sided volume of each bar's ticks (``imbalance``),
+  only when the feature set has it;
 - ``market.spread.<SYMBOL>`` (SPREADS) in mode LATEST: spread-analyzer's best cross-venue pair
-  (``spread_bps``).
+  (``spread_bps``), only when the feature set has it.
 Produces, for every bar taken:
 - ``Features`` on ``market.feature.<tf>.<venue>.<SYMBOL>`` (stream FEATURES), ``Nats-Msg-Id``
   ``<venue>:<symbol>:<tf>:<start>``;
@@ -93,9 +94,13 @@ class FeatureEng(Service):
             settled=lambda: not self._rows and not self._replayed,
         )
         self.bars = Intake(rt, BARS_INPUT, self._take_bar, snapshots=snapshots, store=self._store)
-        self.ticks = Intake(rt, TICKS_INPUT, self._take_tick)
-        self.spreads = Intake(rt, SPREADS_INPUT, self._take_spread)
-        for intake in (self.bars, self.ticks, self.spreads):
+        self.intakes: list[Intake] = [self.bars]
+        # Ticks and spreads only for a feature set that uses them: decoding every tick costs CPU.
+        if "imbalance" in self.engine.columns:
+            self.intakes.append(Intake(rt, TICKS_INPUT, self._take_tick))
+        if "spread_bps" in self.engine.columns:
+            self.intakes.append(Intake(rt, SPREADS_INPUT, self._take_spread))
+        for intake in self.intakes:
             await intake.start()
 
     async def _last_published(self, rt: Runtime) -> dict[str, int]:
@@ -151,23 +156,21 @@ class FeatureEng(Service):
         return []
 
     async def run(self, rt: Runtime) -> None:
-        await asyncio.gather(self.bars.run(), self.ticks.run(), self.spreads.run())
+        await asyncio.gather(*(intake.run() for intake in self.intakes))
 
     async def stop(self, rt: Runtime) -> None:
-        for name in ("ticks", "spreads", "bars"):  # the bars last: their final snapshot
-            intake = getattr(self, name, None)
-            if intake is not None:
-                await intake.stop()
+        for intake in reversed(getattr(self, "intakes", [])):  # the bars last: their final snapshot
+            await intake.stop()
         if hasattr(self, "qdb"):
             self.qdb.close()
 
     def ready_checks(self) -> dict[str, bool]:
-        if not hasattr(self, "spreads"):
+        if not hasattr(self, "intakes"):
             return {"intake": False}
-        return {**self.bars.ready_checks(), **self.ticks.ready_checks(), **self.spreads.ready_checks()}
+        return {name: ok for intake in self.intakes for name, ok in intake.ready_checks().items()}
 
     def health_details(self) -> dict[str, object]:
-        if not hasattr(self, "spreads"):
+        if not hasattr(self, "intakes"):
             return {}
         return {
             "series": len(self.engine.series),
