@@ -163,8 +163,10 @@ class OhlcvAggSettings(BaseModel):
     # normalizer closes a quiet 1m bar lateness_s + clock_safety_s after its end).
     close_after_s: float = Field(default=10.0, ge=0)
     flush_interval_s: float = Field(default=0.5, gt=0, description="how often changed bars are stored")
-    snapshot_every_s: float = Field(default=10.0, gt=0)
-    snapshot_every_messages: int = Field(default=20_000, gt=0)
+    # A snapshot of 10,000 symbols' open bars is about 15 MiB (docs/benchmarks.md): every 30 s, so the
+    # object store is not rewritten all the time; a restart replays at most that much of BARS.
+    snapshot_every_s: float = Field(default=30.0, gt=0)
+    snapshot_every_messages: int = Field(default=50_000, gt=0)
     max_batch: int = Field(default=5_000, gt=0)
 
 
