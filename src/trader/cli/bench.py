@@ -374,3 +374,46 @@ def wakeup(
         for p in report["phases"]
     ]
     print_rows(columns, rows, False)
+
+@bench_app.command("ohlcv-agg")
+def ohlcv_agg(
+    symbols: Annotated[int, typer.Option(help="Symbols: one 1m bar each per minute.")] = 10_000,
+    minutes: Annotated[int, typer.Option(help="Minutes of 1m bars published at full speed.")] = 15,
+    engine_only: Annotated[
+        bool, typer.Option("--engine-only", help="The engine alone in this process: no stack needed.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """ohlcv-agg (started by the benchmark, on the servers of `trader up --detach --services ''`) fed
+    the 1m bars of that many symbols at full speed: bars/s consumed and stored, CPU us per bar, peak
+    RSS, and the headroom over a live market's symbols / 60 bars/s. With --engine-only, its engine
+    alone (bars/s, CPU us per bar, snapshot size)."""
+    from trader.bench.ohlcv_agg import run_engine_bench, run_ohlcv_agg_bench
+    from trader.bench.trading import to_json
+
+    if engine_only:
+        timeframes = Settings().ohlcv_agg.timeframes
+        report = run_engine_bench(symbols=symbols, minutes=minutes, timeframes=timeframes)
+        if as_json:
+            typer.echo(to_json(report).decode())
+            return
+        columns = ["bars", "bars/s", "CPU us/bar", "rows written", "published", "snapshot MiB"]
+        columns += ["snapshot ms", "peak RSS MiB"]
+        keys = ["bars", "bars_per_s", "cpu_us_per_bar", "rows_written", "bars_published", "snapshot_mib"]
+        keys += ["snapshot_encode_ms", "peak_rss_mib"]
+        print_rows(columns, [[report[k] for k in keys]], False)
+        return
+    try:
+        report = asyncio.run(run_ohlcv_agg_bench(Settings(), symbols=symbols, minutes=minutes))
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    typer.echo(f"{report['bars']} 1m bars ({symbols} symbols x {minutes} minutes) -> {report['timeframes']}")
+    columns = ["published/s", "consumed/s", "stored/s", "stored after s", "CPU us/bar", "peak RSS MiB"]
+    columns += ["live need/s", "headroom"]
+    row = [report[k] for k in ("publisher_bars_per_s", "consumed_bars_per_s", "stored_bars_per_s")]
+    row += [report["stored_after_s"], report["cpu_us_per_bar"], report["peak_rss_mib"]]
+    row += [report["live_need_bars_per_s"], report["headroom"]]
+    print_rows(columns, [row], False)
