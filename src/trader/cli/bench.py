@@ -375,6 +375,7 @@ def wakeup(
     ]
     print_rows(columns, rows, False)
 
+
 @bench_app.command("ohlcv-agg")
 def ohlcv_agg(
     symbols: Annotated[int, typer.Option(help="Symbols: one 1m bar each per minute.")] = 10_000,
