@@ -127,7 +127,7 @@ class BacktestEngine:
         # Bars are built only where a strategy hears of them: the cost of a tick otherwise.
         self.bar_instruments: set[tuple[str, str]] = set()
         self.tick_runners: set[StrategyRunner] = set()  # those whose strategy has ``on_tick``
-        self._held: dict[tuple[str, str], dict[str, MarketTick]] = {}  # ticks the desk is yet to see
+        self._held: dict[tuple[str, str], dict[str, tuple[int, MarketTick]]] = {}  # for the desk, later
         for config in strategies:
             self._load(config)
         if not self.runners:
@@ -397,19 +397,19 @@ class BacktestEngine:
 
     def _hold_for_desk(self, tick: MarketTick) -> None:
         held = self._held.setdefault((tick.venue, tick.symbol), {})
-        held["last"] = tick
+        seen = (self.records.ticks, tick)  # in the order they came
+        held["last"] = seen
         if tick.bid is not None:
-            held["bid"] = tick
+            held["bid"] = seen
         if tick.ask is not None:
-            held["ask"] = tick
+            held["ask"] = seen
 
     def _catch_up_desk(self) -> None:
         if not self._held:
             return
         held, self._held = self._held, {}
         for ticks in held.values():
-            shown = sorted({id(t): t for t in ticks.values()}.values(), key=lambda t: t.timestamp)
-            for tick in shown:
+            for _, tick in sorted({seq: tick for seq, tick in ticks.values()}.items()):
                 self._desk(self.desk.on_tick(tick))
 
     def _state(self, order: Order) -> None:
