@@ -193,3 +193,25 @@ def test_a_grid_runs_every_combination_each_in_its_own_directory(lake_root: str,
     assert len({r["out_dir"] for r in results}) == 4
     ran = json.loads((Path(results[3]["out_dir"]) / "summary.json").read_text())
     assert set(ran) == {"mm-eth", "ma-btc"}
+
+
+def test_holding_ticks_back_from_the_idle_venues_changes_nothing(lake_root: str) -> None:
+    """While no order works, the engine shows the venues only the ticks that make their books, before the
+    next order: the same records as showing them every tick."""
+    from trader.backtest.engine import BacktestEngine
+
+    def records(every_tick: bool) -> tuple[list, list, list]:
+        settings = config(lake_root, [STRATEGIES[1]])  # the MA crossover: idle between its orders
+        engine = BacktestEngine(settings, strategies_for(settings, REQUEST), T0, equity_interval_ms=10_000)
+        if every_tick:
+            engine._hold_for_desk = engine._show_desk  # type: ignore[method-assign]
+        source = LakeTicks(settings)
+        engine.start(source.ticks(DataRange(T0 - 60_000, T0, tuple(engine.symbols))))
+        for tick in source.ticks(DataRange(T0, REQUEST.end_ms, tuple(engine.symbols))):
+            engine.on_tick(tick)
+        done = engine.finish()
+        return done.orders, done.fills, done.equity
+
+    held, shown = records(False), records(True)
+    assert held[1], "no fill: nothing compared"
+    assert held == shown
