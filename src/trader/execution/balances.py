@@ -14,8 +14,8 @@ currency) is taken from the quote asset.
 
 Everything here is ``Decimal`` and exact: no rounding, so a tolerance of 0 demands equality.
 
-The pure arithmetic comes first; ``JetStreamBalanceBook`` (the baselines in the ``TRADER_STATE``
-key-value bucket, the fills from the EXEC stream) after it.
+Pure: the baselines and the fills come through a ``BalanceBook``; the one on the bus (baselines in the
+``TRADER_STATE`` key-value bucket, fills from the EXEC stream) is the exeq service's.
 """
 
 from __future__ import annotations
@@ -26,13 +26,8 @@ from decimal import Decimal
 from typing import Protocol
 
 import msgspec
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
 
-from trader.bus.read import Follower, Stored, catch_up
-from trader.bus.streams import exec_report_subject
-from trader.messages import ExecutionReport, Side, encode
+from trader.messages import ExecutionReport, Side
 
 Balances = dict[str, Decimal]
 # A symbol's (base, quote) assets as the venue names them in its balances; None when it cannot tell.
@@ -190,63 +185,3 @@ class BalanceBook(Protocol):
         ...
 
     async def record(self, baseline: BalanceBaseline) -> None: ...
-
-
-_baseline = msgspec.json.Decoder(BalanceBaseline)
-_report = msgspec.json.Decoder(ExecutionReport)
-
-
-class JetStreamBalanceBook:
-    """Baselines in the ``TRADER_STATE`` bucket; fills from ``exec.report.<venue>`` in the EXEC stream."""
-
-    def __init__(self, js: JetStreamContext, kv: KeyValue, *, timeout_s: float = 60.0) -> None:
-        self.js, self.kv, self.timeout_s = js, kv, timeout_s
-
-    async def baseline(self, venue: str) -> BalanceBaseline | None:
-        try:
-            entry = await self.kv.get(baseline_key(venue))
-        except NotFoundError:
-            return None
-        return _baseline.decode(entry.value) if entry.value else None
-
-    async def record(self, baseline: BalanceBaseline) -> None:
-        await self.kv.put(baseline_key(baseline.venue), encode(baseline))
-
-    async def last_seq(self) -> int:
-        return int((await self.js.stream_info("EXEC")).state.last_seq)
-
-    async def fills_after(self, venue: str, seq: int, upto: int) -> list[ExecutionReport]:
-        if upto <= seq:
-            return []
-        fills: list[ExecutionReport] = []
-        failures: list[Exception] = []
-
-        async def keep(stored: Stored) -> None:
-            report = _report.decode(stored.data)
-            if stored.seq <= upto and report.kind == "fill":
-                fills.append(report)
-
-        follower = Follower(
-            self.js,
-            stream="EXEC",
-            subjects=exec_report_subject(venue),
-            handler=keep,
-            start_seq=seq + 1,
-            on_error=_raise_later(failures),
-            inactive_threshold_s=5.0,
-        )
-        await follower.start()
-        try:
-            await catch_up([follower], self.timeout_s, f"fills of {venue} after {seq}")
-        finally:
-            await follower.stop()
-        if failures:  # an undecodable report: the sum would be wrong, so no sum
-            raise failures[0]
-        return fills
-
-
-def _raise_later(failures: list[Exception]) -> Callable[[Stored, Exception], None]:
-    def on_error(_stored: Stored, exc: Exception) -> None:
-        failures.append(exc)
-
-    return on_error

@@ -69,32 +69,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import (
+    Follower,
     Stored,
+    catch_up,
     decode_message,
     follow_latest,
     replay,
     work_consumer,
     work_through,
 )
-from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject, exec_report_subject
+from trader.bus.streams import exec_report_subject
 from trader.config import CcxtVenueSettings, Settings
-from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
-from trader.execution.balances import BalanceBaseline, BalanceBook, JetStreamBalanceBook, check_balances
+from trader.execution.balances import BalanceBaseline, BalanceBook, baseline_key, check_balances
+from trader.execution.desk import ExecutionDesk
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
-from trader.execution.venues.base import report_about
 from trader.marketdata.decode import InvalidMessage, decode_tick
-from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
+from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
 from trader.runtime.consumer import Delivery, now_ms
 from trader.runtime.service import Refused, Runtime, Service
-from trader.trading.retention import FORGET_BATCH, Ended, Forgetting
+from trader.trading.retention import FORGET_BATCH, Forgetting
 from trader.trading.state import state_bucket
 
 REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
@@ -106,496 +110,6 @@ Key = tuple[str, str]  # venue, venue_client_id
 Publish = Callable[[list[Outgoing]], Awaitable[object]]
 
 
-class Tracked(msgspec.Struct, gc=False):
-    """A venue order (top-level, algo parent or algo child) and what was published about it. Kept for
-    every order exeq has seen: out of the garbage collector's sight, as the messages it holds."""
-
-    order: VenueOrder
-    parent: str | None = None  # the parent's venue_client_id, for an algo's child
-    filled: Decimal = Decimal(0)
-    acknowledged: bool = False  # "accepted" published: a restore's repeat of it is not
-    ended: bool = False
-    venue_order_id: str | None = None
-    replace: VenueOrder | None = None  # a replace sent, until the venue answers it
-    # Filled before the adapter was given the order (its rest, after a restart): the adapter counts
-    # quantities from there.
-    offset: Decimal = Decimal(0)
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.order.quantity - self.filled
-
-    def apply(self, report: ExecutionReport) -> None:
-        self.venue_order_id = self.venue_order_id or report.venue_order_id
-        if report.kind == "accepted":
-            self.acknowledged = True
-        elif report.kind == "fill":
-            self.filled += report.last_quantity
-            self.ended = self.ended or self.filled >= self.order.quantity
-        elif report.kind in ("canceled", "expired"):
-            self.ended = True
-        elif report.kind == "replaced" and self.replace is not None:
-            self.order = msgspec.structs.replace(
-                self.order, quantity=self.replace.quantity, price=self.replace.price
-            )
-            self.replace = None
-            self.ended = self.ended or self.filled >= self.order.quantity
-        elif report.kind == "rejected" and self.replace is not None:
-            self.replace = None  # a refused replace leaves the order working on its old terms
-        elif report.kind == "rejected" and not self.acknowledged and self.filled == 0:
-            self.ended = True  # refused on submit; a refused cancel leaves a working order working
-
-
-class ExecutionDesk:
-    """The venues and algos of exeq, without the bus: orders, ticks and the clock in, messages out through
-    ``publish``. Callers may come from several tasks: every entry point holds one lock, and publishes
-    what it caused in one batch as it ends (pipelined, in order); a child order is published, and
-    stored, before it goes to the venue."""
-
-    def __init__(self, adapters: dict[str, VenueAdapter], publish: Publish, clock: Callable[[], int]) -> None:
-        self.adapters = adapters
-        self.publish = publish
-        self.clock = clock
-        self.lock = asyncio.Lock()
-        self.orders: dict[Key, Tracked] = {}
-        self._maybe_open: set[Key] = set()  # keys of ``orders`` not ended when last counted, or newer
-        self._ended: Ended[Key] = Ended()  # ended venue orders held, by when they ended
-        self._forgotten: set[Key] = set()  # venue orders ended long ago: their keys only (see forget_ended)
-        self.algos: dict[Key, ExecutionAlgo] = {}
-        self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
-        self.last_fill_ms: dict[Key, int] = {}  # (venue, symbol) -> latest fill time
-        self._top_level: dict[Key, str] = {}  # (venue, client_order_id) -> venue_client_id
-        self._cancels_seen: set[Key] = set()  # cancels in the replayed stream
-        self._deferred: dict[Key, list[VenueOrder]] = {}  # (venue, symbol) -> market rests to restore
-        self._paused: set[Key] = set()  # restored algos: they release again once their symbol has a tick
-        self._outbox: list[Outgoing] = []  # what the entry point in progress caused, to publish as it ends
-
-    # Entry points --------------------------------------------------------------------------------
-
-    async def on_order(self, order: VenueOrder) -> None:
-        await self.on_orders([order])
-
-    async def on_orders(self, orders: list[VenueOrder]) -> None:
-        async with self._turn():
-            for order in orders:
-                if order.action == "new":
-                    await self._new(order)
-                elif order.action == "replace":
-                    await self._replace(order)
-                else:
-                    await self._cancel(order)
-
-    async def on_tick(self, tick: MarketTick, *, seen_before: bool = False) -> None:
-        """``seen_before``: a tick stored before this start, which the previous run may have used."""
-        async with self._turn():
-            for venue, adapter in self.adapters.items():
-                shown = tick
-                if seen_before and tick.timestamp <= self.last_fill_ms.get((venue, tick.symbol), -1):
-                    shown = msgspec.structs.replace(tick, size=Decimal(0), volume=Decimal(0))
-                touched = await self._handle(venue, adapter.on_tick(shown))
-                if adapter.quotes_from(tick):
-                    for rest in self._deferred.pop((venue, tick.symbol), []):
-                        touched |= await self._handle(venue, await adapter.submit(rest))
-                    touched |= self._unpause(venue, tick.symbol)
-                await self._settle(venue, touched)
-
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        """One entry point at a time; what it caused is published as it ends (even by an error: the
-        venue did what the reports say)."""
-        async with self.lock:
-            try:
-                yield
-            finally:
-                await self._flush()
-
-    async def _flush(self) -> None:
-        out, self._outbox = self._outbox, []
-        if out:
-            await self.publish(out)
-
-    def _unpause(self, venue: str, symbol: str) -> set[str]:
-        resumed = {key for key in self._paused if key[0] == venue and self.orders[key].order.symbol == symbol}
-        self._paused -= resumed
-        return {parent for _, parent in resumed}
-
-    async def drive_algos(self) -> None:
-        async with self._turn():
-            for venue, parent in list(self.algos):
-                await self._settle(venue, {parent})
-
-    async def on_venue_report(self, venue: str, report: ExecutionReport) -> None:
-        """A report a (live) venue sent on its own."""
-        async with self._turn():
-            await self._settle(venue, await self._handle(venue, [report]))
-
-    async def catch_up(self, venue: str, reports: list[ExecutionReport]) -> None:
-        """Publish what ``venue`` did while exeq was down (its ``reconcile`` reports), numbered and recorded
-        as any report. Algos are not driven here: the restore that follows does, once quotes are back."""
-        async with self._turn():
-            await self._handle(venue, reports)
-
-    def open_orders(self) -> int:
-        """Venue orders working (algo parents aside). Walks only what was open when last asked, or new
-        since: the probes ask, on the event loop, and ``orders`` holds every order ever seen."""
-        orders = self.orders
-        self._maybe_open = {key for key in self._maybe_open if not orders[key].ended}
-        return sum(1 for key in self._maybe_open if orders[key].order.algo is None)
-
-    def forget_ended(self, ended_before_ms: int, limit: int | None = None) -> int:
-        """Drop the records of venue orders that ended before ``ended_before_ms``, here and in their
-        adapter, keeping their keys and exec id counters: a repeated order is still a repeat, and a late
-        report about one is numbered after the ones published. A child whose algo still works is kept
-        until the algo ends. At most ``limit`` at a time; returns how many were forgotten."""
-        forgotten = 0
-        for key in self._ended.take(ended_before_ms, limit):
-            tracked = self.orders.get(key)
-            if tracked is None:
-                continue
-            if key in self.algos or (tracked.parent is not None and (key[0], tracked.parent) in self.algos):
-                self._ended.keep(key, ended_before_ms)  # its algo still works: looked at again later
-                continue
-            del self.orders[key]
-            self._maybe_open.discard(key)
-            if self._top_level.get((key[0], tracked.order.client_order_id)) == key[1]:
-                del self._top_level[(key[0], tracked.order.client_order_id)]
-            if (adapter := self.adapters.get(key[0])) is not None:
-                adapter.forget(key[1])
-            self._forgotten.add(key)
-            forgotten += 1
-        return forgotten
-
-    @property
-    def forgotten_count(self) -> int:
-        return len(self._forgotten)
-
-    def believed_open(self, venue: str) -> list[tuple[VenueOrder, Decimal]]:
-        """The orders exeq believes working at ``venue`` (algo parents never reach it), with their fills."""
-        return [
-            (t.order, t.filled)
-            for (v, _), t in self.orders.items()
-            if v == venue and not t.ended and t.order.algo is None
-        ]
-
-    def unanswered(self, venue: str) -> set[str]:
-        """The venue client ids of orders believed open at ``venue`` that no report was published about."""
-        return {
-            o.venue_client_id
-            for o, _ in self.believed_open(venue)
-            if not self.numbers.get((venue, o.venue_client_id))
-        }
-
-    # Orders ------------------------------------------------------------------------------------
-
-    async def _new(self, order: VenueOrder) -> None:
-        venue, key = order.venue, (order.venue, order.venue_client_id)
-        if key in self.orders or key in self._forgotten:
-            return  # a repeat: the venue order exists already (or ended long ago)
-        tracked = self._track(order)
-        if venue not in self.adapters:
-            await self._handle(venue, [self._own_report(tracked, "rejected", f"venue {venue} is not run")])
-            return
-        if order.algo is None:
-            await self._settle(venue, await self._handle(venue, await self.adapters[venue].submit(order)))
-            return
-        try:
-            self.algos[key] = create_algo(order)
-        except AlgoParamsError as exc:
-            await self._handle(venue, [self._own_report(tracked, "rejected", str(exc))])
-            return
-        await self._handle(venue, [self._own_report(tracked, "accepted")])
-        await self._settle(venue, {order.venue_client_id})
-
-    async def _cancel(self, order: VenueOrder) -> None:
-        venue = order.venue
-        key = self._resolve(order)
-        target = msgspec.structs.replace(order, venue_client_id=key[1])
-        algo = self.algos.get(key)
-        if algo is not None:
-            touched = await self._send_children(venue, key[1], algo.cancel(self.clock()))
-            await self._settle(venue, touched | {key[1]})
-            return
-        tracked = self.orders.get(key)
-        if tracked is not None and tracked.order.algo is not None:
-            reason = f"cancel rejected: order {key[1]} has ended"
-            await self._handle(venue, [self._own_report(tracked, "rejected", reason)])
-            return
-        if venue not in self.adapters:
-            await self._handle(
-                venue, [_report_for(target, "rejected", self.clock(), f"venue {venue} is not run")]
-            )
-            return
-        await self._settle(venue, await self._handle(venue, await self._cancel_at_venue(venue, target)))
-
-    async def _cancel_at_venue(self, venue: str, order: VenueOrder) -> list[ExecutionReport]:
-        """A restored market order still waiting for its first tick is canceled here: the venue never
-        had it."""
-        waiting = self._deferred.get((venue, order.symbol), [])
-        for rest in waiting:
-            if rest.venue_client_id == order.venue_client_id:
-                waiting.remove(rest)
-                return [_report_for(rest, "canceled", self.clock(), "canceled on request")]
-        return await self.adapters[venue].cancel(order)
-
-    async def _replace(self, order: VenueOrder) -> None:
-        venue = order.venue
-        key = self._resolve(order)
-        target = msgspec.structs.replace(order, venue_client_id=key[1])
-        tracked = self.orders.get(key)
-        reason: str | None = None
-        if key in self.algos or (tracked is not None and tracked.order.algo is not None):
-            algo = tracked.order.algo if tracked is not None else "algo"
-            reason = f"replace rejected: order {key[1]} is an {algo} parent; algo orders cannot be replaced"
-        elif venue not in self.adapters:
-            reason = f"replace rejected: venue {venue} is not run"
-        elif tracked is not None and tracked.ended:
-            reason = f"replace rejected: order {key[1]} has ended"
-        elif tracked is not None and order.quantity <= tracked.filled:
-            reason = f"replace rejected: quantity {order.quantity} is not above filled {tracked.filled}"
-        if reason is not None:
-            await self._handle(venue, [_report_for(target, "rejected", self.clock(), reason)])
-            return
-        offset = Decimal(0)
-        if tracked is not None:
-            tracked.replace = target
-            offset = tracked.offset
-        reports = await self._replace_at_venue(venue, target, offset)
-        if offset:  # the adapter's quantities count from the restart: the oms's count from the start
-            reports = [
-                msgspec.structs.replace(r, last_quantity=r.last_quantity + offset)
-                if r.kind == "replaced" and r.last_quantity
-                else r
-                for r in reports
-            ]
-        await self._settle(venue, await self._handle(venue, reports))
-
-    async def _replace_at_venue(
-        self, venue: str, order: VenueOrder, offset: Decimal
-    ) -> list[ExecutionReport]:
-        """A restored market order still waiting for its first tick is replaced here: the venue never
-        had it."""
-        waiting = self._deferred.get((venue, order.symbol), [])
-        for i, rest in enumerate(waiting):
-            if rest.venue_client_id == order.venue_client_id:
-                waiting[i] = msgspec.structs.replace(
-                    rest, quantity=order.quantity - offset, price=order.price
-                )
-                report = _report_for(rest, "replaced", self.clock())
-                return [
-                    msgspec.structs.replace(report, last_quantity=waiting[i].quantity, last_price=order.price)
-                ]
-        return await self.adapters[venue].replace(
-            msgspec.structs.replace(order, quantity=order.quantity - offset)
-        )
-
-    def _resolve(self, order: VenueOrder) -> Key:
-        """The venue order a cancel is about: its ``venue_client_id``, else the order of its client id."""
-        key = (order.venue, order.venue_client_id)
-        if key in self.orders:
-            return key
-        vcid = self._top_level.get((order.venue, order.client_order_id))
-        return (order.venue, vcid) if vcid is not None else key
-
-    def _track(self, order: VenueOrder, parent: str | None = None) -> Tracked:
-        tracked = Tracked(order, parent=parent)
-        self.orders[(order.venue, order.venue_client_id)] = tracked
-        self._maybe_open.add((order.venue, order.venue_client_id))
-        if parent is None:
-            self._top_level.setdefault((order.venue, order.client_order_id), order.venue_client_id)
-        return tracked
-
-    # Reports ------------------------------------------------------------------------------------
-
-    async def _handle(self, venue: str, reports: list[ExecutionReport]) -> set[str]:
-        """Number and record reports, for the entry point to publish; returns the parents (venue_client_id)
-        they concern."""
-        touched: set[str] = set()
-        for report in reports:
-            vcid = report.venue_client_id or report.client_order_id
-            tracked = self.orders.get((venue, vcid))
-            if report.kind == "accepted" and tracked is not None and tracked.acknowledged:
-                continue  # the venue acknowledged a restored order again
-            number = self.numbers.get((venue, vcid), 0) + 1
-            self.numbers[(venue, vcid)] = number
-            changes: dict[str, object] = {"exec_id": f"{venue}:{vcid}:{number}", "venue_client_id": vcid}
-            if tracked is not None and tracked.venue_order_id:
-                changes["venue_order_id"] = tracked.venue_order_id  # the id of before a restore
-            report = msgspec.structs.replace(report, **changes)
-            subject = exec_report_subject(venue)
-            if tracked is not None:
-                tracked.apply(report)
-                if tracked.ended:
-                    self._ended.add((venue, vcid), report.timestamp or self.clock())
-                if tracked.parent is not None:
-                    touched.add(tracked.parent)
-                    if report.kind != "fill":
-                        subject = exec_algo_report_subject(venue)
-                    algo = self.algos.get((venue, tracked.parent))
-                    if algo is not None:
-                        algo.on_report(report)
-            if report.kind == "fill":
-                key = (venue, report.symbol)
-                self.last_fill_ms[key] = max(self.last_fill_ms.get(key, 0), report.timestamp)
-            self._outbox.append(Outgoing(subject, encode(report), msg_id=report.exec_id))
-        return touched
-
-    def _own_report(self, tracked: Tracked, kind: ReportKind, reason: str | None = None) -> ExecutionReport:
-        return _report_for(tracked.order, kind, self.clock(), reason)
-
-    # Algos ---------------------------------------------------------------------------------------
-
-    async def _send_children(self, venue: str, parent: str, children: list[VenueOrder]) -> set[str]:
-        """Publish the child orders, then send them to the venue: the stream has each child before its
-        reports, which the rebuild relies on."""
-        if not children:
-            return set()
-        self._outbox += [
-            Outgoing(exec_algo_order_subject(venue), encode(c), msg_id=f"{c.venue_client_id}:{c.action}")
-            for c in children
-        ]
-        await self._flush()
-        adapter = self.adapters[venue]
-        touched: set[str] = set()
-        for child in children:
-            if child.action == "new":
-                self._track(child, parent=parent)
-                touched |= await self._handle(venue, await adapter.submit(child))
-            else:
-                touched |= await self._handle(venue, await self._cancel_at_venue(venue, child))
-        return touched
-
-    async def _settle(self, venue: str, parents: set[str]) -> None:
-        """Drive the algos of ``parents`` until they have nothing more to release now; report the ends."""
-        pending = set(parents)
-        while pending:
-            parent = pending.pop()
-            algo = self.algos.get((venue, parent))
-            if algo is None:
-                continue
-            children = [] if (venue, parent) in self._paused else algo.next_actions(self.clock())
-            if children:
-                pending |= await self._send_children(venue, parent, children) | {parent}
-            else:
-                await self._finish_if_done(venue, parent, algo)
-
-    async def _finish_if_done(self, venue: str, parent: str, algo: ExecutionAlgo) -> None:
-        if not algo.is_done:
-            return
-        tracked = self.orders[(venue, parent)]
-        del self.algos[(venue, parent)]
-        if tracked.ended or algo.leaves_quantity == 0:
-            tracked.ended = True  # the children's fills filled the parent: the oms saw them
-            self._ended.add((venue, parent), self.clock())
-            return
-        if algo.canceled:
-            report = self._own_report(tracked, "canceled", "canceled on request")
-        else:
-            why = getattr(algo, "stopped_reason", None) or "the children ended short"
-            report = self._own_report(tracked, "expired", f"{why}: {algo.leaves_quantity} unfilled")
-        await self._handle(venue, [report])
-
-    # Rebuild ----------------------------------------------------------------------------------
-
-    def replay(self, subject: str, data: bytes) -> None:
-        """Take one stored EXEC message back (in stream order), publishing nothing."""
-        if subject.startswith(("exec.report.", "exec.algo.report.")):
-            self._replay_report(_report.decode(data))
-        elif subject.startswith("exec.order."):
-            self._replay_order(_venue_order.decode(data))
-        elif subject.startswith("exec.algo.order."):
-            self._replay_child(_venue_order.decode(data))
-
-    def _replay_order(self, order: VenueOrder) -> None:
-        key = (order.venue, order.venue_client_id)
-        if order.action == "replace":
-            tracked = self.orders.get(self._resolve(order))
-            if tracked is not None:  # its answer, replaced or rejected, follows in the stream
-                tracked.replace = msgspec.structs.replace(
-                    order, venue_client_id=tracked.order.venue_client_id
-                )
-            return
-        if order.action == "cancel":
-            key = self._resolve(order)
-            self._cancels_seen.add(key)
-            algo = self.algos.get(key)
-            if algo is not None:
-                algo.cancel(order.timestamp)  # the children's cancels are in the stream
-            return
-        if key in self.orders:
-            return
-        self._track(order)
-        if order.algo is not None:
-            with contextlib.suppress(AlgoParamsError):  # its rejection is in the stream
-                self.algos[key] = create_algo(order)
-
-    def _replay_child(self, child: VenueOrder) -> None:
-        if child.action != "new":
-            return
-        parent = child.venue_client_id.rpartition(".")[0]
-        algo = self.algos.get((child.venue, parent))
-        if algo is not None and child.venue_client_id not in algo.children:
-            algo.next_actions(child.timestamp)  # releases this child again, at the time it was released
-        self._track(child, parent=parent)
-
-    def _replay_report(self, report: ExecutionReport) -> None:
-        venue, vcid = report.venue, report.venue_client_id or report.client_order_id
-        prefix = f"{venue}:{vcid}:"
-        if not report.exec_id.startswith(prefix):
-            return  # not published by exeq: a routing rejection
-        with contextlib.suppress(ValueError):
-            number = int(report.exec_id.removeprefix(prefix))
-            self.numbers[(venue, vcid)] = max(self.numbers.get((venue, vcid), 0), number)
-        if report.kind == "fill":
-            key = (venue, report.symbol)
-            self.last_fill_ms[key] = max(self.last_fill_ms.get(key, 0), report.timestamp)
-        tracked = self.orders.get((venue, vcid))
-        if tracked is None:
-            return
-        tracked.apply(report)
-        if tracked.ended:
-            self._ended.add((venue, vcid), report.timestamp)
-        if tracked.parent is not None and (algo := self.algos.get((venue, tracked.parent))) is not None:
-            algo.on_report(report)
-
-    async def restore(self) -> dict[str, int]:
-        """After the replay: the open venue orders back into the adapters, and what was left undone."""
-        async with self._turn():
-            for key in [k for k, t in self.orders.items() if k in self.algos and t.ended]:
-                del self.algos[key]
-            restored = deferred = 0
-            touched: dict[str, set[str]] = {venue: set() for venue in self.adapters}
-            for (venue, _), tracked in self.orders.items():
-                if tracked.ended or tracked.order.algo is not None or venue not in self.adapters:
-                    continue
-                rest = msgspec.structs.replace(tracked.order, quantity=tracked.remaining)
-                tracked.offset = tracked.filled  # the adapter knows the rest only
-                if rest.type == "market":  # needs a quote: restored at its symbol's first tick
-                    self._deferred.setdefault((venue, rest.symbol), []).append(rest)
-                    deferred += 1
-                    continue
-                touched[venue] |= await self._handle(venue, await self.adapters[venue].submit(rest))
-                restored += 1
-            pending = [t.replace for t in self.orders.values() if t.replace is not None and not t.ended]
-            for replace in pending:  # sent before the restart, never answered
-                await self._replace(replace)
-            for key in self._cancels_seen:
-                tracked = self.orders.get(key)
-                if tracked is not None and not tracked.ended and key not in self.algos:
-                    await self._cancel(msgspec.structs.replace(tracked.order, action="cancel"))
-            # An algo releases nothing before its symbol has a quote again: its market children would
-            # be refused.
-            self._paused = set(self.algos)
-            for venue, parent in list(self.algos):
-                algo = self.algos[(venue, parent)]
-                if algo.canceled and algo.working_children:
-                    touched[venue] |= await self._send_children(venue, parent, algo.cancel(self.clock()))
-                touched.setdefault(venue, set()).add(parent)
-            for venue, parents in touched.items():
-                await self._settle(venue, parents)
-            self._cancels_seen.clear()
-            return {"restored": restored, "deferred": deferred, "algos": len(self.algos)}
-
-
 def _order_of(stored: Stored) -> VenueOrder:
     order = decode_message(_venue_order, stored.data)
     if not order.venue:  # the subject names the venue the router chose
@@ -603,9 +117,63 @@ def _order_of(stored: Stored) -> VenueOrder:
     return order
 
 
-def _report_for(order: VenueOrder, kind: ReportKind, now: int, reason: str | None = None) -> ExecutionReport:
-    """A report exeq makes itself (about an algo parent, or an order it cannot send); numbered later."""
-    return report_about(order, venue=order.venue, kind=kind, exec_id="", timestamp=now, reason=reason)
+_balance_baseline = msgspec.json.Decoder(BalanceBaseline)
+
+
+class JetStreamBalanceBook:
+    """Baselines in the ``TRADER_STATE`` bucket; fills from ``exec.report.<venue>`` in the EXEC stream."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, *, timeout_s: float = 60.0) -> None:
+        self.js, self.kv, self.timeout_s = js, kv, timeout_s
+
+    async def baseline(self, venue: str) -> BalanceBaseline | None:
+        try:
+            entry = await self.kv.get(baseline_key(venue))
+        except NotFoundError:
+            return None
+        return _balance_baseline.decode(entry.value) if entry.value else None
+
+    async def record(self, baseline: BalanceBaseline) -> None:
+        await self.kv.put(baseline_key(baseline.venue), encode(baseline))
+
+    async def last_seq(self) -> int:
+        return int((await self.js.stream_info("EXEC")).state.last_seq)
+
+    async def fills_after(self, venue: str, seq: int, upto: int) -> list[ExecutionReport]:
+        if upto <= seq:
+            return []
+        fills: list[ExecutionReport] = []
+        failures: list[Exception] = []
+
+        async def keep(stored: Stored) -> None:
+            report = _report.decode(stored.data)
+            if stored.seq <= upto and report.kind == "fill":
+                fills.append(report)
+
+        follower = Follower(
+            self.js,
+            stream="EXEC",
+            subjects=exec_report_subject(venue),
+            handler=keep,
+            start_seq=seq + 1,
+            on_error=_raise_later(failures),
+            inactive_threshold_s=5.0,
+        )
+        await follower.start()
+        try:
+            await catch_up([follower], self.timeout_s, f"fills of {venue} after {seq}")
+        finally:
+            await follower.stop()
+        if failures:  # an undecodable report: the sum would be wrong, so no sum
+            raise failures[0]
+        return fills
+
+
+def _raise_later(failures: list[Exception]) -> Callable[[Stored, Exception], None]:
+    def on_error(_stored: Stored, exc: Exception) -> None:
+        failures.append(exc)
+
+    return on_error
 
 
 class Exeq(Service):

@@ -26,6 +26,7 @@ from tests.fakes.fake_okx_rest import FakeOkxRest
 from trader.bus.publish import Outgoing
 from trader.config import ExeqSettings, Settings, VenueConfig
 from trader.execution.balances import BalanceBaseline
+from trader.execution.desk import ExecutionDesk
 from trader.execution.venues import PaperVenue, PaperVenueSettings, venue_class
 from trader.execution.venues.ccxt_live import (
     CLIENT_ID_RULES,
@@ -36,7 +37,7 @@ from trader.execution.venues.ccxt_live import (
     map_client_id,
 )
 from trader.messages import ExecutionReport, ReportKind, VenueOrder, encode
-from trader.services.exeq import ExecutionDesk, Exeq
+from trader.services.exeq import Exeq
 
 KEY, SECRET, PASSPHRASE = "test-key-4f7a9c", "test-secret-b81e22", "test-pass-77d0"
 # Ids of ours a venue refuses as they are: an algo child (OKX: not alphanumeric) and a strategy's long id

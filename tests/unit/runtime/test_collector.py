@@ -11,11 +11,11 @@ import msgspec
 import pytest
 
 from trader.bench.trading import gc_totals
+from trader.execution.desk import Tracked
 from trader.execution.venues.paper import PaperVenue
 from trader.messages import OrderRequest, RiskDecision, VenueOrder
 from trader.runtime.collector import CollectorWatch
 from trader.runtime.metrics import ServiceMetrics
-from trader.services.exeq import Tracked
 
 
 @pytest.fixture

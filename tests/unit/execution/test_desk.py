@@ -11,9 +11,9 @@ from decimal import Decimal as D
 import msgspec
 
 from trader.bus.publish import Outgoing
+from trader.execution.desk import ExecutionDesk
 from trader.execution.venues import PaperVenue, PaperVenueSettings
 from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
-from trader.services.exeq import ExecutionDesk
 
 T0 = 1_732_406_400_000
 SYMBOL = "BTCUSDT"
