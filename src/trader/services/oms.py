@@ -58,7 +58,7 @@ from trader.bus.read import (
     subject_token,
 )
 from trader.bus.streams import exec_order_subject, exec_route_subject, order_state_subject
-from trader.execution.routing import venue_without_choice
+from trader.execution.routing import Routing
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import (
     CancelRequest,
@@ -472,14 +472,7 @@ class Oms(Service):
         return venue is not None and self._venue_without_choice(order.symbol, venue) == venue
 
     def _venue_without_choice(self, symbol: str, requested: str | None) -> str | None:
-        routing = self.settings.routing
-        return venue_without_choice(
-            symbol,
-            requested,
-            configured=routing.venues_for(symbol),
-            fixed_venue=routing.fixed_venue,
-            run=self.settings.exeq.venues,
-        )
+        return Routing.of(self.settings).direct(symbol, requested)  # the routing decision, in one place
 
     # Lifecycle -----------------------------------------------------------------------------------
 

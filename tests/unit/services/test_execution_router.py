@@ -9,9 +9,9 @@ import pytest
 
 from trader.bus.streams import SOURCE_SEQ
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
+from trader.execution.router import Router, quotes_needed
 from trader.execution.venues import PaperVenueSettings
 from trader.messages import ExecutionReport, MarketTick, VenueOrder
-from trader.services.execution_router import Router, quotes_needed
 
 
 def settings(paper_quote_venue: str | None = None, **routing: object) -> Settings:

@@ -8,9 +8,9 @@ import asyncio
 from decimal import Decimal as D
 
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
+from trader.execution.router import Router
 from trader.messages import MarketTick, Position
 from trader.portfolio import PnlBook
-from trader.services.execution_router import Router
 from trader.services.exeq import Exeq
 
 
