@@ -13,62 +13,34 @@ Produces, every ``settings.pnl.snapshot_interval_s``: a ``PnlSnapshot`` per stra
 whose quantity, cost or mark changed since last written; while QuestDB is away the rows wait for the
 next snapshot, which does not wait for QuestDB). Undecodable positions and ticks go to the dead
 letters.
+
+Inputs (``trader.runtime.intake``): ``position.>`` of POSITIONS and ``market.tick.>`` of MARKET_TICKS,
+both in mode LATEST. Engine: ``trader.portfolio.marks.Marks`` over a ``PnlBook``.
+State: the latest position of each subject and the marks, none of it kept over a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from decimal import Decimal
-
-import msgspec
+from dataclasses import dataclass, field
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import Stored, decode_message, follow_latest
 from trader.bus.streams import pnl_subject
 from trader.marketdata.decode import decode_tick
 from trader.messages import MarketTick, PnlSnapshot, Position, encode
-from trader.portfolio import PnlBook, unrealized_pnl
+from trader.portfolio import PnlBook
+from trader.portfolio.marks import Marks
 from trader.runtime.consumer import now_ms
+from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
-from trader.stores.questdb import (
-    PositionRow,
-    QuestDBClient,
-    ensure_trading_tables,
-    write_pnl,
-    write_positions,
+from trader.stores.questdb import QuestDBClient, ensure_trading_tables, write_pnl, write_positions
+
+POSITIONS_INPUT = Input("POSITIONS", "position.>", Position, Mode.LATEST, name="positions")
+TICKS_INPUT = Input(
+    "MARKET_TICKS", "market.tick.>", MarketTick, Mode.LATEST, name="ticks", decode=decode_tick
 )
-
-_position = msgspec.json.Decoder(Position)
 MAX_UNWRITTEN = 100_000  # snapshots kept for QuestDB while it is away; the PNL stream has them all
-
-
-class Marks:
-    """The positions as last published, and which of them changed since last written."""
-
-    def __init__(self, book: PnlBook) -> None:
-        self.book = book
-        self.latest: dict[str, Position] = {}  # by subject
-        self._written: dict[str, tuple[Position, Decimal | None]] = {}
-
-    def update(self, subject: str, position: Position) -> None:
-        self.latest[subject] = position
-        self.book.update_position(position)
-
-    def changed_rows(self, now: int) -> dict[str, PositionRow]:
-        """By subject, the positions whose quantity, cost or mark changed since last written."""
-        rows = {}
-        for subject, position in self.latest.items():
-            mark = self.book.mark_of(position)
-            if self._written.get(subject) != (position, mark):
-                unrealized = unrealized_pnl(position, mark) if mark is not None else Decimal(0)
-                rows[subject] = PositionRow(position, mark, unrealized, now)
-        return rows
-
-    def written(self, rows: dict[str, PositionRow]) -> None:
-        for subject, row in rows.items():
-            self._written[subject] = (row.position, row.mark)
 
 
 def snapshot_message(snapshot: PnlSnapshot) -> Outgoing:
@@ -77,83 +49,101 @@ def snapshot_message(snapshot: PnlSnapshot) -> Outgoing:
     )
 
 
+@dataclass
+class PnlState:
+    """A started pnl: its engine, its inputs, and what QuestDB has not taken yet."""
+
+    book: PnlBook
+    marks: Marks
+    qdb: QuestDBClient
+    inputs: list[Intake[Position] | Intake[MarketTick]]
+    unwritten: list[PnlSnapshot] = field(default_factory=list)
+
+
 class Pnl(Service):
     name = "pnl"
+    state: PnlState | None = None
 
     async def start(self, rt: Runtime) -> None:
-        self.rt = rt
-        await self.stop(rt)  # a start retried after a failure begins afresh
-        self.unwritten: list[PnlSnapshot] = []
-        self.qdb = QuestDBClient(self.settings)
-        await asyncio.to_thread(ensure_trading_tables, self.qdb)
-        self.book = PnlBook(quote_venue=self.settings.quote_venue_of)
-        self.marks = Marks(self.book)
-        self.followers = [
-            follow_latest(
-                rt,
-                stream="POSITIONS",
-                subjects="position.>",
-                decode=functools.partial(decode_message, _position),
-                apply=self._on_position,
-            ),
-            follow_latest(
-                rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
-            ),
-        ]
-        for follower in self.followers:
-            await follower.start()
+        qdb = QuestDBClient(self.settings)
+        try:
+            await asyncio.to_thread(ensure_trading_tables, qdb)
+            book = PnlBook(quote_venue=self.settings.quote_venue_of)
+            marks = Marks(book)
 
-    async def _on_position(self, position: Position, stored: Stored) -> None:
-        self.rt.metrics.count_in()
-        self.marks.update(stored.subject, position)
+            def take_position(received: Received[Position]) -> list[Outgoing]:
+                marks.update(received.subject, received.value)
+                return []
 
-    async def _on_tick(self, tick: MarketTick, stored: Stored) -> None:
-        self.rt.metrics.count_in()
-        self.book.update_mark(tick.venue, tick.symbol, tick.price)
+            def take_tick(received: Received[MarketTick]) -> list[Outgoing]:
+                tick = received.value
+                book.update_mark(tick.venue, tick.symbol, tick.price)
+                return []
+
+            positions = Intake(rt, POSITIONS_INPUT, take_position)
+            ticks = Intake(rt, TICKS_INPUT, take_tick)
+            for intake in (positions, ticks):
+                await intake.start()
+        except BaseException:
+            qdb.close()  # a start retried after a failure begins afresh
+            raise
+        self.state = PnlState(book, marks, qdb, [positions, ticks])
 
     async def run(self, rt: Runtime) -> None:
-        interval = self.settings.pnl.snapshot_interval_s
-        while not rt.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.stopping.wait(), timeout=interval)
-            if not rt.stopping.is_set():
-                await self._snapshot(rt)
+        state = self.state
+        assert state is not None, "run follows a successful start"
+        readers = [asyncio.create_task(intake.run()) for intake in state.inputs]
+        try:
+            interval = self.settings.pnl.snapshot_interval_s
+            while not rt.stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(rt.stopping.wait(), timeout=interval)
+                if not rt.stopping.is_set():
+                    await self._snapshot(rt, state)
+        finally:
+            await asyncio.gather(*readers, return_exceptions=True)
 
-    async def _snapshot(self, rt: Runtime) -> None:
+    async def _snapshot(self, rt: Runtime, state: PnlState) -> None:
         now = now_ms()
-        snapshots = self.book.snapshots(now)
+        snapshots = state.book.snapshots(now)
         await rt.publish_reliably([snapshot_message(s) for s in snapshots])
         # QuestDB being away must not stop the snapshots: what it missed is written with the next ones.
-        self.unwritten = [*self.unwritten, *snapshots][-MAX_UNWRITTEN:]
-        rows = self.marks.changed_rows(now)
-        pending = self.unwritten
+        state.unwritten = [*state.unwritten, *snapshots][-MAX_UNWRITTEN:]
+        rows = state.marks.changed_rows(now)
+        pending = state.unwritten
 
         def write() -> None:
-            write_pnl(self.qdb, pending)
-            write_positions(self.qdb, list(rows.values()))
+            write_pnl(state.qdb, pending)
+            write_positions(state.qdb, list(rows.values()))
 
         try:
             await asyncio.to_thread(write)
         except Exception as exc:
             rt.metrics.count_error("questdb.write")
-            rt.log.warning("questdb.write.failed", error=repr(exc), unwritten=len(self.unwritten))
+            rt.log.warning("questdb.write.failed", error=repr(exc), unwritten=len(state.unwritten))
             return
-        self.unwritten = []
-        self.marks.written(rows)
+        state.unwritten = []
+        state.marks.written(rows)
 
     async def stop(self, rt: Runtime) -> None:
-        for follower in getattr(self, "followers", []):
-            await follower.stop()
-        if hasattr(self, "qdb"):
-            self.qdb.close()
+        if self.state is None:
+            return
+        for intake in self.state.inputs:
+            await intake.stop()
+        self.state.qdb.close()
 
     def ready_checks(self) -> dict[str, bool]:
-        return {"followers": hasattr(self, "followers")}
+        if self.state is None:
+            return {"positions": False, "ticks": False}
+        checks: dict[str, bool] = {}
+        for intake in self.state.inputs:
+            checks |= intake.ready_checks()
+        return checks
 
     def health_details(self) -> dict[str, object]:
-        if not hasattr(self, "marks"):
+        if self.state is None:
             return {}
-        return {"positions": len(self.marks.latest), "strategies": self.book.strategies()}
+        return {"positions": len(self.state.marks.latest), "strategies": self.state.book.strategies()}
 
 
 SERVICE = Pnl

@@ -103,10 +103,10 @@ class QuestDBClient:
 # again (a retry after a failed flush) replace its rows. Net positions have a null ``strategy``.
 # (Imported here, so that what is above stays as it was.)
 
-from dataclasses import dataclass  # noqa: E402
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext  # noqa: E402
 
-from trader.messages import PnlSnapshot, Position  # noqa: E402
+from trader.messages import PnlSnapshot  # noqa: E402
+from trader.portfolio.marks import PositionRow  # noqa: E402
 
 POSITIONS_TABLE = "positions"
 PNL_TABLE = "pnl"
@@ -135,16 +135,6 @@ def pnl_table_ddl() -> str:
 def ensure_trading_tables(qdb: QuestDBClient) -> None:
     qdb.query(positions_table_ddl())
     qdb.query(pnl_table_ddl())
-
-
-@dataclass(frozen=True, slots=True)
-class PositionRow:
-    """A position as marked at one snapshot."""
-
-    position: Position
-    mark: Decimal | None
-    unrealized_pnl: Decimal
-    timestamp: int  # the snapshot's time, epoch ms
 
 
 def _stored(value: Decimal) -> Decimal:

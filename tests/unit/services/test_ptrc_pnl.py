@@ -9,7 +9,8 @@ import pytest
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import ExecutionReport, Position
 from trader.portfolio import PnlBook, PositionTracker
-from trader.services.pnl import Marks, snapshot_message
+from trader.portfolio.marks import Marks
+from trader.services.pnl import snapshot_message
 from trader.services.ptrc import apply_report, position_message, subject_of
 
 
