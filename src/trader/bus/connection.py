@@ -11,8 +11,8 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 
+from trader.bus.backoff import Backoff
 from trader.bus.wire import bulk_client
-from trader.runtime.backoff import Backoff
 
 
 class NatsUnreachable(ConnectionError):

@@ -32,12 +32,12 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from trader.bus.backoff import Backoff
 from trader.bus.connection import connect_nats
 from trader.bus.dlq import dead_letter
 from trader.bus.publish import BatchResult, Outgoing, publish_batch
 from trader.bus.streams import ensure_streams
 from trader.config import Settings
-from trader.runtime.backoff import Backoff
 from trader.runtime.collector import CollectorWatch
 from trader.runtime.health import ConsumerWatch, Problem
 from trader.runtime.http import HttpServer, PortInUse, bind, build_probe_app
