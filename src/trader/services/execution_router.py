@@ -82,15 +82,10 @@ class RouterIntake:
         self.unanswered = {u.seq: u.order for u in state.unanswered}
 
     def take(self, received: Received[bytes]) -> list[Outgoing]:
-        exec_input = self.exec
-        replayed = (
-            exec_input is not None and not exec_input.caught_up and received.seq <= exec_input.replay_to
-        )
-        subject = received.subject
-        if replayed:
+        if self.exec is not None and received.seq <= self.exec.replay_to:  # stored before this start
             self._replayed(received)
             return []
-        if not subject.startswith("exec.route."):
+        if not received.subject.startswith("exec.route."):
             return []  # the answers (this router's, the oms's, exeq's reports): seen when rebuilding
         return self._route(decode_message(_venue_order, received.data), received.seq)
 
