@@ -113,6 +113,7 @@ class Received(Generic[T]):
 
 
 Handle = Callable[[Received[T]], Sequence[Outgoing]]
+HandleLive = Callable[[list[Received[T]]], Awaitable[Sequence[Outgoing]]]
 CaughtUp = Callable[[], Awaitable[Sequence[Outgoing]]]
 # What a service writes elsewhere of a batch (a database): awaited after the batch's outputs are stored
 # and before its checkpoint, so a crash hands the batch over again; the writes must be idempotent.
@@ -149,13 +150,18 @@ class Intake(Generic[T]):
         on_caught_up: CaughtUp | None = None,
         snapshots: Snapshotting | None = None,
         store: Store | None = None,
+        live: HandleLive[T] | None = None,
     ) -> None:
+        """``live``: for a service whose engine awaits (exeq's venues), the live messages of each batch,
+        decoded, go to it at once instead of to ``handle`` one by one (``handle`` still takes the
+        messages that rebuild a HISTORY input's state); what it cannot take it dead-letters itself."""
         if snapshots is not None and source.mode is not Mode.HISTORY:
             raise ValueError("snapshots are for inputs of mode HISTORY")
         self.rt, self.input, self.handle = rt, source, handle
         self.name = source.name or rt.name
         self.latest_only, self.on_caught_up, self.snapshots = latest_only, on_caught_up, snapshots
         self.store = store
+        self.live = live
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
         self.started = False
@@ -302,7 +308,7 @@ class Intake(Generic[T]):
             if reached:
                 await self._catch_up()  # before the live messages: their outputs follow its own
         if live:
-            await self._publish(*self._apply([Stored.of(d) for d in live]))
+            await self._publish(*await self._apply_live([Stored.of(d) for d in live]))
             if self.store is not None:
                 await self.store()
         if self.input.mode is Mode.WORK:
@@ -328,6 +334,19 @@ class Intake(Generic[T]):
             except InvalidMessage as exc:
                 refused.append(refusal(stored, exc.field, exc.reason))
         return outputs, refused
+
+    async def _apply_live(self, messages: list[Stored]) -> tuple[list[Outgoing], list[Refused]]:
+        if self.live is None:
+            return self._apply(messages)
+        received: list[Received[T]] = []
+        refused: list[Refused] = []
+        decode = self._decode
+        for stored in messages:
+            try:
+                received.append(Received(stored, decode(stored.data)))
+            except InvalidMessage as exc:
+                refused.append(refusal(stored, exc.field, exc.reason))
+        return list(await self.live(received)) if received else [], refused
 
     async def _publish(self, outputs: list[Outgoing], refused: list[Refused]) -> None:
         await self.rt.dead_letter(self.input.stream, refused)
@@ -357,7 +376,7 @@ class Intake(Generic[T]):
             limit = self.input.max_batch
             batch, self._arrived = self._arrived[:limit], self._arrived[limit:]
             started = time.perf_counter()
-            await self._publish(*self._apply(batch))
+            await self._publish(*await self._apply_live(batch))
             self._done(batch[-1].seq, len(batch), started)
 
     # Snapshots and stopping ----------------------------------------------------------------------

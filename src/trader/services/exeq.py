@@ -1,75 +1,40 @@
 """exeq: execution algorithms and venue adapters.
 
-Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router (new, cancel or replace);
-``market.tick.>`` (MARKET_TICKS, ``market.tick.<venue>.<SYMBOL>``, the latest per subject then live),
-shown to every adapter so that resting orders fill as the market moves. Runs one ``VenueAdapter`` per
-``settings.exeq.venues`` entry (kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``, filling
+Consumes: ``exec.order.>`` (stream EXEC), VenueOrders from the router or the oms (new, cancel or
+replace); ``market.tick.>`` (MARKET_TICKS, ``market.tick.<venue>.<SYMBOL>``, the latest per subject then
+live), shown to every adapter so that resting orders fill as the market moves. Runs one ``VenueAdapter``
+per ``settings.exeq.venues`` entry (kind ``paper``: ``PaperVenue(settings.exeq.paper, name=...)``, filling
 only against the ticks of its quote venue, ``exeq.paper.quote_venue`` or else the mock feed's
 ``gateway.venue``: never a live feed's and the mock one's mixed; kind ``ccxt``: a live exchange,
-``CcxtVenue``, from the venue's own config). After the replay and before the restore, each adapter's
-``reconcile`` compares the venue with the orders exeq believes open there: the reports of what the venue
-did meanwhile (fills, an order's end) are published as any report (numbered on from the replay, so once);
-every mismatch left is logged at warning and counted (``reconcile.mismatch``), and changes nothing. Each
-venue's balances are then logged, set on the ``trader_venue_balance`` gauge and, for a live venue,
-reconciled with the baseline recorded at the previous start plus the fills published since
-(``trader.execution.balances``): a difference is a mismatch too, and the balances the new baseline.
-Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; undecodable
+``CcxtVenue``, from the venue's own config).
+Produces: every ExecutionReport on ``exec.report.<venue>``, ``Nats-Msg-Id`` = ``exec_id``; algo child
+orders and their reports on ``exec.algo.order.<venue>`` and ``exec.algo.report.<venue>``; undecodable
 orders and ticks on the dead letters.
 
-Algos: a parent (``algo`` set) is worked by ``create_algo`` and driven every ``exeq.algo_interval_s`` and
-after each report. The oms knows the parent only, so on ``exec.report.<venue>`` go the parent's own
-reports (``accepted`` at once; ``canceled`` or ``expired`` when it ends short; ``rejected`` for bad
-params) and the children's fills (``client_order_id`` is the parent's, ``venue_client_id`` the child's).
-Each child order is published on ``exec.algo.order.<venue>`` *before* it is sent to the venue, and a
-child's other reports on ``exec.algo.report.<venue>``: the stream then holds all an algo saw, in order.
+Inputs (``trader.runtime.intake``): ``exec.>`` of EXEC in mode HISTORY (what exeq published and the
+orders it was sent rebuild the desk; after them, the orders live); ``market.tick.>`` in mode LATEST,
+read once the desk is restored. Engine: ``trader.execution.desk.ExecutionDesk`` (its docstring has the
+rules of the rebuild, the restore, algos, replaces and exec ids).
+State: the venue orders, their fills and report counts, and the algos, rebuilt from the whole EXEC
+stream at every start (no snapshot yet: an algo's state is rebuilt by feeding it its history again).
 
-Replace (cancel-replace): the adapter's ``replace`` changes a working order's total quantity and/or limit
-price; its ``replaced`` report carries the new terms (``last_quantity`` the new total quantity,
-``last_price`` the new limit price) and may be followed by fills, or it is ``rejected`` ("replace
-rejected: ...") and the order works on unchanged. exeq rejects itself the replace of an algo parent (not
-supported), of an order that has ended, and a quantity not above what filled.
-
-Exec ids are ``<venue>:<venue_client_id>:<n>``, the n-th report published about that venue order,
-assigned here (not by the adapter), so they are deterministic and survive restarts.
-
-Restart: on start exeq replays ``exec.order.>``, ``exec.algo.>`` and ``exec.report.>`` from the EXEC
-stream (kept for ever). Every venue order comes back with its fills, its report count and whether it
-ended; every algo is rebuilt by feeding it the same calls in the same order (``next_actions`` at each
-recorded child's release time, ``on_report`` with each report), so its children, schedule and aggregate
-are exactly those of before. Then the simpler rule for the paper venue, whose book lived in memory:
-
-- every venue order without a terminal report is submitted again for its unfilled rest, before any tick
-  is shown (limits rest, stops wait again for their trigger); a market order's rest waits for the first
-  tick of its symbol. Its repeated ``accepted`` is not published; its ``venue_order_id`` is kept.
-- an order's terms are those of its last ``replaced`` report (the replace in the stream before it gave
-  them), so its rest is submitted with its replaced price and quantity; a replace in the stream with no
-  answer after it is carried out, as a cancel is;
-- a cancel in the stream whose order is still open is carried out; a canceled algo's working children
-  are canceled; a finished algo whose end was not reported is reported; an algo still working releases
-  its next children once its symbol has a tick again (before, market children would find no quote).
-- the latest stored tick of a symbol, shown again at start, is shown without its size when it is not
-  newer than the last replayed fill of that symbol: its quote makes the book, its liquidity was used
-  before the restart (a rest still working then is a rest the tick could not fill).
-
-So no fill is published twice: a fill in the stream is counted in the rest and in the next exec id, and
-a publish repeated after a crash has the same ``Nats-Msg-Id``. A fill made but not stored before a crash
-is lost, as a venue message lost in transit would be, and the order works on. What the rule gives up:
-the paper venue's balances start over from ``initial_balances``; a stop that had triggered waits for its
-trigger again; with ``latency_ms`` a restored order meets the book anew; the tick shown again lends no
-size to either side, though before the restart only one side may have used it.
-
-Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago (a day by default)
-leaves memory, here and in its adapter (paper, ccxt), after the restore and then a few at a time on
-the algos' clock; its key and exec id counter stay, so a repeated order is still a repeat and anything
-published later about it is numbered after what was (a cancel for it: "unknown order", as a venue says
-of old orders). A child is kept while its algo works.
+Start: after the replay and before the restore, each adapter's ``reconcile`` compares the venue with the
+orders exeq believes open there: the reports of what the venue did meanwhile (fills, an order's end)
+are published as any report (numbered on from the replay, so once); every mismatch left is logged at
+warning and counted (``reconcile.mismatch``), and changes nothing. Each venue's balances are then
+logged, set on the ``trader_venue_balance`` gauge and, for a live venue, reconciled with the baseline
+recorded at the previous start plus the fills published since (``trader.execution.balances``): a
+difference is a mismatch too, and the balances the new baseline. Then the desk restores the open orders
+into the adapters (``ExecutionDesk.restore``), and the ticks are read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
@@ -79,16 +44,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import (
-    Follower,
-    Stored,
-    catch_up,
-    decode_message,
-    follow_latest,
-    replay,
-    work_consumer,
-    work_through,
-)
+from trader.bus.read import Follower, Stored, catch_up, decode_message
 from trader.bus.streams import exec_report_subject
 from trader.config import CcxtVenueSettings, Settings
 from trader.execution.balances import BalanceBaseline, BalanceBook, baseline_key, check_balances
@@ -96,18 +52,20 @@ from trader.execution.desk import ExecutionDesk
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
-from trader.runtime.consumer import Delivery, now_ms
+from trader.runtime.consumer import now_ms
+from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Refused, Runtime, Service
 from trader.trading.retention import FORGET_BATCH, Forgetting
 from trader.trading.state import state_bucket
 
-REPLAY_SUBJECTS = ["exec.order.>", "exec.algo.>", "exec.report.>"]
+EXEC_INPUT = Input("EXEC", "exec.>", bytes, Mode.HISTORY, decode=bytes)
+TICKS_INPUT = Input(
+    "MARKET_TICKS", "market.tick.>", MarketTick, Mode.LATEST, name="ticks", decode=decode_tick
+)
+REBUILT_FROM = ("exec.order.", "exec.algo.", "exec.report.")  # exec.route.> is the router's
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)
-
-Key = tuple[str, str]  # venue, venue_client_id
-Publish = Callable[[list[Outgoing]], Awaitable[object]]
 
 
 def _order_of(stored: Stored) -> VenueOrder:
@@ -176,52 +134,61 @@ def _raise_later(failures: list[Exception]) -> Callable[[Stored, Exception], Non
     return on_error
 
 
+@dataclass
+class ExeqState:
+    """A started exeq: its engine, its inputs, and the venues' own reports waiting for the desk."""
+
+    desk: ExecutionDesk
+    orders: Intake[bytes]
+    ticks: Intake[MarketTick]
+    forgetting: Forgetting
+    venue_reports: asyncio.Queue[ExecutionReport]
+    ticks_before: int  # the last tick stored before this start: the previous run may have used it
+    last_tick_seq: int = 0  # the last tick the venues have seen (health: how far market data got)
+
+
 class Exeq(Service):
     name = "exeq"
+    state: ExeqState | None = None
     balance_book: BalanceBook | None = None  # JetStream's, made at the first reconcile; tests set one
     balance_mismatches: list[dict[str, str]]  # found at this start: in /health until the next
+    _balance_gauge: Gauge | None = None  # made once: a start retried after a failure reuses it
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.balance_mismatches = []
 
     async def start(self, rt: Runtime) -> None:
-        self.rt = rt
-        await self.stop(rt)  # a start retried after a failure begins afresh
-        self._venue_reports: asyncio.Queue[ExecutionReport] = asyncio.Queue()
-        adapters = {name: self._adapter(name, cfg.kind) for name, cfg in self.settings.exeq.venues.items()}
-        for adapter in adapters.values():
-            await adapter.start()
-        self.desk = ExecutionDesk(adapters, self._publish, now_ms)
-        last_seq = await self._rebuild(rt)
-        await self._reconcile(rt)
-        outcome = await self.desk.restore()
-        self.forgetting = Forgetting(
-            self.settings.exeq.closed_order_retention_s,
-            self.desk.forget_ended,
-            lambda: len(self.desk.orders),
-            rt.log,
-            "exeq.forgot_ended",
-        )
-        self.forgetting()
-        rt.log.info(
-            "exeq.restored",
-            **outcome,
-            open_orders=self.desk.open_orders(),
-            forgotten=self.desk.forgotten_count,
-        )
-        # Ticks stored before now may have been used by the previous run (see the module docstring).
-        self.ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
-        self.last_tick_seq = 0  # the last tick the venues have seen (health: how far market data got)
-        self.ticks = follow_latest(
-            rt, stream="MARKET_TICKS", subjects="market.tick.>", decode=decode_tick, apply=self._on_tick
-        )
-        await self.ticks.start()
-        self.consumer = work_consumer(rt, stream="EXEC", subject="exec.order.>", start_seq=last_seq + 1)
-        await self.consumer.start()
+        venue_reports: asyncio.Queue[ExecutionReport] = asyncio.Queue()
+        adapters: dict[str, VenueAdapter] = {}
+        try:
+            for name, cfg in self.settings.exeq.venues.items():
+                adapters[name] = self._adapter(name, cfg.kind, venue_reports.put_nowait)
+                await adapters[name].start()
+            desk = ExecutionDesk(adapters, rt.publish_reliably, now_ms)
+            forgetting = Forgetting(
+                self.settings.exeq.closed_order_retention_s,
+                desk.forget_ended,
+                lambda: len(desk.orders),
+                rt.log,
+                "exeq.forgot_ended",
+            )
+            orders = Intake(
+                rt,
+                EXEC_INPUT,
+                functools.partial(_rebuild, desk, rt),
+                live=functools.partial(self._take_orders, rt, desk),
+                on_caught_up=functools.partial(self._restore, rt, desk, forgetting),
+            )
+            ticks = Intake(rt, TICKS_INPUT, _no_handler, live=self._take_ticks)
+            ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
+            await orders.start()
+        except BaseException:
+            await _close(adapters)  # a start retried after a failure begins afresh
+            raise
+        self.state = ExeqState(desk, orders, ticks, forgetting, venue_reports, ticks_before)
 
-    def _adapter(self, name: str, kind: str) -> VenueAdapter:
-        listener = self._venue_reports.put_nowait
+    def _adapter(self, name: str, kind: str, listener: Callable[[ExecutionReport], None]) -> VenueAdapter:
         if kind == "paper":
             # Its quotes are one feed's: the configured quote venue, else the mock feed's (None is any).
             quotes = {"quote_venue": self.settings.quote_venue_of(name)}
@@ -236,25 +203,62 @@ class Exeq(Service):
             return CcxtVenue(settings, name=name, report_listener=listener)
         return venue_class(kind)(name=name, report_listener=listener)
 
-    async def _reconcile(self, rt: Runtime) -> None:
+    async def _restore(self, rt: Runtime, desk: ExecutionDesk, forgetting: Forgetting) -> list[Outgoing]:
+        """Once the replay is done: the venues reconciled, then the open orders back into them."""
+        # A venue that does not answer is waited for: exeq is not ready until it has reconciled.
+        await rt.retry("exeq.reconcile", functools.partial(self._reconcile, rt, desk))
+        outcome = await desk.restore()
+        forgetting()
+        rt.log.info(
+            "exeq.restored", **outcome, open_orders=desk.open_orders(), forgotten=desk.forgotten_count
+        )
+        return []  # the desk published what the restore caused
+
+    async def _take_orders(
+        self, rt: Runtime, desk: ExecutionDesk, batch: list[Received[bytes]]
+    ) -> list[Outgoing]:
+        """The batch's orders in one turn of the desk, which publishes their reports together."""
+        orders: list[VenueOrder] = []
+        refused: list[Refused] = []
+        for received in batch:
+            if not received.subject.startswith("exec.order."):
+                continue  # what exeq published, and the router's input: seen when rebuilding
+            try:
+                orders.append(_order_of(received.stored))
+            except InvalidMessage as exc:
+                refused.append(received.stored.refused(exc))
+        await rt.dead_letter("EXEC", refused)
+        if orders:
+            await desk.on_orders(orders)
+        return []
+
+    async def _take_ticks(self, batch: list[Received[MarketTick]]) -> list[Outgoing]:
+        state = self.state
+        assert state is not None, "ticks are read once started and restored"
+        for received in batch:
+            await state.desk.on_tick(received.value, seen_before=received.seq <= state.ticks_before)
+            state.last_tick_seq = received.seq
+        return []  # the desk published what the ticks caused
+
+    async def _reconcile(self, rt: Runtime, desk: ExecutionDesk) -> None:
         """Before the restore: each venue against the orders exeq believes open there. What the venue did
         meanwhile is published; every mismatch left is logged and counted, and changes nothing that exeq
         believes (an operator decides). Then the venue's balances are logged, set as gauges and
         reconciled (``_reconcile_balances``)."""
         self.balance_mismatches.clear()  # this start's findings only
-        if not hasattr(self, "_balance_gauge"):  # once: a start retried after a failure reuses it
+        if self._balance_gauge is None:
             labels = ["service", "venue", "asset"]
             self._balance_gauge = Gauge(
                 "trader_venue_balance", "Balance per asset", labels, registry=rt.metrics.registry
             )
-        for venue, adapter in self.desk.adapters.items():
-            found = await adapter.reconcile(self.desk.believed_open(venue), self.desk.unanswered(venue))
+        for venue, adapter in desk.adapters.items():
+            found = await adapter.reconcile(desk.believed_open(venue), desk.unanswered(venue))
             for mismatch in found.mismatches:
                 rt.metrics.count_error("reconcile.mismatch")
                 rt.log.warning("exeq.reconcile_mismatch", **vars(mismatch))
             if found.reports:
                 rt.log.info("exeq.caught_up", venue=venue, reports=len(found.reports))
-                await self.desk.catch_up(venue, found.reports)
+                await desk.catch_up(venue, found.reports)
             balances = await adapter.balances()
             rt.log.info("exeq.venue_balances", venue=venue, balances={a: str(v) for a, v in balances.items()})
             for asset, amount in balances.items():  # a gauge is a float: the log has the exact amounts
@@ -312,92 +316,90 @@ class Exeq(Service):
             self.balance_book = JetStreamBalanceBook(rt.js, await state_bucket(rt.js))
         return self.balance_book
 
-    async def _rebuild(self, rt: Runtime) -> int:
-        last_seq = 0
-
-        async def take(stored: Stored) -> None:
-            nonlocal last_seq
-            last_seq = stored.seq
-            try:
-                self.desk.replay(stored.subject, stored.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                rt.log.warning("exeq.replay_skipped", seq=stored.seq, subject=stored.subject, error=str(exc))
-
-        replayed = await replay(rt.js, "EXEC", REPLAY_SUBJECTS, take)
-        rt.log.info("exeq.replayed", messages=replayed, last_seq=last_seq)
-        return last_seq
-
-    async def _publish(self, items: list[Outgoing]) -> None:
-        await self.rt.publish_reliably(items)
-
-    async def _on_tick(self, tick: MarketTick, stored: Stored) -> None:
-        self.rt.metrics.count_in()
-        await self.desk.on_tick(tick, seen_before=stored.seq <= self.ticks_before)
-        self.last_tick_seq = stored.seq
-
     async def run(self, rt: Runtime) -> None:
-        tasks = [
-            asyncio.create_task(self._drive_algos(rt)),
-            asyncio.create_task(self._forward_venue_reports()),
-        ]
+        state = self.state
+        assert state is not None, "run follows a successful start"
+        orders = asyncio.create_task(state.orders.run())
+        tasks: list[asyncio.Task[None]] = []
         try:
-            await work_through(rt, self.consumer, self._process)
+            while not state.orders.caught_up and not rt.stopping.is_set() and not orders.done():
+                await asyncio.sleep(0.02)  # no tick, algo or venue report before the restore
+            if state.orders.caught_up:
+                await state.ticks.start()
+                tasks = [
+                    asyncio.create_task(state.ticks.run()),
+                    asyncio.create_task(self._drive_algos(rt, state)),
+                    asyncio.create_task(_forward_venue_reports(state)),
+                ]
+            await orders
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _process(self, batch: list[Delivery]) -> None:
-        """The batch's orders in one turn of the desk, which publishes their reports together."""
-        orders: list[VenueOrder] = []
-        refused: list[Refused] = []
-        for delivery in batch:
-            stored = Stored.of(delivery)
-            try:
-                orders.append(_order_of(stored))
-            except InvalidMessage as exc:
-                refused.append(stored.refused(exc))
-        await self.rt.dead_letter("EXEC", refused)
-        await self.desk.on_orders(orders)
-        self.rt.metrics.count_in(len(batch))
-
-    async def _drive_algos(self, rt: Runtime) -> None:
+    async def _drive_algos(self, rt: Runtime, state: ExeqState) -> None:
         interval = self.settings.exeq.algo_interval_s
         while not rt.stopping.is_set():
             await asyncio.sleep(interval)
             try:
-                await self.desk.drive_algos()
+                await state.desk.drive_algos()
             except Exception as exc:  # one bad algo must not stop the clock of the others
                 rt.metrics.count_error("algo")
                 rt.log.exception("exeq.algo_failed", error=repr(exc))
-            async with self.desk.lock:  # on the algos' clock: venue orders ended long ago leave memory
-                self.forgetting(FORGET_BATCH)
-
-    async def _forward_venue_reports(self) -> None:
-        while True:
-            report = await self._venue_reports.get()
-            await self.desk.on_venue_report(report.venue, report)
+            async with state.desk.lock:  # on the algos' clock: venue orders ended long ago leave memory
+                state.forgetting(FORGET_BATCH)
 
     async def stop(self, rt: Runtime) -> None:
-        if hasattr(self, "ticks"):
-            await self.ticks.stop()
-        if hasattr(self, "desk"):
-            for adapter in self.desk.adapters.values():
-                with contextlib.suppress(Exception):
-                    await adapter.close()
+        if self.state is None:
+            return
+        await self.state.orders.stop()
+        await self.state.ticks.stop()
+        await _close(self.state.desk.adapters)
 
     def ready_checks(self) -> dict[str, bool]:
-        return {"consumer": hasattr(self, "consumer")}
+        if self.state is None:
+            return {"exeq": False}
+        return self.state.orders.ready_checks() | self.state.ticks.ready_checks()
 
     def health_details(self) -> dict[str, object]:
-        if not hasattr(self, "desk"):
-            return {}
-        return {
-            "open_orders": self.desk.open_orders(),
-            "forgotten_orders": self.desk.forgotten_count,
-            "algos": len(self.desk.algos),
-            "balance_mismatches": list(self.balance_mismatches),
-            "last_tick_seq": getattr(self, "last_tick_seq", 0),
+        found: dict[str, object] = {"balance_mismatches": list(self.balance_mismatches)}
+        if self.state is None:
+            return found
+        desk = self.state.desk
+        return found | {
+            "open_orders": desk.open_orders(),
+            "forgotten_orders": desk.forgotten_count,
+            "algos": len(desk.algos),
+            "last_tick_seq": self.state.last_tick_seq,
+            "intake": self.state.orders.health_details(),
         }
+
+
+def _rebuild(desk: ExecutionDesk, rt: Runtime, received: Received[bytes]) -> list[Outgoing]:
+    """A message stored before this start, back into the desk (publishing nothing)."""
+    if not received.subject.startswith(REBUILT_FROM):
+        return []
+    try:
+        desk.replay(received.subject, received.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        rt.log.warning("exeq.replay_skipped", seq=received.seq, subject=received.subject, error=str(exc))
+    return []
+
+
+def _no_handler(received: Received[MarketTick]) -> list[Outgoing]:
+    raise AssertionError("ticks go to the desk in batches (live)")
+
+
+async def _forward_venue_reports(state: ExeqState) -> None:
+    while True:
+        report = await state.venue_reports.get()
+        await state.desk.on_venue_report(report.venue, report)
+
+
+async def _close(adapters: dict[str, VenueAdapter]) -> None:
+    for adapter in adapters.values():
+        with contextlib.suppress(Exception):
+            await adapter.close()
 
 
 SERVICE = Exeq

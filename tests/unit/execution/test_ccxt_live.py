@@ -678,8 +678,7 @@ async def test_exeq_builds_the_ccxt_adapter_from_its_venue_config() -> None:
     assert venue_class("ccxt") is CcxtVenue
     config = VenueConfig(kind="ccxt", exchange="binance", testnet=False, base_url="http://127.0.0.1:9")
     exeq = Exeq(Settings(exeq=ExeqSettings(venues={"live": config})))
-    exeq._venue_reports = asyncio.Queue()
-    adapter = exeq._adapter("live", "ccxt")
+    adapter = exeq._adapter("live", "ccxt", asyncio.Queue().put_nowait)
     assert isinstance(adapter, CcxtVenue)
     assert (adapter.name, adapter.exchange_id, adapter.settings.testnet) == ("live", "binance", False)
     assert adapter.settings.base_url == "http://127.0.0.1:9"
@@ -715,8 +714,7 @@ async def test_exeq_venue_config_reaches_the_adapter_and_the_wire_passphrase_inc
     )
     settings = Settings(exeq=ExeqSettings(venues={"okx-main": config}))
     exeq = Exeq(settings)
-    exeq._venue_reports = asyncio.Queue()
-    adapter = exeq._adapter("okx-main", "ccxt")
+    adapter = exeq._adapter("okx-main", "ccxt", asyncio.Queue().put_nowait)
     try:
         assert isinstance(adapter, CcxtVenue)
         assert adapter.settings.model_dump() == config.model_dump(include=set(CcxtVenueSettings.model_fields))
@@ -791,27 +789,27 @@ def fields_of(logged: dict[str, Any]) -> dict[str, str]:
     return {k: logged[k] for k in ("venue", "asset", "expected", "venue_balance", "difference")}
 
 
-def exeq_on(adapters: dict[str, Any], book: MemoryBook) -> Exeq:
+def exeq_on(adapters: dict[str, Any], book: MemoryBook) -> tuple[Exeq, ExecutionDesk]:
+    """exeq (as reconciling at its start) and its desk."""
     exeq = Exeq(Settings())
-    exeq.desk = ExecutionDesk(adapters, publish=book.publish, clock=lambda: 0)
     exeq.balance_book = book
-    return exeq
+    return exeq, ExecutionDesk(adapters, publish=book.publish, clock=lambda: 0)
 
 
 async def test_exeq_logs_and_counts_every_mismatch_and_changes_nothing(case: Case, fake: Fake) -> None:
     fake.add_open_order("stranger", "SELL", "0.1", "61000")
     v = await started(case, fake)
     try:
-        exeq = exeq_on({case.exchange: v.adapter}, MemoryBook())
-        exeq.desk.replay(f"exec.order.{case.exchange}", encode(order("gone", venue=case.exchange)))
-        exeq.desk.replay(f"exec.report.{case.exchange}", encode(accepted("gone", case.exchange)))
-        exeq.desk._track(order("parent", venue=case.exchange, algo="twap"))  # never reaches the venue
+        exeq, desk = exeq_on({case.exchange: v.adapter}, MemoryBook())
+        desk.replay(f"exec.order.{case.exchange}", encode(order("gone", venue=case.exchange)))
+        desk.replay(f"exec.report.{case.exchange}", encode(accepted("gone", case.exchange)))
+        desk._track(order("parent", venue=case.exchange, algo="twap"))  # never reaches the venue
         recorder = _Recorder()
-        await exeq._reconcile(runtime(recorder))
+        await exeq._reconcile(runtime(recorder), desk)
         assert recorder.errors == ["reconcile.mismatch", "reconcile.mismatch"]
         assert sorted(f["venue_client_id"] for _, f in recorder.warnings) == ["gone", "stranger"]
         assert {e for e, _ in recorder.warnings} == {"exeq.reconcile_mismatch"}
-        assert not exeq.desk.orders[(case.exchange, "gone")].ended  # believed open still: not overwritten
+        assert not desk.orders[(case.exchange, "gone")].ended  # believed open still: not overwritten
     finally:
         await v.adapter.close()
 
@@ -825,15 +823,15 @@ async def test_an_order_that_came_while_exeq_was_down_and_never_reached_the_venu
     v = await started(case, fake)
     try:
         book = MemoryBook()
-        exeq = exeq_on({case.exchange: v.adapter}, book)
-        exeq.desk.replay(f"exec.order.{case.exchange}", encode(order("early", venue=case.exchange)))
+        exeq, desk = exeq_on({case.exchange: v.adapter}, book)
+        desk.replay(f"exec.order.{case.exchange}", encode(order("early", venue=case.exchange)))
         recorder = _Recorder()
-        await exeq._reconcile(runtime(recorder))
+        await exeq._reconcile(runtime(recorder), desk)
         assert [(r.venue_client_id, r.kind) for r in book.published] == [("early", "rejected")]
         assert "never reached the venue" in (book.published[0].reason or "")
         assert recorder.errors == []
-        assert exeq.desk.orders[(case.exchange, "early")].ended
-        assert (await exeq.desk.restore())["restored"] == 0
+        assert desk.orders[(case.exchange, "early")].ended
+        assert (await desk.restore())["restored"] == 0
         assert posted(fake) == []
     finally:
         await v.adapter.close()
@@ -849,13 +847,13 @@ async def test_exeq_publishes_what_the_venue_did_while_it_was_down_once(case: Ca
 
     try:
         exeq = Exeq(Settings())
-        exeq.desk = ExecutionDesk({case.exchange: v.adapter}, publish=publish, clock=lambda: 0)
+        desk = ExecutionDesk({case.exchange: v.adapter}, publish=publish, clock=lambda: 0)
         exeq.balance_book = MemoryBook()
         stream = _stream_of_the_first_run(case.exchange)
         for subject, message in stream:
-            exeq.desk.replay(subject, encode(message))
+            desk.replay(subject, encode(message))
         recorder = _Recorder()
-        await exeq._reconcile(runtime(recorder))
+        await exeq._reconcile(runtime(recorder), desk)
         at_start = dict(fake.balances)
         reports = [msgspec.json.decode(o.payload, type=ExecutionReport) for o in published]
         # Numbered on from the replay, the repeated "accepted" of a dropped; published as any report.
@@ -871,7 +869,6 @@ async def test_exeq_publishes_what_the_venue_did_while_it_was_down_once(case: Ca
         assert recorder.errors == []
         assert [r.last_price for r in reports[:1]] == [missed["a"][0].price]
         # What exeq believes now: a open with 0.25 filled, b and c ended.
-        desk = exeq.desk
         assert [(o.venue_client_id, f) for o, f in desk.believed_open(case.exchange)] == [("a", D("0.25"))]
         # The restore adopts a: nothing published, nothing sent; a's next fill is published once.
         published.clear()
@@ -947,9 +944,9 @@ async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case
     book = MemoryBook()
     v = await started(case, fake)
     try:
-        exeq = exeq_on({case.exchange: v.adapter}, book)
+        exeq, desk = exeq_on({case.exchange: v.adapter}, book)
         first = _Recorder()
-        await exeq._reconcile(runtime(first))
+        await exeq._reconcile(runtime(first), desk)
         assert [e for e, _ in first.infos if e.startswith("exeq.balances")] == [
             "exeq.balances_first_baseline"
         ]
@@ -958,16 +955,14 @@ async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case
 
         # A run: a buy filled in two (the first one's fee in BTC, as Binance charges a buy, the second's
         # in USDT) and a sell, published as exeq publishes them.
-        await exeq.desk.on_order(order("a", venue=case.exchange))
-        await exeq.desk.on_order(
-            order("s", venue=case.exchange, side="sell", quantity=D("0.1"), price=D("61000"))
-        )
+        await desk.on_order(order("a", venue=case.exchange))
+        await desk.on_order(order("s", venue=case.exchange, side="sell", quantity=D("0.1"), price=D("61000")))
         fake.fill("a", "0.2", "59000.50", "0.0002", asset="BTC")
         fake.fill("a", "0.3", "59000.40", "0.0177001")
         fake.fill("s", "0.1", "61000", "0.0061")
         await v.adapter.poll()
         for report in v.reports:
-            await exeq.desk.on_venue_report(case.exchange, report)
+            await desk.on_venue_report(case.exchange, report)
         fills = [r for r in book.published if r.kind == "fill"]
         assert len(fills) == 3
         # The venue's own charge rides along; the fee stays in the quote currency, for PnL.
@@ -975,7 +970,7 @@ async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case
         assert fills[0].fee == D("0.0002") * D("59000.50")
 
         second = _Recorder()
-        await exeq._reconcile(runtime(second))
+        await exeq._reconcile(runtime(second), desk)
         assert (second.errors, second.warnings) == ([], [])
         (done,) = [f for e, f in second.infos if e == "exeq.balances_reconciled"]
         assert (done["since_seq"], done["fills"]) == (0, 3)
@@ -985,7 +980,7 @@ async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case
         # Behind exeq's back: a deposit. Reported with its exact figures, and not corrected.
         fake.deposit("BTC", "0.5")
         third = _Recorder()
-        await exeq._reconcile(runtime(third))
+        await exeq._reconcile(runtime(third), desk)
         assert third.errors == ["reconcile.mismatch"]
         ((event, fields),) = third.warnings
         venue_btc = fake.balances["BTC"]
@@ -998,7 +993,7 @@ async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case
 
         # The venue's balances are the new baseline: the next start finds nothing more.
         fourth = _Recorder()
-        await exeq._reconcile(runtime(fourth))
+        await exeq._reconcile(runtime(fourth), desk)
         assert (fourth.errors, exeq.health_details()["balance_mismatches"]) == ([], [])
     finally:
         await v.adapter.close()
@@ -1006,8 +1001,8 @@ async def test_exeq_reconciles_balances_with_the_fills_since_the_last_start(case
 
 async def test_exeq_does_not_reconcile_a_paper_venues_balances() -> None:
     book = MemoryBook()
-    exeq = exeq_on({"paper": PaperVenue(PaperVenueSettings(), name="paper")}, book)
+    exeq, desk = exeq_on({"paper": PaperVenue(PaperVenueSettings(), name="paper")}, book)
     recorder = _Recorder()
-    await exeq._reconcile(runtime(recorder))
+    await exeq._reconcile(runtime(recorder), desk)
     assert ("exeq.balances_not_reconciled", {"venue": "paper", "kind": "paper"}) in recorder.infos
     assert (book.baselines, recorder.errors) == ({}, [])

@@ -45,8 +45,7 @@ def test_the_router_quotes_the_paper_venue_from_the_mock_feed_only() -> None:
 
 def test_the_paper_venue_of_exeq_takes_the_mock_feeds_ticks_only() -> None:
     exeq = Exeq(settings())
-    exeq._venue_reports = asyncio.Queue()
-    paper = exeq._adapter("paper", "paper")
+    paper = exeq._adapter("paper", "paper", asyncio.Queue().put_nowait)
     assert paper.quotes_from(tick("mock", "1", "2"))
     assert not paper.quotes_from(tick("binance", "1", "2"))
 
