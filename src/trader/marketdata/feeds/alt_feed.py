@@ -28,6 +28,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from trader.bus.backoff import Backoff
 from trader.bus.publish import Outgoing
 from trader.bus.streams import alt_subject
 from trader.config import LiveAltSettings, LiveGatewaySettings
@@ -38,7 +39,6 @@ from trader.marketdata.feeds.feed import MAX_FRAME_BYTES, POLL_S, DeadFrame, Emi
 from trader.marketdata.feeds.rest import RestClient, RestError
 from trader.marketdata.feeds.symbols import Instrument, parse_perpetual
 from trader.messages import AltDatum, encode
-from trader.runtime.backoff import Backoff
 
 ALT_STREAM = "ALT_DATA"
 RECENT_IDS = 20_000  # identities remembered to drop repeats before they reach NATS

@@ -4,7 +4,7 @@
   stream is stale, a ``stale`` event is published and the connection is replaced. Application pings go
   out where the venue wants them (``Venue.ping_interval_s``); websocket pings are answered by the
   library, and sent by it every 20 s as well.
-- Any disconnect: reconnect with exponential backoff and jitter (``trader.runtime.backoff.Backoff``,
+- Any disconnect: reconnect with exponential backoff and jitter (``trader.bus.backoff.Backoff``,
   reset once data flows again), subscribe again, and publish a ``reconnect`` event per symbol.
 - Each trade goes through the symbol's ``TradeTracker``: duplicates (replays after a reconnect, repeated
   frames) are dropped, and a jump in the trade ids opens a gap. A gap still open after ``gap_grace_s``
@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import connect
 
+from trader.bus.backoff import Backoff
 from trader.bus.publish import Outgoing
 from trader.bus.streams import tick_subject
 from trader.config import LiveGatewaySettings, LiveVenueSettings
@@ -42,7 +43,6 @@ from trader.marketdata.feeds.rest import RestClient, RestError
 from trader.marketdata.feeds.symbols import Instrument, parse_symbol
 from trader.marketdata.feeds.tracker import Gap, TradeTracker
 from trader.messages import FeedEvent, FeedEventKind, MarketTick, encode
-from trader.runtime.backoff import Backoff
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 POLL_S = 0.25  # how often a quiet connection checks for staleness, pings and the stop signal
