@@ -35,9 +35,6 @@ import msgspec
 from trader.bus.publish import Outgoing
 from trader.bus.streams import bar_subject
 from trader.config import Settings, StrategyConfig
-
-# exeq's desk and the oms's routing messages still live in their service modules (no bus is touched
-# by either): imported from there, unchanged, until they move to their domain packages.
 from trader.execution.desk import ExecutionDesk
 from trader.execution.routing import venue_without_choice
 from trader.execution.venues import PaperVenue
@@ -56,6 +53,9 @@ from trader.portfolio.positions import PositionTracker
 from trader.risk.checks import PreTradeRisk
 from trader.risk.decider import Decider
 from trader.risk.prices import VenuePrices
+
+# The oms's routing messages still live in its service module (no bus is touched by them): imported
+# from there, unchanged, until they move to their domain package.
 from trader.services.oms import route_cancel, route_new, route_replace
 from trader.strategies import Actions, Strategy, StrategyRunner, build_runner
 from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest
