@@ -205,6 +205,7 @@ class Exeq(Service):
 
     async def _restore(self, rt: Runtime, desk: ExecutionDesk, forgetting: Forgetting) -> list[Outgoing]:
         """Once the replay is done: the venues reconciled, then the open orders back into them."""
+        rt.log.info("exeq.replayed", orders=len(desk.orders), algos=len(desk.algos))
         # A venue that does not answer is waited for: exeq is not ready until it has reconciled.
         await rt.retry("exeq.reconcile", functools.partial(self._reconcile, rt, desk))
         outcome = await desk.restore()
