@@ -184,10 +184,11 @@ class Api(Service):
         self.ctx.hub.broadcast("trading", "trading", state, None)
 
     async def _record(self, action: OperatorAction) -> None:
-        """Stored before the answer goes out; the OPERATOR input then brings it into the view."""
+        """Stored before the answer goes out, and in the view and on the WebSocket at once."""
         item = Outgoing(operator_action_subject(action.action), encode(action), msg_id=action.action_id)
         await self.rt.publish_reliably([item])
-        self.ctx.view.apply_action(action)
+        if self.ctx.view.apply_action(action):  # (read back from the stream later, it changes nothing)
+            self.ctx.hub.broadcast("actions", "action", action, None)
         self.rt.log.info(
             "api.action",
             actor=action.actor,
