@@ -85,8 +85,9 @@ async def test_gateway_ticks_arrive_on_market_ticks(stack: Stack, nc: NATS) -> N
     assert len(ticks) >= 200
     assert len(ids) == len(ticks)
     assert {t.symbol for t in ticks} == {"BTCUSDT", "ETHUSDT"}
-    for symbol in ("BTCUSDT", "ETHUSDT"):
-        trade_ids = [int(t.trade_id or 0) for t in ticks if t.symbol == symbol]
+    assert {t.venue for t in ticks} == {"mock", "mock-b", "mock-c"}  # the default multi-venue mode
+    for instrument in {(t.venue, t.symbol) for t in ticks}:  # trade ids increase per instrument
+        trade_ids = [int(t.trade_id or 0) for t in ticks if (t.venue, t.symbol) == instrument]
         assert trade_ids == sorted(trade_ids)
         assert len(set(trade_ids)) == len(trade_ids)
     assert abs(ticks[-1].timestamp - time.time() * 1000) < 10_000  # event time is now, in ms
