@@ -14,8 +14,8 @@ both; which first is a race on the bus).
 
 What the engine does not have (docs/backtest.md, "What differs from paper"): the execution router (an
 order must name its venue, or routing must leave no choice: otherwise it is denied, saying so), live
-venues (a backtest simulates the configuration's paper venues only), the post-trade loss and drawdown
-limits, and the kill switch.
+venues (a backtest simulates the configuration's paper venues only), and the kill switch. The post-trade
+loss and drawdown limits are checked on the total PnL every ``pnl.snapshot_interval_s`` of event time.
 
 A strategy callback that raises stops the run (``StrategyFailed``: the strategy, the callback, the
 event time and the exception); the live service logs it and goes on, but a backtest that went on
@@ -39,7 +39,16 @@ from trader.execution.desk import ExecutionDesk
 from trader.execution.routing import venue_without_choice
 from trader.execution.venues import PaperVenue
 from trader.marketdata.bars import BarBuilder, timeframe_ms
-from trader.messages import Bar, CancelRequest, ExecutionReport, MarketTick, Order, OrderRequest, VenueOrder
+from trader.messages import (
+    Bar,
+    CancelRequest,
+    ExecutionReport,
+    MarketTick,
+    Order,
+    OrderRequest,
+    TradingState,
+    VenueOrder,
+)
 from trader.orders import (
     DuplicateOrderId,
     IllegalTransition,
@@ -50,7 +59,7 @@ from trader.orders import (
 from trader.orders.state import is_replace
 from trader.portfolio.pnl import PnlBook, pnl_snapshot
 from trader.portfolio.positions import PositionTracker
-from trader.risk.checks import PreTradeRisk
+from trader.risk.checks import PostTradeRisk, PreTradeRisk
 from trader.risk.decider import Decider
 from trader.risk.prices import VenuePrices
 
@@ -81,6 +90,7 @@ class Records:
     fills: list[dict[str, Any]] = field(default_factory=list)
     equity: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)  # what the oms would log and count
+    trading: list[dict[str, Any]] = field(default_factory=list)  # switches of the trading state
     ticks: int = 0
     bars: int = 0
     first_ms: int | None = None
@@ -122,6 +132,11 @@ class BacktestEngine:
         self.book = OrderBook()
         self.positions = PositionTracker()
         self.pnl = PnlBook(settings.quote_venue_of)
+        # Post-trade limits on the total PnL, as risk checks each snapshot the pnl service publishes.
+        self.post = PostTradeRisk(settings.risk)
+        self.trading = TradingState()
+        self._pnl_step = max(int(settings.pnl.snapshot_interval_s * 1000), 1)
+        self._next_pnl = start_ms
         self.runners: dict[str, StrategyRunner] = {}
         self.by_instrument: dict[tuple[str, str], list[StrategyRunner]] = {}
         # Bars are built only where a strategy hears of them: the cost of a tick otherwise.
@@ -246,6 +261,8 @@ class BacktestEngine:
                 for runner in self.by_instrument.get((bar.venue, bar.symbol), ()):
                     self._emit(runner, runner.on_bar(bar))
                 self._drain()
+        if self.now >= self._next_pnl:
+            self._post_trade()
         if self.now >= self._next_sample:
             self._sample(self.now)
 
@@ -471,6 +488,24 @@ class BacktestEngine:
         runner = self.runners.get(report.strategy)
         if runner is not None:
             self._emit(runner, runner.on_fill(report))
+
+    # Post-trade risk ---------------------------------------------------------------------------
+
+    def _post_trade(self) -> None:
+        """The total PnL every ``pnl.snapshot_interval_s`` of event time to the post-trade limits; a
+        breach switches trading to reduce-only for the rest of the run (only an operator switches back),
+        for risk's checks and every strategy's context."""
+        now = self.now
+        self._next_pnl = now - now % self._pnl_step + self._pnl_step
+        self._sync_marks()
+        breach = self.post.on_pnl(self.pnl.total_snapshot(now))
+        if breach is None:
+            return
+        self.trading = breach
+        self.pre.set_state(breach)
+        for runner in self.runners.values():
+            runner.ctx.set_trading_state(breach)
+        self.records.trading.append({"timestamp": now, "mode": breach.mode, "reason": breach.reason})
 
     # Equity ------------------------------------------------------------------------------------
 

@@ -129,6 +129,7 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
         "capital": str(request.capital),
         "equity_interval_ms": request.equity_interval_ms,
         "anomalies": records.anomalies,
+        "trading_state": records.trading,
     }
     write_run(out_dir, settings, strategies, run_info, summary, records, request.capital)
     return BacktestResult(out_dir, summary, records.ticks, seconds, loop_seconds)

@@ -203,3 +203,23 @@ def test_the_warm_up_feeds_the_bars_before_the_start_as_the_strategy_service_doe
     assert runner.warmup_bars == 5
     assert runner.warming_up() is None
     assert engine.records.orders == []  # what it asked for on history was dropped
+
+
+def test_a_drawdown_past_its_limit_switches_to_reduce_only_as_risk_would() -> None:
+    # Bought at 101 at tick 1 (the first PnL check, its equity the peak); at tick 10 (T0 + 1,000: the
+    # next check, a second later) the mark is 90: a drawdown of about 11 > 5. The buy at tick 12 would
+    # add to the position: denied; the sell at tick 13 reduces it: filled.
+    ticks = [tick(1, "100.5", "100", "101", "5")]
+    ticks += [tick(i, "90", "89.5", "90.5", "5") for i in range(2, 16)]
+    config = settings("1:buy:market:1;12:buy:market:1;13:sell:market:1", slippage_bps="0")
+    config = config.model_copy(update={"risk": config.risk.model_copy(update={"max_drawdown": D(5)})})
+    engine, records = run(config, ticks)
+    [switch] = records.trading
+    assert switch["mode"] == "reduce_only"
+    assert switch["timestamp"] == T0 + 1_000
+    assert switch["reason"].startswith("max_drawdown")
+    assert engine.runners["s1"].ctx.trading_mode == "reduce_only"
+    assert [f["side"] for f in records.fills] == ["buy", "sell"]
+    [denied] = [o for o in records.orders if o.status == "REJECTED"]
+    assert denied.reason is not None
+    assert denied.reason.startswith("reduce_only mode")
