@@ -185,7 +185,12 @@ class BacktestEngine:
         if problem is not None:
             raise BacktestConfigError(problem)
         config = config.model_copy(update={"data_venue": self.settings.data_venue_of(config)}, deep=True)
-        runner = build_runner(config, clock=self._clock)
+        try:
+            runner = build_runner(config, clock=self._clock)
+        except Exception as exc:  # the user's code may raise anything: said as the service says it
+            raise BacktestConfigError(
+                f"strategy {config.name} ({config.kind}) cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
         self.runners[config.name] = runner
         if type(runner.strategy).on_tick is not Strategy.on_tick:
             self.tick_runners.add(runner)
@@ -193,9 +198,6 @@ class BacktestEngine:
             self.by_instrument.setdefault((runner.data_venue, symbol), []).append(runner)
             if _hears_bars(runner):
                 self.bar_instruments.add((runner.data_venue, symbol))
-
-    def data_venues(self) -> list[str]:
-        return sorted({venue for venue, _ in self.by_instrument})
 
     def warmup_ms(self) -> int:
         """How far before the start the warm-up reads: the widest declared need, a minute at least (the

@@ -223,3 +223,15 @@ def test_a_drawdown_past_its_limit_switches_to_reduce_only_as_risk_would() -> No
     [denied] = [o for o in records.orders if o.status == "REJECTED"]
     assert denied.reason is not None
     assert denied.reason.startswith("reduce_only mode")
+
+
+def test_a_strategy_that_cannot_be_loaded_is_named_with_why() -> None:
+    config = settings()
+    strategy = config.strategy.strategies[0].model_copy(
+        update={"params": {"script": "1:buy:market:1", "typo": "1"}}
+    )
+    with pytest.raises(
+        BacktestConfigError,
+        match=r"strategy s1 \(tests.unit.backtest.scripted:Scripted\) cannot be loaded: .*'typo'",
+    ):
+        BacktestEngine(config, [strategy], T0)
