@@ -126,6 +126,11 @@ def both(paper: Stack) -> dict[str, object]:
     engine.start(source.ticks(DataRange(start_ms - 60_000, start_ms, ("ETHUSDT",))))
     for tick in source.ticks(DataRange(start_ms, cut_ms + 1, ("ETHUSDT",))):
         engine.on_tick(tick)
+    print(  # what was compared, shown with -s
+        f"parity: {len([r for r in requests if r.timestamp <= cut_ms - 1_000])} live orders, "
+        f"{len([r for r in reports if r.kind == 'fill' and r.timestamp <= cut_ms])} live fills, "
+        f"backtest from {start_ms} to {cut_ms}"
+    )
     return {
         "cut_ms": cut_ms,
         "live_requests": [r for r in requests if r.timestamp <= cut_ms - 1_000],
