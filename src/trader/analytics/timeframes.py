@@ -33,7 +33,6 @@ first run did. A higher bar is dropped from memory once all its minutes are forg
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
@@ -261,31 +260,24 @@ class HigherTimeframes:
 
     # Output --------------------------------------------------------------------------------------
 
-    def take(self, now_ms: int | None = None, *, publish: bool = True) -> Output:
-        """Close what the wall clock ``now_ms`` closes; the bars to write and those to publish. With
-        ``publish`` false (a replay, before it is known what the bus holds), closed bars are written
-        but stay unannounced: ``unannounced`` gives them later."""
+    def take(self, now_ms: int | None = None) -> Output:
+        """Close what the wall clock ``now_ms`` closes; the bars to write (changed since written) and
+        to publish (closed, and not published as they are), each marked stored."""
         if now_ms is not None:
             self._close_by_clock(now_ms)
         out = Output()
-        done = []
         for key, bucket in self._changed.items():
-            series = self._series[(key[0], key[1])]
-            if not bucket.written or (publish and bucket.closed and not bucket.announced):
-                bar = self._bar(series, bucket)
-                if not bucket.written:
-                    out.write.append(bar)
-                    bucket.written = True
-                if publish and bucket.closed and not bucket.announced:
-                    out.publish.append(bar)
-                    bucket.announced = True
-            if bucket.announced or not bucket.closed:
-                done.append(key)
-        for key in done:
-            del self._changed[key]
-        for series in {(k[0], k[1]) for k in done}:
-            s = self._series[series]
-            self._drop_final(s, s.event_end - self.config.amend_window_ms)
+            bar = self._bar(self._series[(key[0], key[1])], bucket)
+            if not bucket.written:
+                out.write.append(bar)
+                bucket.written = True
+            if bucket.closed and not bucket.announced:
+                out.publish.append(bar)
+                bucket.announced = True
+        done, self._changed = self._changed, {}
+        for venue, symbol in {(k[0], k[1]) for k in done}:
+            series = self._series[(venue, symbol)]
+            self._drop_final(series, series.event_end - self.config.amend_window_ms)
         return out
 
     def _close_by_clock(self, now_ms: int) -> None:
@@ -296,24 +288,6 @@ class HigherTimeframes:
             if bucket is not None and not bucket.closed:
                 bucket.closed, bucket.written, bucket.announced = True, False, False
                 self._changed[key] = bucket
-
-    def unannounced(self) -> list[Bar]:
-        """Closed bars not published as they are (after a replay with ``publish`` false)."""
-        out = []
-        for key, bucket in self._changed.items():
-            if bucket.closed and not bucket.announced:
-                out.append(self._bar(self._series[(key[0], key[1])], bucket))
-        return out
-
-    def mark_announced(self, bars: Iterable[Bar]) -> None:
-        for bar in bars:
-            bucket = self._buckets.get((bar.venue, bar.symbol, bar.timeframe, bar.start))
-            if bucket is not None and bucket.closed and self._bar_trades(bar, bucket):
-                bucket.announced = True
-
-    def _bar_trades(self, bar: Bar, bucket: Bucket) -> bool:
-        series = self._series[(bar.venue, bar.symbol)]
-        return self._total(series, bucket).trades == bar.trades
 
     def _total(self, series: Series, bucket: Bucket) -> Sum:
         total = bucket.settled.copy() if bucket.settled is not None else None

@@ -68,7 +68,12 @@ prices = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("99999")
 sizes = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("50"), places=8)
 raw_ticks = st.lists(
     st.tuples(
-        st.integers(-3 * 3_600_000, 3 * 3_600_000),  # event time around midnight
+        # event time around midnight: anywhere, or a few seconds from the end of a 5m bucket, where a
+        # late tick amends a 1m bar after the higher bars holding it have closed
+        st.one_of(
+            st.integers(-3 * 3_600_000, 3 * 3_600_000),
+            st.builds(lambda k, d: k * 300_000 + d, st.integers(-2, 2), st.integers(-3_000, 3_000)),
+        ),
         prices,
         sizes,
         # arrival delay: mostly on time, some late within the window (amendments), some refused
@@ -80,9 +85,10 @@ raw_ticks = st.lists(
 )
 
 
-def run_pipeline(raw, cuts: list[int], snapshot_at: int | None):
+def run_pipeline(raw, cuts: list[int] | None, snapshot_at: int | None):
     """Ticks through the normalizer's builder (1m), its closed bars through the engine; with a snapshot
-    taken and restored into a new engine once. Returns (accepted ticks, written, published)."""
+    taken and restored into a new engine once. Returns (accepted ticks, written, published). ``cuts``
+    None: every tick a batch of its own, the normalizer flushing after each (most amendments)."""
     # Quiet periods come from the random event times; a tick arrives at event time plus its delay.
     ticks = sorted(
         ((tick(MIDNIGHT + ts, p, s, sym), MIDNIGHT + ts + delay) for ts, p, s, delay, sym in raw),
@@ -108,7 +114,7 @@ def run_pipeline(raw, cuts: list[int], snapshot_at: int | None):
     # (the normalizer flushes at least every few seconds; the amend window covers that).
     batches, batch = [], []
     for i, item in enumerate(ticks):
-        if batch and (i in cuts or item[1] - batch[0][1] > 60_000):
+        if batch and (cuts is None or i in cuts or item[1] - batch[0][1] > 60_000):
             batches.append(batch)
             batch = []
         batch.append(item)
@@ -133,9 +139,19 @@ def run_pipeline(raw, cuts: list[int], snapshot_at: int | None):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    raw=raw_ticks, cuts=st.lists(st.integers(0, 150), max_size=12), snapshot_at=st.none() | st.integers(0, 6)
+    raw=raw_ticks,
+    cuts=st.none() | st.lists(st.integers(0, 150), max_size=40),
+    snapshot_at=st.none() | st.integers(0, 6),
+    amendment=st.none() | st.tuples(st.integers(-2, 2), prices, prices, prices),
 )
-def test_higher_bars_equal_the_bars_of_their_ticks(raw, cuts, snapshot_at) -> None:
+def test_higher_bars_equal_the_bars_of_their_ticks(raw, cuts, snapshot_at, amendment) -> None:
+    if amendment is not None:
+        # A tick of a bucket's last minute, one of the next bucket (it closes the bars of the first),
+        # then a late tick of the last minute again: it amends them after they closed.
+        k, p1, p2, p3 = amendment
+        end, one = k * 300_000, Decimal(1)
+        raw = [*raw, (end - 2_000, p1, one, 0, "BTCUSDT"), (end + 500, p2, one, 0, "BTCUSDT")]
+        raw.append((end - 1_000, p3, one, 3_000, "BTCUSDT"))
     accepted, written, published = run_pipeline(raw, cuts, snapshot_at)
     for timeframe in TIMEFRAMES:
         expected = reference_bars(accepted, timeframe)
