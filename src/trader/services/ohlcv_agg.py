@@ -98,6 +98,12 @@ class OhlcvAgg(Service):
                 f"ohlcv_agg.amend_window_s ({cfg.amend_window_s}) is shorter than the normalizer's "
                 f"lateness_s ({lateness_s}) plus its flush interval: amendments would be refused"
             )
+        both = sorted(set(cfg.timeframes) & set(self.settings.normalizer.timeframes))
+        if both:
+            raise ValueError(
+                f"timeframes {both} are built by both the normalizer and ohlcv-agg: they would write the "
+                "same ohlcv_<tf> rows and publish on the same subjects; give each timeframe to one"
+            )
         return TimeframeConfig(
             tuple(cfg.timeframes),
             amend_window_ms=int(cfg.amend_window_s * 1000),

@@ -51,3 +51,10 @@ def test_an_amend_window_shorter_than_the_normalizer_lateness_is_refused() -> No
         service._config()
     service.settings = Settings()
     assert service._config().timeframes == ("5m", "15m", "1h", "4h", "1d")
+
+
+def test_a_timeframe_the_normalizer_builds_too_is_refused() -> None:
+    service = OhlcvAgg.__new__(OhlcvAgg)
+    service.settings = Settings.model_validate({"normalizer": {"timeframes": ["1m", "5m"]}})
+    with pytest.raises(ValueError, match=r"\['5m'\] are built by both"):
+        service._config()
