@@ -7,8 +7,9 @@
 - End to end, on the running stack (`trader up --detach --services sink-alt`): a Binance mark-price frame
   is read by a feed in this process and published to ALT_DATA as live-gateway does; the delay from the
   frame to sink-alt's Delta commit covering it (its application transaction), and to its rows being
-  visible in QuestDB. sink-alt batches (``sink_alt.batch_seconds``, ``small_batch_*``): the figures are
-  those of the settings in effect, printed with them.
+  visible in QuestDB (both polled every 20 ms for every frame at once). sink-alt batches
+  (``sink_alt.batch_seconds``, ``small_batch_*``): the figures are those of the settings in effect,
+  printed with them.
 """
 
 from __future__ import annotations
@@ -159,43 +160,50 @@ async def end_to_end(settings: Settings, frames_count: int = 20, interval_s: flo
         _venue("binance"), LiveAltSettings(symbols=[f"{symbol}-PERP"]), LiveGatewaySettings(), emit,
         structlog.get_logger(),
     )  # fmt: skip
-    to_lake: list[float] = []
-    to_questdb: list[float] = []
-    try:
-        for i in range(frames_count):
+    lake_at: dict[int, float] = {}  # stream seq -> when first seen committed
+    qdb_at: dict[int, float] = {}  # event ms -> when first seen in QuestDB
+    sql = f"SELECT ts FROM mark_index WHERE symbol = '{symbol}-PERP' AND kind = 'mark'"
+
+    async def send(first: int, count: int) -> None:
+        nonlocal sent_at
+        for i in range(first, first + count):
             ts = int(time.time() * 1000)
             data = {"e": "markPriceUpdate", "E": ts, "s": symbol, "p": f"{100 + i}.5", "i": f"{100 + i}.25",
                     "P": "100", "r": "0.0001", "T": ts + 3_600_000}  # fmt: skip
-            frame = json.dumps({"stream": f"{symbol.lower()}@markPrice@1s", "data": data})
             sent_at = time.perf_counter()
-            await feed.on_frame(frame)
+            await feed.on_frame(json.dumps({"stream": f"{symbol.lower()}@markPrice@1s", "data": data}))
             await asyncio.sleep(interval_s)
-        deadline = time.monotonic() + 120
-        for seq, sent, ts in pending:
-            lake_at = qdb_at = None
-            while (lake_at is None or qdb_at is None) and time.monotonic() < deadline:
-                now = time.perf_counter()
-                if (
-                    lake_at is None
-                    and (await asyncio.to_thread(lake.committed_version, ALT_DATA, "sink-alt") or 0) >= seq
-                ):
-                    lake_at = now
-                if qdb_at is None:
-                    sql = (
-                        f"SELECT count() FROM mark_index WHERE symbol = '{symbol}-PERP' AND ts = {ts * 1000}"
-                    )
-                    try:
-                        body = await asyncio.to_thread(qdb.query, sql)
-                        if body["dataset"][0][0] > 0:
-                            qdb_at = now
-                    except QuestDBError:
-                        pass  # the table is made at sink-alt's first write
-                if lake_at is None or qdb_at is None:
-                    await asyncio.sleep(0.02)
-            if lake_at is not None:
-                to_lake.append(lake_at - sent)
-            if qdb_at is not None:
-                to_questdb.append(qdb_at - sent)
+
+    async def poll(expected: int, deadline: float) -> None:
+        """Both stores, every 20 ms, for every frame sent so far: when each was first seen."""
+        while (len(lake_at) < expected or len(qdb_at) < expected) and time.monotonic() < deadline:
+            committed = await asyncio.to_thread(lake.committed_version, ALT_DATA, "sink-alt") or 0
+            try:
+                body = await asyncio.to_thread(qdb.query, sql)
+                seen_ts = {_epoch_ms(row[0]) for row in body["dataset"]}
+            except QuestDBError:
+                seen_ts = set()  # the table is made at sink-alt's first write
+            now = time.perf_counter()
+            for seq, _, ts in pending:
+                if seq <= committed:
+                    lake_at.setdefault(seq, now)
+                if ts in seen_ts:
+                    qdb_at.setdefault(ts, now)
+            await asyncio.sleep(0.02)
+
+    sent_at = 0.0
+    try:
+        # One frame first, until stored: the first commit also creates the table and its partitions.
+        await send(0, 1)
+        await poll(1, time.monotonic() + 60)
+        pending.clear()
+        lake_at.clear()
+        qdb_at.clear()
+        await asyncio.gather(
+            send(1, frames_count), poll(frames_count, time.monotonic() + 120 + frames_count * interval_s)
+        )
+        to_lake = [lake_at[seq] - sent for seq, sent, _ in pending if seq in lake_at]
+        to_questdb = [qdb_at[ts] - sent for _, sent, ts in pending if ts in qdb_at]
     finally:
         await nc.close()
         qdb.close()
@@ -209,6 +217,13 @@ async def end_to_end(settings: Settings, frames_count: int = 20, interval_s: flo
         "to_lake_s": _summary(to_lake, frames_count),
         "to_questdb_s": _summary(to_questdb, frames_count),
     }
+
+
+def _epoch_ms(value: str) -> int:
+    """QuestDB's ``2026-12-03T04:22:01.123000Z`` as epoch ms."""
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _summary(values: list[float], wanted: int) -> dict[str, Any]:
