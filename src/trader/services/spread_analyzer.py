@@ -48,11 +48,7 @@ from trader.runtime.snapshots import Snapshotting
 from trader.stores.questdb import QuestDBClient
 from trader.stores.spreads import ensure_spreads_table, write_spreads
 
-# Batches of up to 5,000 ticks (the intake's default is 1,000): the consumer may hold twice a batch
-# unacknowledged, and at tens of thousands of quotes a second 2,000 in flight were the limit, not the CPU.
-TICKS_INPUT = Input(
-    "MARKET_TICKS", "market.tick.>", MarketTick, Mode.HISTORY, decode=decode_tick, max_batch=5_000
-)
+TICKS_INPUT = Input("MARKET_TICKS", "market.tick.>", MarketTick, Mode.HISTORY, decode=decode_tick)
 OUTPUT_STREAM = "SPREADS"
 
 STATE_VERSION = 1  # of SpreadState
