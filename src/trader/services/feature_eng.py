@@ -53,7 +53,8 @@ from trader.stores.questdb import QuestDBClient
 from trader.stores.questdb_features import ensure_feature_tables, write_features
 
 STREAM = "FEATURES"
-BARS_INPUT = Input("BARS", "market.bar.>", Bar, Mode.HISTORY)
+# Batches of up to 5,000 bars: each costs a publish round and a QuestDB commit, whatever its size.
+BARS_INPUT = Input("BARS", "market.bar.>", Bar, Mode.HISTORY, max_batch=5_000)
 TICKS_INPUT = Input(
     "MARKET_TICKS", "market.tick.>", MarketTick, Mode.LATEST, name="feature-eng-ticks", decode=decode_tick
 )
@@ -134,16 +135,22 @@ class FeatureEng(Service):
         return []
 
     async def _store(self) -> None:
-        """The batch's features not yet on the bus (a replay's), then the batch's rows to QuestDB."""
+        """The batch's features not yet on the bus (a replay's) and the batch's rows to QuestDB, at
+        once: both wait on another server, and neither needs the other (a row without its features on
+        the bus, after a crash, is written again with them at the next start)."""
         replayed, self._replayed = self._replayed, []
+        rows, self._rows = self._rows, []
+        await asyncio.gather(self._publish_replayed(replayed), self._write_rows(rows))
+
+    async def _publish_replayed(self, replayed: list[Outgoing]) -> None:
         if replayed:
             await self.rt.publish_reliably(replayed)
             self.republished += len(replayed)
             self.rt.metrics.count_out(len(replayed))
-        rows = self._rows
+
+    async def _write_rows(self, rows: list[Features]) -> None:
         if rows:
             await self.rt.retry("questdb.write", lambda: asyncio.to_thread(write_features, self.qdb, rows))
-            self._rows = []
 
     def _take_tick(self, received: Received[MarketTick]) -> list[Outgoing]:
         self.engine.on_tick(received.value)
