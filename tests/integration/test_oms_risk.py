@@ -42,6 +42,7 @@ from trader.messages import (
     VenueOrder,
     encode,
 )
+from trader.runtime.intake import checkpoint_key
 
 pytestmark = pytest.mark.integration
 
@@ -588,9 +589,12 @@ async def test_the_oms_killed_hard_comes_back_with_every_order_right_and_no_repo
     before = dict(bus.orders)
 
     os.kill(_pid(trading_stack, "oms"), signal.SIGKILL)
-    # Its consumers forgotten: every decision, cancel and report comes again and must change nothing.
+    # Its consumers and checkpoints forgotten: every decision, cancel and report comes again and must
+    # change nothing.
+    kv = await bus.js.key_value(STATE_BUCKET)
     for stream, consumer in (("ORDERS", "oms-orders"), ("EXEC", "oms-reports")):
         await bus.js.delete_consumer(stream, consumer)
+        await kv.delete(checkpoint_key("oms", consumer))
     # While it is down, the partial fill is delivered once more, stored as a new message (applied
     # again, it would make 0.8 of the working order filled) ...
     reports = await replay_messages(bus.js, "EXEC", "exec.report.>")

@@ -22,6 +22,7 @@ from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
 from trader.config import Settings
 from trader.messages import ExecutionReport, Order, OrderRequest, RiskDecision, encode
 from trader.orders import OrderBook
+from trader.runtime.intake import checkpoint_key
 from trader.runtime.service import Runtime
 from trader.runtime.snapshots import KEY_PREFIX
 from trader.services.oms import Oms
@@ -130,11 +131,11 @@ async def _oms(url: str) -> Running:
 
 
 def _states(running: Running, count: int) -> Callable[[], bool]:
-    return lambda: len(running.service.book) == count
+    return lambda: len(running.service.state.book) == count
 
 
 def _filled(running: Running, n: int) -> D:
-    order = running.service.book.get(f"s1-{n:04d}")
+    order = running.service.state.book.get(f"s1-{n:04d}")
     return D(0) if order is None else order.filled_quantity
 
 
@@ -159,12 +160,12 @@ async def test_the_oms_restarts_from_its_snapshot_with_the_book_of_a_full_replay
     await _until(lambda: _filled(first, 10) == 1, "the fills")
     covered = (await publisher.js.stream_info("ORDERS")).state.last_seq
     # Its own states read back: the snapshot at its stop covers them all.
-    await _until(lambda: first.service.states.health_details()["covered_seq"] == covered, "states read")
+    await _until(lambda: first.service.state.states.health_details()["covered_seq"] == covered, "states read")
     await first.stop()
     await _decide(publisher, range(21, 26))  # while the oms is down
 
     second = await _oms(url)
-    states = second.service.states
+    states = second.service.state.states
     assert (states.start_seq, states.snapshot_problem) == (covered + 1, None)
     await _until(_states(second, 25), "25 orders")
     # Repeats of decisions and fills from before the snapshot, stored again (past the duplicate window).
@@ -176,16 +177,16 @@ async def test_the_oms_restarts_from_its_snapshot_with_the_book_of_a_full_replay
     assert (_filled(second, 5), _filled(second, 6)) == (1, 1)
     full = await _full_replay(publisher)
     assert len(full) == 25
-    assert _whole(second.service.book) == _whole(full)
+    assert _whole(second.service.state.book) == _whole(full)
     await second.stop()
 
     # The snapshot spoiled: a full replay, and the same book.
     kv = await publisher.js.key_value(STATE_BUCKET)
     await kv.put(KEY_PREFIX + "oms", b"\x00 not a snapshot")
     third = await _oms(url)
-    assert third.service.states.start_seq == 1
-    assert "corrupt" in (third.service.states.snapshot_problem or "")
-    assert _whole(third.service.book) == _whole(await _full_replay(publisher))
+    assert third.service.state.states.start_seq == 1
+    assert "corrupt" in (third.service.state.states.snapshot_problem or "")
+    assert _whole(third.service.state.book) == _whole(await _full_replay(publisher))
     await third.stop()
     assert publisher.nc is not None
     await publisher.nc.close()
@@ -200,7 +201,7 @@ async def test_the_oms_ended_abruptly_comes_back_from_a_snapshot_and_its_tail_ex
     await _decide(publisher, range(1, 21))
     await _until(_states(first, 20), "20 orders")
     await _report_all(publisher, range(1, 21), "accepted")
-    intake = first.service.states
+    intake = first.service.state.states
     await _until(lambda: intake.health_details()["snapshot_seq"] != 0, "a snapshot")
     assert intake.snapshots is not None
     intake.snapshots.every_messages = 10**9  # the last one: what comes next is the tail
@@ -210,7 +211,7 @@ async def test_the_oms_ended_abruptly_comes_back_from_a_snapshot_and_its_tail_ex
     # Ended without a stop (no last snapshot, nothing acknowledged lazily after the end): a crash.
     first.task.cancel()
     await asyncio.gather(first.task, return_exceptions=True)
-    for task in (first.service.states_task, first.service.watch_task):
+    for task in (first.service.state.states_task, first.service.state.watch_task):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert first.rt.nc is not None
@@ -218,14 +219,16 @@ async def test_the_oms_ended_abruptly_comes_back_from_a_snapshot_and_its_tail_ex
     last = (await publisher.js.stream_info("ORDERS")).state.last_seq
 
     second = await _oms(url)
-    states = second.service.states
+    states = second.service.state.states
     assert states.snapshot_problem is None
     assert states.start_seq == snapshot_seq + 1  # type: ignore[operator]
     assert states.start_seq <= last  # a tail after it: the fills' states
     await second.stop()
-    # Everything delivered again (its consumers forgotten) changes nothing.
+    # Everything delivered again (its consumers and checkpoints forgotten) changes nothing.
+    kv = await publisher.js.key_value(STATE_BUCKET)
     for stream, consumer in (("ORDERS", "oms-orders"), ("EXEC", "oms-reports")):
         await publisher.js.delete_consumer(stream, consumer)
+        await kv.delete(checkpoint_key("oms", consumer))
     third = await _oms(url)
     await _report_all(publisher, range(16, 18), "fill")
     await _until(lambda: _filled(third, 17) == 1, "more fills")
@@ -233,7 +236,7 @@ async def test_the_oms_ended_abruptly_comes_back_from_a_snapshot_and_its_tail_ex
     # Filled once each: the first 17 but the ones risk denied (every 7th).
     assert [_filled(third, n) for n in range(1, 21)] == [D(n <= 17 and n % 7 != 0) for n in range(1, 21)]
     full = await _full_replay(publisher)
-    assert _whole(third.service.book) == _whole(full)
+    assert _whole(third.service.state.book) == _whole(full)
     states_seen = await replay_messages(publisher.js, "ORDERS", "order.state.>")
     exec_ids = [m.headers[EXEC_ID_HEADER] for m in states_seen if m.headers and EXEC_ID_HEADER in m.headers]
     assert len(exec_ids) == len(set(exec_ids)), "a report was applied twice"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -66,7 +66,7 @@ class StreamConsumer:
         *,
         stream: str,
         name: str,
-        subject: str,
+        subject: str | Sequence[str],
         start_seq: int | None,
         max_rows: int = 10_000,
         max_bytes: int = 16 * 1024 * 1024,
@@ -107,9 +107,11 @@ class StreamConsumer:
         inbox = PushInbox(self.rt.nc)
         with contextlib.suppress(NotFoundError):
             await self.rt.js.delete_consumer(self.stream, self.name)
+        subjects = [self.subject] if isinstance(self.subject, str) else list(self.subject)
         config = ConsumerConfig(
             durable_name=self.name,
-            filter_subject=self.subject,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
             ack_policy=AckPolicy.ALL,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if self.start_seq else DeliverPolicy.ALL,
             opt_start_seq=self.start_seq or None,

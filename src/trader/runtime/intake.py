@@ -19,7 +19,15 @@ Modes:
 - ``WORK``: every message exactly once from the service's own checkpoint (``intake.<service>.<input>``
   in the TRADER_STATE bucket, written after the batch's outputs are stored, before its acknowledgement).
   A crash between the outputs and the checkpoint hands the batch over again; its outputs carry a
-  ``Nats-Msg-Id`` from their natural identity, so JetStream stores them once.
+  ``Nats-Msg-Id`` from their natural identity, so JetStream stores them once, and the handler sees
+  ``Received.redelivered`` (it may have handled the message before: the oms routes again an order a
+  crash may have left unrouted). A service that replaced a durable consumer of explicit
+  acknowledgements (the oms's and risk's before the intake) resumes after that consumer's acknowledged
+  messages when it has no checkpoint yet. A handler that cannot take a message yet (an event for an
+  order whose decision is a moment behind) raises ``NotYet``: the message is offered again every
+  ``retry_every_s`` and after every batch, for ``defer_for_s``, then dead-lettered with the reason; the
+  checkpoint stays before it meanwhile. ``lock``: held while a batch is applied and its outputs stored
+  (a service whose inputs share one state, the oms).
 - ``LATEST``: the latest message of each subject, then every new one; no state survives a restart.
 - ``HISTORY``: the service's state from its latest snapshot (``trader.runtime.snapshots``), then every
   message after it, then live. The messages the stream held at the start rebuild the state without
@@ -29,10 +37,11 @@ Modes:
 
 One envelope: ``Received`` (the stored message, ``trader.bus.read.Stored``, and its decoded value).
 
-It replaces, for the services moved onto it (ptrc, and the oms's rebuild of its book):
-``replay``/``_replay_all`` at start,
-``work_consumer``/``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, and (for the oms and
-risk, next) ``DurableConsumer``/``next_batch``/``ack_each``. Those go once every service is on it.
+It replaces, for the services moved onto it (ptrc, the oms, risk): ``replay``/``_replay_all`` at
+start, ``work_consumer``/``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, and the
+durable consumers of explicit acknowledgements (``DurableConsumer``/``next_batch``/``ack_each``, gone).
+
+Tests pause a service at the points where a crash must lose and repeat nothing (``runtime.pauses``).
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from trader.bus.publish import Outgoing
 from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal
 from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
 from trader.marketdata.decode import InvalidMessage
+from trader.runtime import pauses
 from trader.runtime.consumer import Delivery, StreamConsumer
 from trader.runtime.service import Refused, Runtime
 from trader.runtime.snapshots import SnapshotStore, Snapshotting
@@ -69,27 +79,51 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class Input(Generic[T]):
-    """One input of a service: ``subjects`` (a filter, wildcards allowed) of ``stream``, decoded into
-    ``type``. ``name`` tells a service's inputs apart (its consumer and checkpoint are named after it;
-    the service's name when empty). ``decode``: a decoder of one's own (a lenient tick decoder) that
-    raises ``InvalidMessage``."""
+    """One input of a service: ``subjects`` (a filter, wildcards allowed, or several) of ``stream``,
+    decoded into ``type``. ``name`` tells a service's inputs apart (its consumer and checkpoint are
+    named after it; the service's name when empty). ``decode``: a decoder of one's own (a lenient tick
+    decoder) that raises ``InvalidMessage``. ``defer_for_s``, ``retry_every_s``: how long, and how
+    often, a message the handler is ``NotYet`` able to take is offered again (WORK)."""
 
     stream: str
-    subjects: str
+    subjects: str | tuple[str, ...]
     type: type[T]
     mode: Mode
     name: str = ""
     decode: Callable[[bytes], T] | None = None
     max_batch: int = 1_000
+    defer_for_s: float = 5.0
+    retry_every_s: float = 0.5
+
+
+class NotYet(InvalidMessage):
+    """A message its handler cannot take yet (what it refers to is a moment behind): offered again,
+    and dead-lettered with this reason once ``Input.defer_for_s`` has passed (WORK; elsewhere it is
+    refused at once). ``error``: the kind counted when it is given up."""
+
+    def __init__(self, field: str, reason: str, error: str = "not_yet") -> None:
+        super().__init__(field, reason)
+        self.error = error
+
+
+@dataclass
+class Deferred:
+    stored: Stored
+    first_s: float  # monotonic: when it was first deferred
+    next_s: float  # when to offer it again at the earliest
+    error: str
+    field: str
+    reason: str
 
 
 class Received(Generic[T]):
-    """A message as the stream holds it, with its decoded value."""
+    """A message as the stream holds it, with its decoded value. ``redelivered``: it may have been
+    handled before (a crash came between its outputs and the checkpoint, or it is offered again)."""
 
-    __slots__ = ("stored", "value")
+    __slots__ = ("redelivered", "stored", "value")
 
-    def __init__(self, stored: Stored, value: T) -> None:
-        self.stored, self.value = stored, value
+    def __init__(self, stored: Stored, value: T, redelivered: bool = False) -> None:
+        self.stored, self.value, self.redelivered = stored, value, redelivered
 
     @property
     def seq(self) -> int:
@@ -151,6 +185,7 @@ class Intake(Generic[T]):
         snapshots: Snapshotting | None = None,
         store: Store | None = None,
         live: HandleLive[T] | None = None,
+        lock: asyncio.Lock | None = None,
     ) -> None:
         """``live``: for a service whose engine awaits (exeq's venues), the live messages of each batch,
         decoded, go to it at once instead of to ``handle`` one by one (``handle`` still takes the
@@ -162,6 +197,7 @@ class Intake(Generic[T]):
         self.latest_only, self.on_caught_up, self.snapshots = latest_only, on_caught_up, snapshots
         self.store = store
         self.live = live
+        self.lock = lock or asyncio.Lock()
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
         self.started = False
@@ -169,6 +205,8 @@ class Intake(Generic[T]):
         self.replay_to = 0  # HISTORY: messages up to here rebuild the state, without publishing
         self.snapshot_problem: str | None = None  # why no snapshot was used (None: one was)
         self._end_seq = 0  # the stream's last sequence at the start: caught up once there
+        self._reached = asyncio.Event()  # caught up
+        self._deferred: list[Deferred] = []  # WORK: messages the handler could not take yet, in order
         self._covered = 0  # the last sequence applied
         self._consumer: StreamConsumer | None = None
         self._follower: Follower | None = None
@@ -235,8 +273,22 @@ class Intake(Generic[T]):
         try:
             entry = await kv.get(checkpoint_key(self.rt.name, self.name))
         except NotFoundError:
-            return 0
+            return await self._acknowledged_by_durable()
         return int(entry.value or b"0")
+
+    async def _acknowledged_by_durable(self) -> int:
+        """Without a checkpoint: the last of the messages a durable consumer of this input's name
+        acknowledged all up to (one of explicit acknowledgements, which the service used before the
+        intake), so an upgrade does not do its work again from the stream's start; else 0."""
+        try:
+            info = await self.rt.js.consumer_info(self.input.stream, self.name)
+        except NotFoundError:
+            return 0
+        if not info.config.durable_name or info.ack_floor is None:
+            return 0
+        acknowledged = info.ack_floor.stream_seq or 0
+        self.rt.log.info("intake.resumed_from_durable", input=self.name, acknowledged=acknowledged)
+        return acknowledged
 
     async def _write_checkpoint(self, seq: int) -> None:
         kv = self._kv
@@ -293,29 +345,77 @@ class Intake(Generic[T]):
             if batch:
                 await self._take(batch, consumer)
                 await consumer.ack(batch)
+            elif self._deferred and self._deferred[0].next_s <= time.monotonic():
+                await self._retry_alone()
             await self._maybe_snapshot()
 
     async def _take(self, batch: list[Delivery], consumer: StreamConsumer) -> None:
         started = time.perf_counter()
         reached = batch[-1].seq >= self._end_seq or consumer.caught_up
         live = batch
-        if self.input.mode is Mode.HISTORY and not self.caught_up:
-            split = next((i for i, d in enumerate(batch) if d.seq > self.replay_to), len(batch))
-            replayed, live = batch[:split], batch[split:]
-            self._apply([Stored.of(d) for d in replayed])  # handled before: outputs and refusals sent
-            if replayed and self.store is not None:
-                await self.store()  # HISTORY: what the replay shows is not stored yet (feature-eng)
-            if reached:
-                await self._catch_up()  # before the live messages: their outputs follow its own
-        if live:
-            await self._publish(*await self._apply_live([Stored.of(d) for d in live]))
-            if self.store is not None:
-                await self.store()
+        async with self.lock:
+            if self.input.mode is Mode.HISTORY and not self.caught_up:
+                split = next((i for i, d in enumerate(batch) if d.seq > self.replay_to), len(batch))
+                replayed, live = batch[:split], batch[split:]
+                self._apply([Stored.of(d) for d in replayed])  # handled before: outputs and refusals sent
+                if replayed and self.store is not None:
+                    await self.store()  # HISTORY: what the replay shows is not stored yet (feature-eng)
+                if replayed:
+                    await pauses.pause(pauses.IN_REPLAY)
+                if reached:
+                    await self._catch_up()  # before the live messages: their outputs follow its own
+            if live:
+                outputs, refused = await self._apply_live([Stored.of(d) for d in live])
+                if self._deferred:
+                    self._retry(outputs, refused, time.monotonic())  # what came may be what they wait for
+                await self._publish(outputs, refused)
+                if self.store is not None:
+                    await self.store()
         if self.input.mode is Mode.WORK:
-            await self._write_checkpoint(batch[-1].seq)
+            await pauses.pause(pauses.BEFORE_CHECKPOINT)
+            await self._write_checkpoint(self._checkpoint_seq(batch[-1].seq))
         if reached:
             await self._catch_up()
         self._done(batch[-1].seq, len(batch), started)  # (the consumer reports its own lag)
+
+    def _checkpoint_seq(self, last_seq: int) -> int:
+        """What the checkpoint may say: all done up to here (not past a message still deferred)."""
+        if self._deferred:
+            return min(last_seq, self._deferred[0].stored.seq - 1)
+        return last_seq
+
+    async def _retry_alone(self) -> None:
+        """The deferred messages offered again on the clock (nothing new came): their outputs stored,
+        then the checkpoint moved past those taken."""
+        outputs: list[Outgoing] = []
+        refused: list[Refused] = []
+        async with self.lock:
+            self._retry(outputs, refused, time.monotonic())
+            await self._publish(outputs, refused)
+            if self.store is not None:
+                await self.store()
+        await self._write_checkpoint(self._checkpoint_seq(self._covered))
+
+    def _retry(self, outputs: list[Outgoing], refused: list[Refused], now: float) -> None:
+        """Each deferred message offered again, in order: taken (its outputs added), deferred once more,
+        or past its time and refused."""
+        waiting, self._deferred = self._deferred, []
+        for item in waiting:
+            try:
+                outputs += self.handle(Received(item.stored, self._decode(item.stored.data), True))
+            except NotYet as exc:
+                if now - item.first_s < self.input.defer_for_s:
+                    item.next_s = now + self.input.retry_every_s
+                    item.field, item.reason, item.error = exc.field, exc.reason, exc.error
+                    self._deferred.append(item)
+                    continue
+                self.rt.metrics.count_error(exc.error)
+                self.rt.log.warning(
+                    "intake.gave_up", input=self.name, subject=item.stored.subject, reason=str(exc)
+                )
+                refused.append(refusal(item.stored, exc.field, exc.reason))
+            except InvalidMessage as exc:
+                refused.append(refusal(item.stored, exc.field, exc.reason))
 
     def _done(self, last_seq: int, count: int, started: float) -> None:
         self._covered = max(self._covered, last_seq)
@@ -324,13 +424,23 @@ class Intake(Generic[T]):
         self.rt.metrics.observe_batch(time.perf_counter() - started)
 
     def _apply(self, messages: list[Stored]) -> tuple[list[Outgoing], list[Refused]]:
-        """Each message decoded and handled, in order: what they caused, and what was refused."""
+        """Each message decoded and handled, in order: what they caused, and what was refused (WORK:
+        what the handler cannot take yet is deferred)."""
         outputs: list[Outgoing] = []
         refused: list[Refused] = []
         decode, handle = self._decode, self.handle
+        work = self.input.mode is Mode.WORK
+        seen_to = self._end_seq if work else 0  # what the stream held at the start may have been handled
         for stored in messages:
             try:
-                outputs += handle(Received(stored, decode(stored.data)))
+                outputs += handle(Received(stored, decode(stored.data), stored.seq <= seen_to))
+            except NotYet as exc:
+                if not work:
+                    refused.append(refusal(stored, exc.field, exc.reason))
+                    continue
+                now = time.monotonic()
+                retry_at = now + self.input.retry_every_s
+                self._deferred.append(Deferred(stored, now, retry_at, exc.error, exc.field, exc.reason))
             except InvalidMessage as exc:
                 refused.append(refusal(stored, exc.field, exc.reason))
         return outputs, refused
@@ -359,6 +469,7 @@ class Intake(Generic[T]):
         if self.caught_up:
             return
         self.caught_up = True
+        self._reached.set()
         outputs = list(await self.on_caught_up()) if self.on_caught_up is not None else []
         await self._publish(outputs, [])
         self.rt.log.info("intake.caught_up", input=self.name, republished=len(outputs))
@@ -376,7 +487,8 @@ class Intake(Generic[T]):
             limit = self.input.max_batch
             batch, self._arrived = self._arrived[:limit], self._arrived[limit:]
             started = time.perf_counter()
-            await self._publish(*await self._apply_live(batch))
+            async with self.lock:
+                await self._publish(*await self._apply_live(batch))
             self._done(batch[-1].seq, len(batch), started)
 
     # Snapshots and stopping ----------------------------------------------------------------------
@@ -394,7 +506,9 @@ class Intake(Generic[T]):
             return
         covered = self._covered
         try:
-            size = await self._store.save(snapshots.take(), {self.input.stream: covered}, snapshots.version)
+            state = snapshots.take()
+            await pauses.pause(pauses.IN_SNAPSHOT_WRITE)
+            size = await self._store.save(state, {self.input.stream: covered}, snapshots.version)
         except Exception as exc:  # a snapshot only shortens the next start: the service goes on
             self.rt.metrics.count_error("snapshot")
             self.rt.log.warning("snapshot.failed", input=self.name, error=repr(exc))
@@ -413,6 +527,9 @@ class Intake(Generic[T]):
             await self._follower.stop()
         await self._maybe_snapshot(final=True)
 
+    async def wait_caught_up(self) -> None:
+        await self._reached.wait()
+
     def ready_checks(self) -> dict[str, bool]:
         """Ready once started, and for LATEST and HISTORY once caught up (the state is whole)."""
         if self.input.mode is Mode.WORK:
@@ -427,4 +544,34 @@ class Intake(Generic[T]):
             "covered_seq": self._covered,
             "snapshot_seq": self._snapshot_covered,
             "snapshot_problem": self.snapshot_problem,
+            "deferred": len(self._deferred),
         }
+
+
+async def _all_caught_up(intakes: Sequence[Intake[object]]) -> None:
+    for intake in intakes:
+        await intake.wait_caught_up()
+
+
+async def run_until_caught_up(intakes: Sequence[Intake[object]], what: str) -> list[asyncio.Task[None]]:
+    """Each started intake run in a task of its own until all have caught up with what their streams
+    held at the start (the state they feed is whole); the tasks, which go on reading live. One that
+    ends first ends the wait with its error; all then stop."""
+    tasks = [asyncio.create_task(intake.run()) for intake in intakes]
+    reached = asyncio.create_task(_all_caught_up(intakes))
+    try:
+        await asyncio.wait([*tasks, reached], return_when=asyncio.FIRST_COMPLETED)
+        if not reached.done():
+            for task in tasks:
+                if task.done():
+                    task.result()  # its error, if it failed
+            raise RuntimeError(f"{what}: an input stopped before it caught up")
+    except BaseException:
+        reached.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(reached, *tasks, return_exceptions=True)
+        for intake in intakes:
+            await intake.stop()
+        raise
+    return tasks

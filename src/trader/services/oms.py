@@ -2,9 +2,10 @@
 
 Consumes: ``RiskDecision`` on ``order.risk.>``, ``CancelRequest`` on ``order.cancel.>`` (a cancel; a
 cancel-replace is risk's to judge, and left to it) and ``ReplaceDecision`` on ``order.replace.>``, risk's
-verdict on a cancel-replace (stream ORDERS, durable consumer ``oms-orders``, in stream order),
-``ExecutionReport`` on ``exec.report.>`` (stream EXEC, durable consumer ``oms-reports``), and the trading
-switch (``trader.trading.state``).
+verdict on a cancel-replace (stream ORDERS, intake input ``oms-orders`` in mode WORK, in stream order),
+``ExecutionReport`` on ``exec.report.>`` (stream EXEC, input ``oms-reports`` in mode WORK), and the
+trading switch (``trader.trading.state``). The two work inputs share one lock: a batch is applied to the
+book and its outputs stored before the other's is.
 Produces: every changed ``Order`` on ``order.state.<strategy>`` (msg id ``<client_order_id>:<version>``;
 the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new, cancel or replace on
 ``exec.route.<strategy>`` for the router (a replace, once risk approved it, carries the new terms; the
@@ -22,10 +23,12 @@ snapshot: none, corrupt, or of another schema version), the highest version per 
 ``Trader-Exec-Id`` headers naming the reports applied; then it reads its own states back (they change
 nothing) and snapshots the book every ``SNAPSHOT_EVERY_MESSAGES`` states or ``SNAPSHOT_EVERY_S`` seconds,
 never while a batch's states are applied but not yet stored, and at a graceful stop. Once the book is
-whole (``/ready``), the durable consumers resume after the last acknowledged message.
-A message is acknowledged only once what it caused is stored, so a crash
-redelivers it: a decision or report already applied is recognised (client order id, replace id, exec
-id) and changes nothing, and the venue order it caused is sent again under the same msg id, stored once.
+whole (``/ready``), the work inputs resume after their checkpoints (``trader.runtime.intake``).
+A batch is checkpointed and acknowledged only once what it caused is stored, so a crash hands it over
+again: a decision or report already applied is recognised (client order id, replace id, exec id) and
+changes nothing, and the venue order it caused is sent again under the same msg id, stored once. An
+event for an order not in the book yet (a cancel overtaking its decision, a report racing a restart) is
+offered again for ``UNKNOWN_ORDER_FOR_S`` seconds (``NotYet``), then dead-lettered.
 Orders that ended more than ``oms.closed_order_retention_s`` ago (a day by default) leave memory, at
 start and then a few after every batch: only their ids stay, so a repeated request is still a repeat; a
 cancel for one is a late request, a report for one a dead letter (news of an order ended long ago, for
@@ -37,27 +40,18 @@ before the switch is denied.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
 import msgspec
-from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import (
-    DurableConsumer,
-    LazyAcks,
-    batch_progress,
-    decode_message,
-    next_batch,
-    redelivered,
-    refusal,
-    subject_token,
-)
+from trader.bus.read import decode_message, refusal, subject_token
 from trader.bus.streams import exec_order_subject, exec_route_subject, order_state_subject
+from trader.config import Settings
 from trader.execution.routing import Routing
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import (
@@ -84,19 +78,44 @@ from trader.orders import (
 from trader.orders.book import BookState
 from trader.orders.state import has_pending_replace, is_replace
 from trader.runtime.consumer import now_ms
-from trader.runtime.intake import Input, Intake, Mode, Received
+from trader.runtime.intake import Input, Intake, Mode, NotYet, Received, run_until_caught_up
 from trader.runtime.service import Refused, Runtime, Service
 from trader.runtime.snapshots import Snapshotting
 from trader.trading.orders import ALL_STATES, EXEC_ID_HEADER
 from trader.trading.retention import FORGET_BATCH, Forgetting
 from trader.trading.state import follow_state, read_state, state_bucket
 
-# An event for an order not in the book yet (a cancel overtaking its decision, a report racing a
-# restart) is offered again this many times, RETRY_DELAY_S apart, before it goes to the dead letters.
-UNKNOWN_ORDER_ATTEMPTS = 10
+# An event for an order not in the book yet is offered again for this long (every RETRY_DELAY_S, and
+# after every batch of its input) before it goes to the dead letters.
+UNKNOWN_ORDER_FOR_S = 5.0
 RETRY_DELAY_S = 0.5
 MAX_BATCH = 500
+FORGET_EVERY_S = 0.25
 
+# The work: risk's verdicts and the cancels (in the order ORDERS holds them), the venues' reports. Kept
+# raw here: each subject is decoded into its own type by ``OrderFlow``.
+ORDERS_INPUT = Input(
+    "ORDERS",
+    ("order.risk.>", "order.cancel.>", "order.replace.>"),
+    bytes,
+    Mode.WORK,
+    name="oms-orders",
+    decode=bytes,
+    max_batch=MAX_BATCH,
+    defer_for_s=UNKNOWN_ORDER_FOR_S,
+    retry_every_s=RETRY_DELAY_S,
+)
+REPORTS_INPUT = Input(
+    "EXEC",
+    "exec.report.>",
+    bytes,
+    Mode.WORK,
+    name="oms-reports",
+    decode=bytes,
+    max_batch=MAX_BATCH,
+    defer_for_s=UNKNOWN_ORDER_FOR_S,
+    retry_every_s=RETRY_DELAY_S,
+)
 # The book is the latest published state of every order: read back through the intake, snapshotted.
 STATES_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="oms-states")
 STATE_VERSION = 1  # of BookState: a snapshot of another version is not read (a full replay instead)
@@ -111,145 +130,185 @@ _report_decoder = msgspec.json.Decoder(ExecutionReport)
 
 @dataclass
 class Outcome:
-    """What one consumed message caused: messages to publish, then an ack, a nak or a dead letter."""
+    """What one consumed message caused: messages to publish, then done, not yet (its order is a moment
+    behind: offered again), or a dead letter."""
 
     out: list[Outgoing] = field(default_factory=list)
     ack: Literal["ack", "nak"] = "ack"
     refused: Refused | None = None
+    why: str = ""  # of a nak
+
+
+@dataclass
+class OmsState:
+    """The running oms, built whole by ``start``: the book and how events change it, the inputs."""
+
+    flow: OrderFlow
+    kv: KeyValue
+    forgetting: Forgetting
+    states: Intake[Order]
+    states_task: asyncio.Task[None]
+    work: list[Intake[bytes]]
+    watch_task: asyncio.Task[None]
+
+    @property
+    def book(self) -> OrderBook:
+        return self.flow.book
 
 
 class Oms(Service):
     name = "oms"
 
-    async def start(self, rt: Runtime) -> None:
-        self.rebuilt = False
-        self.book = OrderBook()
-        self.lock = asyncio.Lock()  # one change of the book (and its publishing) at a time
-        self.kv = await state_bucket(rt.js)
-        self.trading, _ = await read_state(self.kv)
-        await self._rebuild(rt)
-        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
-        self.acks = LazyAcks(_settle)
-        self.consumers = [
-            DurableConsumer(
-                rt.js,
-                stream="ORDERS",
-                name="oms-orders",
-                subjects=["order.risk.>", "order.cancel.>", "order.replace.>"],
-                inbox=self.inbox,
-            ),
-            DurableConsumer(
-                rt.js, stream="EXEC", name="oms-reports", subjects=["exec.report.>"], inbox=self.inbox
-            ),
-        ]
-        try:
-            for consumer in self.consumers:
-                await consumer.start()
-        except Exception:
-            await self._stop_consumers()
-            raise
-        # The watch hands over the current state first: a restart while halted cancels what is open.
-        self.watch_task = asyncio.create_task(
-            follow_state(rt, self.kv, lambda state: self._on_trading_state(rt, state))
-        )
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.state: OmsState | None = None
 
-    async def _rebuild(self, rt: Runtime) -> None:
-        """The book from its latest snapshot and the states published after it (all of them without
-        one), read through the intake; it goes on reading the states live (its own, read back: they
-        change nothing), so that the snapshots it takes cover them."""
-        self._rebuild_started = time.perf_counter()
-        self.forgetting = Forgetting(
+    async def start(self, rt: Runtime) -> None:
+        started = time.perf_counter()
+        kv = await state_bucket(rt.js)
+        trading, _ = await read_state(kv)
+        # One change of the book (and its publishing) at a time: the two work inputs and the switch.
+        flow = OrderFlow(self.settings, OrderBook(), trading, rt, asyncio.Lock())
+        forgetting = Forgetting(
             self.settings.oms.closed_order_retention_s,
-            self.book.forget_closed,
-            lambda: len(self.book),
+            flow.book.forget_closed,
+            lambda: len(flow.book),
             rt.log,
             "oms.forgot_closed",
         )
-        self._replay_cutoff = self.forgetting.cutoff_ms()
-        self._states_caught_up = asyncio.Event()
+        states, states_task = await self._rebuild(rt, flow, forgetting)
+        work = [
+            Intake(rt, ORDERS_INPUT, flow.handle, lock=flow.lock),
+            Intake(rt, REPORTS_INPUT, flow.handle, lock=flow.lock),
+        ]
+        try:
+            for intake in work:
+                await intake.start()
+        except BaseException:
+            states_task.cancel()
+            await asyncio.gather(states_task, return_exceptions=True)
+            for intake in [states, *work]:
+                await intake.stop()
+            raise
+        rt.log.info(
+            "oms.rebuilt",
+            orders=len(flow.book),
+            forgotten=flow.book.forgotten_count,
+            open=flow.book.open_count,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        # The watch hands over the current state first: a restart while halted cancels what is open.
+        watch_task = asyncio.create_task(follow_state(rt, kv, flow.on_trading_state))
+        self.state = OmsState(flow, kv, forgetting, states, states_task, work, watch_task)
+
+    async def _rebuild(
+        self, rt: Runtime, flow: OrderFlow, forgetting: Forgetting
+    ) -> tuple[Intake[Order], asyncio.Task[None]]:
+        """The book from its latest snapshot and the states published after it (all of them without
+        one), read through the intake; it goes on reading the states live (its own, read back: they
+        change nothing), so that the snapshots it takes cover them."""
+        book = flow.book
+        replay_cutoff = [forgetting.cutoff_ms()]  # the states read after the rebuild are the oms's own
+
+        def take_state(received: Received[Order]) -> list[Outgoing]:
+            exec_id = (received.headers or {}).get(EXEC_ID_HEADER)
+            book.apply_state(received.value, exec_id, replay_cutoff[0])
+            return []
+
+        async def rebuilt() -> list[Outgoing]:
+            replay_cutoff[0] = None
+            forgetting()
+            return []
+
         snapshots = Snapshotting(
             key=self.name,
             state_type=BookState,
             version=STATE_VERSION,
-            take=self.book.snapshot,
-            restore=self.book.restore,
+            take=book.snapshot,
+            restore=book.restore,
             every_messages=SNAPSHOT_EVERY_MESSAGES,
             every_s=SNAPSHOT_EVERY_S,
             # Not while a batch's states are applied but not yet stored: a crash would lose them.
-            settled=lambda: not self.lock.locked(),
+            settled=lambda: not flow.lock.locked(),
         )
-        intake = Intake(
-            rt, STATES_INPUT, self._take_state, on_caught_up=lambda: self._on_rebuilt(rt), snapshots=snapshots
-        )
-        await intake.start()
-        reading = asyncio.create_task(intake.run())
-        caught_up = asyncio.create_task(self._states_caught_up.wait())
-        try:
-            await asyncio.wait([reading, caught_up], return_when=asyncio.FIRST_COMPLETED)
-            if not caught_up.done():
-                reading.result()  # its error, if it failed
-                raise RuntimeError("the oms stopped before its book was rebuilt")
-        except BaseException:
-            caught_up.cancel()
-            reading.cancel()
-            await asyncio.gather(reading, caught_up, return_exceptions=True)
-            await intake.stop()
-            raise
-        self.states, self.states_task = intake, reading
-
-    def _take_state(self, received: Received[Order]) -> list[Outgoing]:
-        exec_id = (received.headers or {}).get(EXEC_ID_HEADER)
-        self.book.apply_state(received.value, exec_id, self._replay_cutoff)
-        return []
-
-    async def _on_rebuilt(self, rt: Runtime) -> list[Outgoing]:
-        self._replay_cutoff = None  # the states read from now on are the oms's own, read back
-        self.forgetting()
-        self.rebuilt = True
-        self._states_caught_up.set()
-        rt.log.info(
-            "oms.rebuilt",
-            orders=len(self.book),
-            forgotten=self.book.forgotten_count,
-            open=self.book.open_count,
-            seconds=round(time.perf_counter() - self._rebuild_started, 3),
-        )
-        return []
+        states = Intake(rt, STATES_INPUT, take_state, on_caught_up=rebuilt, snapshots=snapshots)
+        await states.start()
+        [reading] = await run_until_caught_up([states], "the oms's book")  # type: ignore[list-item]
+        return states, reading
 
     # The loop ------------------------------------------------------------------------------------
 
     async def run(self, rt: Runtime) -> None:
-        while not rt.stopping.is_set():
-            if self.states_task.done() and not rt.stopping.is_set():
-                # Its states no longer read: no snapshot would cover them. The runtime restarts it.
-                self.states_task.result()
-                raise RuntimeError("the oms's reading of its order states ended")
-            batch = await next_batch(self.inbox, MAX_BATCH)
-            rt.note_consumer("decisions-and-reports", *batch_progress(batch))  # /health: behind, stalled
-            self.forgetting(FORGET_BATCH)  # orders ended long ago leave memory, a few at a time
-            if not batch:
-                continue
-            started = time.perf_counter()
-            async with self.lock:
-                outcomes = [self._process(rt, msg) for msg in batch]
-                await self._dead_letter(rt, batch, outcomes)
-                out = [item for outcome in outcomes for item in outcome.out]
-                if out:
-                    await rt.publish_reliably(out)
-            for msg, outcome in zip(batch, outcomes, strict=True):
-                self.acks.add((msg, outcome))
-            rt.metrics.count_in(len(batch))
-            rt.metrics.observe_batch(time.perf_counter() - started)
+        state = self.state
+        assert state is not None, "run follows a successful start"
+        working = [asyncio.create_task(intake.run()) for intake in state.work]
+        try:
+            while not rt.stopping.is_set():
+                for task in [state.states_task, *working]:
+                    if task.done() and not rt.stopping.is_set():
+                        # An input no longer read: the runtime restarts the service.
+                        task.result()
+                        raise RuntimeError("an input of the oms ended")
+                state.forgetting(FORGET_BATCH)  # orders ended long ago leave memory, a few at a time
+                await asyncio.wait(working, timeout=FORGET_EVERY_S)
+            await asyncio.gather(*working)  # their last batches stored and checkpointed
+        finally:
+            for task in working:
+                task.cancel()
+            await asyncio.gather(*working, return_exceptions=True)
 
-    async def _dead_letter(self, rt: Runtime, batch: list[Msg], outcomes: list[Outcome]) -> None:
-        by_stream: dict[str, list[Refused]] = {}
-        for msg, outcome in zip(batch, outcomes, strict=True):
-            if outcome.refused is not None:
-                by_stream.setdefault(msg.metadata.stream, []).append(outcome.refused)
-        for stream, refused in by_stream.items():
-            await rt.dead_letter(stream, refused)
+    # Lifecycle -----------------------------------------------------------------------------------
 
-    def _process(self, rt: Runtime, msg: Msg) -> Outcome:
+    async def stop(self, rt: Runtime) -> None:
+        state = self.state
+        if state is None:
+            return
+        state.watch_task.cancel()
+        await asyncio.gather(state.watch_task, return_exceptions=True)
+        for intake in state.work:
+            await intake.stop()
+        # It ends once the runtime stops; its last snapshot follows the last batch stored.
+        await asyncio.gather(state.states_task, return_exceptions=True)
+        await state.states.stop()
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"rebuilt": self.state is not None}
+
+    def health_details(self) -> dict[str, object]:
+        state = self.state
+        if state is None:
+            return {}
+        book = state.book
+        return {
+            "orders": len(book),
+            "open_orders": book.open_count,
+            "forgotten_orders": book.forgotten_count,
+            "trading_mode": state.flow.trading.mode,
+            "states": state.states.health_details(),
+            "inputs": {intake.name: intake.health_details() for intake in state.work},
+        }
+
+
+class OrderFlow:
+    """The book and what each decision, cancel, replace verdict and report does to it: the states and
+    venue orders to publish. Its handler is the work inputs' (``handle``)."""
+
+    def __init__(
+        self, settings: Settings, book: OrderBook, trading: TradingState, rt: Runtime, lock: asyncio.Lock
+    ) -> None:
+        self.settings, self.book, self.trading, self.rt, self.lock = settings, book, trading, rt, lock
+
+    def handle(self, received: Received[bytes]) -> list[Outgoing]:
+        """One message of a work input: what it caused, or ``NotYet`` / ``InvalidMessage``."""
+        outcome = self._process(self.rt, received)
+        refused = outcome.refused
+        if refused is not None:
+            raise InvalidMessage(refused.field, refused.reason.removeprefix(f"{refused.field}: "))
+        if outcome.ack == "nak":
+            raise NotYet("client_order_id", outcome.why, error="unknown_order")
+        return outcome.out
+
+    def _process(self, rt: Runtime, msg: Received[bytes]) -> Outcome:
         subject = msg.subject
         try:
             if subject.startswith("order.risk."):
@@ -261,15 +320,15 @@ class Oms(Service):
             if subject.startswith("exec.report."):
                 return self._on_report(rt, decode_message(_report_decoder, msg.data), msg)
         except InvalidMessage as exc:
-            return Outcome(refused=refusal(msg, exc.field, exc.reason))
-        return Outcome(refused=refusal(msg, "subject", f"not a subject the oms consumes: {subject}"))
+            return Outcome(refused=refusal(msg.stored, exc.field, exc.reason))
+        return Outcome(refused=refusal(msg.stored, "subject", f"not a subject the oms consumes: {subject}"))
 
     # Events --------------------------------------------------------------------------------------
 
-    def _on_decision(self, rt: Runtime, decision: RiskDecision, msg: Msg) -> Outcome:
+    def _on_decision(self, rt: Runtime, decision: RiskDecision, msg: Received[bytes]) -> Outcome:
         request = decision.request
         if request.strategy != subject_token(msg.subject):
-            return Outcome(refused=refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
+            return Outcome(refused=refusal(msg.stored, "strategy", f"{request.strategy!r} on {msg.subject}"))
         now = now_ms()
         if not decision.timestamp:
             decision = msgspec.structs.replace(decision, timestamp=now)
@@ -287,7 +346,7 @@ class Oms(Service):
             return self._refuse(rt, "duplicate_order_id", exc, request.client_order_id)
         if order is None:  # seen before: an idempotent repeat
             known = self.book.get(request.client_order_id)
-            if redelivered(msg) and decision.approved and known is not None and known.status == "NEW":
+            if msg.redelivered and decision.approved and known is not None and known.status == "NEW":
                 # The first pass may have died between storing the order and routing it.
                 return Outcome([self._route_new(known, request, now)])
             if known is None:  # an id of an order ended long ago and forgotten: told, never reused
@@ -305,9 +364,9 @@ class Oms(Service):
             out.append(self._route_new(order, request, now))
         return Outcome(out)
 
-    def _on_cancel(self, rt: Runtime, request: CancelRequest, msg: Msg) -> Outcome:
+    def _on_cancel(self, rt: Runtime, request: CancelRequest, msg: Received[bytes]) -> Outcome:
         if request.strategy != subject_token(msg.subject):
-            return Outcome(refused=refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}"))
+            return Outcome(refused=refusal(msg.stored, "strategy", f"{request.strategy!r} on {msg.subject}"))
         if is_replace(request):
             return Outcome()  # risk judges it, and its verdict comes on order.replace.<strategy>
         if not request.timestamp:
@@ -326,18 +385,18 @@ class Oms(Service):
             return self._refuse(rt, "illegal_transition", exc, request.client_order_id)
         if order is None:  # the same cancel is already pending
             known = self.book.get(request.client_order_id)
-            if redelivered(msg) and known is not None:
+            if msg.redelivered and known is not None:
                 return Outcome([self._route_cancel(known)])
             return Outcome()
         return Outcome([state_message(order), self._route_cancel(order)])
 
-    def _on_replace(self, rt: Runtime, decision: ReplaceDecision, msg: Msg) -> Outcome:
+    def _on_replace(self, rt: Runtime, decision: ReplaceDecision, msg: Received[bytes]) -> Outcome:
         """Risk's verdict on a cancel-replace: approved, the replace goes to the venue; denied (or
         approved just before a halt), the order works on as it was, its state saying why."""
         request = decision.request
         if request.strategy != subject_token(msg.subject) or request.replace_id is None:
             why = f"{request.strategy!r} on {msg.subject}" if request.replace_id else "no replace_id"
-            return Outcome(refused=refusal(msg, "request", why))
+            return Outcome(refused=refusal(msg.stored, "request", why))
         if not request.timestamp:
             request = msgspec.structs.replace(request, timestamp=now_ms())
         if decision.approved and self.trading.mode == "halted":
@@ -359,7 +418,7 @@ class Oms(Service):
             return self._refuse(rt, "illegal_transition", exc, request.client_order_id)
         if not changed:  # this replace was applied before
             known = self.book.get(request.client_order_id)
-            if redelivered(msg) and known is not None and _asks(known, request):
+            if msg.redelivered and known is not None and _asks(known, request):
                 return Outcome([self._route_cancel(known)])  # the first pass may have died before routing
             return Outcome()
         order = changed[-1]
@@ -376,13 +435,13 @@ class Oms(Service):
             out.append(self._route_cancel(order))
         return Outcome(out)
 
-    def _on_report(self, rt: Runtime, report: ExecutionReport, msg: Msg) -> Outcome:
+    def _on_report(self, rt: Runtime, report: ExecutionReport, msg: Received[bytes]) -> Outcome:
         try:
             order = self.book.apply_report(report)
         except ForgottenOrder as exc:  # news of an order that ended long ago: for an operator to see
             rt.metrics.count_error("forgotten_order")
             rt.log.warning("order.report_for_forgotten", client_order_id=report.client_order_id)
-            return Outcome(refused=refusal(msg, "client_order_id", str(exc)))
+            return Outcome(refused=refusal(msg.stored, "client_order_id", str(exc)))
         except UnknownOrder as exc:
             return self._unknown(rt, msg, exc, report.client_order_id)
         except LateRefusal as exc:  # the order ended before its cancel or replace landed: no fault
@@ -398,12 +457,9 @@ class Oms(Service):
             out += self._cancel(rt, order, self.trading)
         return Outcome(out)
 
-    def _unknown(self, rt: Runtime, msg: Msg, exc: UnknownOrder, client_order_id: str) -> Outcome:
-        if msg.metadata.num_delivered < UNKNOWN_ORDER_ATTEMPTS:
-            return Outcome(ack="nak")  # its order may be a moment behind (or in a restart's replay)
-        rt.metrics.count_error("unknown_order")
-        rt.log.warning("order.unknown", client_order_id=client_order_id, subject=msg.subject)
-        return Outcome(refused=refusal(msg, "client_order_id", f"unknown order: {exc}"))
+    def _unknown(self, rt: Runtime, msg: Received[bytes], exc: UnknownOrder, client_order_id: str) -> Outcome:
+        """Its order may be a moment behind (or in a restart's replay): offered again a while."""
+        return Outcome(ack="nak", why=f"unknown order: {exc}")
 
     def _refuse(
         self, rt: Runtime, kind: str, why: Exception | str, client_order_id: str, **context: str
@@ -415,7 +471,8 @@ class Oms(Service):
 
     # The kill switch -----------------------------------------------------------------------------
 
-    async def _on_trading_state(self, rt: Runtime, state: TradingState) -> None:
+    async def on_trading_state(self, state: TradingState) -> None:
+        rt = self.rt
         if state != self.trading:
             rt.log.info("trading_state.changed", mode=state.mode, reason=state.reason, since=state.since)
         self.trading = state
@@ -473,40 +530,6 @@ class Oms(Service):
 
     def _venue_without_choice(self, symbol: str, requested: str | None) -> str | None:
         return Routing.of(self.settings).direct(symbol, requested)  # the routing decision, in one place
-
-    # Lifecycle -----------------------------------------------------------------------------------
-
-    async def stop(self, rt: Runtime) -> None:
-        task = getattr(self, "watch_task", None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self._stop_consumers()
-        states = getattr(self, "states", None)
-        if states is not None:
-            # It ends once the runtime stops; its last snapshot follows the last batch stored.
-            await asyncio.gather(self.states_task, return_exceptions=True)
-            await states.stop()
-
-    async def _stop_consumers(self) -> None:
-        if hasattr(self, "acks"):
-            await self.acks.close()
-        for consumer in getattr(self, "consumers", []):
-            await consumer.stop()
-
-    def ready_checks(self) -> dict[str, bool]:
-        return {"rebuilt": getattr(self, "rebuilt", False)}
-
-    def health_details(self) -> dict[str, object]:
-        if not getattr(self, "rebuilt", False):
-            return {}
-        return {
-            "orders": len(self.book),
-            "open_orders": self.book.open_count,
-            "forgotten_orders": self.book.forgotten_count,
-            "trading_mode": self.trading.mode,
-            "states": self.states.health_details(),
-        }
 
 
 # Messages ----------------------------------------------------------------------------------------
@@ -605,15 +628,6 @@ def _route_change(
 def _asks(order: Order, request: CancelRequest) -> bool:
     """The order is still asking the venue for this very replace."""
     return has_pending_replace(order) and order.replace_id == request.replace_id
-
-
-async def _settle(settled: list[tuple[Msg, Outcome]]) -> None:
-    for msg, outcome in settled:
-        with contextlib.suppress(Exception):  # a lost ack only means a redelivery, which changes nothing
-            if outcome.ack == "nak":
-                await msg.nak(delay=RETRY_DELAY_S)
-            else:
-                await msg.ack()
 
 
 SERVICE = Oms

@@ -2,19 +2,22 @@
 
 Consumes:
 - ``OrderRequest`` on ``order.submit.>`` and ``CancelRequest`` on ``order.cancel.>`` (stream ORDERS,
-  durable consumer ``risk``, in stream order, acknowledged once the decision is stored: a crash
-  redelivers the requests in hand, decided again under the same msg id). A cancel-replace is judged as
-  the order it would become; a plain cancel is the oms's alone, and passed over;
+  intake input ``risk`` in mode WORK, in stream order, checkpointed once the decisions are stored: a
+  crash hands the requests in hand over again, decided again under the same msg id). A cancel-replace is
+  judged as the order it would become; a plain cancel is the oms's alone, and passed over;
 - last trade prices: a core NATS subscription to ``market.tick.>`` that only keeps the latest raw tick
   per subject (``market.tick.<venue>.<SYMBOL>``), decoded when a decision needs it (only the latest
   price matters, and a busy feed then costs a dictionary write per tick); seeded at start with the
-  latest tick per subject in MARKET_TICKS. An order is checked at the last trade of its venue's quote
+  latest tick per subject in MARKET_TICKS (input ``risk-ticks``, mode LATEST, read until caught up). An
+  order is checked at the last trade of its venue's quote
   venue (``trader.risk.prices``), never at another feed's price of the symbol;
-- positions: an ordered consumer on ``position.>`` from the latest message per subject: the accounts'
+- positions: input ``risk-positions`` (mode LATEST) on ``position.>``: the accounts'
   net positions (``position.<account>.<venue>.<symbol>``) for every account-wide check, and each
   strategy's own (a fifth token, ``.<strategy>``) for that strategy's reduce-only orders;
-- open orders: an ordered consumer on ``order.state.>`` from the start (terminal orders drop out);
-- ``PnlSnapshot`` on ``pnl.total``: an ordered consumer from the sequence after the post-trade checkpoint;
+- open orders: input ``risk-orders`` (mode HISTORY, no snapshot) on ``order.state.>`` from the start
+  (terminal orders drop out);
+- ``PnlSnapshot`` on ``pnl.total``: input ``risk-pnl`` (mode HISTORY) from the post-trade watch's
+  snapshot (``trader.risk.post_trade``), every PnL after it applied (a breach among them switches);
 - the trading switch (``trader.trading.state``).
 Produces: a ``RiskDecision`` per request on ``order.risk.<strategy>`` (msg id ``risk:<client_order_id>``),
 a ``ReplaceDecision`` per cancel-replace on ``order.replace.<strategy>`` (msg id ``risk:replace:<replace
@@ -23,43 +26,28 @@ a denial naming the check and the numbers; ``reduce_only`` in the trading switch
 day's loss or the drawdown crosses its limit, or the trading history nearly fills its room in
 JetStream's store (``trader.trading.storage``; only from ``active``: an operator's switch is never
 overridden).
-State: rebuilt from the streams at every start; the post-trade peak and day start are kept in the
-TRADER_STATE bucket under ``risk.post_trade`` with the sequence they cover.
+State: rebuilt from the streams at every start; the post-trade peak and day start from their snapshot
+(``snapshot.risk`` in the TRADER_STATE bucket, every second when they changed and at a graceful stop,
+with the PNL sequence they cover). Its decisions are taken only once all the inputs above have caught up.
+Dead letters follow the intake's one rule: a message that cannot be decoded is refused once, live (not
+again at every replay of the history).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
-from decimal import Decimal
-from typing import Any
+from dataclasses import dataclass, field
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import (
-    DurableConsumer,
-    Follower,
-    LazyAcks,
-    Stored,
-    ack_each,
-    arrival_ms,
-    batch_progress,
-    catch_up,
-    decode_message,
-    next_batch,
-    refusal,
-    replay,
-    subject_token,
-)
+from trader.bus.read import decode_message, refusal, subject_token
 from trader.bus.streams import order_replace_subject, order_risk_subject, pnl_subject
 from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
+from trader.config import Settings
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import (
     CancelRequest,
@@ -74,127 +62,221 @@ from trader.orders.state import is_replace
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
 from trader.risk.decider import Decider
+from trader.risk.post_trade import (
+    CHECKPOINT_VERSION,
+    PostTradeCheckpoint,
+    post_trade_checkpoint,
+    restore_post_trade,
+)
 from trader.risk.prices import VenuePrices
 from trader.runtime.consumer import now_ms
+from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
 from trader.runtime.service import Refused, Runtime, Service
+from trader.runtime.snapshots import Snapshotting
+from trader.trading.orders import ALL_STATES
 from trader.trading.state import follow_state, read_state, state_bucket, write_state_if
-from trader.trading.storage import WARN_SHARE, WATCH_S, check_history_room
+from trader.trading.storage import WARN_SHARE, WATCH_S, HistoryUse, check_history_room
 
-POST_TRADE_KEY = "risk.post_trade"
-# New orders, and cancels, of which risk judges the cancel-replaces (a plain cancel is the oms's alone).
-REQUESTS = ["order.submit.>", "order.cancel.>"]
+MAX_BATCH = 500
+CHECKPOINT_INTERVAL_S = 1.0  # the post-trade watch's snapshot, when it changed
+
+# New orders, and cancels, of which risk judges the cancel-replaces (a plain cancel is the oms's alone);
+# kept raw here, each subject decoded into its own type.
+REQUESTS_INPUT = Input(
+    "ORDERS",
+    ("order.submit.>", "order.cancel.>"),
+    bytes,
+    Mode.WORK,
+    name="risk",
+    decode=bytes,
+    max_batch=MAX_BATCH,
+)
+# The latest tick of every instrument at start (then the core subscription keeps them): raw.
+TICKS_INPUT = Input("MARKET_TICKS", "market.tick.>", bytes, Mode.LATEST, name="risk-ticks", decode=bytes)
 # Every position: the accounts' net ones, position.<account>.<venue>.<symbol>, and the strategies' own,
 # with a fifth token (a strategy's reduce-only order is judged against its own position).
-POSITIONS = "position.>"
-CHECKPOINT_INTERVAL_S = 1.0
-# The history is read for as long as it takes (it grows with every order); only this long without a
-# message is a failed start (retried).
-CATCH_UP_STALL_S = 60.0
-MAX_BATCH = 500
+POSITIONS_INPUT = Input("POSITIONS", "position.>", Position, Mode.LATEST, name="risk-positions")
+ORDERS_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="risk-orders")
+PNL_INPUT = Input("PNL", pnl_subject(TOTAL_SCOPE), PnlSnapshot, Mode.HISTORY, name="risk-pnl")
 
 _request_decoder = msgspec.json.Decoder(OrderRequest)
 _cancel_decoder = msgspec.json.Decoder(CancelRequest)
 
 
-class PostTradeCheckpoint(msgspec.Struct, kw_only=True, frozen=True):
-    """What the post-trade watch had seen up to ``seq`` of the PNL stream."""
+@dataclass
+class RiskState:
+    """The running risk service, built whole by ``start``."""
 
-    seq: int = 0
-    timestamp: int = 0
-    equity: Decimal | None = None
-    peak: Decimal | None = None
-    day_start: Decimal | None = None
-
-
-def post_trade_checkpoint(post: PostTradeRisk, seq: int, snapshot: PnlSnapshot) -> PostTradeCheckpoint:
-    """What the watch knows once it has seen ``snapshot`` (at ``seq`` of the PNL stream)."""
-    return PostTradeCheckpoint(
-        seq=seq,
-        timestamp=snapshot.timestamp,
-        equity=snapshot.total,
-        peak=post.peak_equity,
-        day_start=post.day_start_equity,
-    )
-
-
-def restore_post_trade(post: PostTradeRisk, checkpoint: PostTradeCheckpoint) -> None:
-    """Bring a fresh watch to where the checkpoint was: the last equity and its day through the watch's
-    own update, then the peak and the day's start."""
-    if checkpoint.equity is None:
-        return
-    post.update(checkpoint.equity, checkpoint.timestamp)
-    post.peak_equity = checkpoint.peak
-    post.day_start_equity = checkpoint.day_start
+    desk: RiskDesk
+    kv: KeyValue
+    tick_sub: object
+    inputs: list[Intake[object]]  # positions, open orders, PnL: read on, live
+    reading: list[asyncio.Task[None]]
+    requests: Intake[bytes]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the switch, the store room, breaches
 
 
 class Risk(Service):
     name = "risk"
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.state: RiskState | None = None
+        self._history_gauges: tuple[Gauge, Gauge] | None = None  # once: a retried start reuses them
+
     async def start(self, rt: Runtime) -> None:
-        self.ready = False
-        self.log = rt.log
-        limits = self.settings.risk
-        self.kv = await state_bucket(rt.js)
-        self.trading, _ = await read_state(self.kv)
-        self.pre = PreTradeRisk(limits, self.trading)
-        self.post = PostTradeRisk(limits, self.trading)
-        self.checkpoint = await self._load_checkpoint()
-        self.saved_checkpoint = self.checkpoint
-        restore_post_trade(self.post, self.checkpoint)
-        self.prices = VenuePrices(self.settings)
+        kv = await state_bucket(rt.js)
+        trading, _ = await read_state(kv)
+        desk = RiskDesk(self.settings, trading, rt)
+        # Live ticks first, so the seed below never overwrites a newer price with an older one.
+        tick_sub = await subscribe_raw(rt.nc, "market.tick.>", desk.on_ticks)
+        started: list[Intake[object]] = []
+        reading: list[asyncio.Task[None]] = []
+        try:
+            await self._seed_ticks(rt, desk)
+            inputs: list[Intake[object]] = [
+                Intake(rt, POSITIONS_INPUT, desk.on_position),  # type: ignore[list-item]
+                Intake(rt, ORDERS_INPUT, desk.on_order),  # type: ignore[list-item]
+                Intake(rt, PNL_INPUT, desk.on_pnl, snapshots=desk.snapshotting()),  # type: ignore[list-item]
+            ]
+            for intake in inputs:
+                await intake.start()
+                started.append(intake)
+            reading = await run_until_caught_up(inputs, "risk's history")
+            # Requests only once the state they are checked against is there.
+            requests = Intake(rt, REQUESTS_INPUT, desk.decide)
+            await requests.start()
+        except BaseException:
+            for task in reading:
+                task.cancel()
+            await asyncio.gather(*reading, return_exceptions=True)
+            for intake in started:
+                await intake.stop()
+            await unsubscribe_raw(tick_sub)
+            raise
+        state = RiskState(desk, kv, tick_sub, inputs, reading, requests)
+        state.tasks = [
+            asyncio.create_task(follow_state(rt, kv, desk.on_trading_state)),
+            asyncio.create_task(self._watch_storage(rt, state)),
+            asyncio.create_task(desk.switch_on_breaches(kv)),
+        ]
+        self.state = state
+        rt.log.info(
+            "risk.ready",
+            symbols_priced=len(desk.raw_ticks),
+            post_trade=msgspec.structs.asdict(desk.checkpoint),
+            mode=trading.mode,
+        )
+
+    async def _seed_ticks(self, rt: Runtime, desk: RiskDesk) -> None:
+        """The latest tick of each instrument the stream holds, where no live one came first."""
+        seed = Intake(rt, TICKS_INPUT, desk.seed_tick)
+        await seed.start()
+        tasks = await run_until_caught_up([seed], "risk's prices")  # type: ignore[list-item]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await seed.stop()
+
+    # The loop ------------------------------------------------------------------------------------
+
+    async def run(self, rt: Runtime) -> None:
+        state = self.state
+        assert state is not None, "run follows a successful start"
+        deciding = asyncio.create_task(state.requests.run())
+        tasks = [*state.reading, deciding]
+        try:
+            while not rt.stopping.is_set():
+                for task in tasks:
+                    if task.done() and not rt.stopping.is_set():
+                        task.result()  # its error
+                        raise RuntimeError("an input of risk ended")  # the runtime restarts it
+                await asyncio.wait(tasks, timeout=1.0)
+            await deciding  # its last batch decided and checkpointed
+        finally:
+            deciding.cancel()
+            await asyncio.gather(deciding, return_exceptions=True)
+
+    # Room for the trading history ----------------------------------------------------------------
+
+    async def _watch_storage(self, rt: Runtime, state: RiskState) -> None:
+        """Every WATCH_S: how full the trading history's room is (gauges, /health), a warning past
+        WARN_SHARE, reduce-only past REDUCE_ONLY_SHARE (``trader.trading.storage``)."""
+        if self._history_gauges is None:
+            registry = rt.metrics.registry
+            self._history_gauges = (
+                Gauge("trader_trading_history_bytes", "Bytes the trading history holds", registry=registry),
+                Gauge(
+                    "trader_trading_history_room_bytes", "Store the trading history has", registry=registry
+                ),
+            )
+        used, room = self._history_gauges
+        while True:
+            try:
+                use, switched = await check_history_room(rt.js, state.kv, self.settings)
+            except Exception as exc:  # NATS away: looked at again next time
+                rt.log.warning("risk.storage_check_failed", error=repr(exc))
+            else:
+                state.desk.history_use = use
+                used.set(use.used)
+                room.set(use.room)
+                if switched:
+                    rt.log.error("risk.storage_reduce_only", detail=use.describe())
+                elif use.share >= WARN_SHARE:
+                    rt.log.warning("risk.storage_low", detail=use.describe())
+            await asyncio.sleep(WATCH_S)
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    async def stop(self, rt: Runtime) -> None:
+        state = self.state
+        if state is None:
+            return
+        for task in state.tasks:
+            task.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        await state.requests.stop()
+        # They end once the runtime stops; the watch's last snapshot follows its last PnL.
+        await asyncio.gather(*state.reading, return_exceptions=True)
+        for intake in state.inputs:
+            await intake.stop()
+        await unsubscribe_raw(state.tick_sub)
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {"caught_up": self.state is not None}
+
+    def health_details(self) -> dict[str, object]:
+        state = self.state
+        if state is None:
+            return {}
+        use = state.desk.history_use
+        return {
+            "trading_mode": state.desk.trading.mode,
+            "symbols_priced": len(state.desk.raw_ticks),
+            "trading_history": None if use is None else {"bytes": use.used, "room": use.room},
+        }
+
+
+class RiskDesk:
+    """Risk's state and what each input does to it: the decider, the latest prices, the positions and
+    open orders it checks against, the post-trade watch. Its handlers are the intake's."""
+
+    def __init__(self, settings: Settings, trading: TradingState, rt: Runtime) -> None:
+        limits = settings.risk
+        self.rt, self.trading = rt, trading
+        self.pre = PreTradeRisk(limits, trading)
+        self.post = PostTradeRisk(limits, trading)
+        self.checkpoint = PostTradeCheckpoint()
+        self.prices = VenuePrices(settings)
         self.decider = Decider(self.pre, self.prices)
         self.raw_ticks: dict[str, bytes] = {}
         self.dirty_ticks: set[str] = set()
-        self.inbox: asyncio.Queue[Msg] = asyncio.Queue()
-        self.acks = LazyAcks(ack_each)
-        self.followers: list[Follower] = []
-        self.tick_sub: Any = None
-        self.consumer: DurableConsumer | None = None
-        try:
-            await self._start_inputs(rt)
-        except Exception:
-            await self._stop_inputs()
-            raise
-        self.watch_task = asyncio.create_task(follow_state(rt, self.kv, self._on_trading_state))
-        self.storage_task = asyncio.create_task(self._watch_storage(rt))
-        self.ready = True
-        rt.log.info(
-            "risk.ready",
-            symbols_priced=len(self.raw_ticks),
-            post_trade=msgspec.structs.asdict(self.checkpoint),
-            mode=self.trading.mode,
-        )
+        self.breaches: asyncio.Queue[TradingState] = asyncio.Queue()
+        self.history_use: HistoryUse | None = None
 
-    async def _start_inputs(self, rt: Runtime) -> None:
-        # Live ticks first, so the seed below never overwrites a newer price with an older one.
-        self.tick_sub = await subscribe_raw(rt.nc, "market.tick.>", self._on_ticks)
-        await replay(
-            rt.js,
-            "MARKET_TICKS",
-            "market.tick.>",
-            self._seed_tick,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        )
-        start_seq = self.checkpoint.seq + 1 if self.checkpoint.seq else None
-        self.followers = [
-            self._follow(
-                rt, "POSITIONS", POSITIONS, Position, self._on_position, DeliverPolicy.LAST_PER_SUBJECT
-            ),
-            self._follow(rt, "ORDERS", "order.state.>", Order, self._on_order),
-            self._follow(rt, "PNL", pnl_subject(TOTAL_SCOPE), PnlSnapshot, self._on_pnl, start_seq=start_seq),
-        ]
-        for follower in self.followers:
-            await follower.start()
-        await catch_up(self.followers, CATCH_UP_STALL_S, "risk's history")
-        # Requests only once the state they are checked against is there.
-        self.consumer = DurableConsumer(
-            rt.js, stream="ORDERS", name="risk", subjects=REQUESTS, inbox=self.inbox
-        )
-        await self.consumer.start()
+    # Prices --------------------------------------------------------------------------------------
 
-    # Inputs --------------------------------------------------------------------------------------
-
-    def _on_ticks(self, ticks: list[RawMessage]) -> None:
+    def on_ticks(self, ticks: list[RawMessage]) -> None:
         """Every tick of the market, raw: only the latest per symbol is decoded, at the next decision."""
         raw, dirty = self.raw_ticks, self.dirty_ticks
         for subject, _reply, _headers, data in ticks:
@@ -202,10 +284,11 @@ class Risk(Service):
             raw[name] = data
             dirty.add(name)
 
-    async def _seed_tick(self, stored: Stored) -> None:
-        if stored.subject not in self.raw_ticks:
-            self.raw_ticks[stored.subject] = stored.data
-            self.dirty_ticks.add(stored.subject)
+    def seed_tick(self, received: Received[bytes]) -> list[Outgoing]:
+        if received.subject not in self.raw_ticks:
+            self.raw_ticks[received.subject] = received.value
+            self.dirty_ticks.add(received.subject)
+        return []
 
     def _refresh_prices(self) -> None:
         """Decode the latest tick of each instrument that traded since the last decision."""
@@ -219,94 +302,64 @@ class Risk(Service):
                 self.pre.update_price(tick.symbol, tick.price)
         self.dirty_ticks.clear()
 
-    def _follow(
-        self,
-        rt: Runtime,
-        stream: str,
-        subject: str,
-        kind: type[msgspec.Struct],
-        apply: Callable[[Stored, Any], Awaitable[None]],
-        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
-        start_seq: int | None = None,
-    ) -> Follower:
-        decoder = msgspec.json.Decoder(kind)
+    # Positions, open orders, PnL -----------------------------------------------------------------
 
-        async def handle(stored: Stored) -> None:
-            try:
-                value = decode_message(decoder, stored.data)
-            except InvalidMessage as exc:
-                rt.metrics.count_error("undecodable")
-                if follower.caught_up.is_set():  # live: dead-lettered once, not at every replay
-                    await rt.dead_letter(stream, [stored.refused(exc)])
-                return
-            await apply(stored, value)
+    def on_position(self, received: Received[Position]) -> list[Outgoing]:
+        self.pre.update_position(received.value)
+        return []
 
-        def on_error(stored: Stored, exc: Exception) -> None:
-            rt.metrics.count_error("input")
-            rt.log.error("risk.input_failed", subject=stored.subject, error=repr(exc))
+    def on_order(self, received: Received[Order]) -> list[Outgoing]:
+        self.pre.update_order(received.value)
+        return []
 
-        follower = Follower(
-            rt.js,
-            stream=stream,
-            subjects=subject,
-            handler=handle,
-            deliver_policy=deliver_policy,
-            start_seq=start_seq,
-            on_error=on_error,
+    def on_pnl(self, received: Received[PnlSnapshot]) -> list[Outgoing]:
+        breach = self.post.on_pnl(received.value)
+        self.checkpoint = post_trade_checkpoint(self.post, received.seq, received.value)
+        if breach is not None:
+            self.breaches.put_nowait(breach)
+        return []
+
+    def snapshotting(self) -> Snapshotting[PostTradeCheckpoint]:
+        """The post-trade watch's snapshot, every second it changed (``trader.risk.post_trade``)."""
+        return Snapshotting(
+            key="risk",
+            state_type=PostTradeCheckpoint,
+            version=CHECKPOINT_VERSION,
+            take=lambda: self.checkpoint,
+            restore=self._restore,
+            every_messages=10_000,
+            every_s=CHECKPOINT_INTERVAL_S,
         )
-        return follower
 
-    async def _on_position(self, stored: Stored, position: Position) -> None:
-        self.pre.update_position(position)
+    def _restore(self, checkpoint: PostTradeCheckpoint) -> None:
+        self.checkpoint = checkpoint
+        restore_post_trade(self.post, checkpoint)
 
-    async def _on_order(self, stored: Stored, order: Order) -> None:
-        self.pre.update_order(order)
+    async def switch_on_breaches(self, kv: KeyValue) -> None:
+        """Each breach the watch found: the switch to reduce-only (only from ``active``)."""
+        while True:
+            breach = await self.breaches.get()
+            switched = await write_state_if(kv, breach, only_from="active")
+            self.rt.log.warning("risk.post_trade_breach", reason=breach.reason, switched=switched)
 
-    async def _on_pnl(self, stored: Stored, snapshot: PnlSnapshot) -> None:
-        breach = self.post.on_pnl(snapshot)
-        self.checkpoint = post_trade_checkpoint(self.post, stored.seq, snapshot)
-        if breach is None:
-            return
-        switched = await write_state_if(self.kv, breach, only_from="active")
-        self.log.warning("risk.post_trade_breach", reason=breach.reason, switched=switched)
+    async def on_trading_state(self, state: TradingState) -> None:
+        if state != self.trading:
+            self.rt.log.info("trading_state.changed", mode=state.mode, reason=state.reason)
+        self.trading = state
+        self.pre.set_state(state)
+        self.post.set_state(state)
 
     # Decisions -----------------------------------------------------------------------------------
 
-    async def run(self, rt: Runtime) -> None:
-        last_save = time.monotonic()
-        while not rt.stopping.is_set():
-            batch = await next_batch(self.inbox, MAX_BATCH)
-            if batch:
-                await self._decide_batch(rt, batch)
-            rt.note_consumer("requests", *batch_progress(batch))  # /health: far behind or stalled
-            if time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
-                await self._save_checkpoint(rt)
-                last_save = time.monotonic()
-
-    async def _decide_batch(self, rt: Runtime, batch: list[Msg]) -> None:
-        started = time.perf_counter()
+    def decide(self, received: Received[bytes]) -> list[Outgoing]:
+        """The requests input's handler: the verdict to publish, or the refusal (``InvalidMessage``)."""
         self._refresh_prices()
-        out: list[Outgoing] = []
-        refused: list[Refused] = []
-        for msg in batch:
-            try:
-                decided = self._decide(rt, msg)
-            except InvalidMessage as exc:
-                refused.append(refusal(msg, exc.field, exc.reason))
-                continue
-            if isinstance(decided, Outgoing):
-                out.append(decided)
-            elif decided is not None:
-                refused.append(decided)
-        await rt.dead_letter("ORDERS", refused)
-        if out:
-            await rt.publish_reliably(out)
-        for msg in batch:
-            self.acks.add(msg)
-        rt.metrics.count_in(len(batch))
-        rt.metrics.observe_batch(time.perf_counter() - started)
+        decided = self._decide(self.rt, received)
+        if isinstance(decided, Refused):
+            raise InvalidMessage(decided.field, decided.reason.removeprefix(f"{decided.field}: "))
+        return [] if decided is None else [decided]
 
-    def _decide(self, rt: Runtime, msg: Msg) -> Outgoing | Refused | None:
+    def _decide(self, rt: Runtime, msg: Received[bytes]) -> Outgoing | Refused | None:
         """The verdict to publish on a request, or its refusal as a dead letter; None for what on
         ``order.cancel.`` is not a well-formed replace (the oms's alone, and its to dead-letter)."""
         if msg.subject.startswith("order.cancel."):
@@ -317,8 +370,8 @@ class Risk(Service):
             return None
         request = decode_message(_request_decoder, msg.data)
         if request.strategy != subject_token(msg.subject):
-            return refusal(msg, "strategy", f"{request.strategy!r} on {msg.subject}")
-        decision = self.decider.decide(request, arrival_ms(msg), now_ms())
+            return refusal(msg.stored, "strategy", f"{request.strategy!r} on {msg.subject}")
+        decision = self.decider.decide(request, msg.arrival_ms, now_ms())
         if not decision.approved:  # risk doing its job, not a fault: info (the reason is the order's too)
             rt.log.info(
                 "risk.denied",
@@ -330,13 +383,13 @@ class Risk(Service):
             order_risk_subject(request.strategy), encode(decision), msg_id=f"risk:{request.client_order_id}"
         )
 
-    def _decide_replace(self, rt: Runtime, msg: Msg, request: CancelRequest) -> Outgoing:
+    def _decide_replace(self, rt: Runtime, msg: Received[bytes], request: CancelRequest) -> Outgoing:
         """A replace's id is its sender's, else its place in the ORDERS stream: a redelivery has the
         same, so it gets the same verdict under the same msg id."""
         if request.replace_id is None:
-            replace_id = f"{request.client_order_id}:{msg.metadata.sequence.stream}"
+            replace_id = f"{request.client_order_id}:{msg.seq}"
             request = msgspec.structs.replace(request, replace_id=replace_id)
-        decision = self.decider.decide_replace(request, arrival_ms(msg), now_ms())
+        decision = self.decider.decide_replace(request, msg.arrival_ms, now_ms())
         if not decision.approved:
             rt.log.info(
                 "risk.replace_denied",
@@ -350,96 +403,6 @@ class Risk(Service):
             encode(decision),
             msg_id=f"risk:replace:{request.replace_id}",
         )
-
-    # The trading switch --------------------------------------------------------------------------
-
-    async def _on_trading_state(self, state: TradingState) -> None:
-        if state != self.trading:
-            self.log.info("trading_state.changed", mode=state.mode, reason=state.reason)
-        self.trading = state
-        self.pre.set_state(state)
-        self.post.set_state(state)
-
-    # Room for the trading history ----------------------------------------------------------------
-
-    async def _watch_storage(self, rt: Runtime) -> None:
-        """Every WATCH_S: how full the trading history's room is (gauges, /health), a warning past
-        WARN_SHARE, reduce-only past REDUCE_ONLY_SHARE (``trader.trading.storage``)."""
-        if not hasattr(self, "_history_gauges"):  # once: a start retried after a failure reuses them
-            registry = rt.metrics.registry
-            self._history_gauges = (
-                Gauge("trader_trading_history_bytes", "Bytes the trading history holds", registry=registry),
-                Gauge(
-                    "trader_trading_history_room_bytes", "Store the trading history has", registry=registry
-                ),
-            )
-        used, room = self._history_gauges
-        while True:
-            try:
-                use, switched = await check_history_room(rt.js, self.kv, self.settings)
-            except Exception as exc:  # NATS away: looked at again next time
-                rt.log.warning("risk.storage_check_failed", error=repr(exc))
-            else:
-                self.history_use = use
-                used.set(use.used)
-                room.set(use.room)
-                if switched:
-                    rt.log.error("risk.storage_reduce_only", detail=use.describe())
-                elif use.share >= WARN_SHARE:
-                    rt.log.warning("risk.storage_low", detail=use.describe())
-            await asyncio.sleep(WATCH_S)
-
-    # The post-trade checkpoint -------------------------------------------------------------------
-
-    async def _load_checkpoint(self) -> PostTradeCheckpoint:
-        try:
-            entry = await self.kv.get(POST_TRADE_KEY)
-        except NotFoundError:
-            return PostTradeCheckpoint()
-        return msgspec.json.decode(entry.value or b"{}", type=PostTradeCheckpoint)
-
-    async def _save_checkpoint(self, rt: Runtime) -> None:
-        if self.checkpoint == self.saved_checkpoint:
-            return
-        checkpoint = self.checkpoint
-        await rt.retry("checkpoint", lambda: self.kv.put(POST_TRADE_KEY, encode(checkpoint)))
-        self.saved_checkpoint = checkpoint
-
-    # Lifecycle -----------------------------------------------------------------------------------
-
-    async def stop(self, rt: Runtime) -> None:
-        for name in ("watch_task", "storage_task"):
-            task = getattr(self, name, None)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await self._stop_inputs()
-        if hasattr(self, "checkpoint"):
-            await self._save_checkpoint(rt)
-
-    async def _stop_inputs(self) -> None:
-        if hasattr(self, "acks"):
-            await self.acks.close()
-        if self.consumer is not None:
-            await self.consumer.stop()
-        for follower in self.followers:
-            await follower.stop()
-        if self.tick_sub is not None:
-            await unsubscribe_raw(self.tick_sub)
-            self.tick_sub = None
-
-    def ready_checks(self) -> dict[str, bool]:
-        return {"caught_up": getattr(self, "ready", False)}
-
-    def health_details(self) -> dict[str, object]:
-        if not getattr(self, "ready", False):
-            return {}
-        use = getattr(self, "history_use", None)
-        return {
-            "trading_mode": self.trading.mode,
-            "symbols_priced": len(self.raw_ticks),
-            "trading_history": None if use is None else {"bytes": use.used, "room": use.room},
-        }
 
 
 SERVICE = Risk

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
+from typing import cast
 
 import msgspec
 import pytest
@@ -10,9 +12,25 @@ import pytest
 from trader.bus.read import decode_message, subject_token
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.marketdata.decode import InvalidMessage
-from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest, RiskDecision, VenueOrder
+from trader.messages import (
+    CancelRequest,
+    ExecutionReport,
+    Order,
+    OrderRequest,
+    RiskDecision,
+    TradingState,
+    VenueOrder,
+)
 from trader.orders import IllegalTransition, OrderBook
-from trader.services.oms import EXEC_ID_HEADER, Oms, route_cancel, route_new, route_replace, state_message
+from trader.runtime.service import Runtime
+from trader.services.oms import (
+    EXEC_ID_HEADER,
+    OrderFlow,
+    route_cancel,
+    route_new,
+    route_replace,
+    state_message,
+)
 
 REQUEST = OrderRequest(
     client_order_id="s1-0001",
@@ -176,15 +194,15 @@ def test_the_strategy_is_the_last_subject_token() -> None:
     assert subject_token("order.risk.mm-eth") == "mm-eth"
 
 
-def _oms(venues: dict[str, list[str]], fixed: str | None = None) -> Oms:
+def _oms(venues: dict[str, list[str]], fixed: str | None = None) -> OrderFlow:
     run = {name: VenueConfig() for names in venues.values() for name in names}
     settings = Settings(
         routing=RoutingSettings(venues=venues, fixed_venue=fixed), exeq=ExeqSettings(venues=run)
     )
-    return Oms(settings)
+    return OrderFlow(settings, OrderBook(), TradingState(), cast(Runtime, None), asyncio.Lock())
 
 
-def _accepted_order(oms: Oms, request: OrderRequest) -> Order:
+def _accepted_order(oms: OrderFlow, request: OrderRequest) -> Order:
     venue = oms._venue_without_choice(request.symbol, request.venue)
     order = OrderBook().apply_decision(
         RiskDecision(request=msgspec.structs.replace(request, venue=venue or request.venue), approved=True)

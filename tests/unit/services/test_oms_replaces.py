@@ -3,6 +3,7 @@ venue; a denial (or an approval overtaken by the kill switch) leaves the order w
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from trader.bus.read import Stored
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.messages import (
     CancelRequest,
@@ -23,7 +25,8 @@ from trader.messages import (
     encode,
 )
 from trader.orders import OrderBook
-from trader.services.oms import Oms, Outcome
+from trader.runtime.intake import Received
+from trader.services.oms import OrderFlow, Outcome
 
 REQUEST = OrderRequest(
     client_order_id="s1-0001",
@@ -46,12 +49,12 @@ class _Metrics:
         self.errors.append(kind)
 
 
-def _oms(mode: str = "active") -> tuple[Oms, Any]:
+def _oms(mode: str = "active") -> tuple[OrderFlow, Any]:
     settings = Settings(
         routing=RoutingSettings(venues={"*": ["paper"]}), exeq=ExeqSettings(venues={"paper": VenueConfig()})
     )
-    oms = Oms(settings)
-    oms.book = OrderBook()
+    rt = SimpleNamespace(log=structlog.get_logger(), metrics=_Metrics())
+    oms = OrderFlow(settings, OrderBook(), TradingState(), rt, asyncio.Lock())  # type: ignore[arg-type]
     oms.book.apply_decision(RiskDecision(request=REQUEST, approved=True, timestamp=1_000))
     oms.book.apply_report(
         ExecutionReport(
@@ -67,17 +70,12 @@ def _oms(mode: str = "active") -> tuple[Oms, Any]:
         )
     )
     oms.trading = TradingState(mode=mode, reason="operator stop" if mode == "halted" else None)  # type: ignore[arg-type]
-    return oms, SimpleNamespace(log=structlog.get_logger(), metrics=_Metrics())
+    return oms, rt
 
 
-def _msg(subject: str, message: Any, delivered: int = 1) -> Any:
-    return SimpleNamespace(
-        subject=subject,
-        data=encode(message),
-        headers=None,
-        reply=f"$JS.ACK.ORDERS.oms-orders.{delivered}.9.9.1700000000000000000.0",
-        metadata=SimpleNamespace(num_delivered=delivered, sequence=SimpleNamespace(stream=9)),
-    )
+def _msg(subject: str, message: Any, delivered: int = 1) -> Received[bytes]:
+    data = encode(message)
+    return Received(Stored(9, subject, data, None, 1_700_000_000_000), data, redelivered=delivered > 1)
 
 
 def _replace(quantity: str = "5") -> CancelRequest:

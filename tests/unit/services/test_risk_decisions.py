@@ -10,7 +10,7 @@ import pytest
 from trader.messages import OrderRequest, PnlSnapshot, TradingState
 from trader.risk import PostTradeRisk, PreTradeRisk, RiskLimits
 from trader.risk.decider import STALE_REQUEST_MS, Decider
-from trader.services.risk import (
+from trader.risk.post_trade import (
     PostTradeCheckpoint,
     post_trade_checkpoint,
     restore_post_trade,
