@@ -1,6 +1,7 @@
-"""A durable consumer made by an older version of its service with fewer subjects (risk's, before it
-judged cancel-replaces: ``order.submit.>`` only) takes the subjects asked now on a real nats-server,
-keeping its place: nothing it acknowledged comes again, and the new subject's messages come from then on."""
+"""A durable consumer made by an older version of its service (risk's, before the intake: explicit
+acknowledgements, ``order.submit.>`` only) is where the service's work input resumes on a real
+nats-server when it has no checkpoint yet: nothing that durable acknowledged comes again, the input
+takes the subjects asked now, and the new subject's messages come from then on."""
 
 from __future__ import annotations
 
@@ -8,54 +9,75 @@ import asyncio
 
 import pytest
 from nats.aio.msg import Msg
-from nats.js.api import StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from tests.stack_helpers import RestartableNats
 from trader.bus.connection import connect_nats
-from trader.bus.read import DurableConsumer
+from trader.bus.publish import Outgoing
+from trader.bus.streams import STATE_BUCKET
+from trader.config import Settings
+from trader.runtime.intake import Input, Intake, Mode, Received, checkpoint_key
+from trader.runtime.service import Runtime
 
 pytestmark = pytest.mark.integration
 
-
-async def _drain(inbox: asyncio.Queue[Msg], count: int) -> list[Msg]:
-    got = [await asyncio.wait_for(inbox.get(), 10) for _ in range(count)]
-    for msg in got:
-        await msg.ack()
-    return got
+REQUESTS = Input("ORDERS", ("order.submit.>", "order.cancel.>"), bytes, Mode.WORK, name="risk", decode=bytes)
 
 
-async def test_a_durable_with_older_subjects_takes_the_new_ones_and_keeps_its_place(
+async def test_a_durable_with_older_subjects_is_where_the_work_input_resumes(
     restartable_nats: RestartableNats,
 ) -> None:
-    nc = await connect_nats(restartable_nats.url, "test")
-    assert nc is not None
-    js = nc.jetstream()
+    rt = Runtime("risk", Settings())
+    rt.nc = await connect_nats(restartable_nats.url, "test")
+    assert rt.nc is not None
+    rt._js = js = rt.nc.jetstream()
     try:
         await js.add_stream(StreamConfig(name="ORDERS", subjects=["order.>"]))
         await js.publish("order.submit.s1", b"submit-1")
         await js.publish("order.cancel.s1", b"cancel-1")
-        old_inbox: asyncio.Queue[Msg] = asyncio.Queue()
-        old = DurableConsumer(js, stream="ORDERS", name="risk", subjects=["order.submit.>"], inbox=old_inbox)
-        await old.start()
-        assert [m.data for m in await _drain(old_inbox, 1)] == [b"submit-1"]
+        old = ConsumerConfig(
+            durable_name="risk",
+            filter_subject="order.submit.>",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        got: asyncio.Queue[Msg] = asyncio.Queue()
+        sub = await js.subscribe(
+            "order.submit.>", stream="ORDERS", durable="risk", cb=got.put, manual_ack=True, config=old
+        )
+        first = await asyncio.wait_for(got.get(), 10)
+        assert first.data == b"submit-1"
+        await first.ack_sync()
         await asyncio.sleep(0.2)  # the acknowledgement stored
-        await old.stop()
+        await sub.unsubscribe()
 
         await js.publish("order.cancel.s1", b"cancel-2")
         await js.publish("order.submit.s1", b"submit-2")
-        inbox: asyncio.Queue[Msg] = asyncio.Queue()
-        new = DurableConsumer(
-            js, stream="ORDERS", name="risk", subjects=["order.submit.>", "order.cancel.>"], inbox=inbox
-        )
-        await new.start()
+        seen: list[bytes] = []
+
+        def handle(received: Received[bytes]) -> list[Outgoing]:
+            seen.append(received.value)
+            return []
+
+        intake = Intake(rt, REQUESTS, handle)
+        await intake.start()
+        reading = asyncio.create_task(intake.run())
         try:
+            async with asyncio.timeout(10):
+                while len(seen) < 2:
+                    await asyncio.sleep(0.05)
             # cancel-1 was stored before the durable's last acknowledged message: behind it.
-            assert [m.data for m in await _drain(inbox, 2)] == [b"cancel-2", b"submit-2"]
+            assert seen == [b"cancel-2", b"submit-2"]
             info = await js.consumer_info("ORDERS", "risk")
             assert sorted(info.config.filter_subjects or []) == ["order.cancel.>", "order.submit.>"]
             await asyncio.sleep(0.3)
-            assert inbox.empty()
+            assert seen == [b"cancel-2", b"submit-2"]
+            # Its own checkpoint from now on.
+            kv = await js.key_value(STATE_BUCKET)
+            assert (await kv.get(checkpoint_key("risk", "risk"))).value == b"4"
         finally:
-            await new.stop()
+            rt.request_stop()
+            await asyncio.wait_for(reading, 10)
+            await intake.stop()
     finally:
-        await nc.close()
+        await rt.nc.close()

@@ -1,23 +1,20 @@
 """Reading streams: one way for each kind of reading a service does.
 
 - ``Stored``: a message as the stream holds it (sequence, subject, bytes, headers): what every handler
-  here is given, except a durable consumer's, which needs the ``Msg`` to acknowledge it.
+  here is given; ``Delivery``: one message of a ``trader.runtime.consumer.StreamConsumer`` (made in C,
+  for every message); ``ack_fields``: what a JetStream acknowledgement subject says of its message.
 - ``decode_message``: a message decoded strictly, or ``InvalidMessage`` naming the field at fault;
   ``refusal`` (and ``Stored.refused``): a message on its way to the dead letters, the reason starting
   with the field.
 - ``Follower``: an ordered consumer (ephemeral, no acknowledgements, re-created by nats-py after a gap)
   for state a service rebuilds at every start: all of some subjects, the latest message per subject, or
   from a sequence on, then every new one. ``caught_up`` tells when what the stream held at the start has
-  been handled. ``follow_latest``: a service's follower of the latest of each subject, then live.
+  been handled.
 - ``replay`` (``replay_messages`` for a list): what a stream holds on some subjects now, through a
   ``Follower``, and then no more.
-- ``DurableConsumer``: work that must be done once: a durable push consumer with explicit
-  acknowledgements, given after processing (and publishing), so a crash redelivers exactly the work in
-  hand; its messages wait in a queue the service's loop reads with ``next_batch``.
-- ``work_through`` and ``take_batch``: the loop of a service over a ``trader.runtime.consumer.
-  StreamConsumer`` (the fast batch consumer from an exact position): each batch processed, then
-  acknowledged; each message decoded and handled, the refused ones dead-lettered, what it caused
-  published.
+
+Wire-level only: nothing here knows the runtime or a service (``trader.runtime.intake`` reads through
+these; the runtime's helpers of the old ways are in ``trader.runtime.readers``).
 """
 
 from __future__ import annotations
@@ -27,23 +24,54 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
 import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
-from nats.js.errors import NotFoundError
 
-from trader.bus.publish import Outgoing
+from trader.bus.refusals import InvalidMessage, Refused
 from trader.bus.wire import PushInbox, RawMessage, connection_of, parse_headers
-from trader.marketdata.decode import InvalidMessage
-from trader.runtime.consumer import Delivery, StreamConsumer, ack_fields, ack_metadata
-from trader.runtime.service import Refused, Runtime
 
 T = TypeVar("T")
 _log = structlog.get_logger("trader.bus.read")
+
+
+class Delivery(msgspec.Struct):
+    """One message of the stream. (A msgspec struct: made for every message, it is made in C.)"""
+
+    seq: int  # stream sequence
+    arrival_ms: int  # when JetStream stored it
+    subject: str
+    data: bytes
+    raw_headers: bytes | None  # as on the wire: parsed only when asked for
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return parse_headers(self.raw_headers)
+
+
+def ack_fields(reply: bytes) -> tuple[int, int, int, int]:
+    """(stream sequence, consumer sequence, arrival in ms, messages pending) from a JetStream ack
+    subject; ``ValueError`` (or ``IndexError``) for a subject that is not one.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts_ns>.<pending>`` or the newer form with
+    domain and account hash after ``ACK`` and a random token at the end.
+    """
+    tokens = reply.split(b".")
+    if len(tokens) != 9:
+        if len(tokens) < 11:
+            raise ValueError(f"not a JetStream ack subject: {reply!r}")
+        tokens = tokens[2:]
+    return int(tokens[5]), int(tokens[6]), int(tokens[7]) // 1_000_000, int(tokens[8])
+
+
+def ack_metadata(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, arrival in ms, messages pending) of a nats-py message's reply subject."""
+    seq, _consumer_seq, arrived, pending = ack_fields(reply.encode())
+    return seq, arrived, pending
 
 
 class Stored:
@@ -355,46 +383,6 @@ async def catch_up(followers: list[Follower], stall_s: float, what: str) -> None
             await asyncio.wait_for(asyncio.gather(*waits), stall_s)
 
 
-def handler_errors(rt: Runtime, stream: str) -> ErrorHook:
-    """The error hook of a service's follower: counted (``<stream>.handler``) and logged with the trace."""
-
-    def on_error(stored: Stored, exc: Exception) -> None:
-        rt.metrics.count_error(f"{stream.lower()}.handler")
-        rt.log.exception("follower.handler_failed", subject=stored.subject, error=repr(exc))
-
-    return on_error
-
-
-def follow_latest(
-    rt: Runtime,
-    *,
-    stream: str,
-    subjects: str | list[str],
-    decode: Callable[[bytes], T],
-    apply: Callable[[T, Stored], Awaitable[None]],
-) -> Follower:
-    """A service's follower of the latest message of each subject, then of every new one: for state that
-    is "the latest of each" (quotes, positions), where a restart needs no history. Each message is
-    decoded (``InvalidMessage``: to the dead letters) and applied; an error is counted and logged."""
-
-    async def handle(stored: Stored) -> None:
-        try:
-            value = decode(stored.data)
-        except InvalidMessage as exc:
-            await rt.dead_letter(stream, [stored.refused(exc)])
-            return
-        await apply(value, stored)
-
-    return Follower(
-        rt.js,
-        stream=stream,
-        subjects=subjects,
-        handler=handle,
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        on_error=handler_errors(rt, stream),
-    )
-
-
 # Replaying ----------------------------------------------------------------------------------------
 
 
@@ -515,230 +503,3 @@ async def replay_messages(
 
     await replay(js, stream, subjects, keep, deliver_policy=deliver_policy, timeout=timeout)
     return messages
-
-
-# Durable work -------------------------------------------------------------------------------------
-
-
-class DurableConsumer:
-    """A durable push consumer on ``subjects`` of ``stream`` that puts its messages on ``inbox``.
-
-    Created on the first start with ``DeliverPolicy.ALL``; later starts bind to it, so delivery resumes
-    after the last acknowledged message and what was in hand at a crash comes again (``num_delivered``
-    above one)."""
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        *,
-        stream: str,
-        name: str,
-        subjects: list[str],
-        inbox: asyncio.Queue[Msg],
-        max_ack_pending: int = 1000,
-        ack_wait_s: float = 10.0,
-    ) -> None:
-        self.js, self.stream, self.name, self.subjects, self.inbox = js, stream, name, subjects, inbox
-        self.max_ack_pending, self.ack_wait_s = max_ack_pending, ack_wait_s
-        self._sub: Any = None
-
-    async def start(self) -> None:
-        config = ConsumerConfig(
-            durable_name=self.name,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_ack_pending=self.max_ack_pending,
-            ack_wait=self.ack_wait_s,
-        )
-        if len(self.subjects) > 1:
-            config.filter_subjects = list(self.subjects)
-        await self._update_subjects()
-        self._sub = await self.js.subscribe(
-            self.subjects[0],
-            stream=self.stream,
-            durable=self.name,
-            cb=self._on_message,
-            manual_ack=True,
-            config=config,
-        )
-
-    async def _update_subjects(self) -> None:
-        """A durable made before with other subjects (by an older version of its service) takes the
-        ones asked now, keeping its place: what it acknowledged stays behind it, and a message of a new
-        subject comes from the next one stored. nats-py binds to a durable as it is, subjects and all."""
-        try:
-            info = await self.js.consumer_info(self.stream, self.name)
-        except NotFoundError:
-            return
-        config = info.config
-        current = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
-        if sorted(current) == sorted(self.subjects):
-            return
-        many = len(self.subjects) > 1
-        config.filter_subject = None if many else self.subjects[0]
-        config.filter_subjects = list(self.subjects) if many else None
-        await self.js.add_consumer(self.stream, config)
-
-    async def _on_message(self, msg: Msg) -> None:
-        self.inbox.put_nowait(msg)
-
-    async def pending(self) -> int:
-        """Messages not yet delivered (the lag)."""
-        if self._sub is None:
-            return 0
-        info = await self._sub.consumer_info()
-        return info.num_pending or 0
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-
-async def next_batch(inbox: asyncio.Queue[Msg], max_batch: int, wait_s: float = 0.25) -> list[Msg]:
-    """What the inbox holds, up to ``max_batch``, waiting up to ``wait_s`` for the first (else empty)."""
-    try:
-        first = await asyncio.wait_for(inbox.get(), timeout=wait_s)
-    except TimeoutError:
-        return []
-    batch = [first]
-    while len(batch) < max_batch and not inbox.empty():
-        batch.append(inbox.get_nowait())
-    return batch
-
-
-async def ack_each(messages: list[Msg]) -> None:
-    """Acknowledge each message (in one socket write: nothing awaits in between). A lost acknowledgement
-    is a redelivery, which the services take as a repeat."""
-    for msg in messages:
-        with contextlib.suppress(Exception):
-            await msg.ack()
-
-
-def redelivered(msg: Msg) -> bool:
-    """Delivered before: a crash (or a nak) came between its delivery and its acknowledgement."""
-    return msg.metadata.num_delivered > 1
-
-
-def arrival_ms(msg: Msg) -> int:
-    """When JetStream stored the message, in epoch milliseconds."""
-    return ack_metadata(msg.reply)[1]
-
-
-def batch_progress(batch: list[Msg]) -> tuple[int, int | None]:
-    """(messages still pending behind it, when its last was stored) of a durable consumer's batch, for
-    the runtime's watch of lag and stalls (``Runtime.note_consumer``); an empty one: (0, None)."""
-    if not batch:
-        return 0, None
-    _seq, arrived, pending = ack_metadata(batch[-1].reply)
-    return pending, arrived
-
-
-# Acknowledging in bulk -----------------------------------------------------------------------------
-
-A = TypeVar("A")
-
-ACK_DELAY_S = 0.05
-
-
-class LazyAcks(Generic[A]):
-    """Acknowledgements held for ``delay_s`` and then sent together by ``send``.
-
-    Each acknowledgement is a message to the server, and each burst of them a socket write: sending
-    them as the work is done costs every service one more write per message, on the critical path of
-    the next hop. Held a moment, those of many messages go in one write, off that path. Only work
-    already done (and published) is added, so a crash meanwhile means a redelivery, which the
-    services take as a repeat (message ids, versions)."""
-
-    def __init__(self, send: Callable[[list[A]], Awaitable[None]], delay_s: float = ACK_DELAY_S) -> None:
-        self._send, self.delay_s = send, delay_s
-        self._held: list[A] = []
-        self._timer: asyncio.Task[None] | None = None
-
-    def add(self, item: A) -> None:
-        self._held.append(item)
-        if self._timer is None:
-            self._timer = asyncio.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.delay_s)
-        self._timer = None
-        await self.flush()
-
-    async def flush(self) -> None:
-        held, self._held = self._held, []
-        if held:
-            await self._send(held)
-
-    async def close(self) -> None:
-        """Send what is held now (the service is stopping)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        await self.flush()
-
-
-# Working through a StreamConsumer -----------------------------------------------------------------
-
-
-def work_consumer(rt: Runtime, *, stream: str, subject: str, start_seq: int) -> StreamConsumer:
-    """The service's ``StreamConsumer`` for work that must not wait: each message is handed over as soon
-    as it arrives, in batches of what arrived meanwhile (up to 1,000)."""
-    return StreamConsumer(
-        rt,
-        stream=stream,
-        name=rt.name,
-        subject=subject,
-        start_seq=start_seq,
-        max_rows=1_000,
-        max_wait_s=0.25,  # only paces the empty batches of a quiet stream
-        eager=True,
-    )
-
-
-async def work_through(
-    rt: Runtime, consumer: StreamConsumer, process: Callable[[list[Delivery]], Awaitable[None]]
-) -> None:
-    """Until the service stops: every batch of ``consumer`` through ``process``, then acknowledged (a
-    moment later, with the batches after it: one acknowledgement covers all before it)."""
-
-    async def ack_latest(batches: list[list[Delivery]]) -> None:
-        await consumer.ack(batches[-1])
-
-    acks = LazyAcks(ack_latest)
-    try:
-        async for batch in consumer.batches():
-            if batch:
-                started = time.perf_counter()
-                await process(batch)
-                acks.add(batch)
-                rt.metrics.observe_batch(time.perf_counter() - started)
-    finally:
-        await acks.close()
-
-
-async def take_batch(
-    rt: Runtime,
-    stream: str,
-    batch: list[Delivery],
-    handle: Callable[[Stored], Awaitable[list[Outgoing]]],
-    *,
-    latest_only: bool = False,
-) -> None:
-    """Each message of ``batch`` through ``handle``, in order: one it refuses (``InvalidMessage``) goes
-    to the dead letters, then what the others caused is published; ``latest_only``: only the last of
-    each subject (what a snapshot subject's consumers read is its latest message)."""
-    out: list[Outgoing] = []
-    refused: list[Refused] = []
-    for delivery in batch:
-        stored = Stored.of(delivery)
-        try:
-            out += await handle(stored)
-        except InvalidMessage as exc:
-            refused.append(stored.refused(exc))
-    await rt.dead_letter(stream, refused)
-    if latest_only:
-        out = list({item.subject: item for item in out}.values())  # a dict keeps the last, in order
-    await rt.publish_reliably(out)
-    rt.metrics.count_in(len(batch))

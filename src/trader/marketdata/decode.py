@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from trader.bus.refusals import InvalidMessage as InvalidMessage  # raised here, and where it was always found
 from trader.messages import AltDatum, MarketTick
 
 # Plausible event times: anything outside is a unit or clock error, not a tick.
@@ -42,15 +43,6 @@ _LONG_FRACTION = re.compile(rb"\.[0-9]{%d}" % (QUANTITY_PLACES + 1))
 _EXPONENT = (ord("e"), ord("E"))
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SIDES = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
-
-
-class InvalidMessage(ValueError):
-    """A message refused with the field at fault and what was wrong with it."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 _canonical = msgspec.json.Decoder(MarketTick)

@@ -16,47 +16,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
-import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from trader.bus.wire import PushInbox, RawMessage, parse_headers
+from trader.bus.read import Delivery as Delivery  # the consumer's message, where it was always found
+from trader.bus.read import ack_fields
+from trader.bus.read import ack_metadata as ack_metadata
+from trader.bus.wire import PushInbox, RawMessage
 from trader.runtime.service import Runtime
-
-
-class Delivery(msgspec.Struct):
-    """One message of the stream. (A msgspec struct: made for every message, it is made in C.)"""
-
-    seq: int  # stream sequence
-    arrival_ms: int  # when JetStream stored it
-    subject: str
-    data: bytes
-    raw_headers: bytes | None  # as on the wire: parsed only when asked for
-
-    @property
-    def headers(self) -> dict[str, str] | None:
-        return parse_headers(self.raw_headers)
-
-
-def ack_fields(reply: bytes) -> tuple[int, int, int, int]:
-    """(stream sequence, consumer sequence, arrival in ms, messages pending) from a JetStream ack
-    subject; ``ValueError`` (or ``IndexError``) for a subject that is not one.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts_ns>.<pending>`` or the newer form with
-    domain and account hash after ``ACK`` and a random token at the end.
-    """
-    tokens = reply.split(b".")
-    if len(tokens) != 9:
-        if len(tokens) < 11:
-            raise ValueError(f"not a JetStream ack subject: {reply!r}")
-        tokens = tokens[2:]
-    return int(tokens[5]), int(tokens[6]), int(tokens[7]) // 1_000_000, int(tokens[8])
-
-
-def ack_metadata(reply: str) -> tuple[int, int, int]:
-    """(stream sequence, arrival in ms, messages pending) of a nats-py message's reply subject."""
-    seq, _consumer_seq, arrived, pending = ack_fields(reply.encode())
-    return seq, arrived, pending
 
 
 class StreamConsumer:

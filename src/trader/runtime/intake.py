@@ -60,12 +60,13 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal
+from trader.bus.read import Follower, Stored, decode_message, refusal
+from trader.bus.refusals import InvalidMessage, Refused
 from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
-from trader.marketdata.decode import InvalidMessage
 from trader.runtime import pauses
 from trader.runtime.consumer import Delivery, StreamConsumer
-from trader.runtime.service import Refused, Runtime
+from trader.runtime.readers import handler_errors
+from trader.runtime.service import Runtime
 from trader.runtime.snapshots import SnapshotStore, Snapshotting
 
 T = TypeVar("T")
@@ -287,6 +288,9 @@ class Intake(Generic[T]):
         if not info.config.durable_name or info.ack_floor is None:
             return 0
         acknowledged = info.ack_floor.stream_seq or 0
+        if not info.num_ack_pending and info.delivered is not None:
+            # All it was handed is acknowledged; past the floor it only skipped other subjects.
+            acknowledged = max(acknowledged, info.delivered.stream_seq or 0)
         self.rt.log.info("intake.resumed_from_durable", input=self.name, acknowledged=acknowledged)
         return acknowledged
 

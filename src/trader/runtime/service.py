@@ -24,7 +24,6 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -36,6 +35,7 @@ from trader.bus.backoff import Backoff
 from trader.bus.connection import connect_nats
 from trader.bus.dlq import dead_letter
 from trader.bus.publish import BatchResult, Outgoing, publish_batch
+from trader.bus.refusals import Refused
 from trader.bus.streams import ensure_streams
 from trader.config import Settings
 from trader.runtime.collector import CollectorWatch
@@ -45,18 +45,6 @@ from trader.runtime.logging import configure_logging
 from trader.runtime.metrics import ServiceMetrics
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A message a service could not take, and why: on its way to the dead letters."""
-
-    seq: int | None
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-    field: str
-    reason: str
 
 
 class Service(ABC):

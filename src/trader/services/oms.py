@@ -50,10 +50,10 @@ from nats.js.kv import KeyValue
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import decode_message, refusal, subject_token
+from trader.bus.refusals import InvalidMessage
 from trader.bus.streams import exec_order_subject, exec_route_subject, order_state_subject
 from trader.config import Settings
 from trader.execution.routing import Routing
-from trader.marketdata.decode import InvalidMessage
 from trader.messages import (
     CancelRequest,
     ExecutionReport,

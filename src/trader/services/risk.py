@@ -45,10 +45,11 @@ from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import decode_message, refusal, subject_token
+from trader.bus.refusals import InvalidMessage
 from trader.bus.streams import order_replace_subject, order_risk_subject, pnl_subject
 from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.config import Settings
-from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.marketdata.decode import decode_tick
 from trader.messages import (
     CancelRequest,
     Order,

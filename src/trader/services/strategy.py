@@ -60,7 +60,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outbox, Outgoing
-from trader.bus.read import Follower, Stored, decode_message, handler_errors, refusal, work_through
+from trader.bus.read import Follower, Stored, decode_message, refusal
 from trader.bus.streams import (
     bar_subject,
     feature_subject,
@@ -83,6 +83,7 @@ from trader.messages import (
 )
 from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
 from trader.runtime.health import Problem, Silence, duration
+from trader.runtime.readers import handler_errors, work_through
 from trader.runtime.service import Refused, Runtime, Service
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
 from trader.strategies.base import Strategy

@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 from trader.bus.publish import Outbox, Outgoing
-from trader.bus.read import LazyAcks, Stored, take_batch
+from trader.bus.read import Stored
 from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery
+from trader.runtime.readers import LazyAcks, take_batch
 
 
 class _Metrics:

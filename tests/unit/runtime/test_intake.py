@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal as D
 from types import SimpleNamespace
 from typing import Any, cast
@@ -17,6 +18,7 @@ from trader.runtime.intake import (
     Input,
     Intake,
     Mode,
+    NotYet,
     Received,
     checkpoint_key,
     latest_per_subject,
@@ -117,3 +119,72 @@ async def test_a_snapshot_waits_until_the_service_says_its_state_is_settled() ->
     settled[0] = True
     await intake._maybe_snapshot(final=True)
     assert store.saved == [("state", {"ITEMS": 7})]
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def count_error(self, kind: str) -> None:
+        self.errors.append(kind)
+
+
+def _work_rt() -> Runtime:
+    log = SimpleNamespace(info=lambda *a, **k: None, warning=lambda *a, **k: None)
+    return cast(Runtime, SimpleNamespace(name="svc", log=log, metrics=_Metrics()))
+
+
+def _waiting_for(known: set[str]) -> Any:
+    """A handler of items that refer to an earlier one: ``NotYet`` until that one is known."""
+
+    def handle(message: Received[Item]) -> list[Outgoing]:
+        name = message.value.name
+        if name.startswith("after-") and name.removeprefix("after-") not in known:
+            raise NotYet("name", f"nothing known of {name}", error="unknown_item")
+        known.add(name)
+        return [Outgoing(f"out.{name}", b"", msg_id=f"{name}:{int(message.redelivered)}")]
+
+    return handle
+
+
+def _item(seq: int, name: str) -> Stored:
+    return _stored(seq, msgspec.json.encode(Item(name, D(1))))
+
+
+def test_a_message_not_takeable_yet_waits_and_the_checkpoint_stays_before_it() -> None:
+    known: set[str] = set()
+    intake = Intake(_work_rt(), Input("ITEMS", "items.>", Item, Mode.WORK), _waiting_for(known))
+    outputs, refused = intake._apply([_item(1, "a"), _item(2, "after-b"), _item(3, "c")])
+    assert ([o.subject for o in outputs], refused) == (["out.a", "out.c"], [])
+    assert intake._checkpoint_seq(3) == 1  # the deferred message comes again after a crash
+    # What it waits for comes in a later batch: offered again then, as possibly seen before.
+    outputs, refused = intake._apply([_item(4, "b")])
+    intake._retry(outputs, refused, time.monotonic())
+    assert [o.msg_id for o in outputs] == ["b:0", "after-b:1"]
+    assert (refused, intake._deferred, intake._checkpoint_seq(4)) == ([], [], 4)
+
+
+def test_a_message_still_not_takeable_after_its_time_is_a_dead_letter_with_the_reason() -> None:
+    rt = _work_rt()
+    source = Input("ITEMS", "items.>", Item, Mode.WORK, defer_for_s=5.0)
+    intake = Intake(rt, source, _waiting_for(set()))
+    intake._apply([_item(1, "after-x")])
+    outputs: list[Outgoing] = []
+    refused: list[Any] = []
+    first = intake._deferred[0].first_s
+    intake._retry(outputs, refused, first + 4.9)
+    assert (len(intake._deferred), refused) == (1, [])  # within its time: waits on
+    intake._retry(outputs, refused, first + 5.1)
+    assert (outputs, intake._deferred) == ([], [])
+    assert [(r.seq, r.reason) for r in refused] == [(1, "name: nothing known of after-x")]
+    assert cast(Any, rt.metrics).errors == ["unknown_item"]
+
+
+def test_not_yet_outside_work_is_refused_at_once_and_redelivery_is_what_the_stream_held_at_start() -> None:
+    history = Intake(_work_rt(), Input("ITEMS", "items.>", Item, Mode.HISTORY), _waiting_for(set()))
+    _outputs, refused = history._apply([_item(1, "after-x")])
+    assert [r.seq for r in refused] == [1]
+    work = Intake(_work_rt(), Input("ITEMS", "items.>", Item, Mode.WORK), _waiting_for(set()))
+    work._end_seq = 2  # the stream's last at the start: what may have been handled before a crash
+    outputs, _ = work._apply([_item(2, "a"), _item(3, "b")])
+    assert [o.msg_id for o in outputs] == ["a:1", "b:0"]
