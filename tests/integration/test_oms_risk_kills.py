@@ -26,14 +26,16 @@ from nats.js import JetStreamContext
 from tests.stack_helpers import Stack, nats_only
 from trader.bus.connection import connect_nats
 from trader.bus.read import Stored, replay_messages
+from trader.bus.streams import STATE_BUCKET
 from trader.messages import ExecutionReport, Order, OrderRequest, PnlSnapshot, RiskDecision, encode
 from trader.orders import OrderBook
 from trader.orders.book import BookState
 from trader.risk import PostTradeRisk
 from trader.risk.post_trade import CHECKPOINT_VERSION, PostTradeCheckpoint, post_trade_checkpoint
 from trader.runtime import pauses
-from trader.runtime.snapshots import SnapshotStore
+from trader.runtime.snapshots import KEY_PREFIX, SnapshotStore
 from trader.services.oms import STATE_VERSION
+from trader.services.risk import LEGACY_POST_TRADE_KEY
 from trader.trading.orders import EXEC_ID_HEADER
 
 pytestmark = pytest.mark.integration
@@ -334,5 +336,44 @@ async def test_risk_killed_at_every_point_decides_each_request_once_and_watches_
         assert {m.seq: m.data for m in decisions} == first, "a request decided twice"
         ids = [msgspec.json.decode(m.data, type=RiskDecision).request.client_order_id for m in decisions]
         assert sorted(ids) == [f"r-{n:04d}" for n in range(1, 11)]
+    finally:
+        await nc.close()
+
+
+async def test_risk_upgraded_from_the_checkpoint_of_before_goes_on_from_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
+    js = nc.jetstream()
+    try:
+        risk = Process(stack, "risk", tmp_path / "risk-0.log")  # the streams and bucket made
+        await risk.ready()
+        assert risk.stop() == 0
+        await (await js.key_value(STATE_BUCKET)).delete(KEY_PREFIX + "risk")
+        for n, total in enumerate(PNL):
+            await js.publish("pnl.total", encode(_pnl(total, n)), headers={"Nats-Msg-Id": f"p{n}"})
+        # What the risk of before had kept: it had seen the first five (a peak of 150, then 140).
+        watch = PostTradeRisk(stack.settings().risk)
+        stored = await replay_messages(js, "PNL", "pnl.total")
+        for message in stored[:5]:
+            watch.on_pnl(msgspec.json.decode(message.data, type=PnlSnapshot))
+        seen = msgspec.json.decode(stored[4].data, type=PnlSnapshot)
+        before = post_trade_checkpoint(watch, stored[4].seq, seen)
+        await (await js.key_value(STATE_BUCKET)).put(LEGACY_POST_TRADE_KEY, encode(before))
+
+        risk = Process(stack, "risk", tmp_path / "risk-1.log")
+        await risk.ready()
+        [adopted] = risk.events("risk.adopted_legacy_checkpoint")
+        assert adopted["seq"] == before.seq
+        pnl_start = [e for e in risk.events("intake.started") if e.get("input") == "risk-pnl"]
+        assert [e["start_seq"] for e in pnl_start] == [before.seq + 1]  # only the two after it
+        assert risk.stop() == 0
+        for message in stored[5:]:
+            watch.on_pnl(msgspec.json.decode(message.data, type=PnlSnapshot))
+        last = msgspec.json.decode(stored[-1].data, type=PnlSnapshot)
+        loaded = await SnapshotStore(js, "risk").load(PostTradeCheckpoint, CHECKPOINT_VERSION)
+        assert loaded is not None
+        assert loaded.state == post_trade_checkpoint(watch, stored[-1].seq, last)
     finally:
         await nc.close()

@@ -40,6 +40,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 import msgspec
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
@@ -73,12 +74,13 @@ from trader.risk.prices import VenuePrices
 from trader.runtime.consumer import now_ms
 from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
 from trader.runtime.service import Refused, Runtime, Service
-from trader.runtime.snapshots import Snapshotting
+from trader.runtime.snapshots import NO_SNAPSHOT, SnapshotStore, Snapshotting
 from trader.trading.orders import ALL_STATES
 from trader.trading.state import follow_state, read_state, state_bucket, write_state_if
 from trader.trading.storage import WARN_SHARE, WATCH_S, HistoryUse, check_history_room
 
 MAX_BATCH = 500
+LEGACY_POST_TRADE_KEY = "risk.post_trade"  # where the post-trade watch was kept before its snapshot
 CHECKPOINT_INTERVAL_S = 1.0  # the post-trade watch's snapshot, when it changed
 
 # New orders, and cancels, of which risk judges the cancel-replaces (a plain cancel is the oms's alone);
@@ -129,6 +131,7 @@ class Risk(Service):
         kv = await state_bucket(rt.js)
         trading, _ = await read_state(kv)
         desk = RiskDesk(self.settings, trading, rt)
+        await adopt_legacy_checkpoint(rt, kv)
         # Live ticks first, so the seed below never overwrites a newer price with an older one.
         tick_sub = await subscribe_raw(rt.nc, "market.tick.>", desk.on_ticks)
         started: list[Intake[object]] = []
@@ -256,6 +259,22 @@ class Risk(Service):
             "symbols_priced": len(state.desk.raw_ticks),
             "trading_history": None if use is None else {"bytes": use.used, "room": use.room},
         }
+
+
+async def adopt_legacy_checkpoint(rt: Runtime, kv: KeyValue) -> None:
+    """A stack upgraded from the post-trade checkpoint of before (the key ``risk.post_trade``) takes its
+    first snapshot from it: the PnL before it is not applied again (nor its breaches switched again)."""
+    store = SnapshotStore(rt.js, "risk")
+    if await store.load(PostTradeCheckpoint, CHECKPOINT_VERSION) is not None or store.problem != NO_SNAPSHOT:
+        return
+    try:
+        entry = await kv.get(LEGACY_POST_TRADE_KEY)
+    except NotFoundError:
+        return
+    checkpoint = msgspec.json.decode(entry.value or b"{}", type=PostTradeCheckpoint)
+    if checkpoint.seq:
+        await store.save(checkpoint, {PNL_INPUT.stream: checkpoint.seq}, CHECKPOINT_VERSION)
+        rt.log.info("risk.adopted_legacy_checkpoint", seq=checkpoint.seq)
 
 
 class RiskDesk:
