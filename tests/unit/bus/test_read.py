@@ -1,4 +1,5 @@
-"""The batch helpers of trader.bus.read, on a stand-in runtime (no server: pure logic)."""
+"""The batch helpers of trader.runtime.readers and the envelopes of trader.bus.read, on a stand-in runtime
+(no server: pure logic)."""
 
 from __future__ import annotations
 
