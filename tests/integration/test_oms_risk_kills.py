@@ -1,6 +1,6 @@
 """The oms and risk killed (SIGKILL) at the points where a crash must lose nothing and apply nothing
 twice, on a real nats-server, each run as its own process (``trader service run``) paused there by
-``TRADER_TEST_PAUSE`` (``trader.runtime.pauses``): between a batch's outputs and its checkpoint, in the
+``TEST_PAUSE_TRADER`` (``trader.runtime.pauses``): between a batch's outputs and its checkpoint, in the
 replay of the history at start, and in the write of a snapshot. Restarted, each comes back with the
 state of a full replay: the oms's book (its last snapshot) is the book of every order state published,
 every fill counted once; risk decided each request once and its post-trade watch is that of every PnL."""

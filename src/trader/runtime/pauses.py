@@ -1,7 +1,7 @@
 """Pauses at the points where a crash must lose nothing and repeat nothing, for the tests that kill a
 service there (SIGKILL between a batch's outputs and its checkpoint, in a snapshot write, in a replay).
 
-A test sets ``TRADER_TEST_PAUSE`` in the service's environment to ``<point>:<seconds>`` (several joined
+A test sets ``TEST_PAUSE_TRADER`` in the service's environment to ``<point>:<seconds>`` (several joined
 by commas); the service logs ``test.paused`` with the point and sleeps. Unset (production), a pause
 costs one dictionary lookup.
 """
@@ -14,7 +14,7 @@ import os
 
 import structlog
 
-ENV = "TRADER_TEST_PAUSE"
+ENV = "TEST_PAUSE_TRADER"  # not TRADER_: the settings refuse names they do not know
 BEFORE_CHECKPOINT = "intake.before_checkpoint"  # a work batch's outputs stored, not yet checkpointed
 IN_REPLAY = "intake.replay"  # a batch of the history applied at start, before the next is read
 IN_SNAPSHOT_WRITE = "snapshot.write"  # a snapshot taken, being written
