@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from tests.stack_helpers import Stack, nats_only
 from trader.bus.connection import connect_nats
 from trader.bus.read import Stored, replay_messages
-from trader.bus.streams import STATE_BUCKET
+from trader.bus.streams import STATE_BUCKET, ensure_streams
 from trader.messages import ExecutionReport, Order, OrderRequest, PnlSnapshot, RiskDecision, encode
 from trader.orders import OrderBook
 from trader.orders.book import BookState
@@ -199,21 +199,21 @@ async def test_the_oms_killed_at_every_point_comes_back_with_the_book_of_a_full_
     assert nc is not None
     js = nc.jetstream()
     try:
-        # Killed after the decisions' states and routes are stored, before their checkpoint.
-        oms = Process(stack, "oms", tmp_path / "oms-1.log", pause=pauses.BEFORE_CHECKPOINT)
-        await oms.ready()
+        # Killed after a batch of decisions' states and routes are stored, before its checkpoint.
+        await ensure_streams(js, stack.settings())
         await _decide(js, list(range(1, 21)))
+        oms = Process(stack, "oms", tmp_path / "oms-1.log", pause=pauses.BEFORE_CHECKPOINT)
         await oms.logged("test.paused")
         oms.kill()
-        assert len({m.data for m in await _states(js)}) == 20
+        assert await _states(js), "the batch's outputs were stored before the kill"
 
-        # The decisions come again (repeats); then the reports' batch is killed before its checkpoint.
+        # The decisions come again (repeats, or the rest of them); then a batch of reports is killed
+        # before its checkpoint.
         oms = Process(stack, "oms", tmp_path / "oms-2.log", pause=pauses.BEFORE_CHECKPOINT)
         await oms.logged("test.paused")
         await _report_all(js, APPROVED, "accepted")
         await _report_all(js, APPROVED[:8], "fill")
         await oms.logged("test.paused", count=2)
-        await _until(lambda: _exec_states(js, len(APPROVED) + 8), "the reports' states")
         oms.kill()
 
         # Killed in the replay of its states at start.
@@ -288,15 +288,15 @@ async def test_risk_killed_at_every_point_decides_each_request_once_and_watches_
     assert nc is not None
     js = nc.jetstream()
     try:
-        # Killed after its decisions are stored, before their checkpoint.
-        risk = Process(stack, "risk", tmp_path / "risk-1.log", pause=pauses.BEFORE_CHECKPOINT)
-        await risk.ready()
+        # Killed after a batch of decisions is stored, before its checkpoint.
+        await ensure_streams(js, stack.settings())
         for n in range(1, 11):
             await js.publish("order.submit.s1", encode(_request(n)), headers={"Nats-Msg-Id": f"r{n}"})
+        risk = Process(stack, "risk", tmp_path / "risk-1.log", pause=pauses.BEFORE_CHECKPOINT)
         await risk.logged("test.paused")
         risk.kill()
         first = {m.seq: m.data for m in await replay_messages(js, "ORDERS", "order.risk.s1")}
-        assert len(first) == 10
+        assert first, "the batch's decisions were stored before the kill"
 
         # The requests come again (decided again under the same ids: stored once); then killed in the
         # write of the post-trade watch's snapshot.
@@ -333,7 +333,7 @@ async def test_risk_killed_at_every_point_decides_each_request_once_and_watches_
         assert (loaded.state, loaded.covers["PNL"]) == (last, last.seq)
 
         decisions = await replay_messages(js, "ORDERS", "order.risk.s1")
-        assert {m.seq: m.data for m in decisions} == first, "a request decided twice"
+        assert first.items() <= {m.seq: m.data for m in decisions}.items(), "a decision changed"
         ids = [msgspec.json.decode(m.data, type=RiskDecision).request.client_order_id for m in decisions]
         assert sorted(ids) == [f"r-{n:04d}" for n in range(1, 11)]
     finally:
