@@ -1,6 +1,6 @@
-"""The runtime's helpers of the old readers, for the services not on the intake yet (exeq, the
-router, pnl and strategy, while they move): a follower's error hook, a follower of the latest of each
-subject, and the loop of a service over its ``StreamConsumer``. New code declares its inputs to the
+"""The runtime's helpers of the old readers that are still used: a follower's error hook (the
+intake's and the strategy service's) and the loop of a service over its own ``StreamConsumer`` with
+acknowledgements held a moment (the strategy service's orders). New code declares its inputs to the
 intake (``trader.runtime.intake``) instead; these go once no service uses them.
 """
 
@@ -11,11 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from nats.js.api import DeliverPolicy
-
-from trader.bus.publish import Outgoing
-from trader.bus.read import Delivery, ErrorHook, Follower, Stored
-from trader.bus.refusals import InvalidMessage, Refused
+from trader.bus.read import Delivery, ErrorHook, Stored
 from trader.runtime.consumer import StreamConsumer
 from trader.runtime.service import Runtime
 
@@ -30,36 +26,6 @@ def handler_errors(rt: Runtime, stream: str) -> ErrorHook:
         rt.log.exception("follower.handler_failed", subject=stored.subject, error=repr(exc))
 
     return on_error
-
-
-def follow_latest(
-    rt: Runtime,
-    *,
-    stream: str,
-    subjects: str | list[str],
-    decode: Callable[[bytes], T],
-    apply: Callable[[T, Stored], Awaitable[None]],
-) -> Follower:
-    """A service's follower of the latest message of each subject, then of every new one: for state that
-    is "the latest of each" (quotes, positions), where a restart needs no history. Each message is
-    decoded (``InvalidMessage``: to the dead letters) and applied; an error is counted and logged."""
-
-    async def handle(stored: Stored) -> None:
-        try:
-            value = decode(stored.data)
-        except InvalidMessage as exc:
-            await rt.dead_letter(stream, [stored.refused(exc)])
-            return
-        await apply(value, stored)
-
-    return Follower(
-        rt.js,
-        stream=stream,
-        subjects=subjects,
-        handler=handle,
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        on_error=handler_errors(rt, stream),
-    )
 
 
 # Acknowledging in bulk -----------------------------------------------------------------------------
@@ -109,21 +75,6 @@ class LazyAcks(Generic[A]):
 # Working through a StreamConsumer -----------------------------------------------------------------
 
 
-def work_consumer(rt: Runtime, *, stream: str, subject: str, start_seq: int) -> StreamConsumer:
-    """The service's ``StreamConsumer`` for work that must not wait: each message is handed over as soon
-    as it arrives, in batches of what arrived meanwhile (up to 1,000)."""
-    return StreamConsumer(
-        rt,
-        stream=stream,
-        name=rt.name,
-        subject=subject,
-        start_seq=start_seq,
-        max_rows=1_000,
-        max_wait_s=0.25,  # only paces the empty batches of a quiet stream
-        eager=True,
-    )
-
-
 async def work_through(
     rt: Runtime, consumer: StreamConsumer, process: Callable[[list[Delivery]], Awaitable[None]]
 ) -> None:
@@ -143,29 +94,3 @@ async def work_through(
                 rt.metrics.observe_batch(time.perf_counter() - started)
     finally:
         await acks.close()
-
-
-async def take_batch(
-    rt: Runtime,
-    stream: str,
-    batch: list[Delivery],
-    handle: Callable[[Stored], Awaitable[list[Outgoing]]],
-    *,
-    latest_only: bool = False,
-) -> None:
-    """Each message of ``batch`` through ``handle``, in order: one it refuses (``InvalidMessage``) goes
-    to the dead letters, then what the others caused is published; ``latest_only``: only the last of
-    each subject (what a snapshot subject's consumers read is its latest message)."""
-    out: list[Outgoing] = []
-    refused: list[Refused] = []
-    for delivery in batch:
-        stored = Stored.of(delivery)
-        try:
-            out += await handle(stored)
-        except InvalidMessage as exc:
-            refused.append(stored.refused(exc))
-    await rt.dead_letter(stream, refused)
-    if latest_only:
-        out = list({item.subject: item for item in out}.values())  # a dict keeps the last, in order
-    await rt.publish_reliably(out)
-    rt.metrics.count_in(len(batch))

@@ -1,64 +1,13 @@
-"""The batch helpers of trader.runtime.readers and the envelopes of trader.bus.read, on a stand-in runtime
-(no server: pure logic)."""
+"""LazyAcks of trader.runtime.readers and the envelopes of trader.bus.read (no server: pure logic)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import Stored
-from trader.marketdata.decode import InvalidMessage
 from trader.runtime.consumer import Delivery
-from trader.runtime.readers import LazyAcks, take_batch
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.taken = 0
-
-    def count_in(self, n: int = 1) -> None:
-        self.taken += n
-
-
-class _Runtime:
-    def __init__(self) -> None:
-        self.published: list[list[Outgoing]] = []
-        self.dead: list[Any] = []
-        self.metrics = _Metrics()
-
-    async def dead_letter(self, stream: str, refused: list[Any]) -> None:
-        self.dead += refused
-
-    async def publish_reliably(self, items: list[Outgoing]) -> None:
-        self.published.append(list(items))
-
-
-def _delivery(seq: int, data: bytes) -> Delivery:
-    return Delivery(seq=seq, arrival_ms=0, subject="in", data=data, raw_headers=None)
-
-
-async def _echo(stored: Stored) -> list[Outgoing]:
-    if stored.data == b"bad":
-        raise InvalidMessage("body", "bad")
-    subject, payload = stored.data.split(b"=")
-    return [Outgoing(subject.decode(), payload)]
-
-
-async def test_take_batch_publishes_in_order_and_dead_letters_the_refused() -> None:
-    rt = _Runtime()
-    batch = [_delivery(1, b"a=1"), _delivery(2, b"bad"), _delivery(3, b"b=2"), _delivery(4, b"a=3")]
-    await take_batch(rt, "S", batch, _echo)  # type: ignore[arg-type]
-    assert [(o.subject, o.payload) for o in rt.published[0]] == [("a", b"1"), ("b", b"2"), ("a", b"3")]
-    assert [r.seq for r in rt.dead] == [2]
-    assert rt.metrics.taken == 4
-
-
-async def test_take_batch_latest_only_keeps_the_last_message_of_each_subject() -> None:
-    rt = _Runtime()
-    batch = [_delivery(1, b"a=1"), _delivery(2, b"b=2"), _delivery(3, b"a=3")]
-    await take_batch(rt, "S", batch, _echo, latest_only=True)  # type: ignore[arg-type]
-    assert sorted((o.subject, o.payload) for o in rt.published[0]) == [("a", b"3"), ("b", b"2")]
+from trader.runtime.readers import LazyAcks
 
 
 async def test_lazy_acks_send_what_was_added_meanwhile_together_after_the_delay() -> None:
