@@ -17,7 +17,9 @@ the same way for every service:
 Modes:
 
 - ``WORK``: every message exactly once from the service's own checkpoint (``intake.<service>.<input>``
-  in the TRADER_STATE bucket, written after the batch's outputs are stored, before its acknowledgement).
+  in the TRADER_STATE bucket, written after the batch's outputs are stored: after every batch, or at
+  most every ``Input.checkpoint_every_s`` and at a stop; the acknowledgement, after the outputs too,
+  only paces delivery, since the consumer is made again from the checkpoint at every start).
   A crash between the outputs and the checkpoint hands the batch over again; its outputs carry a
   ``Nats-Msg-Id`` from their natural identity, so JetStream stores them once, and the handler sees
   ``Received.redelivered`` (it may have handled the message before: the oms routes again an order a
@@ -84,7 +86,10 @@ class Input(Generic[T]):
     decoded into ``type``. ``name`` tells a service's inputs apart (its consumer and checkpoint are
     named after it; the service's name when empty). ``decode``: a decoder of one's own (a lenient tick
     decoder) that raises ``InvalidMessage``. ``defer_for_s``, ``retry_every_s``: how long, and how
-    often, a message the handler is ``NotYet`` able to take is offered again (WORK)."""
+    often, a message the handler is ``NotYet`` able to take is offered again (WORK).
+    ``checkpoint_every_s`` (WORK): 0 writes the checkpoint after every batch; more writes it at most
+    that often (and at a stop), for a service on the hot path whose handler takes a repeat as a repeat:
+    a crash then hands over again up to that long of batches, never loses one."""
 
     stream: str
     subjects: str | tuple[str, ...]
@@ -95,6 +100,7 @@ class Input(Generic[T]):
     max_batch: int = 1_000
     defer_for_s: float = 5.0
     retry_every_s: float = 0.5
+    checkpoint_every_s: float = 0.0
 
 
 class NotYet(InvalidMessage):
@@ -208,6 +214,9 @@ class Intake(Generic[T]):
         self._end_seq = 0  # the stream's last sequence at the start: caught up once there
         self._reached = asyncio.Event()  # caught up
         self._deferred: list[Deferred] = []  # WORK: messages the handler could not take yet, in order
+        self._done_to = 0  # WORK: the last sequence whose batch's outputs are stored
+        self._checkpointed = 0  # WORK: what the checkpoint says
+        self._checkpointed_at = float("-inf")  # monotonic: when it was written
         self._covered = 0  # the last sequence applied
         self._consumer: StreamConsumer | None = None
         self._follower: Follower | None = None
@@ -227,6 +236,7 @@ class Intake(Generic[T]):
             await self._start_follower()
         else:
             self.start_seq = await self._resume_seq()
+            self._done_to = self._checkpointed = self.start_seq - 1
             self._covered = self._snapshot_covered = self.start_seq - 1
             if self.input.mode is Mode.HISTORY:
                 self.replay_to = self._end_seq
@@ -351,6 +361,8 @@ class Intake(Generic[T]):
                 await consumer.ack(batch)
             elif self._deferred and self._deferred[0].next_s <= time.monotonic():
                 await self._retry_alone()
+            elif self._kv is not None:
+                await self._checkpoint()  # quiet: what is done, checkpointed once it is due
             await self._maybe_snapshot()
 
     async def _take(self, batch: list[Delivery], consumer: StreamConsumer) -> None:
@@ -376,11 +388,21 @@ class Intake(Generic[T]):
                 if self.store is not None:
                     await self.store()
         if self.input.mode is Mode.WORK:
-            await pauses.pause(pauses.BEFORE_CHECKPOINT)
-            await self._write_checkpoint(self._checkpoint_seq(batch[-1].seq))
+            self._done_to = batch[-1].seq
+            await self._checkpoint()
         if reached:
             await self._catch_up()
         self._done(batch[-1].seq, len(batch), started)  # (the consumer reports its own lag)
+
+    async def _checkpoint(self, *, now: bool = False) -> None:
+        """The checkpoint moved to what is done (not past a deferred message), when it is due."""
+        seq = self._checkpoint_seq(self._done_to)
+        due = now or time.monotonic() - self._checkpointed_at >= self.input.checkpoint_every_s
+        if seq <= self._checkpointed or not due:
+            return
+        await pauses.pause(pauses.BEFORE_CHECKPOINT)
+        await self._write_checkpoint(seq)
+        self._checkpointed, self._checkpointed_at = seq, time.monotonic()
 
     def _checkpoint_seq(self, last_seq: int) -> int:
         """What the checkpoint may say: all done up to here (not past a message still deferred)."""
@@ -398,7 +420,7 @@ class Intake(Generic[T]):
             await self._publish(outputs, refused)
             if self.store is not None:
                 await self.store()
-        await self._write_checkpoint(self._checkpoint_seq(self._covered))
+        await self._checkpoint()
 
     def _retry(self, outputs: list[Outgoing], refused: list[Refused], now: float) -> None:
         """Each deferred message offered again, in order: taken (its outputs added), deferred once more,
@@ -524,9 +546,11 @@ class Intake(Generic[T]):
         )
 
     async def stop(self) -> None:
-        """After ``run`` has returned: the last snapshot, and the reading stopped."""
+        """After ``run`` has returned: the last checkpoint or snapshot, and the reading stopped."""
         if self._consumer is not None:
             await self._consumer.stop_intake()
+        if self._kv is not None and self.started:
+            await self._checkpoint(now=True)
         if self._follower is not None:
             await self._follower.stop()
         await self._maybe_snapshot(final=True)

@@ -91,6 +91,9 @@ UNKNOWN_ORDER_FOR_S = 5.0
 RETRY_DELAY_S = 0.5
 MAX_BATCH = 500
 FORGET_EVERY_S = 0.25
+# The work inputs' checkpoints at most this often (a repeat is a repeat: a crash hands over again up to
+# this long of work, never loses any), not a key-value write per batch on the order path.
+WORK_CHECKPOINT_EVERY_S = 0.1
 
 # The work: risk's verdicts and the cancels (in the order ORDERS holds them), the venues' reports. Kept
 # raw here: each subject is decoded into its own type by ``OrderFlow``.
@@ -102,6 +105,7 @@ ORDERS_INPUT = Input(
     name="oms-orders",
     decode=bytes,
     max_batch=MAX_BATCH,
+    checkpoint_every_s=WORK_CHECKPOINT_EVERY_S,
     defer_for_s=UNKNOWN_ORDER_FOR_S,
     retry_every_s=RETRY_DELAY_S,
 )
@@ -113,6 +117,7 @@ REPORTS_INPUT = Input(
     name="oms-reports",
     decode=bytes,
     max_batch=MAX_BATCH,
+    checkpoint_every_s=WORK_CHECKPOINT_EVERY_S,
     defer_for_s=UNKNOWN_ORDER_FOR_S,
     retry_every_s=RETRY_DELAY_S,
 )

@@ -80,6 +80,9 @@ from trader.trading.state import follow_state, read_state, state_bucket, write_s
 from trader.trading.storage import WARN_SHARE, WATCH_S, HistoryUse, check_history_room
 
 MAX_BATCH = 500
+# The work inputs' checkpoints at most this often (a repeat is a repeat: a crash hands over again up to
+# this long of work, never loses any), not a key-value write per batch on the order path.
+WORK_CHECKPOINT_EVERY_S = 0.1
 LEGACY_POST_TRADE_KEY = "risk.post_trade"  # where the post-trade watch was kept before its snapshot
 CHECKPOINT_INTERVAL_S = 1.0  # the post-trade watch's snapshot, when it changed
 
@@ -93,6 +96,7 @@ REQUESTS_INPUT = Input(
     name="risk",
     decode=bytes,
     max_batch=MAX_BATCH,
+    checkpoint_every_s=WORK_CHECKPOINT_EVERY_S,
 )
 # The latest tick of every instrument at start (then the core subscription keeps them): raw.
 TICKS_INPUT = Input("MARKET_TICKS", "market.tick.>", bytes, Mode.LATEST, name="risk-ticks", decode=bytes)

@@ -188,3 +188,30 @@ def test_not_yet_outside_work_is_refused_at_once_and_redelivery_is_what_the_stre
     work._end_seq = 2  # the stream's last at the start: what may have been handled before a crash
     outputs, _ = work._apply([_item(2, "a"), _item(3, "b")])
     assert [o.msg_id for o in outputs] == ["a:1", "b:0"]
+
+
+class _Bucket:
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, bytes]] = []
+
+    async def put(self, key: str, value: bytes) -> None:
+        self.puts.append((key, value))
+
+
+async def test_a_checkpoint_every_so_often_is_written_when_due_and_at_a_stop() -> None:
+    async def retry(_what: str, operation: Any) -> Any:
+        return await operation()
+
+    rt = cast(Runtime, SimpleNamespace(name="svc", retry=retry))
+    source = Input("ITEMS", "items.>", Item, Mode.WORK, name="items", checkpoint_every_s=3600)
+    intake = Intake(rt, source, lambda m: [])
+    bucket = _Bucket()
+    intake._kv = cast(Any, bucket)
+    intake._done_to = 5
+    await intake._checkpoint()  # the first is due at once
+    intake._done_to = 9
+    await intake._checkpoint()  # not due yet: a crash now hands 6..9 over again
+    assert bucket.puts == [("intake.svc.items", b"5")]
+    await intake._checkpoint(now=True)  # a stop
+    await intake._checkpoint(now=True)  # nothing new: nothing written
+    assert bucket.puts == [("intake.svc.items", b"5"), ("intake.svc.items", b"9")]
