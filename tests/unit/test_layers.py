@@ -30,8 +30,6 @@ BEING_REMOVED = {
     ("trader.bus.read", "trader.runtime.service"),
     ("trader.bus.read", "trader.marketdata.decode"),
     ("trader.runtime.intake", "trader.marketdata.decode"),
-    # run_service takes the service class and its ports from the CLI instead (the next change).
-    ("trader.runtime.service", "trader.services"),
 }
 
 

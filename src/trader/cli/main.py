@@ -469,12 +469,14 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def service_run(name: str) -> None:
     """Run service NAME in the foreground (the supervisor runs each service this way)."""
     from trader.runtime.service import run_service
-    from trader.services import REGISTRY
+    from trader.services import REGISTRY, load_service
 
     if name not in REGISTRY:
         err.print(f"[red]error:[/] unknown service {name!r}; known: {', '.join(sorted(REGISTRY))}")
         raise typer.Exit(2)
-    raise typer.Exit(run_service(name, _settings()))
+    spec = REGISTRY[name]
+    ports = {"port_field": spec.port_field, "metrics_port_field": spec.metrics_port_field}
+    raise typer.Exit(run_service(name, load_service(name), _settings(), **ports))
 
 
 def main() -> None:

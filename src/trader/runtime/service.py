@@ -355,19 +355,24 @@ async def _sample_rates(rt: Runtime) -> None:
         await asyncio.sleep(1.0)
 
 
-def run_service(name: str, settings: Settings | None = None) -> int:
-    """Entry point of a service process: ``trader service run NAME``."""
-    from trader.services import REGISTRY, load_service
-
+def run_service(
+    name: str,
+    service_class: Callable[[Settings], Service],
+    settings: Settings | None = None,
+    *,
+    port_field: str,
+    metrics_port_field: str | None = None,
+) -> int:
+    """Entry point of a service process: ``trader service run NAME``. The caller (the CLI) finds the
+    service and its port fields in the registry (``trader.services``): the runtime names no service."""
     settings = settings or Settings()
-    spec = REGISTRY[name]
     configure_logging(settings.log_level, settings.log_format, service=name)
-    service = load_service(name)(settings)
-    port = getattr(settings.ports, spec.port_field)
-    metrics_port = getattr(settings.ports, spec.metrics_port_field) if spec.metrics_port_field else None
+    service = service_class(settings)
+    port = getattr(settings.ports, port_field)
+    metrics_port = getattr(settings.ports, metrics_port_field) if metrics_port_field else None
     try:
         return asyncio.run(serve(service, port, metrics_port))
     except PortInUse as exc:  # one line that says what to do, not a traceback
-        field = spec.port_field if exc.port == port else spec.metrics_port_field
+        field = port_field if exc.port == port else metrics_port_field
         sys.stderr.write(f"{exc} (set TRADER_PORTS__{str(field).upper()} or stop what uses it)\n")
         return 1
