@@ -95,6 +95,18 @@ class PortMap(BaseModel):
 VENUE_PATTERN = r"^[A-Za-z0-9_-]+$"
 # The mock feed's venue by default, and the market data of the default paper setup.
 MOCK_VENUE = "mock"
+# `trader replay` republishes a venue's stored ticks as venue ``replay-<venue>`` (docs/backtest.md,
+# "Replay"): a name of its own, so no consumer takes history for live data.
+REPLAY_VENUE_PREFIX = "replay-"
+
+
+def replay_venue(venue: str) -> str:
+    """The venue ``trader replay`` republishes ``venue``'s ticks under."""
+    return REPLAY_VENUE_PREFIX + venue
+
+
+def is_replay_venue(venue: str) -> bool:
+    return venue.startswith(REPLAY_VENUE_PREFIX)
 
 
 class GatewaySettings(BaseModel):
@@ -622,6 +634,8 @@ class Settings(BaseSettings):
                 f"{', '.join(unrouted)} (routing.venues: {self.routing.venues}): its orders would be refused"
             )
         data_venue = self.data_venue_of(strategy)
+        if is_replay_venue(data_venue):  # replayed history of a market-data venue: paper trading only
+            return self._replay_data_problem(strategy, venue.kind, data_venue)
         if data_venue not in self.market_data_venues():
             live = ", ".join(self.live_gateway.venues) or "none"
             return (
@@ -632,6 +646,20 @@ class Settings(BaseSettings):
             return (
                 f"strategy {strategy.name} trades the live venue {strategy.venue!r}: it cannot take the "
                 f"mock feed's data ({data_venue!r}); set data_venue to a live_gateway venue"
+            )
+        return None
+
+    def _replay_data_problem(self, strategy: StrategyConfig, kind: str, data_venue: str) -> str | None:
+        source = data_venue.removeprefix(REPLAY_VENUE_PREFIX)
+        if kind != "paper":
+            return (
+                f"strategy {strategy.name} trades the live venue {strategy.venue!r}: it cannot take "
+                f"replayed data ({data_venue!r})"
+            )
+        if source not in self.market_data_venues():
+            return (
+                f"strategy {strategy.name}: data_venue {data_venue!r} replays {source!r}, which is no "
+                f"market-data source ({', '.join(self.market_data_venues())})"
             )
         return None
 
