@@ -11,8 +11,9 @@ the same way for every service:
   the dead letters whole with its reason, ``<field>: <what is wrong>`` (one rule for every service);
 - hands the handler batches (what arrived meanwhile, up to ``max_batch``), publishes the outputs with
   acknowledgements, retried until stored, and only then checkpoints and acknowledges the batch;
-- counts every message (``trader_messages_in``, lag, batch latency) and tells ``/ready`` when the input
-  has caught up with what its stream held at the start (``ready_checks``).
+- counts every message (``trader_messages_in``, lag, batch latency, and once caught up how long each
+  batch's oldest message waited in the stream: ``trader_intake_delay_seconds``) and tells ``/ready``
+  when the input has caught up with what its stream held at the start (``ready_checks``).
 
 Modes:
 
@@ -367,6 +368,8 @@ class Intake(Generic[T]):
 
     async def _take(self, batch: list[Delivery], consumer: StreamConsumer) -> None:
         started = time.perf_counter()
+        if self.caught_up:
+            self._observe_delay(batch[0].arrival_ms)
         reached = batch[-1].seq >= self._end_seq or consumer.caught_up
         live = batch
         async with self.lock:
@@ -443,6 +446,10 @@ class Intake(Generic[T]):
             except InvalidMessage as exc:
                 refused.append(refusal(item.stored, exc.field, exc.reason))
 
+    def _observe_delay(self, arrival_ms: int) -> None:
+        """A live batch's wait in the stream (``trader_intake_delay_seconds``); a replay's is not one."""
+        self.rt.metrics.observe_delay(self.name, time.time() - arrival_ms / 1000)
+
     def _done(self, last_seq: int, count: int, started: float) -> None:
         self._covered = max(self._covered, last_seq)
         self._since_snapshot += count
@@ -513,6 +520,8 @@ class Intake(Generic[T]):
             limit = self.input.max_batch
             batch, self._arrived = self._arrived[:limit], self._arrived[limit:]
             started = time.perf_counter()
+            if self.caught_up:
+                self._observe_delay(batch[0].arrival_ms)
             async with self.lock:
                 await self._publish(*await self._apply_live(batch))
             self._done(batch[-1].seq, len(batch), started)

@@ -7,6 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# A message's wait in its stream: from a millisecond (a hop of the order path) to a minute (a backlog).
+DELAY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class ServiceMetrics:
@@ -37,6 +39,16 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._up = Gauge("trader_nats_connected", "1 while connected to NATS", labels, registry=self.registry)
+        self._ready = Gauge(
+            "trader_ready", "1 while the service is ready (/ready: 200)", labels, registry=self.registry
+        )
+        self._delay = Histogram(
+            "trader_intake_delay_seconds",
+            "How long the oldest message of a live batch waited in its stream before the service took it",
+            [*labels, "input"],
+            buckets=DELAY_BUCKETS,
+            registry=self.registry,
+        )
         # The service's own series, bound once: ``labels()`` costs more than the increment, per message.
         self._in_series, self._out_series = self._in.labels(service), self._out.labels(service)
         self._latency_series = self._latency.labels(service)
@@ -71,6 +83,14 @@ class ServiceMetrics:
 
     def set_connected(self, connected: bool) -> None:
         self._up.labels(self.service).set(1 if connected else 0)
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready.labels(self.service).set(1 if ready else 0)
+
+    def observe_delay(self, input_name: str, seconds: float) -> None:
+        """The wait of a batch's oldest message, from when JetStream stored it (to the millisecond) to
+        when its batch was taken: with the batch latency, a hop's share of a path's latency."""
+        self._delay.labels(self.service, input_name).observe(max(seconds, 0.0))
 
     def sample_rates(self) -> None:
         self.in_rate.sample(self.count_in_total)

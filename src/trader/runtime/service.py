@@ -261,7 +261,7 @@ async def serve(service: Service, port: int, metrics_port: int | None = None) ->
     for server in servers:
         await server.start()
     rt.log.info("service.listening", ports=_http_ports(port, metrics_port))
-    sampler = asyncio.create_task(_sample_rates(rt))
+    sampler = asyncio.create_task(_sample_rates(rt, service))
     code = 0
     try:
         code = await _lifecycle(service, rt)
@@ -349,9 +349,16 @@ async def _close(
     return code
 
 
-async def _sample_rates(rt: Runtime) -> None:
+async def _sample_rates(rt: Runtime, service: Service) -> None:
+    """Every second: the rates `trader status` shows, and readiness for /metrics (``trader_ready``),
+    judged here on the loop because /metrics is answered in a worker thread."""
     while True:
         rt.metrics.sample_rates()
+        try:
+            ready = bool(rt.readiness(service)["ready"])
+        except Exception:  # a check that fails is not ready (and must not stop the rates)
+            ready = False
+        rt.metrics.set_ready(ready)
         await asyncio.sleep(1.0)
 
 
