@@ -4,7 +4,9 @@ Consumes: ``market.tick.>`` (stream MARKET_TICKS).
 Produces: rows in QuestDB ``ohlcv_<timeframe>`` (upserted on (ts, venue, symbol); the bar in progress
 too, with ``closed`` false) and closed bars on ``market.bar.<timeframe>.<venue>.<SYMBOL>`` (stream BARS):
 bars are built per (venue, symbol), so the mock feed's ticks and a live venue's never share a bar;
-refused ticks (undecodable, invalid, late) on the dead letters.
+ticks that `trader replay` republishes (venue ``replay-<venue>``, old event times) on a clock of their
+own, their event time standing for arrival (``trader.marketdata.replay_bars``); refused ticks
+(undecodable, invalid, late) on the dead letters.
 State: the unfinished bars, and a checkpoint in the TRADER_STATE bucket: the stream sequence a restart
 replays from to rebuild them, and the clock before which every bar is final and stored. A restart
 rebuilds the same bars from the same messages (see ``trader.marketdata.bars``), so a crash changes
@@ -20,8 +22,8 @@ import msgspec
 
 from trader.bus.publish import Outgoing
 from trader.bus.streams import STATE_BUCKET, bar_subject
-from trader.marketdata.bars import BarBuilder
 from trader.marketdata.decode import InvalidMessage, decode_tick
+from trader.marketdata.replay_bars import BarsWithReplays
 from trader.messages import Bar, MarketTick, encode
 from trader.runtime.consumer import Delivery, StreamConsumer, now_ms
 from trader.runtime.service import Refused, Runtime, Service
@@ -34,6 +36,10 @@ class Checkpoint(msgspec.Struct):
     resume_seq: int = 0  # replay from here to rebuild every unfinished bar
     final_before: int = 0  # bars ending (plus lateness) at or before this clock are final and stored
     last_seq: int = 0  # everything up to here was processed (its dead letters already sent)
+    # Ticks of `trader replay` (venue replay-<venue>) are cut into bars on a clock of their own
+    # (trader.marketdata.replay_bars): its horizon, and where the replays that ended stop.
+    replay_final_before: int = 0
+    replay_done_seq: int = 0
 
 
 class Normalizer(Service):
@@ -46,7 +52,14 @@ class Normalizer(Service):
         self.kv = await rt.js.key_value(STATE_BUCKET)
         self.checkpoint = await self._load_checkpoint()
         self.lateness_ms = int(cfg.lateness_s * 1000)
-        self.builder = BarBuilder(cfg.timeframes, self.lateness_ms, final_before=self.checkpoint.final_before)
+        self.builder = BarsWithReplays(
+            cfg.timeframes,
+            self.lateness_ms,
+            final_before=self.checkpoint.final_before,
+            replay_final_before=self.checkpoint.replay_final_before,
+            replay_done_seq=self.checkpoint.replay_done_seq,
+            replayed_to=self.checkpoint.last_seq,
+        )
         self.next_seq = self.checkpoint.resume_seq or 1
         self.consumer = StreamConsumer(
             rt,
@@ -152,6 +165,8 @@ class Normalizer(Service):
             resume_seq=self.builder.resume_seq(self.next_seq),
             final_before=self.builder.final_before,
             last_seq=max(self.next_seq - 1, self.checkpoint.last_seq),
+            replay_final_before=self.builder.replay_final_before,
+            replay_done_seq=self.builder.replay_done_seq,
         )
         # Dead letters first: once the checkpoint moves past them, they are not sent again.
         await rt.dead_letter("MARKET_TICKS", refused)
