@@ -418,3 +418,57 @@ def ohlcv_agg(
     row += [report["stored_after_s"], report["cpu_us_per_bar"], report["peak_rss_mib"]]
     row += [report["live_need_bars_per_s"], report["headroom"]]
     print_rows(columns, [row], False)
+
+
+def _sizes(orders: str) -> list[int]:
+    try:
+        sizes = [int(n.replace("_", "")) for n in orders.split(",") if n.strip()]
+    except ValueError:
+        raise fail(f"--orders: not a list of whole numbers: {orders!r}") from None
+    if not sizes or any(n <= 0 for n in sizes):
+        raise fail("--orders: give at least one positive number of orders")
+    return sizes
+
+
+@bench_app.command("restart")
+def restart(
+    orders: Annotated[
+        str, typer.Option(help="History sizes to run in turn (orders), comma-separated.")
+    ] = "10000,100000,1000000",
+    spacing_ms: Annotated[int, typer.Option(help="Time between two orders of the history (ms).")] = 1_000,
+    snapshot_wait: Annotated[
+        float, typer.Option(help="Most seconds to wait for the snapshots to cover the history.")
+    ] = 90.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time to /ready and peak RSS of oms, exeq, execution-router, ptrc, strategy and risk after a
+    SIGKILL, on a history of each size written to ORDERS and EXEC (which it empties first: run it on
+    the servers of `trader up --detach --services ''` on a data directory of its own)."""
+    from trader.bench.restart import run_restart_bench, to_json
+
+    sizes = _sizes(orders)
+    try:
+        report = asyncio.run(
+            run_restart_bench(Settings(), sizes=sizes, spacing_ms=spacing_ms, snapshot_wait_s=snapshot_wait)
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(to_json(report).decode())
+        return
+    columns = ["orders", "service", "first start s", "restart alone s", "replayed from", "peak RSS MiB"]
+    columns += ["restart all s", "peak RSS MiB (all)"]
+    rows = []
+    for size in report["sizes"]:
+        for name, s in size["services"].items():
+            replayed = ",".join(str(seq) for seq in s["replayed_from"]) or "-"
+            row = [size["orders"], name, s["first_start_s"], s["restart_alone_s"], replayed]
+            row += [s["restart_alone_rss_mib"], s["restart_together_s"], s["restart_together_rss_mib"]]
+            rows.append(row)
+    print_rows(columns, rows, False)
+    for size in report["sizes"]:
+        typer.echo(
+            f"{size['orders']} orders: written in {size['history_write_s']} s; streams end at "
+            f"{size['stream_last_seq']}; snapshots cover {size['snapshot_covers']}; all six restarted "
+            f"together ready in {size['all_ready_together_s']} s"
+        )
