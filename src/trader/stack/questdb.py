@@ -72,7 +72,8 @@ class QuestDBServer(Infra):
             f"pg.net.bind.to={host}:{p.questdb_pg}\n"
             f"line.tcp.net.bind.to={host}:{p.questdb_ilp}\n"
             "line.udp.enabled=false\n"
-            "telemetry.enabled=false\n" + WORKER_IDLING
+            "telemetry.enabled=false\n"
+            "metrics.enabled=true\n" + WORKER_IDLING  # Prometheus metrics on the health port
         )
         (conf / "log.conf").write_text(LOG_CONF)
 
