@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from trader.config import Settings
+from trader.config import REPLAY_VENUE_PREFIX, Settings
 from trader.messages import MarketTick
 from trader.stores.lake import MARKET_TICKS, Lake, utc_dates
 
@@ -57,11 +57,23 @@ class BacktestDataError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataRange:
-    """What a run reads: ``[start_ms, end_ms)`` of these symbols (all of the table's when empty)."""
+    """What a run reads: ``[start_ms, end_ms)`` of these symbols (all of the table's when empty), of
+    these venues (all when empty), without the ticks of replay venues when ``skip_replays``."""
 
     start_ms: int
     end_ms: int
     symbols: tuple[str, ...]
+    venues: tuple[str, ...] = ()
+    skip_replays: bool = False
+
+    def row_filter(self, start_ms: int, end_ms: int) -> pc.Expression:
+        """Rows of ``[start_ms, end_ms)`` (within the range) of the venues asked for."""
+        expression = _in_range(start_ms, end_ms)
+        if self.venues:
+            expression = expression & pc.field("venue").isin(list(self.venues))
+        if self.skip_replays:
+            expression = expression & ~pc.starts_with(pc.field("venue"), REPLAY_VENUE_PREFIX)
+        return expression
 
     def dates(self) -> list[str]:
         """The UTC dates (the ``dt`` partitions) the range touches."""
@@ -99,7 +111,7 @@ class LakeTicks:
         return self.delta.to_pyarrow_dataset(file_pruning_predicate=predicate)
 
     def count(self, data: DataRange) -> int:
-        return self.dataset(data).count_rows(filter=_in_range(data.start_ms, data.end_ms))
+        return self.dataset(data).count_rows(filter=data.row_filter(data.start_ms, data.end_ms))
 
     def check_has_data(self, data: DataRange) -> int:
         """The number of ticks in the range, or ``BacktestDataError`` saying what the table does hold."""
@@ -144,7 +156,7 @@ class LakeTicks:
             )
             while start < end:
                 stop = min(start + step, end)
-                table = subset.to_table(columns=COLUMNS, filter=_in_range(start, stop))
+                table = subset.to_table(columns=COLUMNS, filter=data.row_filter(start, stop))
                 if table.num_rows:
                     yield table.sort_by([("ts", "ascending"), ("stream_seq", "ascending")])
                 start = stop
@@ -177,6 +189,14 @@ class LakeTicks:
     def ticks(self, data: DataRange) -> Iterator[MarketTick]:
         for window in self.windows(data):
             yield from ticks_of(window)
+
+    def batches_with_seq(self, data: DataRange) -> Iterator[tuple[list[MarketTick], list[int]]]:
+        """The range's ticks in the order of ``ticks``, a batch at a time, each with its stream sequence
+        (the lake's identity of a tick that has no trade id): what ``trader replay`` republishes."""
+        for window in self.windows(data):
+            for batch in window.to_batches(max_chunksize=BATCH_ROWS):
+                ticks = [MarketTick(*row) for row in zip(*_python_columns(batch), strict=True)]
+                yield ticks, batch.column("stream_seq").to_pylist()
 
 
 @dataclass(frozen=True)

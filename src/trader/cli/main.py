@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from trader.cli import alt, backtest, bench, data, trading
+from trader.cli import alt, backtest, bench, data, replay, trading
 from trader.cli.bars import bars as bars_command
 from trader.cli.features import features as features_command
 from trader.cli.format import fitted, log_line
@@ -60,6 +60,7 @@ bench.bench_app.command("alt")(alt.bench_alt)
 app.command("bars")(bars_command)
 app.command("config")(config_command)
 app.command("backtest")(backtest.backtest)
+app.command("replay")(replay.replay)
 
 # Piped output (scripts, logs) is not cut to 80 columns: names and ports must stay whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)
