@@ -21,10 +21,11 @@ Side = Literal["buy", "sell"]
 
 
 class Message(msgspec.Struct, kw_only=True, frozen=True, gc=False):
-    """What every message type is (the settings above, inherited)."""
+    """What every message type is (the settings above, inherited). Each one still says ``frozen=True``:
+    msgspec inherits it, but a type checker only sees what a class declares."""
 
 
-class MarketTick(Message):
+class MarketTick(Message, frozen=True):
     """A trade (with the top of book when known) on ``market.tick.<venue>.<SYMBOL>``. An instrument is a
     symbol on a venue: ``venue`` is the feed's (``mock`` for the mock gateway, ``binance``, ...), a
     subject token, and no consumer takes one venue's tick for another's."""
@@ -44,7 +45,7 @@ class MarketTick(Message):
     venue_symbol: str | None = None  # the venue's own name for the instrument: BTC-USD, XBT/USD, ...
 
 
-class AltDatum(Message):
+class AltDatum(Message, frozen=True):
     """One observation of alternative data on ``alt.norm.<kind>``: funding, open interest, sentiment.
 
     From a venue (``trader.marketdata.feeds.alt``): ``source`` is the venue, ``symbol`` the unified
@@ -67,7 +68,7 @@ class AltDatum(Message):
     side: Side | None = None
 
 
-class Bar(Message):
+class Bar(Message, frozen=True):
     """An OHLCV bar of one venue's ticks on ``market.bar.<timeframe>.<venue>.<SYMBOL>``; ``start`` is the
     UTC bucket start."""
 
@@ -136,7 +137,7 @@ ReportKind = Literal["accepted", "rejected", "fill", "canceled", "expired", "rep
 TradingMode = Literal["active", "reduce_only", "halted"]
 
 
-class OrderRequest(Message):
+class OrderRequest(Message, frozen=True):
     """A new order, as a strategy (or the CLI) asks for it, on ``order.submit.<strategy>``.
 
     ``client_order_id`` is the idempotency key: the same id submitted twice makes one order."""
@@ -159,7 +160,7 @@ class OrderRequest(Message):
     timestamp: int = 0
 
 
-class CancelRequest(Message):
+class CancelRequest(Message, frozen=True):
     """Cancel an order, or cancel-replace it when ``quantity`` or ``price`` is given
     (``order.cancel.<strategy>``). A cancel goes to the oms; a replace is checked by risk first."""
 
@@ -174,7 +175,7 @@ class CancelRequest(Message):
     replace_id: str | None = None
 
 
-class RiskDecision(Message):
+class RiskDecision(Message, frozen=True):
     """The pre-trade verdict on a request, from risk to the oms (``order.risk.<strategy>``)."""
 
     request: OrderRequest
@@ -183,7 +184,7 @@ class RiskDecision(Message):
     timestamp: int = 0
 
 
-class ReplaceDecision(Message):
+class ReplaceDecision(Message, frozen=True):
     """The pre-trade verdict on a cancel-replace, from risk to the oms (``order.replace.<strategy>``):
     the order as it would become is checked like a new one. ``request.replace_id`` is always set."""
 
@@ -193,7 +194,7 @@ class ReplaceDecision(Message):
     timestamp: int = 0
 
 
-class Order(Message):
+class Order(Message, frozen=True):
     """An order's state, as the oms keeps it; every change is published whole on
     ``order.state.<strategy>`` with ``version`` one higher, so the latest per id is the state."""
 
@@ -236,7 +237,7 @@ class Order(Message):
         return self.status in TERMINAL_STATUSES
 
 
-class VenueOrder(Message):
+class VenueOrder(Message, frozen=True):
     """An order (or an algo's child order) sent to one venue (``exec.order.<venue>``); ``action`` new,
     cancel or replace. Child orders of an algo have their own ``venue_client_id`` and the parent's id.
 
@@ -263,7 +264,7 @@ class VenueOrder(Message):
     timestamp: int = 0
 
 
-class ExecutionReport(Message):
+class ExecutionReport(Message, frozen=True):
     """What a venue said about an order (``exec.report.<venue>``). A fill carries the last quantity,
     price and fee; ``exec_id`` is unique per venue event, so a report seen twice is applied once."""
 
@@ -290,7 +291,7 @@ class ExecutionReport(Message):
     commission_asset: str | None = None
 
 
-class Position(Message):
+class Position(Message, frozen=True):
     """Net position per (account, venue, symbol) on ``position.<account>.<venue>.<symbol>``.
     ``quantity`` is signed: positive long, negative short."""
 
@@ -306,7 +307,7 @@ class Position(Message):
     timestamp: int = 0
 
 
-class PnlSnapshot(Message):
+class PnlSnapshot(Message, frozen=True):
     """Marked-to-market PnL for one strategy, or ``scope="total"`` (``pnl.<scope>``)."""
 
     scope: str
@@ -318,7 +319,7 @@ class PnlSnapshot(Message):
     timestamp: int = 0
 
 
-class TradingState(Message):
+class TradingState(Message, frozen=True):
     """The shared trading switch (JetStream key-value ``TRADER_STATE``, key ``trading.state``)."""
 
     mode: TradingMode = "active"
@@ -331,7 +332,7 @@ class TradingState(Message):
 OperatorOutcome = Literal["accepted", "refused", "failed"]
 
 
-class OperatorAction(Message):
+class OperatorAction(Message, frozen=True):
     """What an operator did through the api, on ``operator.action.<action>`` (stream OPERATOR): who (the
     name of the token used, never the token), what (``action`` and its ``params``), when, and the
     outcome. ``action_id`` is unique per action and is its ``Nats-Msg-Id``."""
@@ -356,7 +357,7 @@ class OperatorAction(Message):
 # Basis points are rounded half-even to 4 places; prices and net_per_unit are exact.
 
 
-class VenueQuote(Message):
+class VenueQuote(Message, frozen=True):
     """A venue's latest top of book for the instrument, with the taker fee it charges."""
 
     venue: str
@@ -366,7 +367,7 @@ class VenueQuote(Message):
     taker_fee_bps: Decimal
 
 
-class PairSpread(Message):
+class PairSpread(Message, frozen=True):
     """Buy at ``buy_venue``'s ask, sell at ``sell_venue``'s bid: the cross-venue trade and its edge."""
 
     buy_venue: str
@@ -378,7 +379,7 @@ class PairSpread(Message):
     net_per_unit: Decimal  # in the quote currency, after fees
 
 
-class SpreadSnapshot(Message):
+class SpreadSnapshot(Message, frozen=True):
     """The cross-venue view of one instrument on ``market.spread.<SYMBOL>`` (stream SPREADS), as of
     ``timestamp`` (event time: the newest quote's). Venues whose latest quote is older than the
     staleness are left out of the NBBO and the pairs and listed in ``stale``."""
@@ -399,7 +400,7 @@ class SpreadSnapshot(Message):
 SpreadOpportunityKind = Literal["open", "close"]
 
 
-class SpreadOpportunity(Message):
+class SpreadOpportunity(Message, frozen=True):
     """A cross-venue opportunity crossing its threshold, on ``market.spread.<SYMBOL>.opportunity``:
     ``open`` when the pair's ``net_bps`` rises above ``threshold_bps``, ``close`` when it falls back to
     it or below, or a venue of the pair goes stale (``reason``). The prices and edges are those at the
@@ -429,7 +430,7 @@ class SpreadOpportunity(Message):
 FeedEventKind = Literal["gap", "gap_filled", "reconnect", "stale"]
 
 
-class FeedEvent(Message):
+class FeedEvent(Message, frozen=True):
     """Something that happened to a live feed, on ``market.event.<venue>.<SYMBOL>``: a gap in the
     venue's trade ids (``from_id``..``to_id``, inclusive), its filling from the venue's REST API, a
     reconnect, a stream gone quiet."""
@@ -448,7 +449,7 @@ class FeedEvent(Message):
 # Streaming features (feature-eng) ----------------------------------------------------------------
 
 
-class Features(Message):
+class Features(Message, frozen=True):
     """The features of one closed bar on ``market.feature.<timeframe>.<venue>.<SYMBOL>`` (stream
     FEATURES): computed from that bar and those before it only (point in time: as of the bar's close).
     ``values`` by column name (``sma_20``, ``rsi_14``, ...; ``trader.analytics.features``), None while a
