@@ -1,5 +1,6 @@
 """The api's FastAPI app: the runtime's probes (``/health`` and ``/ready`` open, ``/metrics`` with a
-token), the reads, the actions, the WebSocket, and OpenAPI at ``/docs``."""
+token), the reads, the actions, the WebSocket, OpenAPI at ``/docs`` and the dashboard at
+``/dashboard/``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from trader.api.context import ApiContext
+from trader.api.dashboard import mount_dashboard
 from trader.api.deps import Reader
 from trader.api.routes import actions, live, reads
 
@@ -41,4 +43,5 @@ def build_app(ctx: ApiContext, probes: FastAPI) -> FastAPI:
     app.include_router(reads.router)
     app.include_router(actions.router)
     app.include_router(live.router)
+    mount_dashboard(app)  # last: the api's own paths first
     return app

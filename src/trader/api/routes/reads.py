@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, HTTPException, Query
 
 from trader.api import tables
@@ -20,6 +21,11 @@ router = APIRouter(prefix="/api", tags=["read"], default_response_class=JSON)
 
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 Name = Annotated[str | None, Query(pattern=tables.NAME.pattern)]
+
+
+@router.get("/whoami", summary="The token's name and role (read or trade), never the token")
+async def whoami(who: Reader):
+    return JSON({"name": who.name, "role": who.role, "can_trade": who.can_trade})
 
 
 @router.get("/status", summary="Every component's health and readiness, and the trading state")
@@ -110,7 +116,7 @@ async def _rows(ctx: Ctx, sql: str, *, newest_first: bool = False) -> JSON:
         )
     except QuestDBError as exc:
         raise HTTPException(400, str(exc)) from None
-    except OSError as exc:
+    except (OSError, httpx.TransportError) as exc:  # httpx's connection errors are not OSErrors
         raise HTTPException(503, f"QuestDB cannot be reached: {exc}") from None
 
 
