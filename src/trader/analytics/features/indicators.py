@@ -24,6 +24,44 @@ def _k(window: int) -> float:
     return 2.0 / (window + 1)
 
 
+def _pushed(ring: Rolling | None, window: int, x: float) -> Rolling:
+    """``ring`` with ``x`` pushed (made at the first value: a new feature's fields are its settings)."""
+    if ring is None:
+        ring = Rolling(n=window)
+    ring.push(x)
+    return ring
+
+
+class Windowed(Feature):
+    """A feature of one column over the last ``window`` bars, named ``<kind>_<window>``; its first value
+    comes at the window's last bar (one bar later for a feature of moves from the previous close)."""
+
+    window: int = 20
+
+    def columns(self) -> tuple[str, ...]:
+        return (f"{self.__struct_config__.tag}_{self.window}",)
+
+    def lookback(self) -> int:
+        return self.window - 1
+
+
+class FromPrevious(Windowed):
+    """A windowed feature of each bar against the previous close (returns, moves, true ranges): None at
+    the first bar, then ``step``'s value; its warm-up is a bar longer."""
+
+    prev_close: float | None = None
+
+    def lookback(self) -> int:
+        return self.window
+
+    def update(self, bar: BarInput, out: Values) -> None:
+        prev, self.prev_close = self.prev_close, bar.close
+        out[self.names[0]] = None if prev is None else self.step(bar, prev)
+
+    def step(self, bar: BarInput, prev: float) -> float | None:
+        raise NotImplementedError
+
+
 class LogReturn(Feature, tag="log_return"):
     """ln(close / previous close)."""
 
@@ -40,64 +78,33 @@ class LogReturn(Feature, tag="log_return"):
         out["log_return"] = None if prev is None else math.log(bar.close / prev)
 
 
-class Volatility(Feature, tag="volatility"):
+class Volatility(FromPrevious, tag="volatility"):
     """Rolling volatility: the population standard deviation of the last ``window`` log returns
     (TA-Lib ``STDDEV(log returns, window, 1)``); per bar, not annualised."""
 
-    window: int = 20
-    prev_close: float | None = None
     returns: Rolling | None = None
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"volatility_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window
-
-    def update(self, bar: BarInput, out: Values) -> None:
-        name = self.names[0]
-        prev, self.prev_close = self.prev_close, bar.close
-        if prev is None:
-            out[name] = None
-            return
-        if self.returns is None:
-            self.returns = Rolling(n=self.window)
-        self.returns.push(math.log(bar.close / prev))
-        out[name] = self.returns.std() if self.returns.full else None
+    def step(self, bar: BarInput, prev: float) -> float | None:
+        self.returns = returns = _pushed(self.returns, self.window, math.log(bar.close / prev))
+        return returns.std() if returns.full else None
 
 
-class Sma(Feature, tag="sma"):
+class Sma(Windowed, tag="sma"):
     """Simple moving average of the close (TA-Lib ``SMA``)."""
 
-    window: int = 20
     closes: Rolling | None = None
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"sma_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window - 1
-
     def update(self, bar: BarInput, out: Values) -> None:
-        if self.closes is None:
-            self.closes = Rolling(n=self.window)
-        self.closes.push(bar.close)
-        out[self.names[0]] = self.closes.mean() if self.closes.full else None
+        self.closes = closes = _pushed(self.closes, self.window, bar.close)
+        out[self.names[0]] = closes.mean() if closes.full else None
 
 
-class Ema(Feature, tag="ema"):
+class Ema(Windowed, tag="ema"):
     """Exponential moving average of the close, k = 2 / (window + 1), started at the mean of the first
     ``window`` closes (TA-Lib ``EMA``)."""
 
-    window: int = 20
     seed: list[float] = msgspec.field(default_factory=list)
     value: float | None = None
-
-    def columns(self) -> tuple[str, ...]:
-        return (f"ema_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window - 1
 
     def update(self, bar: BarInput, out: Values) -> None:
         self.value = _ema_step(self.value, self.seed, self.window, bar.close)
@@ -116,27 +123,15 @@ def _ema_step(value: float | None, seed: list[float], window: int, x: float) -> 
     return first
 
 
-class Rsi(Feature, tag="rsi"):
+class Rsi(FromPrevious, tag="rsi"):
     """Relative strength index with Wilder's smoothing (TA-Lib ``RSI``)."""
 
     window: int = 14
-    prev_close: float | None = None
     gain: float = 0.0
     loss: float = 0.0
     moves: int = 0
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"rsi_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window
-
-    def update(self, bar: BarInput, out: Values) -> None:
-        name = self.names[0]
-        prev, self.prev_close = self.prev_close, bar.close
-        if prev is None:
-            out[name] = None
-            return
+    def step(self, bar: BarInput, prev: float) -> float | None:
         move = bar.close - prev
         n = self.window
         self.moves += 1
@@ -146,8 +141,7 @@ class Rsi(Feature, tag="rsi"):
             else:
                 self.gain += move
             if self.moves < n:
-                out[name] = None
-                return
+                return None
             self.gain /= n
             self.loss /= n
         else:
@@ -160,7 +154,7 @@ class Rsi(Feature, tag="rsi"):
             self.loss /= n
             self.gain /= n
         total = self.gain + self.loss
-        out[name] = 100.0 * (self.gain / total) if not -RSI_ZERO < total < RSI_ZERO else 0.0
+        return 100.0 * (self.gain / total) if not -RSI_ZERO < total < RSI_ZERO else 0.0
 
 
 class Macd(Feature, tag="macd"):
@@ -211,117 +205,65 @@ class Macd(Feature, tag="macd"):
         out[hist_name] = macd - self.signal_ema
 
 
-class BollingerWidth(Feature, tag="bb_width"):
+class BollingerWidth(Windowed, tag="bb_width"):
     """Bollinger band width: (upper - lower) / middle of TA-Lib ``BBANDS(window, deviations,
     deviations, SMA)``, that is 2 * deviations * population std / SMA of the close."""
 
-    window: int = 20
     deviations: float = 2.0
     closes: Rolling | None = None
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"bb_width_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window - 1
-
     def update(self, bar: BarInput, out: Values) -> None:
-        name = self.names[0]
-        if self.closes is None:
-            self.closes = Rolling(n=self.window)
-        self.closes.push(bar.close)
-        if not self.closes.full:
-            out[name] = None
-            return
-        middle = self.closes.mean()
-        out[name] = 2.0 * self.deviations * self.closes.std() / middle if middle else None
+        self.closes = closes = _pushed(self.closes, self.window, bar.close)
+        middle = closes.mean() if closes.full else 0.0  # None until full, and for a zero mean
+        out[self.names[0]] = 2.0 * self.deviations * closes.std() / middle if middle else None
 
 
-class Atr(Feature, tag="atr"):
+class Atr(FromPrevious, tag="atr"):
     """Average true range with Wilder's smoothing, started at the mean of the first ``window`` true
     ranges (TA-Lib ``ATR``)."""
 
     window: int = 14
-    prev_close: float | None = None
     ranges: list[float] = msgspec.field(default_factory=list)
     value: float | None = None
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"atr_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window
-
-    def update(self, bar: BarInput, out: Values) -> None:
-        name = self.names[0]
-        prev, self.prev_close = self.prev_close, bar.close
-        if prev is None:
-            out[name] = None
-            return
+    def step(self, bar: BarInput, prev: float) -> float | None:
         true_range = max(bar.high - bar.low, abs(prev - bar.high), abs(prev - bar.low))
         n = self.window
         if self.value is None:
             self.ranges.append(true_range)
             if len(self.ranges) < n:
-                out[name] = None
-                return
+                return None
             self.value = sum(self.ranges) / n
             self.ranges.clear()
         else:
             self.value = (self.value * (n - 1) + true_range) / n
-        out[name] = self.value
+        return self.value
 
 
-class VwapDeviation(Feature, tag="vwap_dev"):
+class VwapDeviation(Windowed, tag="vwap_dev"):
     """close / rolling VWAP - 1, the VWAP of the last ``window`` bars (sum of vwap * volume over sum of
     volume); None while those bars have no volume."""
 
-    window: int = 20
     notional: Rolling | None = None
     volume: Rolling | None = None
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"vwap_dev_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window - 1
-
     def update(self, bar: BarInput, out: Values) -> None:
-        name = self.names[0]
-        if self.notional is None or self.volume is None:
-            self.notional, self.volume = Rolling(n=self.window), Rolling(n=self.window)
-        self.notional.push(bar.vwap * bar.volume)
-        self.volume.push(bar.volume)
-        if not self.volume.full:
-            out[name] = None
-            return
-        volume = self.volume.mean()
-        out[name] = bar.close / (self.notional.mean() / volume) - 1.0 if volume > 0 else None
+        self.notional = notional = _pushed(self.notional, self.window, bar.vwap * bar.volume)
+        self.volume = volumes = _pushed(self.volume, self.window, bar.volume)
+        volume = volumes.mean() if volumes.full else 0.0  # None until full, and without volume
+        out[self.names[0]] = bar.close / (notional.mean() / volume) - 1.0 if volume > 0 else None
 
 
-class VolumeZ(Feature, tag="volume_z"):
+class VolumeZ(Windowed, tag="volume_z"):
     """Volume z-score: (volume - its mean) / its population std over the last ``window`` bars, this
     one included (TA-Lib ``SMA`` and ``STDDEV`` of the volume); None when the std is 0."""
 
-    window: int = 20
     volumes: Rolling | None = None
 
-    def columns(self) -> tuple[str, ...]:
-        return (f"volume_z_{self.window}",)
-
-    def lookback(self) -> int:
-        return self.window - 1
-
     def update(self, bar: BarInput, out: Values) -> None:
-        name = self.names[0]
-        if self.volumes is None:
-            self.volumes = Rolling(n=self.window)
-        self.volumes.push(bar.volume)
-        if not self.volumes.full:
-            out[name] = None
-            return
-        std = self.volumes.std()
-        out[name] = (bar.volume - self.volumes.mean()) / std if std > 0 else None
+        self.volumes = volumes = _pushed(self.volumes, self.window, bar.volume)
+        std = volumes.std() if volumes.full else 0.0  # None until full, and for a constant volume
+        out[self.names[0]] = (bar.volume - volumes.mean()) / std if std > 0 else None
 
 
 class Imbalance(Feature, tag="imbalance"):
