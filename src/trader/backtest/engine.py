@@ -142,6 +142,7 @@ class BacktestEngine:
         # Bars are built only where a strategy hears of them: the cost of a tick otherwise.
         self.bar_instruments: set[tuple[str, str]] = set()
         self.tick_runners: set[StrategyRunner] = set()  # those whose strategy has ``on_tick``
+        self._tick_instruments: set[tuple[str, str]] = set()  # the instruments they hear of
         self._held: dict[tuple[str, str], dict[str, tuple[int, MarketTick]]] = {}  # for the desk, later
         for config in strategies:
             self._load(config)
@@ -196,6 +197,8 @@ class BacktestEngine:
             self.tick_runners.add(runner)
         for symbol in config.symbols:
             self.by_instrument.setdefault((runner.data_venue, symbol), []).append(runner)
+            if runner in self.tick_runners:
+                self._tick_instruments.add((runner.data_venue, symbol))
             if _hears_bars(runner):
                 self.bar_instruments.add((runner.data_venue, symbol))
 
@@ -237,6 +240,49 @@ class BacktestEngine:
         self._sample(self.now)
 
     def on_tick(self, tick: MarketTick) -> None:
+        if not self._quiet(tick):
+            self._on_tick(tick)
+
+    def _quiet(self, tick: MarketTick) -> bool:
+        """Take a tick that only moves the books and the bars in progress, and True; or False, with
+        nothing done, for one that can make anything happen: a strategy hears ticks of its instrument,
+        an order or algo works, it crosses into a bar grain, a post-trade check or an equity sample is
+        due. What it does is what ``_on_tick`` would do for it, inline: the cost per tick of a run
+        whose strategies hear only bars."""
+        ts = tick.timestamp
+        now = ts if ts > self.now else self.now
+        if now >= self._next_pnl or now >= self._next_sample:
+            return False
+        key = (tick.venue, tick.symbol)
+        if key in self._tick_instruments or self.book.open_count or self.desk.algos or self._queue:
+            return False
+        barred = key in self.bar_instruments
+        if barred and ts >= self._next_advance:
+            return False
+        self.now = now
+        records = self.records
+        records.ticks += 1
+        if records.first_ms is None:
+            records.first_ms = ts
+        records.last_ms = ts
+        unmarked = self._unmarked  # _mark
+        if key in unmarked:
+            del unmarked[key]
+        unmarked[key] = tick.price
+        held = self._held.get(key)  # _hold_for_desk
+        if held is None:
+            held = self._held[key] = {}
+        seen = (records.ticks, tick)
+        held["last"] = seen
+        if tick.bid is not None:
+            held["bid"] = seen
+        if tick.ask is not None:
+            held["ask"] = seen
+        if barred:  # _add_to_bars before the grain's crossing
+            self._unbarred.append((tick, records.ticks, ts))
+        return True
+
+    def _on_tick(self, tick: MarketTick) -> None:
         if tick.timestamp > self.now:
             self.now = tick.timestamp
         records = self.records

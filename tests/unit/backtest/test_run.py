@@ -7,6 +7,7 @@ import json
 import random
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -205,6 +206,7 @@ def test_holding_ticks_back_from_the_idle_venues_changes_nothing(lake_root: str)
         engine = BacktestEngine(settings, strategies_for(settings, REQUEST), T0, equity_interval_ms=10_000)
         if every_tick:
             engine._hold_for_desk = engine._show_desk  # type: ignore[method-assign]
+            engine._quiet = lambda tick: False  # type: ignore[method-assign]  # it holds ticks too
         source = LakeTicks(settings)
         engine.start(source.ticks(DataRange(T0 - 60_000, T0, tuple(engine.symbols))))
         for tick in source.ticks(DataRange(T0, REQUEST.end_ms, tuple(engine.symbols))):
@@ -215,3 +217,32 @@ def test_holding_ticks_back_from_the_idle_venues_changes_nothing(lake_root: str)
     held, shown = records(False), records(True)
     assert held[1], "no fill: nothing compared"
     assert held == shown
+
+
+@pytest.mark.parametrize("strategies", [STRATEGIES, [STRATEGIES[1]]], ids=["both", "bars-only"])
+def test_the_quiet_ticks_fast_path_changes_nothing(lake_root: str, strategies: list[dict]) -> None:
+    """A tick that can make nothing happen is taken inline (``BacktestEngine._quiet``): the same orders,
+    fills, equity, bars and counts as every tick through the whole path."""
+    from trader.backtest.engine import BacktestEngine
+
+    def records(fast: bool) -> tuple[Any, ...]:
+        settings = config(lake_root, strategies)
+        engine = BacktestEngine(settings, strategies_for(settings, REQUEST), T0, equity_interval_ms=10_000)
+        taken = []
+        if not fast:
+            engine._quiet = lambda tick: False  # type: ignore[method-assign]
+        else:
+            quiet = engine._quiet
+            engine._quiet = lambda tick: taken.append(quiet(tick)) or taken[-1]  # type: ignore[method-assign]
+        source = LakeTicks(settings)
+        engine.start(source.ticks(DataRange(T0 - 60_000, T0, tuple(engine.symbols))))
+        for tick in source.ticks(DataRange(T0, REQUEST.end_ms, tuple(engine.symbols))):
+            engine.on_tick(tick)
+        done = engine.finish()
+        if fast and strategies == [STRATEGIES[1]]:  # the market maker always has an order working
+            assert sum(taken) > len(taken) // 2, "the fast path took few ticks: nothing compared"
+        return done.orders, done.fills, done.equity, done.bars, done.ticks, done.first_ms, done.last_ms
+
+    fast, slow = records(True), records(False)
+    assert fast[1], "no fill: nothing compared"
+    assert fast == slow
