@@ -53,9 +53,9 @@ def _frame(venue: str, kind: str, ts: int, price: Decimal, rate: Decimal, i: int
             return json.dumps(
                 {"stream": "btcusdt@forceOrder", "data": {"e": "forceOrder", "E": ts, "o": order}}
             )
-        data = {"e": "markPriceUpdate", "E": ts, "s": "BTCUSDT", "p": str(price), "i": str(price + 1),
+        mark = {"e": "markPriceUpdate", "E": ts, "s": "BTCUSDT", "p": str(price), "i": str(price + 1),
                 "P": str(price), "r": str(rate), "T": T0 + 28_800_000}  # fmt: skip
-        return json.dumps({"stream": "btcusdt@markPrice@1s", "data": data})
+        return json.dumps({"stream": "btcusdt@markPrice@1s", "data": mark})
     if venue == "bybit":
         if kind == "liq":
             entry = {"T": ts, "s": "BTCUSDT", "S": "Buy", "v": "0.003", "p": str(price)}
@@ -148,6 +148,7 @@ async def end_to_end(settings: Settings, frames_count: int = 20, interval_s: flo
     run_id = int(time.time())
     symbol = f"B{run_id % 100_000}USDT"  # an instrument of this run only
     pending: list[tuple[int, float, int]] = []  # (stream seq, sent at, event ms)
+    sent_at = 0.0  # when the frame being fed was sent
 
     async def emit(item: Outgoing | DeadFrame, stored: Stored | None) -> None:
         if not isinstance(item, Outgoing):
@@ -191,7 +192,6 @@ async def end_to_end(settings: Settings, frames_count: int = 20, interval_s: flo
                     qdb_at.setdefault(ts, now)
             await asyncio.sleep(0.02)
 
-    sent_at = 0.0
     try:
         # One frame first, until stored: the first commit also creates the table and its partitions.
         await send(0, 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from trader.config import StrategyConfig
-from trader.messages import MarketTick
+from trader.messages import MarketTick, Side
 from trader.strategies.base import Strategy, StrategyContext
 
 
@@ -25,7 +25,7 @@ class EchoStrategy(Strategy):
         self.sent = 0
 
     def on_tick(self, tick: MarketTick) -> None:
-        side = "buy" if self.buy_next else "sell"
+        side: Side = "buy" if self.buy_next else "sell"
         price = tick.ask if side == "buy" else tick.bid
         if price is None:
             return

@@ -62,7 +62,16 @@ from trader.bus.streams import (
     order_submit_subject,
 )
 from trader.config import Settings
-from trader.messages import ExecutionReport, Order, OrderRequest, RiskDecision, VenueOrder, encode
+from trader.messages import (
+    ExecutionReport,
+    Order,
+    OrderRequest,
+    ReportKind,
+    RiskDecision,
+    Side,
+    VenueOrder,
+    encode,
+)
 from trader.runtime.intake import checkpoint_key
 from trader.runtime.snapshots import KEY_PREFIX, Entry, InObjectStore, Record
 from trader.services import REGISTRY
@@ -79,6 +88,7 @@ VENUE = "paper"
 SYMBOL = "BTCUSDT"
 PUBLISH_BATCH = 5_000
 READY_POLL_S = 0.05
+ACK_AND_FILL: tuple[tuple[int, ReportKind], ...] = ((1, "accepted"), (2, "fill"))
 
 
 # The history ----------------------------------------------------------------------------------------
@@ -87,7 +97,7 @@ READY_POLL_S = 0.05
 def order_messages(i: int, at_ms: int, run: str) -> list[Outgoing]:
     """The eight messages of one filled order, as the live path stores them (ORDERS, then EXEC)."""
     coid = f"{STRATEGY}-{run}-{i}"
-    side = "buy" if i % 2 else "sell"
+    side: Side = "buy" if i % 2 else "sell"
     quantity, price = Decimal("0.001"), Decimal("60000.5")
     request = OrderRequest(
         client_order_id=coid,
@@ -154,7 +164,7 @@ def order_messages(i: int, at_ms: int, run: str) -> list[Outgoing]:
             timestamp=at_ms,
             venue_client_id=coid,
         )
-        for n, kind in ((1, "accepted"), (2, "fill"))
+        for n, kind in ACK_AND_FILL
     )
     state_subject = order_state_subject(STRATEGY)
     return [

@@ -73,7 +73,7 @@ async def _publish(
             if ahead > 0:
                 await asyncio.sleep(ahead)
         now_ms = time.time_ns() // 1_000_000
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         while len(futures) < min(batch, quotes - sent):
             for tick in generator.next_ticks(now_ms):
                 headers = {MSG_ID: f"bench:{run}:{tick.venue}:{tick.symbol}:{tick.trade_id}"}

@@ -530,7 +530,7 @@ class TradingBench:
         answers = {k: rec.answers[k] for k in measured if k in rec.answers}
         ok = {k: a for k, a in answers.items() if a.status in VENUE_STATES}
         rejected = {k: a for k, a in answers.items() if a.status not in VENUE_STATES}
-        from_ack = [a.at - rec.ticks[k].acked for k, a in ok.items() if rec.ticks[k].acked is not None]
+        from_ack = [a.at - acked for k, a in ok.items() if (acked := rec.ticks[k].acked) is not None]
         venue_acks = {
             k: a.venue_ack - acked
             for k, a in ok.items()

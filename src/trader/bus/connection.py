@@ -33,10 +33,10 @@ async def connect_once(url: str, name: str, *, timeout: float = 2.0) -> NATS:
         await nc.connect(
             url,
             name=name,
-            connect_timeout=timeout,
+            connect_timeout=timeout,  # type: ignore[arg-type]  # nats-py says int; it takes float seconds
             allow_reconnect=False,
             max_reconnect_attempts=1,
-            reconnect_time_wait=0.1,
+            reconnect_time_wait=0.1,  # type: ignore[arg-type]  # (the same)
             error_cb=quiet,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
@@ -88,7 +88,7 @@ async def connect_nats(
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=random.uniform(0.5, 1.5),
+                reconnect_time_wait=random.uniform(0.5, 1.5),  # type: ignore[arg-type]  # (the same)
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=error,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, cast
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -81,7 +81,8 @@ def parser_of(nc: Client) -> Parser:
 
 def message_handler(nc: Client) -> ProcessMsg:
     """What nats-py does with a message its parser has cut: a ``Msg`` for its subscription."""
-    return nc._process_msg
+    # nats-py annotates the headers as bytes; it passes None when a message has none.
+    return cast(ProcessMsg, nc._process_msg)
 
 
 def parse_header_lines(lines: bytes) -> dict[str, str]:

@@ -185,10 +185,10 @@ async def publish_batch(
             if future in not_done:
                 result.failed.append(item)
                 continue
-            exc = future.exception()
-            if exc is not None:
+            error = future.exception()
+            if error is not None:
                 result.failed.append(item)
-                result.errors.append(f"ack: {exc!r}")
+                result.errors.append(f"ack: {error!r}")
             elif future.result().duplicate:
                 result.duplicates += 1
             else:

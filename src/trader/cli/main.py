@@ -220,7 +220,7 @@ def _up_detached(settings: Settings, names: list[str]) -> int:
     while True:
         state = read_state(settings.run_dir)
         mine = state is not None and state.supervisor_pid == proc.pid
-        if mine and state.phase in STARTED:
+        if state is not None and mine and state.phase in STARTED:
             asyncio.run(_print_status(state))
             if _print_degraded(state):
                 err.print(
@@ -230,7 +230,7 @@ def _up_detached(settings: Settings, names: list[str]) -> int:
                 return 1
             err.print("[green]trader is up.[/] `trader status`, `trader logs NAME`, `trader down`.")
             return 0
-        if (mine and state.phase == "failed") or proc.poll() is not None:
+        if (state is not None and mine and state.phase == "failed") or proc.poll() is not None:
             proc.wait()
             state = read_state(settings.run_dir)
             reason = state.error if state is not None and state.supervisor_pid == proc.pid else None
@@ -476,8 +476,14 @@ def service_run(name: str) -> None:
         err.print(f"[red]error:[/] unknown service {name!r}; known: {', '.join(sorted(REGISTRY))}")
         raise typer.Exit(2)
     spec = REGISTRY[name]
-    ports = {"port_field": spec.port_field, "metrics_port_field": spec.metrics_port_field}
-    raise typer.Exit(run_service(name, load_service(name), _settings(), **ports))
+    code = run_service(
+        name,
+        load_service(name),
+        _settings(),
+        port_field=spec.port_field,
+        metrics_port_field=spec.metrics_port_field,
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -549,9 +549,9 @@ class ExecutionDesk:
             for replace in pending:  # sent before the restart, never answered
                 await self._replace(replace)
             for key in self._cancels_seen:
-                tracked = self.orders.get(key)
-                if tracked is not None and not tracked.ended and key not in self.algos:
-                    await self._cancel(msgspec.structs.replace(tracked.order, action="cancel"))
+                canceled = self.orders.get(key)
+                if canceled is not None and not canceled.ended and key not in self.algos:
+                    await self._cancel(msgspec.structs.replace(canceled.order, action="cancel"))
             # An algo releases nothing before its symbol has a quote again: its market children would
             # be refused.
             self._paused = set(self.algos)

@@ -20,12 +20,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgspec
 
 from trader.bus.refusals import InvalidMessage as InvalidMessage  # raised here, and where it was always found
-from trader.messages import AltDatum, MarketTick
+from trader.messages import AltDatum, MarketTick, Side
 
 # Plausible event times: anything outside is a unit or clock error, not a tick.
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -42,7 +42,7 @@ MAX_MAGNITUDE = Decimal("1e20")
 _LONG_FRACTION = re.compile(rb"\.[0-9]{%d}" % (QUANTITY_PLACES + 1))
 _EXPONENT = (ord("e"), ord("E"))
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-SIDES = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
+SIDES: dict[str, Side] = {"buy": "buy", "b": "buy", "bid": "buy", "sell": "sell", "s": "sell", "ask": "sell"}
 
 
 _canonical = msgspec.json.Decoder(MarketTick)
@@ -307,6 +307,10 @@ def _optional_text(field: str, value: Any) -> str | None:
     return value
 
 
+@overload
+def _decimal(field: str, value: Any, *, required: Literal[True]) -> Decimal: ...
+@overload
+def _decimal(field: str, value: Any, *, required: bool = False) -> Decimal | None: ...
 def _decimal(field: str, value: Any, *, required: bool = False) -> Decimal | None:
     if value is None:
         if required:
@@ -349,7 +353,7 @@ def decimal_places(value: Decimal) -> int:
     return max(0, -(exponent + len(digits) - significant)) if significant else 0
 
 
-def _side(value: Any) -> str | None:
+def _side(value: Any) -> Side | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.strip().lower() not in SIDES:

@@ -21,7 +21,7 @@ from decimal import ROUND_DOWN, Decimal
 
 from pydantic import BaseModel, Field
 
-from trader.messages import AltDatum, MarketTick
+from trader.messages import AltDatum, MarketTick, Side
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 DEFAULT_START_PRICE = Decimal("100.00")
@@ -82,7 +82,7 @@ class TickGenerator:
         half_spread = rng.randint(1, 3) * float(walk.tick_size) / 2
         bid = _quantize(mid - half_spread, walk.tick_size)
         ask = max(_quantize(mid + half_spread, walk.tick_size), bid + walk.tick_size)
-        side = "buy" if rng.random() < 0.5 else "sell"
+        side: Side = "buy" if rng.random() < 0.5 else "sell"
         notional = math.exp(rng.gauss(math.log(2_000.0), 1.0))
         size = max(_quantize(notional / mid, walk.lot_size), walk.lot_size)
         walk.seq += 1
@@ -142,7 +142,7 @@ class _Follower:
         half_spread = rng.randint(1, 3) * float(tick_size) / 2
         bid = _quantize(mid - half_spread, tick_size)
         ask = max(_quantize(mid + half_spread, tick_size), bid + tick_size)
-        side = "buy" if rng.random() < 0.5 else "sell"
+        side: Side = "buy" if rng.random() < 0.5 else "sell"
         lot = _lot_size(market.price)
         size = max(_quantize(math.exp(rng.gauss(math.log(2_000.0), 1.0)) / mid, lot), lot)
         trade_id = self.next_trade_id.get(symbol, self.first_trade_id)

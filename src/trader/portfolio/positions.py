@@ -54,6 +54,7 @@ def apply_fill(position: Position, fill: ExecutionReport) -> Position:
     before, change, price = position.quantity, signed_quantity(fill), fill.last_price
     after = before + change
     realized = position.realized_pnl
+    average: Decimal | None
     if before == 0 or (before > 0) == (change > 0):
         average = weighted_average(position.average_price, abs(before), price, abs(change))
     else:

@@ -43,7 +43,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from nats.js.kv import KeyValue
@@ -192,7 +192,8 @@ class Oms(Service):
         except BaseException:
             states_task.cancel()
             await asyncio.gather(states_task, return_exceptions=True)
-            for intake in [states, *work]:
+            inputs: list[Intake[Any]] = [states, *work]
+            for intake in inputs:
                 await intake.stop()
             raise
         rt.log.info(

@@ -155,7 +155,7 @@ def write_positions(qdb: QuestDBClient, rows: list[PositionRow]) -> None:
         sender = qdb._connect()
         for row in rows:
             p = row.position
-            symbols = {"account": p.account, "venue": p.venue, "symbol": p.symbol}
+            symbols: dict[str, str | None] = {"account": p.account, "venue": p.venue, "symbol": p.symbol}
             if p.strategy is not None:
                 symbols["strategy"] = p.strategy
             money = _money(

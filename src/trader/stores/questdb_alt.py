@@ -53,7 +53,7 @@ _UNIFIED = re.compile(r"^[A-Z0-9]{2,30}(-PERP)?$")
 @dataclass(frozen=True, slots=True)
 class Row:
     table: str
-    symbols: dict[str, str]
+    symbols: dict[str, str | None]
     columns: dict[str, Any]
     ts_ms: int
 
@@ -69,7 +69,7 @@ def row_of(datum: AltDatum) -> Row | None:
     table = TABLE_OF_KIND.get(datum.kind)
     if table is None or datum.symbol is None:
         return None
-    symbols = {"venue": datum.source, "symbol": datum.symbol}
+    symbols: dict[str, str | None] = {"venue": datum.source, "symbol": datum.symbol}
     columns: dict[str, Any]
     if table == FUNDING:
         columns = {"rate": _stored(datum.value)}

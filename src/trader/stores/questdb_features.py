@@ -8,6 +8,7 @@ from then on."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from questdb import TimestampNanos
 
@@ -45,7 +46,7 @@ def write_features(qdb: QuestDBClient, rows: list[Features]) -> None:
     try:
         sender = qdb._connect()
         for f in rows:
-            columns: dict[str, float | int] = {k: v for k, v in f.values.items() if v is not None}
+            columns: dict[str, Any] = {k: v for k, v in f.values.items() if v is not None}
             columns["bars"] = f.bars
             sender.row(
                 features_table(f.timeframe),

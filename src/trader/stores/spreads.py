@@ -31,7 +31,8 @@ def ensure_spreads_table(qdb: QuestDBClient) -> None:
     qdb.query(spreads_table_ddl())
 
 
-def _row(item: SpreadSnapshot | SpreadOpportunity) -> tuple[dict[str, str], dict[str, Any]]:
+def _row(item: SpreadSnapshot | SpreadOpportunity) -> tuple[dict[str, str | None], dict[str, Any]]:
+    symbols: dict[str, str | None]
     if isinstance(item, SpreadOpportunity):
         symbols = {"symbol": item.symbol, "kind": item.kind, "buy_venue": item.buy_venue}
         symbols["sell_venue"] = item.sell_venue

@@ -16,7 +16,7 @@ _LAZY: dict[str, str] = {"ccxt": "trader.execution.venues.ccxt_live:CcxtVenue"}
 def venue_class(kind: str) -> type[VenueAdapter]:
     if kind not in VENUES and kind in _LAZY:
         module, _, name = _LAZY[kind].partition(":")
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name)
     if kind not in VENUES:
         known = sorted({*VENUES, *_LAZY})
         raise KeyError(f"unknown venue kind {kind!r}; known: {', '.join(known)}")

@@ -69,7 +69,7 @@ class BinanceAlt(AltVenue):
         data = get(message, "data", "frame")
         symbol = stream.split("@")[0].upper()
         if stream.endswith("@" + STREAMS["mark"]) or stream.endswith("@markPrice"):
-            return AltParsed(read_mark(data, "data"), venue_symbol=symbol)
+            return AltParsed([*read_mark(data, "data")], venue_symbol=symbol)
         if stream.endswith("@" + STREAMS["liquidation"]):
             return AltParsed([read_liquidation(data, "data")], venue_symbol=symbol)
         return AltParsed([Notice("info", f"stream {stream}")])

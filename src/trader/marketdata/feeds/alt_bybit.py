@@ -86,7 +86,8 @@ class BybitAlt(AltVenue):
         if topic.startswith("tickers."):
             symbol = topic.removeprefix("tickers.")
             ts = integer(get(message, "ts", "frame"), "frame.ts")
-            return AltParsed(self.read_ticker(get(message, "data", "frame"), ts, "data"), venue_symbol=symbol)
+            ticker = self.read_ticker(get(message, "data", "frame"), ts, "data")
+            return AltParsed([*ticker], venue_symbol=symbol)
         if topic.startswith("allLiquidation."):
             parsed = AltParsed(venue_symbol=topic.removeprefix("allLiquidation."))
             for index, entry in enumerate(items_of(get(message, "data", "frame"), "data")):

@@ -153,7 +153,7 @@ def parse_rest_trades(venue_symbol: str, payload: Any) -> tuple[list[Trade], str
         raise FrameError(f"Trades: {errors}")
     result = get(payload, "result", "Trades")
     last = str(get(result, "last", "Trades.result"))
-    rows = next((v for k, v in result.items() if k != "last"), [])
+    rows: Any = next((v for k, v in result.items() if k != "last"), [])
     trades = []
     for index, row in enumerate(items_of(rows, "Trades.result")):
         where = f"Trades.result[{index}]"
