@@ -25,7 +25,7 @@ from trader.bus.backoff import Backoff
 from trader.bus.publish import Outgoing, PubAck, publish_batch, publisher_of
 from trader.cli.backtest import parse_time
 from trader.cli.format import fail
-from trader.config import Settings, replay_venue
+from trader.config import Settings, is_replay_venue, replay_venue
 
 WINDOW = 10_000  # acknowledgements in flight at most
 ACK_TIMEOUT_S = 10.0
@@ -81,7 +81,7 @@ def replay(
     )
     if data.end_ms <= data.start_ms:
         raise fail(f"--to {end!r} must be after --from {start!r}")
-    bad = [v for v in data.venues if v.startswith("replay-")]
+    bad = [v for v in data.venues if is_replay_venue(v)]
     if bad:
         raise fail(f"--venues {', '.join(bad)}: a replay venue is not replayed again (name its source venue)")
     settings = Settings()
