@@ -303,6 +303,8 @@ class OrderFlow:
         self, settings: Settings, book: OrderBook, trading: TradingState, rt: Runtime, lock: asyncio.Lock
     ) -> None:
         self.settings, self.book, self.trading, self.rt, self.lock = settings, book, trading, rt, lock
+        # What the routing decision reads, built once: the settings do not change while the oms runs.
+        self.routing = Routing.of(settings)
 
     def handle(self, received: Received[bytes]) -> list[Outgoing]:
         """One message of a work input: what it caused, or ``NotYet`` / ``InvalidMessage``."""
@@ -535,7 +537,7 @@ class OrderFlow:
         return venue is not None and self._venue_without_choice(order.symbol, venue) == venue
 
     def _venue_without_choice(self, symbol: str, requested: str | None) -> str | None:
-        return Routing.of(self.settings).direct(symbol, requested)  # the routing decision, in one place
+        return self.routing.direct(symbol, requested)  # the routing decision, in one place
 
 
 # Messages ----------------------------------------------------------------------------------------
