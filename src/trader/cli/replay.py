@@ -22,7 +22,7 @@ import typer
 
 from trader.backtest.replay import Pacer, Progress, iso_ms, new_run_id, parse_speed, replay_message
 from trader.bus.backoff import Backoff
-from trader.bus.publish import Outgoing, PubAck, publish_batch, publisher_of
+from trader.bus.publish import BatchResult, Outgoing, PubAck, publish_batch, publisher_of
 from trader.cli.backtest import parse_time
 from trader.cli.format import fail
 from trader.config import Settings, is_replay_venue, replay_venue
@@ -225,7 +225,7 @@ class Replay:
             self.progress.acked(event_ms, future.result().duplicate)
 
     async def _publish(self, item: Outgoing, event_ms: int) -> None:
-        future = await publisher_of(self.js).publish(item.subject, item.payload, item.all_headers())
+        future = await self._send(item)
         self.in_flight.append((item, event_ms, future))
         if len(self.in_flight) >= WINDOW:
             await self._settle(WINDOW // 2)
@@ -245,12 +245,19 @@ class Replay:
         backoff = Backoff(initial=0.2, maximum=5.0)
         errors: list[str] = []
         for _ in range(RETRIES):
-            result = await publish_batch(self.js, [item], ack_timeout=ACK_TIMEOUT_S)
+            result = await self._send_again(item)
             if not result.failed:
                 return result.duplicates > 0
             errors = result.errors
             await backoff.sleep()
         raise ReplayFailed(f"{item.subject} ({item.msg_id}) not stored after {RETRIES} tries: {errors[:2]}")
+
+    async def _send(self, item: Outgoing) -> asyncio.Future[PubAck]:
+        """Publish; the future is the acknowledgement."""
+        return await publisher_of(self.js).publish(item.subject, item.payload, item.all_headers())
+
+    async def _send_again(self, item: Outgoing) -> BatchResult:
+        return await publish_batch(self.js, [item], ack_timeout=ACK_TIMEOUT_S)
 
     async def _drain(self) -> None:
         await self._settle(len(self.in_flight))
