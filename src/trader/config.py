@@ -418,7 +418,9 @@ class ApiSettings(BaseModel):
 
 
 class SupervisorSettings(BaseModel):
-    ready_timeout_s: float = 120.0
+    # How long `trader up` waits for a service to be ready before it names it degraded (a problem that
+    # cannot go away on its own, a configuration to fix, is named at once).
+    ready_timeout_s: float = Field(default=60.0, gt=0)
     stop_timeout_s: float = 15.0
     restart_backoff_initial_s: float = 0.5
     restart_backoff_max_s: float = 30.0

@@ -92,7 +92,7 @@ def service_component(settings: Settings, name: str) -> Component:
         ready_url=f"{base}/ready",
         argv=[sys.executable, "-m", "trader", "service", "run", name],
         env={"PYTHONUNBUFFERED": "1"},
-        start_timeout_s=60.0,
+        start_timeout_s=settings.supervisor.ready_timeout_s,
         stop_timeout_s=settings.shutdown_timeout_s + 5,
     )
 
