@@ -11,6 +11,8 @@ the same way for every service:
   the dead letters whole with its reason, ``<field>: <what is wrong>`` (one rule for every service);
 - hands the handler batches (what arrived meanwhile, up to ``max_batch``), publishes the outputs with
   acknowledgements, retried until stored, and only then checkpoints and acknowledges the batch;
+- runs the service's time-driven work (``Periodic``: ohlcv-agg closing bars on the clock and storing
+  them) between two batches, so that a service needs no second loop beside its intake;
 - counts every message (``trader_messages_in``, lag, batch latency, and once caught up how long each
   batch's oldest message waited in the stream: ``trader_intake_delay_seconds``) and tells ``/ready``
   when the input has caught up with what its stream held at the start (``ready_checks``).
@@ -164,6 +166,18 @@ CaughtUp = Callable[[], Awaitable[Sequence[Outgoing]]]
 Store = Callable[[], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """A service's time-driven work (bars closed by the wall clock, what changed stored), run by the
+    intake between two batches, one after the other, so that it needs no loop nor lock of its own: at
+    most every ``every_s`` while the input is read (a quiet stream hands over an empty batch every
+    0.25 s, so it runs then too), under the intake's lock, before a snapshot is considered (a snapshot
+    never sees its work half done), and once more at the stop, before the last snapshot."""
+
+    every_s: float
+    run: Callable[[], Awaitable[None]]
+
+
 def checkpoint_key(service: str, input_name: str) -> str:
     return f"intake.{service}.{input_name}"
 
@@ -194,6 +208,7 @@ class Intake(Generic[T]):
         store: Store | None = None,
         live: HandleLive[T] | None = None,
         lock: asyncio.Lock | None = None,
+        periodic: Periodic | None = None,
     ) -> None:
         """``live``: for a service whose engine awaits (exeq's venues), the live messages of each batch,
         decoded, go to it at once instead of to ``handle`` one by one (``handle`` still takes the
@@ -206,6 +221,8 @@ class Intake(Generic[T]):
         self.store = store
         self.live = live
         self.lock = lock or asyncio.Lock()
+        self.periodic = periodic
+        self._periodic_at = time.monotonic()  # when the periodic work last ran
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
         self.started = False
@@ -364,6 +381,7 @@ class Intake(Generic[T]):
                 await self._retry_alone()
             elif self._kv is not None:
                 await self._checkpoint()  # quiet: what is done, checkpointed once it is due
+            await self._run_periodic()
             await self._maybe_snapshot()
 
     async def _take(self, batch: list[Delivery], consumer: StreamConsumer) -> None:
@@ -412,6 +430,14 @@ class Intake(Generic[T]):
         if self._deferred:
             return min(last_seq, self._deferred[0].stored.seq - 1)
         return last_seq
+
+    async def _run_periodic(self, *, now: bool = False) -> None:
+        periodic = self.periodic
+        if periodic is None or not (now or time.monotonic() - self._periodic_at >= periodic.every_s):
+            return
+        async with self.lock:
+            await periodic.run()
+        self._periodic_at = time.monotonic()
 
     async def _retry_alone(self) -> None:
         """The deferred messages offered again on the clock (nothing new came): their outputs stored,
@@ -510,6 +536,7 @@ class Intake(Generic[T]):
     async def _run_latest(self, follower: Follower) -> None:
         stopping = self.rt.stopping
         while not stopping.is_set():
+            await self._run_periodic()
             if not self._arrived:
                 if follower.caught_up.is_set():
                     await self._catch_up()
@@ -558,6 +585,8 @@ class Intake(Generic[T]):
         """After ``run`` has returned: the last checkpoint or snapshot, and the reading stopped."""
         if self._consumer is not None:
             await self._consumer.stop_intake()
+        if self.started:
+            await self._run_periodic(now=True)  # what the last batches changed, before the last snapshot
         if self._kv is not None and self.started:
             await self._checkpoint(now=True)
         if self._follower is not None:

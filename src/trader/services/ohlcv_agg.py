@@ -10,9 +10,10 @@ amend window, ``trader.analytics.timeframes``) goes to the dead letters with the
 
 Inputs: ``market.bar.1m.>`` of BARS in mode HISTORY (``trader.runtime.intake``).
 State: the engine's open bars and recent minutes (``trader.analytics.timeframes.EngineState``),
-snapshotted (key ``ohlcv-agg``) every ``snapshot_every_messages`` bars or ``snapshot_every_s`` seconds,
-only while no store is in flight (so a snapshot never holds a bar marked stored that is not), and at a
-graceful stop.
+snapshotted (key ``ohlcv-agg``) every ``snapshot_every_messages`` bars or ``snapshot_every_s`` seconds
+and at a graceful stop. The flush (bars taken from the engine, stored, published) is the intake's
+periodic work (``Periodic``, every ``flush_interval_s``, and at the stop): it runs between batches and
+before a snapshot, so a snapshot never holds a bar marked stored that is not.
 
 Restart (SIGKILL included): the snapshot's state, then the 1m bars after it, rebuild exactly the bars
 of before (the engine's rules use the messages alone, never the time they are read). While that replay
@@ -26,7 +27,6 @@ are built, stored and published (a backfill of what is missing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import msgspec
 from nats.js.errors import NotFoundError
@@ -37,7 +37,7 @@ from trader.bus.streams import bar_subject
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import Bar, encode
 from trader.runtime.consumer import now_ms
-from trader.runtime.intake import Input, Intake, Mode, Received
+from trader.runtime.intake import Input, Intake, Mode, Periodic, Received
 from trader.runtime.service import Runtime, Service
 from trader.runtime.snapshots import Snapshotting
 from trader.stores.questdb import QuestDBClient
@@ -72,8 +72,6 @@ class OhlcvAgg(Service):
         self.qdb = QuestDBClient(self.settings)
         tables = cfg.timeframes
         await rt.retry("questdb.tables", lambda: asyncio.to_thread(self.qdb.ensure_bar_tables, tables))
-        self._lock = asyncio.Lock()  # one store at a time: a flush, or the last one at a stop
-        self._storing = False
         self._latest_at_start: dict[str, Bar | None] = {}  # subject -> its latest bar, for the replay
         snapshots = Snapshotting(
             key=self.name,
@@ -83,10 +81,10 @@ class OhlcvAgg(Service):
             restore=self.engine.restore,
             every_messages=cfg.snapshot_every_messages,
             every_s=cfg.snapshot_every_s,
-            settled=lambda: not self._storing,
         )
         source = Input("BARS", MINUTE_BARS, Bar, Mode.HISTORY, max_batch=cfg.max_batch)
-        intake = Intake(rt, source, self._take_bar, snapshots=snapshots)
+        flush = Periodic(cfg.flush_interval_s, lambda: self._flush(rt))
+        intake = Intake(rt, source, self._take_bar, snapshots=snapshots, periodic=flush)
         await intake.start()
         self.intake = intake
 
@@ -120,38 +118,21 @@ class OhlcvAgg(Service):
         return []  # bars are stored and published by the flush, at most every flush_interval_s
 
     async def run(self, rt: Runtime) -> None:
-        flusher = asyncio.create_task(self._flush_loop(rt))
-        try:
-            if self.intake is not None:
-                await self.intake.run()
-        finally:
-            rt.stopping.set()  # (already set, unless the intake failed)
-            await flusher  # never cancelled: bars taken from the engine must reach the stores
-
-    async def _flush_loop(self, rt: Runtime) -> None:
-        interval = self.settings.ohlcv_agg.flush_interval_s
-        while not rt.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.stopping.wait(), interval)
-            await self._flush(rt)
+        if self.intake is not None:
+            await self.intake.run()  # the flush runs in it, between batches
 
     async def _flush(self, rt: Runtime) -> None:
         """Take the changed bars from the engine and store them: QuestDB, and the closed ones on the
         bus. Until the intake has caught up, the wall clock closes nothing (a replay is not cut short)
         and what the bus already holds is not published again."""
-        async with self._lock:
-            self._storing = True
-            try:
-                live = self.intake is not None and self.intake.caught_up
-                out = self.engine.take(now_ms() if live else None)
-                publish = out.publish
-                if not live:
-                    publish = await self._not_on_bus(publish)
-                elif self._latest_at_start:
-                    self._latest_at_start = {}
-                await asyncio.gather(self._write(rt, out.write), self._publish(rt, publish))
-            finally:
-                self._storing = False
+        live = self.intake is not None and self.intake.caught_up
+        out = self.engine.take(now_ms() if live else None)
+        publish = out.publish
+        if not live:
+            publish = await self._not_on_bus(publish)
+        elif self._latest_at_start:
+            self._latest_at_start = {}
+        await asyncio.gather(self._write(rt, out.write), self._publish(rt, publish))
 
     async def _write(self, rt: Runtime, rows: list[Bar]) -> None:
         if rows:
@@ -187,9 +168,8 @@ class OhlcvAgg(Service):
         return _bar.decode(message.data or b"{}")
 
     async def stop(self, rt: Runtime) -> None:
-        await self._flush(rt)  # what was handled is stored before the last snapshot covers it
         if self.intake is not None:
-            await self.intake.stop()
+            await self.intake.stop()  # the last flush, then the last snapshot
         self.qdb.close()
 
     def ready_checks(self) -> dict[str, bool]:
