@@ -21,8 +21,12 @@ down: install
 status: install
 	$(BIN)/trader status
 
+# Test files run on PYTEST_WORKERS processes (a file's tests stay on one, with its stack): the stack
+# tests spend most of their time waiting on the servers, so two overlap well on two cores.
+PYTEST_WORKERS ?= 2
+
 test: lint ## the whole suite, against real NATS, SeaweedFS and QuestDB that the tests start
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests examples

@@ -7,6 +7,7 @@ checked. Its ports are set in the ``server.conf`` written at each start.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 import shutil
@@ -147,6 +148,18 @@ def ensure_jar(version: str, cache_dir: Path, explicit: Path | None, repository:
     if jar.is_file():
         return jar
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # Two stacks started at once on a fresh machine: one fetches, the other waits and finds the jar
+    # whole (Maven writes it in place, so it would otherwise see it half written).
+    with (cache_dir / f".{ARTIFACT}-{version}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not jar.is_file():
+            _fetch(version, cache_dir, jar, repository)
+    if not jar.is_file():
+        raise StackError(f"questdb: fetching {GROUP}:{ARTIFACT}:{version} left no {jar}")
+    return jar
+
+
+def _fetch(version: str, cache_dir: Path, jar: Path, repository: str | None) -> None:
     if shutil.which("mvn"):
         _fetch_with_maven(version, cache_dir)
     elif repository:
@@ -157,9 +170,6 @@ def ensure_jar(version: str, cache_dir: Path, explicit: Path | None, repository:
             "available to fetch it: install Maven, set TRADER_MAVEN_REPOSITORY to a Maven repository "
             "URL, or set TRADER_QUESTDB_JAR to a downloaded questdb jar"
         )
-    if not jar.is_file():
-        raise StackError(f"questdb: fetching {GROUP}:{ARTIFACT}:{version} left no {jar}")
-    return jar
 
 
 def _fetch_with_maven(version: str, cache_dir: Path) -> None:
