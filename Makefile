@@ -31,6 +31,7 @@ test: lint ## the whole suite, against real NATS, SeaweedFS and QuestDB that the
 lint: install
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
+	$(BIN)/mypy src
 
 install: $(STAMP)
 

@@ -33,7 +33,7 @@ from trader.messages import (
 from trader.orders.state import new_order
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk.limits import RiskLimits
-from trader.risk.open_orders import OpenOrders
+from trader.risk.open_orders import OpenOrders, OpenOrdersState
 
 ZERO = Decimal(0)
 RATE_WINDOW_MS = 1000
@@ -99,6 +99,14 @@ class PreTradeRisk:
             self._open.remove(order.client_order_id)
         else:
             self._open.put(order)
+
+    def open_orders_state(self) -> OpenOrdersState:
+        """The open orders, as a snapshot keeps them."""
+        return self._open.state()
+
+    def restore_open_orders(self, state: OpenOrdersState) -> None:
+        """The open orders of a snapshot in place of those known (a start, before the states after it)."""
+        self._open = OpenOrders.of(state)
 
     def open_order(self, client_order_id: str) -> Order | None:
         """An order as risk last saw it, while it is open."""

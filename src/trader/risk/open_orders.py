@@ -11,6 +11,10 @@ notional; one without (a market order) adds its leaves to the account's unpriced
 symbol, valued at the last trade when a check asks. An order with a cancel-replace pending counts at the
 larger of its quantities and of its limits, since the venue may yet leave either in force. Decimal sums
 are exact: removing an order takes back exactly what it added.
+
+``OpenOrdersState`` is what a snapshot keeps of them (``trader.runtime.snapshots``, key ``risk-orders``):
+the open orders alone, since the sums follow from them and a terminal order leaves no trace; its size
+follows the orders open now, not the history.
 """
 
 from __future__ import annotations
@@ -18,10 +22,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import TypeVar
+
+import msgspec
 
 from trader.messages import Order
 
 ZERO = Decimal(0)
+K = TypeVar("K")
+# Of OpenOrdersState: a snapshot of another version is not read (the order states replayed instead).
+OPEN_ORDERS_VERSION = 1
+
+
+class OpenOrdersState(msgspec.Struct, frozen=True):
+    """The open orders as risk last saw them, in the order they were first seen open."""
+
+    orders: list[Order]
 
 
 def _price(order: Order) -> Decimal | None:
@@ -61,6 +77,17 @@ class OpenOrders:
 
     def get(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
+
+    def state(self) -> OpenOrdersState:
+        return OpenOrdersState(list(self._orders.values()))
+
+    @classmethod
+    def of(cls, state: OpenOrdersState) -> OpenOrders:
+        """Open orders as a snapshot left them: the same orders, so the same sums."""
+        open_orders = cls()
+        for order in state.orders:
+            open_orders.put(order)
+        return open_orders
 
     def put(self, order: Order) -> None:
         self.remove(order.client_order_id)
@@ -106,11 +133,18 @@ class OpenOrders:
         return total
 
     def _count(self, order: Order, sign: int) -> None:
+        """Each sum normalized (``1.5`` where adding then taking back ``0.250`` left ``1.500``): a sum is
+        then the same whatever orders came and went before, so the open orders a snapshot keeps give
+        back exactly the sums of a full replay, down to how a denial prints them."""
         leaves = _leaves(order) * sign
-        self._leaves[(order.account, order.symbol, order.side)] += leaves
-        self._strategy_leaves[(order.account, order.symbol, order.side, order.strategy)] += leaves
+        _add(self._leaves, (order.account, order.symbol, order.side), leaves)
+        _add(self._strategy_leaves, (order.account, order.symbol, order.side, order.strategy), leaves)
         price = _price(order)
         if price is None:
-            self._unpriced[(order.account, order.symbol)] += leaves
+            _add(self._unpriced, (order.account, order.symbol), leaves)
         else:
-            self._priced[order.account] += leaves * price
+            _add(self._priced, order.account, leaves * price)
+
+
+def _add(sums: defaultdict[K, Decimal], key: K, amount: Decimal) -> None:
+    sums[key] = (sums[key] + amount).normalize()

@@ -14,8 +14,9 @@ Consumes:
 - positions: input ``risk-positions`` (mode LATEST) on ``position.>``: the accounts'
   net positions (``position.<account>.<venue>.<symbol>``) for every account-wide check, and each
   strategy's own (a fifth token, ``.<strategy>``) for that strategy's reduce-only orders;
-- open orders: input ``risk-orders`` (mode HISTORY, no snapshot) on ``order.state.>`` from the start
-  (terminal orders drop out);
+- open orders: input ``risk-orders`` (mode HISTORY) on ``order.state.>``, from its snapshot (key
+  ``risk-orders``: the orders open, with the ORDERS sequence it covers; terminal orders drop out), every
+  state after it applied;
 - ``PnlSnapshot`` on ``pnl.total``: input ``risk-pnl`` (mode HISTORY) from the post-trade watch's
   snapshot (``trader.risk.post_trade``), every PnL after it applied (a breach among them switches);
 - the trading switch (``trader.trading.state``).
@@ -26,9 +27,11 @@ a denial naming the check and the numbers; ``reduce_only`` in the trading switch
 day's loss or the drawdown crosses its limit, or the trading history nearly fills its room in
 JetStream's store (``trader.trading.storage``; only from ``active``: an operator's switch is never
 overridden).
-State: rebuilt from the streams at every start; the post-trade peak and day start from their snapshot
-(``snapshot.risk`` in the TRADER_STATE bucket, every second when they changed and at a graceful stop,
-with the PNL sequence they cover). Its decisions are taken only once all the inputs above have caught up.
+State: the open orders from their snapshot (``snapshot.risk-orders`` in the TRADER_STATE bucket, every
+``SNAPSHOT_EVERY_MESSAGES`` states or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop) and the states
+after it; the post-trade peak and day start from theirs (``snapshot.risk``, every second when they
+changed and at a graceful stop, with the PNL sequence they cover); positions and prices, the latest of
+each, read again at every start. Its decisions are taken only once all the inputs above have caught up.
 Dead letters follow the intake's one rule: a message that cannot be decoded is refused once, live (not
 again at every replay of the history).
 """
@@ -38,8 +41,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
+from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Gauge
@@ -64,6 +69,7 @@ from trader.orders.state import is_replace
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
 from trader.risk.decider import Decider
+from trader.risk.open_orders import OPEN_ORDERS_VERSION, OpenOrdersState
 from trader.risk.post_trade import (
     CHECKPOINT_VERSION,
     PostTradeCheckpoint,
@@ -85,6 +91,8 @@ MAX_BATCH = 500
 WORK_CHECKPOINT_EVERY_S = 0.1
 LEGACY_POST_TRADE_KEY = "risk.post_trade"  # where the post-trade watch was kept before its snapshot
 CHECKPOINT_INTERVAL_S = 1.0  # the post-trade watch's snapshot, when it changed
+SNAPSHOT_EVERY_MESSAGES = 10_000  # the open orders' snapshot: every so many order states, or seconds
+SNAPSHOT_EVERY_S = 60.0
 
 # New orders, and cancels, of which risk judges the cancel-replaces (a plain cancel is the oms's alone);
 # kept raw here, each subject decoded into its own type.
@@ -104,6 +112,7 @@ TICKS_INPUT = Input("MARKET_TICKS", "market.tick.>", bytes, Mode.LATEST, name="r
 # with a fifth token (a strategy's reduce-only order is judged against its own position).
 POSITIONS_INPUT = Input("POSITIONS", "position.>", Position, Mode.LATEST, name="risk-positions")
 ORDERS_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="risk-orders")
+ORDERS_SNAPSHOT_KEY = "risk-orders"
 PNL_INPUT = Input("PNL", pnl_subject(TOTAL_SCOPE), PnlSnapshot, Mode.HISTORY, name="risk-pnl")
 
 _request_decoder = msgspec.json.Decoder(OrderRequest)
@@ -116,8 +125,8 @@ class RiskState:
 
     desk: RiskDesk
     kv: KeyValue
-    tick_sub: object
-    inputs: list[Intake[object]]  # positions, open orders, PnL: read on, live
+    tick_sub: Subscription
+    inputs: list[Intake[Any]]  # positions, open orders, PnL: read on, live
     reading: list[asyncio.Task[None]]
     requests: Intake[bytes]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # the switch, the store room, breaches
@@ -137,15 +146,16 @@ class Risk(Service):
         desk = RiskDesk(self.settings, trading, rt)
         await adopt_legacy_checkpoint(rt, kv)
         # Live ticks first, so the seed below never overwrites a newer price with an older one.
+        assert rt.nc is not None, "the runtime connects before it starts a service"
         tick_sub = await subscribe_raw(rt.nc, "market.tick.>", desk.on_ticks)
-        started: list[Intake[object]] = []
+        started: list[Intake[Any]] = []
         reading: list[asyncio.Task[None]] = []
         try:
             await self._seed_ticks(rt, desk)
-            inputs: list[Intake[object]] = [
-                Intake(rt, POSITIONS_INPUT, desk.on_position),  # type: ignore[list-item]
-                Intake(rt, ORDERS_INPUT, desk.on_order),  # type: ignore[list-item]
-                Intake(rt, PNL_INPUT, desk.on_pnl, snapshots=desk.snapshotting()),  # type: ignore[list-item]
+            inputs: list[Intake[Any]] = [
+                Intake(rt, POSITIONS_INPUT, desk.on_position),
+                Intake(rt, ORDERS_INPUT, desk.on_order, snapshots=desk.orders_snapshotting()),
+                Intake(rt, PNL_INPUT, desk.on_pnl, snapshots=desk.snapshotting()),
             ]
             for intake in inputs:
                 await intake.start()
@@ -353,6 +363,18 @@ class RiskDesk:
             restore=self._restore,
             every_messages=10_000,
             every_s=CHECKPOINT_INTERVAL_S,
+        )
+
+    def orders_snapshotting(self) -> Snapshotting[OpenOrdersState]:
+        """The open orders' snapshot (``trader.risk.open_orders``): its size follows what is open."""
+        return Snapshotting(
+            key=ORDERS_SNAPSHOT_KEY,
+            state_type=OpenOrdersState,
+            version=OPEN_ORDERS_VERSION,
+            take=self.pre.open_orders_state,
+            restore=self.pre.restore_open_orders,
+            every_messages=SNAPSHOT_EVERY_MESSAGES,
+            every_s=SNAPSHOT_EVERY_S,
         )
 
     def _restore(self, checkpoint: PostTradeCheckpoint) -> None:

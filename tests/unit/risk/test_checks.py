@@ -251,7 +251,7 @@ def test_a_strategy_reduce_only_order_counts_only_its_own_open_orders() -> None:
     checks.update_order(open_order("0.4", "sell", "s1-exit"))
     assert approved(checks, order("0.6", "sell", "a", reduce_only=True))
     assert denial(checks, order("0.1", "sell", "b", reduce_only=True)).endswith(
-        "would not reduce strategy s1's position 1 (its open sell orders 1.0)"
+        "would not reduce strategy s1's position 1 (its open sell orders 1)"
     )
     checks.update_order(msgspec.structs.replace(open_order("0.4", "sell", "s1-exit"), status="CANCELED"))
     assert approved(checks, order("0.4", "sell", "c", reduce_only=True))
