@@ -31,6 +31,7 @@ def degraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
     stack = Stack.create(
         Path(tmp_path_factory.mktemp("degraded")),
         TRADER_STRATEGY__STRATEGIES=json.dumps(STRATEGIES),
+        TRADER_SUPERVISOR__READY_TIMEOUT_S="10",  # the disconnected venue is named after it
         **{
             f"{venue}SYMBOLS": json.dumps(["BTCUSDT"]),
             f"{venue}WS_URL": f"ws://127.0.0.1:{nothing}/ws",
