@@ -1,6 +1,6 @@
 """Parity of a backtest with paper trading, on the real stack.
 
-The market maker trades in paper mode over the mock feed for a minute and a half (its ticks land in the lake
+The market maker trades in paper mode over the mock feed for a minute (its ticks land in the lake
 through sink-ticks, its orders in ORDERS, its fills in EXEC); then `trader.backtest` runs the same
 configuration over the same ticks, read back from the lake, from the tick that made the first live
 order to a cut a few seconds before the end. Both must have sent the same orders and made the same
@@ -11,11 +11,18 @@ What the test holds equal that the docs say differs otherwise (docs/backtest.md)
 is 0 on both sides and the feed is slow (2 ticks/s), so that each live order reaches exeq before the
 next tick does, as in the backtest, where nothing takes time; the market maker's refresh is long and
 risk's rate limit high, since live both count wall-clock time and the backtest event time.
+
+A loaded machine can still stall the live chain for longer than a tick (CI saw 1.5 s once): then the
+live strategy decides the next tick without news the backtest had applied, and the two part by design,
+not by a fault. The test finds that moment from the stored times (an order state JetStream stored
+after the tick that followed its event) and compares everything before it; it fails if the two part
+before such a moment, or if the stall leaves fewer than ``MIN_ORDERS`` orders to compare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import time
 from collections.abc import Iterator
@@ -29,7 +36,7 @@ from tests.stack_helpers import Stack
 from trader.backtest.data import DataRange, LakeTicks
 from trader.backtest.engine import BacktestEngine
 from trader.bus.connection import connect_nats
-from trader.messages import ExecutionReport, OrderRequest
+from trader.messages import ExecutionReport, Order, OrderRequest
 from trader.portfolio import PositionTracker
 
 pytestmark = pytest.mark.integration
@@ -46,8 +53,9 @@ STRATEGY = {
         "tick_size": "0.01",
     },
 }
-RUN_S = 90
+RUN_S = 60
 CUT_MARGIN_MS = 3_000
+MIN_ORDERS = 20  # compared before a stall, at the least
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +80,8 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.trader("down", timeout=180)
 
 
-async def _stored(stack: Stack, stream: str, prefix: str) -> list[bytes]:
+async def _stored(stack: Stack, stream: str, prefix: str) -> list[tuple[bytes, int]]:
+    """Every message of ``stream`` under ``prefix``, with the time JetStream stored it (ms)."""
     nc = await connect_nats(stack.nats_url, "test")
     assert nc is not None
     js = nc.jetstream()
@@ -81,9 +90,35 @@ async def _stored(stack: Stack, stream: str, prefix: str) -> list[bytes]:
     for seq in range(state.first_seq, state.last_seq + 1):
         msg = await js.get_msg(stream, seq)
         if msg.subject.startswith(prefix):
-            found.append(msg.data or b"")
+            assert msg.time is not None
+            found.append((msg.data or b"", int(msg.time.timestamp() * 1000)))
     await nc.close()
     return found
+
+
+def _first_stall(
+    live_requests: list[OrderRequest],
+    live_states: list[tuple[Order, int]],
+    backtest_states: list[Order],
+    tick_ms: list[int],
+) -> int | None:
+    """The first tick the live strategy decided without an order state the backtest had by then: the
+    state's event came before the tick, but JetStream stored it (the oms published it) only after."""
+    backtest_by_id: dict[str, dict[int, Order]] = {}
+    for order in backtest_states:
+        backtest_by_id.setdefault(order.client_order_id, {})[order.version] = order
+    backtest_ids = list(dict.fromkeys(o.client_order_id for o in backtest_states if o.version == 1))
+    live_ids = [r.client_order_id for r in live_requests]
+    twin = dict(zip(live_ids, backtest_ids, strict=False))  # paired by submission order
+    stalls = []
+    for state, stored_ms in live_states:
+        simulated = backtest_by_id.get(twin.get(state.client_order_id, ""), {}).get(state.version)
+        if simulated is None:
+            continue
+        after = bisect.bisect_right(tick_ms, simulated.updated)
+        if after < len(tick_ms) and stored_ms >= tick_ms[after]:
+            stalls.append(tick_ms[after])
+    return min(stalls, default=None)
 
 
 def _wait_for_lake(stack: Stack, until_ms: int, timeout_s: float = 120) -> LakeTicks:
@@ -109,11 +144,15 @@ def both(paper: Stack) -> dict[str, object]:
     time.sleep(CUT_MARGIN_MS / 1000)  # what happened up to the cut is all on the bus by now
     requests = [
         msgspec.json.decode(d, type=OrderRequest)
-        for d in asyncio.run(_stored(paper, "ORDERS", "order.submit."))
+        for d, _ in asyncio.run(_stored(paper, "ORDERS", "order.submit."))
     ]
     reports = [
         msgspec.json.decode(d, type=ExecutionReport)
-        for d in asyncio.run(_stored(paper, "EXEC", "exec.report."))
+        for d, _ in asyncio.run(_stored(paper, "EXEC", "exec.report."))
+    ]
+    states = [
+        (msgspec.json.decode(d, type=Order), at)
+        for d, at in asyncio.run(_stored(paper, "ORDERS", "order.state."))
     ]
     source = _wait_for_lake(paper, cut_ms)
     assert requests, "the market maker sent no order in paper mode"
@@ -124,19 +163,30 @@ def both(paper: Stack) -> dict[str, object]:
     settings = paper.settings()
     engine = BacktestEngine(settings, settings.strategy.strategies, start_ms)
     engine.start(source.ticks(DataRange(start_ms - 60_000, start_ms, ("ETHUSDT",))))
+    tick_ms = []
     for tick in source.ticks(DataRange(start_ms, cut_ms + 1, ("ETHUSDT",))):
         engine.on_tick(tick)
+        if tick.venue == "mock":
+            tick_ms.append(tick.timestamp)
+    stall_ms = _first_stall(requests, states, engine.records.orders, tick_ms)
+    # Compared: what happened before the cut, or before the first stall of the live chain.
+    until_ms = cut_ms if stall_ms is None else min(cut_ms, stall_ms)
+    live_requests = [r for r in requests if r.timestamp < until_ms - (1_000 if stall_ms is None else 0)]
     print(  # what was compared, shown with -s
-        f"parity: {len([r for r in requests if r.timestamp <= cut_ms - 1_000])} live orders, "
-        f"{len([r for r in reports if r.kind == 'fill' and r.timestamp <= cut_ms])} live fills, "
-        f"backtest from {start_ms} to {cut_ms}"
+        f"parity: {len(live_requests)} live orders, "
+        f"{len([r for r in reports if r.kind == 'fill' and r.timestamp < until_ms])} live fills, "
+        f"backtest from {start_ms} to {cut_ms}, "
+        + ("no stall" if stall_ms is None else f"the live chain stalled at {stall_ms}: compared before it")
     )
     return {
         "cut_ms": cut_ms,
-        "live_requests": [r for r in requests if r.timestamp <= cut_ms - 1_000],
-        "live_fills": [r for r in reports if r.kind == "fill" and r.timestamp <= cut_ms],
-        "backtest_orders": [o for o in engine.records.orders if o.version == 1],
-        "backtest_fills": engine.records.fills,
+        "stall_ms": stall_ms,
+        "live_requests": live_requests,
+        "live_fills": [r for r in reports if r.kind == "fill" and r.timestamp < until_ms],
+        "backtest_orders": [
+            o for o in engine.records.orders if o.version == 1 and (stall_ms is None or o.created < stall_ms)
+        ],
+        "backtest_fills": [f for f in engine.records.fills if f["timestamp"] < until_ms],
         "engine": engine,
     }
 
@@ -161,7 +211,9 @@ def _first_difference(live: list, backtest: list, live_at: list[int], backtest_a
 def test_the_same_orders_in_the_same_order(both: dict) -> None:
     live = [(r.side, r.type, r.quantity, r.price, r.post_only) for r in both["live_requests"]]
     backtest = [(o.side, o.type, o.quantity, o.price, o.post_only) for o in both["backtest_orders"]]
-    assert live, "no live order before the cut"
+    assert len(live) >= (1 if both["stall_ms"] is None else MIN_ORDERS), (
+        f"{len(live)} live orders before the cut or the live chain's stall at {both['stall_ms']}"
+    )
     live_at = [r.timestamp for r in both["live_requests"]]
     backtest_at = [o.created for o in both["backtest_orders"]]
     assert backtest[: len(live)] == live, _first_difference(live, backtest, live_at, backtest_at)
@@ -175,7 +227,7 @@ def test_the_same_fills_in_the_same_order(both: dict) -> None:
         (f["side"], f["quantity"], f["price"], f["fee"], f["liquidity"], f["timestamp"])
         for f in both["backtest_fills"]
     ]
-    assert live, "the market maker had no fill in a minute and a half: nothing to compare"
+    assert live, "the market maker had no fill in a minute: nothing to compare"
     assert backtest == live, _first_difference(
         live, backtest, [f[-1] for f in live], [f[-1] for f in backtest]
     )
@@ -186,6 +238,11 @@ def test_the_same_position_and_realized_pnl(both: dict) -> None:
     for fill in both["live_fills"]:
         tracker.apply(fill)
     [live] = tracker.strategy_positions("parity-mm")
+    if both["stall_ms"] is not None:  # the backtest's position after its last fill before the stall
+        last = both["backtest_fills"][-1]
+        fees = sum((f["fee"] for f in both["backtest_fills"]), Decimal(0))
+        assert (last["position"], last["realized_pnl"], fees) == (live.quantity, live.realized_pnl, live.fees)
+        return
     engine: BacktestEngine = both["engine"]
     [simulated] = engine.positions.strategy_positions("parity-mm")
     assert (simulated.quantity, simulated.realized_pnl, simulated.fees) == (

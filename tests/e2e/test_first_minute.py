@@ -3,6 +3,8 @@
 - The default stack trades: the moving-average crossover says it is warming up (`trader status`:
   "ma-cross-btc warming up: N of 20 bars of 1s"), then orders. On 1m bars it said nothing for twenty
   minutes.
+- The default stack's first minute, started afresh (no snapshot yet) with an order risk denies (risk doing
+  its job): no log line says something is wrong.
 - "Run it" of docs/strategies.md, command by command, with the example configuration: the breakout
   strategy loads, warms up, trades, and every command of the page answers.
 
@@ -26,6 +28,13 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_FOR_ORDER_S = 150
+QUIET_S = 60  # the default stack's first minute: no log line at warning or above
+
+# The lines of a log that say something is wrong: structlog's JSON levels, nats-server's tags.
+_ALARMS = ('"level": "warning"', '"level": "error"', '"level": "critical"', "[WRN]", "[ERR]", "[FTL]")
+# SeaweedFS's own startup notices about features the lake does not use (SSE-S3's key encryption key,
+# STS signing), logged whatever its configuration: not ours to lower.
+_NOT_OURS = ("seaweedfs",)
 
 
 def _up(stack: Stack) -> float:
@@ -62,8 +71,21 @@ def test_the_default_stack_says_it_warms_up_then_trades(tmp_path: Path) -> None:
         progress = [e["progress"] for e in events if e.get("event") == "strategy.warming_up"]
         assert "warming up: 19 of 20 bars of 1s" in progress
         assert any(e.get("event") == "strategy.warm_up_complete" for e in events)
+        denied = stack.trader("order", "buy", "BTCUSDT", "100", "--wait", timeout=60)
+        assert denied.returncode == 3, denied.stdout + denied.stderr
+        time.sleep(max(0.0, started + QUIET_S - time.monotonic()))
+        status = stack.status()
+        assert status["healthy"], status
     finally:
         stack.trader("down", timeout=120)
+    alarms = [
+        f"{log.stem}: {line}"
+        for log in sorted((tmp_path / "logs").glob("*.log"))
+        if log.stem not in _NOT_OURS
+        for line in log.read_text(errors="replace").splitlines()
+        if any(alarm in line for alarm in _ALARMS)
+    ]
+    assert alarms == []
 
 
 def test_run_it_of_docs_strategies_md(tmp_path: Path) -> None:

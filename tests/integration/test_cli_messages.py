@@ -178,36 +178,3 @@ def test_order_wait_exits_3_with_the_reason_when_the_order_is_rejected(bus: Stac
     assert code == 3
     assert "REJECTED" in stdout
     assert stderr.endswith("rejected: max_order_notional: 300000 > 100000\n")
-
-
-# A healthy stack ------------------------------------------------------------------------------------
-
-# The lines of a log that say something is wrong: structlog's JSON levels, nats-server's tags.
-_ALARMS = ('"level": "warning"', '"level": "error"', '"level": "critical"', "[WRN]", "[ERR]", "[FTL]")
-# SeaweedFS's own startup notices about features the lake does not use (SSE-S3's key encryption key,
-# STS signing), logged whatever its configuration: not ours to lower.
-_NOT_OURS = ("seaweedfs",)
-
-
-def test_a_healthy_stack_logs_nothing_at_warning_for_a_minute(tmp_path: Path) -> None:
-    """The default services, started afresh (no snapshot yet), an order denied by risk (risk doing its
-    job), then a quiet minute: no log says something is wrong."""
-    stack = Stack.create(tmp_path)
-    try:
-        stack.trader("up", "--detach", check=True)
-        deadline = time.monotonic() + 60
-        denied = stack.trader("order", "buy", "BTCUSDT", "100", "--wait", timeout=60)
-        assert denied.returncode == 3, denied.stdout + denied.stderr
-        time.sleep(max(0.0, deadline - time.monotonic()))
-        status = stack.status()
-    finally:
-        stack.trader("down", timeout=180)
-    assert status["healthy"], status
-    alarms = [
-        f"{log.stem}: {line}"
-        for log in sorted((tmp_path / "logs").glob("*.log"))
-        if log.stem not in _NOT_OURS
-        for line in log.read_text(errors="replace").splitlines()
-        if any(alarm in line for alarm in _ALARMS)
-    ]
-    assert alarms == []

@@ -23,6 +23,8 @@ from trader.stack.probes import port_is_free
 pytestmark = pytest.mark.integration
 
 MANAGED = {"seaweedfs", "questdb", *Settings().services}
+# Enough to stop for the tests of stopping: the servers and two services (the whole stack is one test's).
+FEW = "gateway,normalizer"
 Lifecycle = tuple[Stack, subprocess.Popen[bytes]]
 
 
@@ -110,7 +112,10 @@ def test_up_uses_a_reachable_server_and_down_leaves_nothing_behind(lifecycle_sta
 def test_ctrl_c_on_foreground_up_stops_everything(lifecycle_stack: Lifecycle) -> None:
     stack, _ = lifecycle_stack
     up = subprocess.Popen(
-        [sys.executable, "-m", "trader", "up"], env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "trader", "up", "--services", FEW],
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 180
     while not (stack.status().get("healthy")):
@@ -118,6 +123,7 @@ def test_ctrl_c_on_foreground_up_stops_everything(lifecycle_stack: Lifecycle) ->
         assert time.monotonic() < deadline, stack.log("supervisor")
         time.sleep(0.5)
     pids = _pids(stack.status())
+    assert {"questdb", "seaweedfs", "gateway", "normalizer"} <= set(pids)
     up.send_signal(signal.SIGINT)
     assert up.wait(120) == 0
     for name, pid in pids.items():
@@ -127,9 +133,10 @@ def test_ctrl_c_on_foreground_up_stops_everything(lifecycle_stack: Lifecycle) ->
 
 def test_children_stop_when_the_supervisor_is_killed(lifecycle_stack: Lifecycle) -> None:
     stack, _ = lifecycle_stack
-    stack.trader("up", "--detach", check=True)
+    stack.trader("up", "--detach", "--services", FEW, check=True)
     report = stack.status()
     pids = _pids(report)
+    assert {"questdb", "seaweedfs", "gateway", "normalizer"} <= set(pids)
     psutil.Process(report["supervisor"]["pid"]).kill()
     deadline = time.monotonic() + 60
     while any(psutil.pid_exists(p) for p in pids.values()):
