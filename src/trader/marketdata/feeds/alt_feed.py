@@ -1,8 +1,9 @@
 """Running one venue's alternative data: the websocket, the REST polls, and what keeps them whole.
 
-- Connect, subscribe to the streamed kinds, read; no frame for ``stale_after_s``: the connection is
-  replaced. Application pings where the venue wants them. Any disconnect: reconnect with exponential
-  backoff and jitter (reset once data flows), subscribe again.
+- The connection is the market-data feed's (``trader.marketdata.feeds.connection``): connect,
+  subscribe to the streamed kinds, read; no frame for ``stale_after_s``: the connection is replaced.
+  Application pings where the venue wants them. Any disconnect: reconnect with exponential backoff
+  and jitter (reset once data flows), subscribe again. The frames are this feed's own (``AltVenue``).
 - After a reconnect, what the venue's REST API tells of the streamed kinds is fetched once per symbol
   (the latest funding, prices and open interest; OKX also the recent liquidations): what changed while
   the connection was down is not lost where the venue allows it.
@@ -21,21 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from websockets.asyncio.client import connect
-
-from trader.bus.backoff import Backoff
 from trader.bus.publish import Outgoing
 from trader.bus.streams import alt_subject
 from trader.config import LiveAltSettings, LiveGatewaySettings
 from trader.marketdata.decode import InvalidMessage, decode_alt
 from trader.marketdata.feeds.alt import KINDS, AltVenue, Observation
 from trader.marketdata.feeds.base import FrameError, Notice
-from trader.marketdata.feeds.feed import MAX_FRAME_BYTES, POLL_S, DeadFrame, Emit
+from trader.marketdata.feeds.connection import WebSocketFeed
+from trader.marketdata.feeds.feed import DeadFrame, Emit
 from trader.marketdata.feeds.rest import RestClient, RestError
 from trader.marketdata.feeds.symbols import Instrument, parse_perpetual
 from trader.messages import AltDatum, encode
@@ -71,7 +69,9 @@ def datum_of(venue: str, observation: Observation, instrument: Instrument) -> Al
     )
 
 
-class AltVenueFeed:
+class AltVenueFeed(WebSocketFeed):
+    LOG = "alt"
+
     def __init__(
         self,
         venue: AltVenue,
@@ -80,15 +80,9 @@ class AltVenueFeed:
         emit: Emit,
         log: Any,
     ) -> None:
-        self.venue = venue
-        self.name = venue.name
-        self.ws_url = settings.ws_url or venue.ws_url
-        self.rest_url = settings.rest_url or venue.rest_url
-        self.stale_after_s = settings.stale_after_s or venue.stale_after_s
-        self.rest_rate = settings.rest_rate_per_s or venue.rest_rate_per_s
-        self.gateway = gateway
+        super().__init__(venue, settings, gateway, log)
+        self.venue = venue  # with its own type: what parses its frames and fetches from its REST API
         self.emit = emit
-        self.log = log
         self.instruments: dict[str, Instrument] = {}
         for symbol in settings.symbols:
             instrument = parse_perpetual(symbol)
@@ -105,14 +99,10 @@ class AltVenueFeed:
             for kind, interval in venue.polled.items()
             if kind in wanted and kind not in self.streamed
         }
-        self.stats: Counter[str] = Counter()
-        self.connected = False
-        self.connections = 0
-        self.disconnected_at: float | None = None
-        self.last_error: str | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._latest: dict[tuple[str, str], int] = {}
         self._rest: RestClient | None = None
+        self._refilling: asyncio.Task[None] | None = None
 
     @property
     def venue_symbols(self) -> list[str]:
@@ -135,7 +125,7 @@ class AltVenueFeed:
         self._rest = RestClient(self.rest_url, self.rest_rate, max(1, self.venue.rest_burst))
         tasks = [asyncio.create_task(self._poll(kind, every, stop)) for kind, every in self.polls.items()]
         if self.streamed:
-            tasks.append(asyncio.create_task(self._connection_loop(stop)))
+            tasks.append(asyncio.create_task(self._prepare_and_connect(stop)))
         try:
             await stop.wait()
         finally:
@@ -152,69 +142,24 @@ class AltVenueFeed:
             self.stats["rest_errors"] += 1
             self.log.warning("alt.prepare_failed", error=str(exc))
 
-    async def _connection_loop(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(initial=self.gateway.reconnect_initial_s, maximum=self.gateway.reconnect_max_s)
+    async def _prepare_and_connect(self, stop: asyncio.Event) -> None:
         await self._prepare()
-        while not stop.is_set():
-            try:
-                reason = await self._session(stop, backoff)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # refused, reset, closed mid-stream: all reconnect
-                reason = f"{type(exc).__name__}: {exc}"
-            self.connected = False
-            if stop.is_set():
-                return
-            self.last_error = reason
-            if self.disconnected_at is None:
-                self.disconnected_at = time.monotonic()
-            self.stats["disconnects"] += 1
-            delay = backoff.next_delay()
-            self.log.warning("alt.disconnected", reason=reason, retry_in_s=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+        await self._connection_loop(stop)
 
-    async def _session(self, stop: asyncio.Event, backoff: Backoff) -> str:
-        url = self.venue.connect_url(self.ws_url, self.venue_symbols, self.streamed)
-        async with connect(url, open_timeout=10, close_timeout=2, max_size=MAX_FRAME_BYTES) as ws:
-            for frame in self.venue.subscribe_frames(self.venue_symbols, self.streamed):
-                await ws.send(frame)
-            self.connections += 1
-            self.connected = True
-            self.disconnected_at = None
-            self.log.info("alt.connected", url=url, connection=self.connections)
-            if self.connections > 1 and self.gateway.fill_gaps:
-                refill = asyncio.create_task(self._refill())
-            else:
-                refill = None
-            loop = asyncio.get_running_loop()
-            last_frame = last_ping = loop.time()
-            flowing = False
-            try:
-                while not stop.is_set():
-                    try:
-                        frame = await asyncio.wait_for(ws.recv(), timeout=POLL_S)
-                    except TimeoutError:
-                        frame = None
-                    now = loop.time()
-                    if frame is not None:
-                        last_frame = now
-                        self.stats["frames"] += 1
-                        if await self.on_frame(frame) and not flowing:
-                            flowing = True
-                            backoff.reset()
-                    elif now - last_frame >= self.stale_after_s:
-                        self.stats["stale"] += 1
-                        return f"stale: no frame for {self.stale_after_s} s"
-                    interval = self.venue.ping_interval_s
-                    if interval is not None and now - last_ping >= interval:
-                        if (ping := self.venue.ping_frame()) is not None:
-                            await ws.send(ping)
-                        last_ping = now
-                return "stopping"
-            finally:
-                if refill is not None and not refill.done():
-                    refill.cancel()
+    def _connect_url(self) -> str:
+        return self.venue.connect_url(self.ws_url, self.venue_symbols, self.streamed)
+
+    def _subscriptions(self) -> Iterable[str]:
+        return self.venue.subscribe_frames(self.venue_symbols, self.streamed)
+
+    async def _after_connect(self, previous: str) -> None:
+        if self.connections > 1 and self.gateway.fill_gaps:
+            self._refilling = asyncio.create_task(self._refill())
+
+    async def _session_ended(self) -> None:
+        if self._refilling is not None and not self._refilling.done():
+            self._refilling.cancel()
+        self._refilling = None
 
     async def _refill(self) -> None:
         """After a reconnect: the latest of each streamed kind from REST, where the venue has it."""
@@ -241,7 +186,7 @@ class AltVenueFeed:
 
     # Frames and observations ------------------------------------------------------------------
 
-    async def on_frame(self, frame: str | bytes) -> bool:
+    async def _on_frame(self, frame: str | bytes) -> bool:
         """Handle one frame; True when it carried data."""
         try:
             parsed = self.venue.parse(frame)

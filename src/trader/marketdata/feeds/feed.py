@@ -1,11 +1,11 @@
 """Running one venue: the websocket connection and everything that keeps its trades whole.
 
-- Connect, subscribe, read. No frame at all for ``stale_after_s`` (heartbeats and pongs count): the
-  stream is stale, a ``stale`` event is published and the connection is replaced. Application pings go
-  out where the venue wants them (``Venue.ping_interval_s``); websocket pings are answered by the
-  library, and sent by it every 20 s as well.
-- Any disconnect: reconnect with exponential backoff and jitter (``trader.bus.backoff.Backoff``,
-  reset once data flows again), subscribe again, and publish a ``reconnect`` event per symbol.
+- The connection (``trader.marketdata.feeds.connection``, shared with the alternative-data feed):
+  connect, subscribe, read; no frame at all for ``stale_after_s`` (heartbeats and pongs count): the
+  stream is stale, a ``stale`` event is published and the connection is replaced. Application pings
+  where the venue wants them (``Venue.ping_interval_s``). Any disconnect: reconnect with exponential
+  backoff and jitter (reset once data flows again), subscribe again, and publish a ``reconnect``
+  event per symbol.
 - Each trade goes through the symbol's ``TradeTracker``: duplicates (replays after a reconnect, repeated
   frames) are dropped, and a jump in the trade ids opens a gap. A gap still open after ``gap_grace_s``
   (trades may arrive out of order) is published as a ``gap`` event and filled from the venue's REST
@@ -21,31 +21,25 @@ What the feed produces goes to ``emit``: ticks and events as ``Outgoing`` messag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import msgspec
-from websockets.asyncio.client import connect
 
-from trader.bus.backoff import Backoff
 from trader.bus.publish import Outgoing
 from trader.bus.streams import tick_subject
 from trader.config import LiveGatewaySettings, LiveVenueSettings
 from trader.marketdata.decode import InvalidMessage, tick_from_mapping
 from trader.marketdata.feeds.base import FrameError, LastTradeId, Notice, Quote, Trade, TradeRange, Venue
+from trader.marketdata.feeds.connection import WebSocketFeed
 from trader.marketdata.feeds.rest import RestClient, RestError
 from trader.marketdata.feeds.symbols import Instrument, parse_symbol
 from trader.marketdata.feeds.tracker import Gap, TradeTracker
 from trader.messages import FeedEvent, FeedEventKind, MarketTick, encode
-
-MAX_FRAME_BYTES = 8 * 1024 * 1024
-POLL_S = 0.25  # how often a quiet connection checks for staleness, pings and the stop signal
 
 
 def event_subject(venue: str, symbol: str) -> str:
@@ -94,7 +88,9 @@ class _Fill:
     since_ms: int | None = None
 
 
-class VenueFeed:
+class VenueFeed(WebSocketFeed):
+    LOG = "venue"
+
     def __init__(
         self,
         venue: Venue,
@@ -104,15 +100,9 @@ class VenueFeed:
         log: Any,
         restored: dict[str, dict[str, int | None]] | None = None,
     ) -> None:
-        self.venue = venue
-        self.name = venue.name
-        self.ws_url = settings.ws_url or venue.ws_url
-        self.rest_url = settings.rest_url or venue.rest_url
-        self.stale_after_s = settings.stale_after_s or venue.stale_after_s
-        self.rest_rate = settings.rest_rate_per_s or venue.rest_rate_per_s
-        self.gateway = gateway
+        super().__init__(venue, settings, gateway, log)
+        self.venue = venue  # with its own type: what parses its frames and fetches from its REST API
         self.emit = emit
-        self.log = log
         self.instruments: dict[str, Instrument] = {}
         for symbol in settings.symbols:
             instrument = parse_symbol(symbol)
@@ -123,11 +113,6 @@ class VenueFeed:
                 self.trackers[vs].restore(state)
         self.restored = bool(restored)
         self.books: dict[str, _Book] = {}
-        self.stats: Counter[str] = Counter()
-        self.connected = False
-        self.connections = 0
-        self.disconnected_at: float | None = None  # monotonic: since when it is down (None: up, or first try)
-        self.last_error: str | None = None  # why the last connection ended
         self._fills: asyncio.Queue[_Fill] = asyncio.Queue()
         self._rest: RestClient | None = None
 
@@ -162,64 +147,14 @@ class VenueFeed:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._rest.aclose()
 
-    async def _connection_loop(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(initial=self.gateway.reconnect_initial_s, maximum=self.gateway.reconnect_max_s)
-        reason = "first connection"
-        while not stop.is_set():
-            try:
-                reason = await self._session(stop, backoff, reason)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # refused, reset, handshake failed, closed mid-stream: all reconnect
-                reason = f"{type(exc).__name__}: {exc}"
-            self.connected = False
-            if stop.is_set():
-                return
-            self.last_error = reason
-            if self.disconnected_at is None:
-                self.disconnected_at = time.monotonic()
-            self.stats["disconnects"] += 1
-            delay = backoff.next_delay()
-            self.log.warning("venue.disconnected", reason=reason, retry_in_s=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+    def _connect_url(self) -> str:
+        return self.venue.connect_url(self.ws_url, self.venue_symbols)
 
-    async def _session(self, stop: asyncio.Event, backoff: Backoff, previous: str) -> str:
-        url = self.venue.connect_url(self.ws_url, self.venue_symbols)
-        async with connect(url, open_timeout=10, close_timeout=2, max_size=MAX_FRAME_BYTES) as ws:
-            for frame in self.venue.subscribe_frames(self.venue_symbols):
-                await ws.send(frame)
-            self.connections += 1
-            self.connected = True
-            self.disconnected_at = None
-            self.log.info("venue.connected", url=url, connection=self.connections)
-            await self._after_connect(previous)
-            loop = asyncio.get_running_loop()
-            last_frame = last_ping = loop.time()
-            flowing = False
-            while not stop.is_set():
-                try:
-                    frame = await asyncio.wait_for(ws.recv(), timeout=POLL_S)
-                except TimeoutError:
-                    frame = None
-                now = loop.time()
-                if frame is not None:
-                    last_frame = now
-                    self.stats["frames"] += 1
-                    if await self._on_frame(frame) and not flowing:
-                        flowing = True
-                        backoff.reset()  # data flows again: the next outage starts from a short delay
-                elif now - last_frame >= self.stale_after_s:
-                    await self._connection_event("stale", f"no frame for {now - last_frame:.1f} s")
-                    self.stats["stale"] += 1
-                    return f"stale: no frame for {self.stale_after_s} s"
-                interval = self.venue.ping_interval_s
-                if interval is not None and now - last_ping >= interval:
-                    ping = self.venue.ping_frame()
-                    if ping is not None:
-                        await ws.send(ping)
-                    last_ping = now
-            return "stopping"
+    def _subscriptions(self) -> Iterable[str]:
+        return self.venue.subscribe_frames(self.venue_symbols)
+
+    async def _on_stale(self, silent_s: float) -> None:
+        await self._connection_event("stale", f"no frame for {silent_s:.1f} s")
 
     async def _after_connect(self, previous: str) -> None:
         if self.connections > 1:
