@@ -73,7 +73,7 @@ from trader.messages import (
     encode,
 )
 from trader.runtime.intake import checkpoint_key
-from trader.runtime.snapshots import KEY_PREFIX, Entry, InObjectStore, Record
+from trader.runtime.snapshots import KEY_PREFIX, OBJECT_BUCKET, Entry, InObjectStore, Record, decompress
 from trader.services import REGISTRY
 from trader.stack.state import read_state
 from trader.trading.orders import EXEC_ID_HEADER
@@ -88,6 +88,7 @@ VENUE = "paper"
 SYMBOL = "BTCUSDT"
 PUBLISH_BATCH = 5_000
 READY_POLL_S = 0.05
+SNAPSHOT_POLL_S = 3.0
 ACK_AND_FILL: tuple[tuple[int, ReportKind], ...] = ((1, "accepted"), (2, "fill"))
 
 
@@ -224,20 +225,21 @@ _entry = msgspec.msgpack.Decoder(Entry)
 _record = msgspec.msgpack.Decoder(Record)
 
 
-async def snapshot_covers(js: JetStreamContext, key: str, stream: str) -> int:
-    """The stream sequence the service's latest snapshot covers (0: none yet)."""
+async def snapshot_covers(js: JetStreamContext, key: str, stream: str) -> tuple[int, int]:
+    """The stream sequence the service's latest snapshot covers (0: none yet), and its size as stored."""
     kv = await js.key_value(STATE_BUCKET)
     try:
         entry = await kv.get(KEY_PREFIX + key)
     except NotFoundError:
-        return 0
+        return 0, 0
     where = _entry.decode(entry.value or b"")
     if isinstance(where, InObjectStore):
-        object_store = await js.object_store("TRADER_SNAPSHOTS")
-        data = (await object_store.get(where.name)).data or b""
+        object_store = await js.object_store(OBJECT_BUCKET)
+        stored = (await object_store.get(where.name)).data or b""
     else:
-        data = where.record
-    return _record.decode(data).covers.get(stream, 0)
+        stored = where.record
+    record = decompress(stored) if where.compressed else stored
+    return _record.decode(record).covers.get(stream, 0), len(stored)
 
 
 # The services -----------------------------------------------------------------------------------------
@@ -332,16 +334,19 @@ async def restart_alone(settings: Settings, name: str, env: dict[str, str], time
 # The benchmark ----------------------------------------------------------------------------------------
 
 
-async def wait_for_snapshots(js: JetStreamContext, ends: dict[str, int], wait_s: float) -> dict[str, int]:
-    """Until every snapshot covers its stream's end (or ``wait_s``): what each covers."""
+async def wait_for_snapshots(
+    js: JetStreamContext, ends: dict[str, int], wait_s: float
+) -> dict[str, tuple[int, int]]:
+    """Until every snapshot covers its stream's end (or ``wait_s``): what each covers, and its size."""
     deadline = time.monotonic() + wait_s
+    found = dict.fromkeys(SNAPSHOTS, (0, 0))
     while True:
-        covers = {key: await snapshot_covers(js, key, stream) for key, stream in SNAPSHOTS.items()}
-        if all(covers[key] >= ends[stream] for key, stream in SNAPSHOTS.items()):
-            return covers
-        if time.monotonic() > deadline:
-            return covers
-        await asyncio.sleep(1.0)
+        waiting = [key for key, stream in SNAPSHOTS.items() if found[key][0] < ends[stream]]
+        for key in waiting:  # (a large snapshot is read whole: only those not there yet)
+            found[key] = await snapshot_covers(js, key, SNAPSHOTS[key])
+        if not waiting or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(SNAPSHOT_POLL_S)
 
 
 async def one_size(
@@ -360,7 +365,7 @@ async def one_size(
     try:
         first = await wait_ready(settings, procs, started, timeout_s)
         first_rss = {name: peak_rss_mib(proc.pid) for name, proc in procs.items()}
-        covers = await wait_for_snapshots(js, ends, snapshot_wait_s)
+        snapshots = await wait_for_snapshots(js, ends, snapshot_wait_s)
     finally:
         kill(procs.values())
     alone = {name: await restart_alone(settings, name, env, timeout_s) for name in SERVICES}
@@ -374,7 +379,8 @@ async def one_size(
     return {
         "orders": orders,
         "stream_last_seq": ends,
-        "snapshot_covers": covers,
+        "snapshot_covers": {key: covers for key, (covers, _) in snapshots.items()},
+        "snapshot_bytes": {key: size for key, (_, size) in snapshots.items()},
         "services": {
             name: {
                 "first_start_s": round(first[name], 2),
