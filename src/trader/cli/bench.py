@@ -469,6 +469,7 @@ def restart(
     for size in report["sizes"]:
         typer.echo(
             f"{size['orders']} orders: written in {size['history_write_s']} s; streams end at "
-            f"{size['stream_last_seq']}; snapshots cover {size['snapshot_covers']}; all six restarted "
+            f"{size['stream_last_seq']}; snapshots cover {size['snapshot_covers']}, bytes "
+            f"{size['snapshot_bytes']}; all six restarted "
             f"together ready in {size['all_ready_together_s']} s"
         )
