@@ -57,7 +57,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 from nats.js.api import DeliverPolicy
@@ -84,6 +84,46 @@ class Mode(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Batching:
+    """How a WORK or HISTORY input's batches close. ``eager`` (latency first): a batch goes as soon as
+    anything came (it still grows under load with what arrived meanwhile); otherwise (throughput first:
+    the lake wants big files) it waits to fill up to ``max_batch`` rows, ``max_bytes`` or ``wait_s``.
+    ``small_rows``/``small_wait_s``: a trickle's batches (under ``small_rows`` rows) wait up to
+    ``small_wait_s`` instead (a Delta commit a second of a few rows each). ``max_ack_pending``: how far
+    delivery runs ahead of the acknowledged batch (two batches by default). An empty batch comes every
+    ``wait_s`` of a quiet stream (a service with its own checkpoint does its clock's work then)."""
+
+    eager: bool = True
+    wait_s: float = 0.25
+    max_bytes: int = 16 * 1024 * 1024
+    small_rows: int = 0
+    small_wait_s: float | None = None
+    max_ack_pending: int | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a WORK input with its own checkpoint resumes: after ``after``; the messages up to
+    ``seen_to`` (at or past ``after``) were handled before the restart: they rebuild the service's
+    state, and neither their refusals are sent again nor is their ``Received.redelivered`` false."""
+
+    after: int
+    seen_to: int = 0
+
+
+class OwnCheckpoint(Protocol):
+    """A WORK input's checkpoint kept by the service with what a batch caused, in one write (a Delta
+    commit that records the batch's last sequence; the normalizer's bars and bar clock): the intake
+    writes none of its own. ``load`` at start; ``save(seq)`` after every batch once its outputs and
+    refusals are stored, with the last sequence done (the same again after a quiet, empty batch, every
+    ``Batching.wait_s``: the service's clock may have work)."""
+
+    async def load(self) -> Resume: ...
+
+    async def save(self, seq: int) -> None: ...
+
+
+@dataclass(frozen=True)
 class Input(Generic[T]):
     """One input of a service: ``subjects`` (a filter, wildcards allowed, or several) of ``stream``,
     decoded into ``type``. ``name`` tells a service's inputs apart (its consumer and checkpoint are
@@ -104,6 +144,7 @@ class Input(Generic[T]):
     defer_for_s: float = 5.0
     retry_every_s: float = 0.5
     checkpoint_every_s: float = 0.0
+    batching: Batching = Batching()
 
 
 class NotYet(InvalidMessage):
@@ -209,12 +250,17 @@ class Intake(Generic[T]):
         live: HandleLive[T] | None = None,
         lock: asyncio.Lock | None = None,
         periodic: Periodic | None = None,
+        checkpoint: OwnCheckpoint | None = None,
     ) -> None:
-        """``live``: for a service whose engine awaits (exeq's venues), the live messages of each batch,
-        decoded, go to it at once instead of to ``handle`` one by one (``handle`` still takes the
-        messages that rebuild a HISTORY input's state); what it cannot take it dead-letters itself."""
+        """``live``: for a service whose engine awaits (exeq's venues), or that takes a batch at once
+        (the normalizer, the lake sinks), the live messages of each batch, decoded, go to it together
+        instead of to ``handle`` one by one (``handle`` still takes the messages that rebuild a HISTORY
+        input's state); what it cannot take it dead-letters itself. ``checkpoint``: a WORK input's
+        checkpoint kept by the service with its outputs (``OwnCheckpoint``), instead of the intake's."""
         if snapshots is not None and source.mode is not Mode.HISTORY:
             raise ValueError("snapshots are for inputs of mode HISTORY")
+        if checkpoint is not None and (source.mode is not Mode.WORK or source.checkpoint_every_s):
+            raise ValueError("an own checkpoint is for inputs of mode WORK, saved after every batch")
         self.rt, self.input, self.handle = rt, source, handle
         self.name = source.name or rt.name
         self.latest_only, self.on_caught_up, self.snapshots = latest_only, on_caught_up, snapshots
@@ -223,6 +269,8 @@ class Intake(Generic[T]):
         self.lock = lock or asyncio.Lock()
         self.periodic = periodic
         self._periodic_at = time.monotonic()  # when the periodic work last ran
+        self.own_checkpoint = checkpoint
+        self._seen_to = 0  # WORK with its own checkpoint: handled before the restart up to here
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
         self.started = False
@@ -271,6 +319,10 @@ class Intake(Generic[T]):
         )
 
     async def _resume_seq(self) -> int:
+        if self.own_checkpoint is not None:
+            resume = await self.own_checkpoint.load()
+            self._seen_to = max(resume.seen_to, resume.after)
+            return resume.after + 1
         if self.input.mode is Mode.WORK:
             return await self._read_checkpoint() + 1
         if self.snapshots is None:
@@ -332,6 +384,7 @@ class Intake(Generic[T]):
         await self.rt.retry("checkpoint", put)
 
     async def _start_consumer(self) -> None:
+        batching = self.input.batching
         self._consumer = StreamConsumer(
             self.rt,
             stream=self.input.stream,
@@ -339,8 +392,12 @@ class Intake(Generic[T]):
             subject=self.input.subjects,
             start_seq=self.start_seq,
             max_rows=self.input.max_batch,
-            max_wait_s=0.25,  # only paces the empty batches of a quiet stream
-            eager=True,
+            max_bytes=batching.max_bytes,
+            max_wait_s=batching.wait_s,  # eager: only paces the empty batches of a quiet stream
+            eager=batching.eager,
+            max_ack_pending=batching.max_ack_pending,
+            small_rows=batching.small_rows,
+            small_wait_s=batching.small_wait_s,
         )
         await self._consumer.start()
         info = await self.rt.js.consumer_info(self.input.stream, self.name)
@@ -379,7 +436,7 @@ class Intake(Generic[T]):
                 await consumer.ack(batch)
             elif self._deferred and self._deferred[0].next_s <= time.monotonic():
                 await self._retry_alone()
-            elif self._kv is not None:
+            elif self._kv is not None or self.own_checkpoint is not None:
                 await self._checkpoint()  # quiet: what is done, checkpointed once it is due
             await self._run_periodic()
             await self._maybe_snapshot()
@@ -415,9 +472,20 @@ class Intake(Generic[T]):
             await self._catch_up()
         self._done(batch[-1].seq, len(batch), started)  # (the consumer reports its own lag)
 
+    @property
+    def at_end(self) -> bool:
+        """Nothing waits to be read now: no backlog (a clock of the service may then go by the wall)."""
+        return self._consumer is not None and self._consumer.caught_up
+
     async def _checkpoint(self, *, now: bool = False) -> None:
         """The checkpoint moved to what is done (not past a deferred message), when it is due."""
         seq = self._checkpoint_seq(self._done_to)
+        if self.own_checkpoint is not None:
+            if seq > self._checkpointed:
+                await pauses.pause(pauses.BEFORE_CHECKPOINT)
+            await self.own_checkpoint.save(seq)  # also when quiet: the service's clock may have work
+            self._checkpointed = seq
+            return
         due = now or time.monotonic() - self._checkpointed_at >= self.input.checkpoint_every_s
         if seq <= self._checkpointed or not due:
             return
@@ -509,15 +577,17 @@ class Intake(Generic[T]):
             return self._apply(messages)
         received: list[Received[T]] = []
         refused: list[Refused] = []
-        decode = self._decode
+        decode, seen_to = self._decode, self._seen_to
         for stored in messages:
             try:
-                received.append(Received(stored, decode(stored.data)))
+                received.append(Received(stored, decode(stored.data), stored.seq <= seen_to))
             except InvalidMessage as exc:
                 refused.append(refusal(stored, exc.field, exc.reason))
         return list(await self.live(received)) if received else [], refused
 
     async def _publish(self, outputs: list[Outgoing], refused: list[Refused]) -> None:
+        if self._seen_to and refused:
+            refused = [item for item in refused if (item.seq or 0) > self._seen_to]  # sent before
         await self.rt.dead_letter(self.input.stream, refused)
         if self.latest_only:
             outputs = latest_per_subject(outputs)
@@ -587,7 +657,7 @@ class Intake(Generic[T]):
             await self._consumer.stop_intake()
         if self.started:
             await self._run_periodic(now=True)  # what the last batches changed, before the last snapshot
-        if self._kv is not None and self.started:
+        if (self._kv is not None or self.own_checkpoint is not None) and self.started:
             await self._checkpoint(now=True)
         if self._follower is not None:
             await self._follower.stop()

@@ -1,13 +1,13 @@
 """sink-alt: alternative data into the Delta table ``alt_data``, exactly once, and the venues' latest
 funding, open interest, liquidations, mark and index prices into QuestDB.
 
-Consumes: ``alt.norm.>`` (stream ALT_DATA), twice: the lake's consumer (``LakeSink``: one Delta commit
-per batch with the batch's last sequence in it), and the input ``sink-alt-questdb`` on the intake
-(work mode: its own checkpoint, written after the batch's rows are flushed to QuestDB).
+Consumes: ``alt.norm.>`` (stream ALT_DATA), twice, both intake inputs in mode WORK: the lake's
+(``LakeSink``: one Delta commit per batch with the batch's last sequence in it, its checkpoint), and
+``sink-alt-questdb`` (the intake's checkpoint, written after the batch's rows are flushed to QuestDB).
 Produces: ``<lake_root>/alt_data``, partitioned by ``kind`` and ``dt``; QuestDB tables ``funding``,
 ``open_interest``, ``liquidations``, ``mark_index`` (``trader.stores.questdb_alt``: DEDUP UPSERT KEYS, so
 a batch written again after a crash replaces its rows); refused messages on the dead letters (by the
-lake's consumer only: the QuestDB input skips what the lake refuses, so a bad message is one letter).
+lake's input only: the QuestDB input skips what the lake refuses, so a bad message is one letter).
 State: the lake's commit and the QuestDB input's checkpoint; nothing in memory survives a restart.
 
 Why here and not a service of its own: it is the same stream stored a second way, by the service that
@@ -26,17 +26,17 @@ import pyarrow as pa
 from trader.bus.publish import Outgoing
 from trader.marketdata.decode import InvalidMessage, decode_alt
 from trader.messages import AltDatum
-from trader.runtime.consumer import Delivery
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime
 from trader.services.lake_sink import LakeSink, decimals
+from trader.services.lake_sink import Row as LakeRow
 from trader.stores.lake import ALT_DATA, TIMESTAMP, VALUE, utc_dates
 from trader.stores.questdb import QuestDBClient
 from trader.stores.questdb_alt import Row, ensure_alt_tables, row_of, write_alt
 
 
 def _lenient_alt(data: bytes) -> AltDatum | None:
-    """The datum, or None for one the lake's consumer refuses (and dead-letters) already."""
+    """The datum, or None for one the lake's input refuses (and dead-letters) already."""
     try:
         return decode_alt(data)
     except InvalidMessage:
@@ -52,12 +52,13 @@ class SinkAlt(LakeSink):
     name = "sink-alt"
     table = ALT_DATA
     stream = "ALT_DATA"
+    message = AltDatum
     subject = "alt.norm.>"
 
     def decode(self, data: bytes) -> AltDatum:
         return decode_alt(data)
 
-    def to_arrow(self, rows: list[tuple[Delivery, AltDatum]]) -> pa.Table:
+    def to_arrow(self, rows: list[LakeRow]) -> pa.Table:
         data = [a for _, a in rows]
         ts = pa.array([a.timestamp for a in data], pa.int64())
         columns = {
@@ -82,12 +83,12 @@ class SinkAlt(LakeSink):
 
     async def start(self, rt: Runtime) -> None:
         await super().start(rt)
-        self.rt = rt
         self.qdb = QuestDBClient(self.settings)
-        self._rows: list[Row] = []
+        self._questdb_rows: list[Row] = []
         self._tables_ready = False
-        self.questdb = Intake(rt, QUESTDB_INPUT, self._take, store=self._store)
-        await self.questdb.start()
+        questdb = Intake(rt, QUESTDB_INPUT, self._take_questdb, store=self._store_questdb)
+        await questdb.start()
+        self.questdb = questdb
 
     async def run(self, rt: Runtime) -> None:
         questdb = asyncio.create_task(self.questdb.run())
@@ -97,16 +98,17 @@ class SinkAlt(LakeSink):
             await asyncio.gather(questdb, return_exceptions=True)
 
     async def stop(self, rt: Runtime) -> None:
+        await super().stop(rt)
         await self.questdb.stop()
         self.qdb.close()
 
-    def _take(self, received: Received[AltDatum | None]) -> Sequence[Outgoing]:
+    def _take_questdb(self, received: Received[AltDatum | None]) -> Sequence[Outgoing]:
         if received.value is not None and (row := row_of(received.value)) is not None:
-            self._rows.append(row)
+            self._questdb_rows.append(row)
         return ()
 
-    async def _store(self) -> None:
-        rows, self._rows = self._rows, []
+    async def _store_questdb(self) -> None:
+        rows, self._questdb_rows = self._questdb_rows, []
         if not rows:
             return
         if not self._tables_ready:

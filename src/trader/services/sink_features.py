@@ -16,8 +16,7 @@ import pyarrow as pa
 
 from trader.bus.read import decode_message
 from trader.messages import Features
-from trader.runtime.consumer import Delivery
-from trader.services.lake_sink import LakeSink
+from trader.services.lake_sink import LakeSink, Row
 from trader.stores.lake import FEATURES, TIMESTAMP, utc_dates
 
 _decoder = msgspec.json.Decoder(Features)
@@ -27,12 +26,13 @@ class SinkFeatures(LakeSink):
     name = "sink-features"
     table = FEATURES
     stream = "FEATURES"
+    message = Features
     subject = "market.feature.>"
 
     def decode(self, data: bytes) -> Features:
         return decode_message(_decoder, data)
 
-    def to_arrow(self, rows: list[tuple[Delivery, Features]]) -> pa.Table:
+    def to_arrow(self, rows: list[Row]) -> pa.Table:
         ts, ingest, venue, symbol, timeframe, feature, value, bars, seq = ([] for _ in range(9))
         for d, f in rows:
             for name, v in f.values.items():

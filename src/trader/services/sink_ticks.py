@@ -10,8 +10,7 @@ import pyarrow as pa
 
 from trader.marketdata.decode import decode_tick
 from trader.messages import MarketTick
-from trader.runtime.consumer import Delivery
-from trader.services.lake_sink import LakeSink, decimals
+from trader.services.lake_sink import LakeSink, Row, decimals
 from trader.stores.lake import MARKET_TICKS, PRICE, QUANTITY, TIMESTAMP, utc_dates
 
 
@@ -19,12 +18,13 @@ class SinkTicks(LakeSink):
     name = "sink-ticks"
     table = MARKET_TICKS
     stream = "MARKET_TICKS"
+    message = MarketTick
     subject = "market.tick.>"
 
     def decode(self, data: bytes) -> MarketTick:
         return decode_tick(data)
 
-    def to_arrow(self, rows: list[tuple[Delivery, MarketTick]]) -> pa.Table:
+    def to_arrow(self, rows: list[Row]) -> pa.Table:
         ticks = [t for _, t in rows]
         ts = pa.array([t.timestamp for t in ticks], pa.int64())
         columns = {
