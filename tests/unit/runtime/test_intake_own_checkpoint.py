@@ -50,7 +50,9 @@ def _runtime(order: list[str]) -> Runtime:
     metrics = SimpleNamespace(count_in=lambda n: None, observe_batch=lambda s: None)
     return cast(
         Runtime,
-        SimpleNamespace(name="svc", dead_letter=dead_letter, publish_reliably=publish_reliably, metrics=metrics),
+        SimpleNamespace(
+            name="svc", dead_letter=dead_letter, publish_reliably=publish_reliably, metrics=metrics
+        ),
     )
 
 
