@@ -12,10 +12,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
 from tests.stack_helpers import Stack
-from trader.bus.read import REPLAY_WINDOW, Stored, replay
+from trader.bus.read import REPLAY_WINDOW, Stored, replay, replay_messages
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +128,21 @@ async def test_a_handler_that_raises_ends_the_replay_with_its_error(nc: NATS) ->
 
     with pytest.raises(RuntimeError, match="bad message"):
         await replay(nc.jetstream(), stream, "rt.a", broken)
+
+
+async def test_a_range_of_sequences_is_read_alone_and_nothing_after_it(nc: NATS) -> None:
+    # exeq's balance check: a venue's reports after the baseline's sequence, up to the start's.
+    stream = await _fresh_stream(nc)
+    await _publish(nc, ["rt.a", "rt.b", "rt.a", "rt.a", "rt.b", "rt.a", "rt.a"])
+    got = await replay_messages(nc.jetstream(), stream, "rt.a", after=1, upto=5)
+    assert [(m.seq, m.data) for m in got] == [(3, b"2"), (4, b"3")]  # 6 and 7 are past upto
+    assert await replay_messages(nc.jetstream(), stream, "rt.a", after=7) == []
+
+
+async def test_the_latest_message_of_each_subject_is_read_in_bulk(nc: NATS) -> None:
+    stream = await _fresh_stream(nc)
+    await _publish(nc, ["rt.a", "rt.b", "rt.a", "rt.c", "rt.b"])
+    latest = await replay_messages(
+        nc.jetstream(), stream, "rt.>", deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
+    )
+    assert sorted((m.subject, m.seq) for m in latest) == [("rt.a", 3), ("rt.b", 5), ("rt.c", 4)]

@@ -10,8 +10,9 @@
   for state a service rebuilds at every start: all of some subjects, the latest message per subject, or
   from a sequence on, then every new one. ``caught_up`` tells when what the stream held at the start has
   been handled.
-- ``replay`` (``replay_messages`` for a list): what a stream holds on some subjects now, through a
-  ``Follower``, and then no more.
+- ``replay`` (``replay_messages`` for a list): what a stream holds on some subjects now (all of it,
+  a range of sequences, or the latest per subject), read once in bulk, and then no more: the CLI's,
+  the api's and a service's one-shot reads.
 
 Wire-level only: nothing here knows the runtime or a service (``trader.runtime.intake`` reads through
 these; the runtime's helpers of the old ways are in ``trader.runtime.readers``).
@@ -369,21 +370,7 @@ class Follower:
         await self._close()
 
 
-async def catch_up(followers: list[Follower], stall_s: float, what: str) -> None:
-    """Until every follower has caught up with its history, however long that history: only a
-    ``stall_s`` without a message handled by any of them is a ``TimeoutError``."""
-    handled = -1
-    while not all(follower.caught_up.is_set() for follower in followers):
-        progress = sum(follower.handled for follower in followers)
-        if progress == handled:
-            raise TimeoutError(f"{what}: nothing for {stall_s}s")
-        handled = progress
-        waits = [follower.caught_up.wait() for follower in followers]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*waits), stall_s)
-
-
-# Replaying ----------------------------------------------------------------------------------------
+# Reading once -------------------------------------------------------------------------------------
 
 
 async def replay(
@@ -393,55 +380,27 @@ async def replay(
     handler: Handler,
     *,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    after: int = 0,
+    upto: int | None = None,
     timeout: float = 60.0,
 ) -> int:
-    """Hand every message of ``subjects`` (or the latest per subject) stored now to ``handler``, oldest
-    first; returns how many there were. A handler that raises ends the replay with its error;
-    ``TimeoutError`` when ``timeout`` seconds pass without a message."""
-    if deliver_policy == DeliverPolicy.ALL:
-        return await _replay_all(js, stream, subjects, handler, timeout)
-    failure: list[Exception] = []
-
-    def on_error(_stored: Stored, exc: Exception) -> None:
-        failure.append(exc)
-        follower.caught_up.set()  # wakes the wait below
-
-    follower = Follower(
-        js,
-        stream=stream,
-        subjects=subjects,
-        handler=handler,
-        deliver_policy=deliver_policy,
-        on_error=on_error,
-        inactive_threshold_s=5.0,  # the server forgets the consumer soon after
-    )
-    await follower.start()
-    try:
-        await catch_up([follower], timeout, f"replay of {subjects} in {stream}")
-    finally:
-        await follower.stop()
-    if failure:
-        raise failure[0]
-    return follower.handled
-
-
-REPLAY_WINDOW = 20_000  # messages delivered ahead of the handler: bounds memory, not speed
-
-
-async def _replay_all(
-    js: JetStreamContext, stream: str, subjects: str | list[str], handler: Handler, timeout: float
-) -> int:
-    """``replay`` of the whole history: an ephemeral consumer read raw and in bulk (``PushInbox``),
-    where an ordered consumer costs a coroutine call and a ``Msg`` per message and several times the
-    time (every service replays its history at start). One acknowledgement per bulk (``AckPolicy.ALL``)
-    paces the server: at most ``REPLAY_WINDOW`` unacknowledged."""
+    """Hand every message of ``subjects`` stored now (or the latest per subject), oldest first, to
+    ``handler``; returns how many there were. ``after``/``upto``: only those of the stream sequences
+    after ``after`` up to ``upto`` included. A handler that raises ends the replay with its error;
+    ``TimeoutError`` when ``timeout`` seconds pass without a message. The one way to read a stream
+    once (a service reads through ``trader.runtime.intake``)."""
     names = [subjects] if isinstance(subjects, str) else list(subjects)
-    end = (await js.stream_info(stream)).state.last_seq
-    if end == 0:
+    last_seq = (await js.stream_info(stream)).state.last_seq
+    end = last_seq if upto is None else min(upto, last_seq)
+    if end <= after:
         return 0
+    policy, start = deliver_policy, None
+    if after:
+        policy, start = DeliverPolicy.BY_START_SEQUENCE, after + 1
     config = ConsumerConfig(
         ack_policy=AckPolicy.ALL,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=policy,
+        opt_start_seq=start,
         max_ack_pending=REPLAY_WINDOW,
         ack_wait=300,
         inactive_threshold=5.0,  # the server forgets the consumer soon after, whatever happens here
@@ -462,8 +421,14 @@ async def _replay_all(
                 await js.delete_consumer(stream, info.name)
 
 
+REPLAY_WINDOW = 20_000  # messages delivered ahead of the handler: bounds memory, not speed
+
+
 async def _take_all(inbox: PushInbox, end: int, handler: Handler, timeout: float, what: str) -> int:
-    """Hand over what ``inbox`` receives until nothing is pending or ``end`` is reached."""
+    """Hand over what ``inbox`` receives until nothing is pending or ``end`` is reached (what comes
+    after ``end`` is not handed over). Read raw and in bulk (``PushInbox``), where an ordered consumer
+    costs a coroutine call and a ``Msg`` per message; one acknowledgement per bulk (``AckPolicy.ALL``)
+    paces the server: at most ``REPLAY_WINDOW`` unacknowledged."""
     handled, last_seq = 0, 0
     while True:
         if not await inbox.wait(timeout):
@@ -474,6 +439,9 @@ async def _take_all(inbox: PushInbox, end: int, handler: Handler, timeout: float
                 continue  # not from JetStream
             last_reply = reply
             seq, _consumer_seq, arrived, pending = ack_fields(reply)
+            if seq > end:
+                done = True
+                break
             if seq > last_seq:  # not a redelivery
                 last_seq = seq
                 await handler(Stored.raw(seq, subject, data, headers, arrived))
@@ -493,13 +461,17 @@ async def replay_messages(
     subjects: str | list[str],
     *,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    after: int = 0,
+    upto: int | None = None,
     timeout: float = 60.0,
 ) -> list[Stored]:
-    """The messages ``replay`` would hand over, as a list (for small sets: latest per subject)."""
+    """The messages ``replay`` would hand over, as a list."""
     messages: list[Stored] = []
 
     async def keep(stored: Stored) -> None:
         messages.append(stored)
 
-    await replay(js, stream, subjects, keep, deliver_policy=deliver_policy, timeout=timeout)
+    await replay(
+        js, stream, subjects, keep, deliver_policy=deliver_policy, after=after, upto=upto, timeout=timeout
+    )
     return messages

@@ -44,7 +44,7 @@ from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import Follower, Stored, catch_up, decode_message
+from trader.bus.read import Stored, decode_message, replay_messages
 from trader.bus.streams import exec_report_subject
 from trader.config import CcxtVenueSettings, Settings
 from trader.execution.balances import BalanceBaseline, BalanceBook, baseline_key, check_balances
@@ -98,40 +98,13 @@ class JetStreamBalanceBook:
         return int((await self.js.stream_info("EXEC")).state.last_seq)
 
     async def fills_after(self, venue: str, seq: int, upto: int) -> list[ExecutionReport]:
-        if upto <= seq:
-            return []
-        fills: list[ExecutionReport] = []
-        failures: list[Exception] = []
-
-        async def keep(stored: Stored) -> None:
-            report = _report.decode(stored.data)
-            if stored.seq <= upto and report.kind == "fill":
-                fills.append(report)
-
-        follower = Follower(
-            self.js,
-            stream="EXEC",
-            subjects=exec_report_subject(venue),
-            handler=keep,
-            start_seq=seq + 1,
-            on_error=_raise_later(failures),
-            inactive_threshold_s=5.0,
+        """Read once, in bulk, from the stream: the venue's reports after ``seq`` up to ``upto``, the
+        fills among them. An undecodable report raises: the sum would be wrong, so no sum."""
+        stored = await replay_messages(
+            self.js, "EXEC", exec_report_subject(venue), after=seq, upto=upto, timeout=self.timeout_s
         )
-        await follower.start()
-        try:
-            await catch_up([follower], self.timeout_s, f"fills of {venue} after {seq}")
-        finally:
-            await follower.stop()
-        if failures:  # an undecodable report: the sum would be wrong, so no sum
-            raise failures[0]
-        return fills
-
-
-def _raise_later(failures: list[Exception]) -> Callable[[Stored, Exception], None]:
-    def on_error(_stored: Stored, exc: Exception) -> None:
-        failures.append(exc)
-
-    return on_error
+        reports = [_report.decode(message.data) for message in stored]
+        return [report for report in reports if report.kind == "fill"]
 
 
 @dataclass
