@@ -33,7 +33,8 @@ Modes:
   ``retry_every_s`` and after every batch, for ``defer_for_s``, then dead-lettered with the reason; the
   checkpoint stays before it meanwhile. ``lock``: held while a batch is applied and its outputs stored
   (a service whose inputs share one state, the oms).
-- ``LATEST``: the latest message of each subject, then every new one; no state survives a restart.
+- ``LATEST``: the latest message of each subject, then every new one (or, ``start_after``, every one
+  after a stream sequence); no state survives a restart.
 - ``HISTORY``: the service's state from its latest snapshot (``trader.runtime.snapshots``), then every
   message after it, then live. The messages the stream held at the start rebuild the state without
   publishing (they were handled before the restart, or ``on_caught_up`` publishes what the rebuilt
@@ -251,12 +252,15 @@ class Intake(Generic[T]):
         lock: asyncio.Lock | None = None,
         periodic: Periodic | None = None,
         checkpoint: OwnCheckpoint | None = None,
+        start_after: int | None = None,
     ) -> None:
         """``live``: for a service whose engine awaits (exeq's venues), or that takes a batch at once
         (the normalizer, the lake sinks), the live messages of each batch, decoded, go to it together
         instead of to ``handle`` one by one (``handle`` still takes the messages that rebuild a HISTORY
         input's state); what it cannot take it dead-letters itself. ``checkpoint``: a WORK input's
-        checkpoint kept by the service with its outputs (``OwnCheckpoint``), instead of the intake's."""
+        checkpoint kept by the service with its outputs (``OwnCheckpoint``), instead of the intake's.
+        ``start_after``: a LATEST input reads every message after this stream sequence instead of the
+        latest of each subject (the strategy service's bars after those its warm-up read)."""
         if snapshots is not None and source.mode is not Mode.HISTORY:
             raise ValueError("snapshots are for inputs of mode HISTORY")
         if checkpoint is not None and (source.mode is not Mode.WORK or source.checkpoint_every_s):
@@ -269,7 +273,10 @@ class Intake(Generic[T]):
         self.lock = lock or asyncio.Lock()
         self.periodic = periodic
         self._periodic_at = time.monotonic()  # when the periodic work last ran
+        if start_after is not None and source.mode is not Mode.LATEST:
+            raise ValueError("start_after is for inputs of mode LATEST")
         self.own_checkpoint = checkpoint
+        self.start_after = start_after
         self._seen_to = 0  # WORK with its own checkpoint: handled before the restart up to here
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
@@ -416,6 +423,7 @@ class Intake(Generic[T]):
             subjects=self.input.subjects,
             handler=keep,
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            start_seq=None if self.start_after is None else self.start_after + 1,
             on_error=handler_errors(self.rt, self.input.stream),
         )
         await self._follower.start()

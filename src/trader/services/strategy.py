@@ -1,23 +1,24 @@
 """strategy: runs the configured strategies on live market data; sends their orders and cancels.
 
-Consumes:
-- ``order.>`` (stream ORDERS, durable ``strategy-orders``, from the first message at every start):
-  the history rebuilds each strategy's open orders (its requests on ``order.submit.<strategy>``, the
-  latest state per id on ``order.state.<strategy>``); after it, the consumer is re-created on
-  ``order.state.>`` only, and new states go to ``on_order``;
-- ``exec.>`` (stream EXEC, durable ``strategy-exec``, from the first message at every start): the
-  reports on ``exec.report.<venue>`` of the strategies' own orders rebuild their positions; after it,
-  the consumer takes ``exec.report.>`` only, and new fills go to ``on_fill``;
+Consumes (``trader.runtime.intake``):
+- ``order.submit.>`` and ``order.state.>`` (stream ORDERS, input ``strategy-orders``, mode HISTORY:
+  from the first message at every start): the history rebuilds each strategy's open orders (its requests
+  on ``order.submit.<strategy>``, the latest state per id on ``order.state.<strategy>``); after it, new
+  states go to ``on_order`` (new requests are the service's own: passed over);
+- ``exec.report.>`` (stream EXEC, input ``strategy-exec``, mode HISTORY): the reports of the strategies'
+  own orders rebuild their positions; after them, new fills go to ``on_fill``. What comes on either input
+  after its history and before the start is done (strategies started, warmed up) is held, then applied;
 - ``market.bar.<tf>.<venue>.<SYMBOL>`` (stream BARS) at start, after the rebuild and ``on_start``: the warm-up
   (``trader.strategies.warmup``), the last closed bars each strategy declares it needs, fed to
   ``on_bar`` while its context drops every order asked for (strategies act on live data only);
 - ``market.tick.<venue>.<SYMBOL>`` and ``market.bar.*.<venue>.<SYMBOL>`` for each strategy's symbols
   on its data venue only (``StrategyConfig.data_venue``, resolved by ``Settings.data_venue_of``: a
-  strategy on a live venue never hears of the mock feed; ordered consumers, only once the rebuild and
-  warm-up are done): ticks from NEW, bars from the sequence after the last one the warm-up could see,
-  so a bar published meanwhile is fed once, live;
-- ``alt.norm.>`` (stream ALT_DATA, from NEW, once the rebuild and warm-up are done) when a strategy
-  overrides ``on_alt``: each datum to the strategies of its symbol (``BTCUSDT-PERP`` to ``BTCUSDT``'s);
+  strategy on a live venue never hears of the mock feed; intake inputs of mode LATEST from a sequence,
+  ``start_after``, read only once the rebuild and warm-up are done): ticks from what comes after the
+  start, bars from the sequence after the last one the warm-up could see, so a bar published meanwhile
+  is fed once, live;
+- ``alt.norm.>`` (stream ALT_DATA, from what comes after the start) when a strategy overrides
+  ``on_alt``: each datum to the strategies of its symbol (``BTCUSDT-PERP`` to ``BTCUSDT``'s);
 - ``market.feature.*.<venue>.<SYMBOL>`` (stream FEATURES) when a strategy overrides ``on_features``:
   at start, after the warm-up bars, the features of those bars (the same subjects and numbers); then
   live from the sequence after the last one that read could see;
@@ -27,11 +28,11 @@ Consumes:
 Produces: ``OrderRequest`` on ``order.submit.<strategy>`` (msg id: the client_order_id) and
 ``CancelRequest`` on ``order.cancel.<strategy>`` (msg id: a per-strategy unique cancel id), through an
 ``Outbox``: in order, and without a market event waiting for the acknowledgement of the last one's.
-State: nothing of its own beyond the streams. The two durable consumers acknowledge after
-processing and are re-created from the first message at every start, since the rebuild needs the
-whole history (the whole stream, so that its end is one stream sequence; other subjects are skipped
-unread); a state or fill redelivered is applied once (versions, exec_ids). Messages of the
-history are applied silently; one that cannot be decoded goes to the dead letters only when new.
+State: nothing of its own beyond the streams: the two HISTORY inputs read the whole history at every
+start (no snapshot: a strategy's state is its own code's); a state or fill seen twice is applied once
+(versions, exec_ids). Messages of the history are applied silently; one that cannot be decoded goes to
+the dead letters only when new (the intake's rule for HISTORY); undecodable features and alternative
+data are the dead letters of the sinks, not sent again from here.
 A strategy that cannot be loaded (or whose venue exeq does not run, or whose data venue no feed
 publishes) is logged (and shown in /health) and the others run; the service is then degraded
 (``problems``: /ready answers 503 with the reason, `trader status` shows it, `trader up` exits 1), as
@@ -51,7 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +61,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outbox, Outgoing
-from trader.bus.read import Follower, Stored, decode_message, refusal
+from trader.bus.read import Stored, decode_message
 from trader.bus.streams import (
     bar_subject,
     feature_subject,
@@ -72,6 +73,7 @@ from trader.config import Settings
 from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_alt, decode_tick
 from trader.messages import (
+    AltDatum,
     Bar,
     ExecutionReport,
     Features,
@@ -81,10 +83,10 @@ from trader.messages import (
     TradingState,
     encode,
 )
-from trader.runtime.consumer import Delivery, StreamConsumer, ack_metadata
+from trader.runtime.consumer import ack_metadata
 from trader.runtime.health import Problem, Silence, duration
-from trader.runtime.readers import handler_errors, work_through
-from trader.runtime.service import Refused, Runtime, Service
+from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
+from trader.runtime.service import Runtime, Service
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
 from trader.strategies.base import Strategy
 from trader.strategies.context import wall_clock_ms
@@ -97,11 +99,19 @@ _report_decoder = msgspec.json.Decoder(ExecutionReport)
 _bar_decoder = msgspec.json.Decoder(Bar)
 _features_decoder = msgspec.json.Decoder(Features)
 
-Apply = Callable[[Runtime, list[Delivery]], Awaitable[None]]
-
-# After the rebuild, what the strategies hear of: their orders' states and the fills.
-LIVE_ORDERS = "order.state.>"
-LIVE_EXECS = "exec.report.>"
+# The history, then the strategies' order states and fills. Kept raw: decoded by subject.
+ORDERS_INPUT = Input(
+    "ORDERS",
+    ("order.submit.>", "order.state.>"),
+    bytes,
+    Mode.HISTORY,
+    name="strategy-orders",
+    decode=bytes,
+    max_batch=2_000,
+)
+EXECS_INPUT = Input(
+    "EXEC", "exec.report.>", bytes, Mode.HISTORY, name="strategy-exec", decode=bytes, max_batch=2_000
+)
 
 BARS = "BARS"
 FEATURES = "FEATURES"
@@ -126,7 +136,11 @@ class StrategyService(Service):
         self._loaded = False
         self._lock = asyncio.Lock()  # one event at a time: strategies and their outbox stay in order
         self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
-        self._market: list[Follower] = []
+        self._held: list[Callable[[], None]] = []  # live events that came before the start was done
+        self._inputs: list[Intake[bytes]] = []  # orders and fills
+        self._reading: list[asyncio.Task[None]] = []  # their reading, live once caught up
+        self._market: list[Intake[Any]] = []
+        self._market_tasks: list[asyncio.Task[None]] = []
         self._bars_end: int | None = None  # the last BARS sequence the warm-up could see
         self._features_end: int | None = None  # the same for FEATURES (strategies taking features)
         self._silence: Silence[tuple[str, str]] = Silence(self.NO_DATA_S)  # (venue, symbol)
@@ -142,17 +156,50 @@ class StrategyService(Service):
         self._set_trading(rt, state)
         if not hasattr(self, "outbox"):  # one for the life of the service: a retried start keeps its queue
             self.outbox = Outbox(rt.publish_reliably)
-        self.orders = await self._replay(rt, "ORDERS", "order.>", LIVE_ORDERS, self._apply_orders)
-        self.execs = await self._replay(rt, "EXEC", "exec.>", LIVE_EXECS, self._apply_execs)
-        async with self._lock:
-            for runner in self.runners.values():
-                if not runner.started:
-                    await self._emit(rt, runner, runner.start())
-        await self._warm_up(rt)
+        await self._rebuild(rt)
+        try:
+            async with self._lock:
+                for runner in self.runners.values():
+                    if not runner.started:
+                        await self._emit(rt, runner, runner.start())
+            await self._warm_up(rt)
+            await self._subscribe_market(rt)
+        except BaseException:
+            await self._stop_inputs()  # a retried start reads the history again
+            raise
+        held, self._held = self._held, []
+        for event in held:  # no await from here on: nothing comes between these and the live ones
+            event()
         self.rebuilt = True
-        rt.log.info("strategy.rebuilt", strategies={n: r.describe() for n, r in self.runners.items()})
-        await self._subscribe_market(rt)
+        rt.log.info(
+            "strategy.rebuilt", strategies={n: r.describe() for n, r in self.runners.items()}, held=len(held)
+        )
         self._silence.expect(self.by_instrument)
+
+    async def _rebuild(self, rt: Runtime) -> None:
+        """The strategies' orders and fills from the whole history of both inputs; they go on reading
+        live (what comes before the start is done is held: see ``_deliver``)."""
+        await self._stop_inputs()  # those of a start that failed
+        self._held = []
+        self._inputs = [
+            Intake(rt, ORDERS_INPUT, self._take_order),
+            Intake(rt, EXECS_INPUT, self._take_report),
+        ]
+        for intake in self._inputs:
+            await intake.start()
+            self._history_end[intake.input.stream] = intake.replay_to
+        self._reading = await run_until_caught_up(self._inputs, "the strategies' orders and fills")
+        for stream, end in self._history_end.items():
+            rt.log.info("strategy.history_applied", stream=stream, last_seq=end)
+
+    async def _stop_inputs(self) -> None:
+        await self._unsubscribe_market()
+        for task in self._reading:
+            task.cancel()
+        await asyncio.gather(*self._reading, return_exceptions=True)
+        for intake in self._inputs:
+            await intake.stop()
+        self._reading, self._inputs = [], []
 
     def _load(self, rt: Runtime) -> None:
         for config in self.settings.strategy.strategies:
@@ -200,97 +247,65 @@ class StrategyService(Service):
         self.rt.log.error("strategy.trading_state_unreadable", error=str(exc), revision=revision)
         return TradingState(mode="halted", reason=f"unreadable trading state: {exc}")
 
-    async def _replay(
-        self, rt: Runtime, stream: str, subject: str, live_subject: str, apply: Apply
-    ) -> StreamConsumer:
-        """Apply the history of ``subject`` up to the last message stored before now, then return the
-        consumer of what comes after, on ``live_subject`` only (the rest of the stream is of no use
-        once the books are rebuilt: fewer deliveries per order)."""
-        end = (await rt.js.stream_info(stream)).state.last_seq
-        self._history_end[stream] = end
-        applied = 0
-        if end:
-            history = self._consumer(rt, stream, subject, start_seq=None)
-            await history.start()
-            async for batch in history.batches():
-                if batch:
-                    await apply(rt, batch)
-                    await history.ack(batch)  # delivery pauses at max_ack_pending unacknowledged
-                    applied = batch[-1].seq
-                    if applied >= end:
-                        break
-                elif await _drained(rt, stream, history.name):
-                    break  # the last messages were deleted: nothing more of the history will come
-            await history.stop_intake()
-            rt.log.info("strategy.history_applied", stream=stream, last_seq=end)
-        live = self._consumer(rt, stream, live_subject, start_seq=applied + 1)
-        await live.start()  # replaces the history's consumer (the same durable name)
-        return live
-
-    def _consumer(self, rt: Runtime, stream: str, subject: str, start_seq: int | None) -> StreamConsumer:
-        return StreamConsumer(
-            rt,
-            stream=stream,
-            name=f"{self.name}-{stream.lower()}",
-            subject=subject,
-            start_seq=start_seq,
-            max_rows=2_000,
-            max_wait_s=0.25,
-            eager=True,
-        )
-
     async def _subscribe_market(self, rt: Runtime) -> None:
         await self._unsubscribe_market()  # those of a start that failed after subscribing
         instruments = sorted(self.by_instrument)
         if not instruments:
             return
-        feeds = (
-            ("MARKET_TICKS", [tick_subject(v, s) for v, s in instruments], self._on_tick),
-            (BARS, [bar_subject("*", v, s) for v, s in instruments], self._on_bar),
+        ticks = Input(
+            "MARKET_TICKS",
+            tuple(tick_subject(v, s) for v, s in instruments),
+            MarketTick,
+            Mode.LATEST,
+            name="strategy-ticks",
+            decode=decode_tick,
         )
-        # Bars from just after what the warm-up could see: none lost, none fed twice.
-        bars_from = (self._bars_end or 0) + 1
-        for stream, subjects, handler in feeds:
-            follower = Follower(
-                rt.js,
-                stream=stream,
-                subjects=subjects,
-                handler=handler,
-                deliver_policy=DeliverPolicy.NEW,
-                start_seq=bars_from if stream == BARS else None,
-                on_error=handler_errors(rt, stream),
-            )
-            await follower.start()
-            self._market.append(follower)
+        bars = Input(
+            BARS,
+            tuple(bar_subject("*", v, s) for v, s in instruments),
+            Bar,
+            Mode.LATEST,
+            name="strategy-bars",
+            decode=_decode_bar,
+        )
+        # Ticks from what comes now; bars from just after what the warm-up could see: none lost, none
+        # fed twice.
+        self._market = [
+            Intake(rt, ticks, _in_batches, live=self._take_ticks, start_after=await _last_seq(rt, ticks)),
+            Intake(rt, bars, _in_batches, live=self._take_bars, start_after=self._bars_end or 0),
+        ]
         if any(r.wants_features() for r in self.runners.values()):
-            features = Follower(
-                rt.js,
-                stream=FEATURES,
-                subjects=[feature_subject("*", v, s) for v, s in instruments],
-                handler=self._on_features,
-                deliver_policy=DeliverPolicy.NEW,
-                start_seq=(self._features_end or 0) + 1,  # none lost, none fed twice
-                on_error=handler_errors(rt, FEATURES),
+            features = Input(
+                FEATURES,
+                tuple(feature_subject("*", v, s) for v, s in instruments),
+                Features,
+                Mode.LATEST,
+                name="strategy-features",
+                decode=_lenient(_features_decoder),
             )
-            await features.start()
-            self._market.append(features)
+            start_after = self._features_end or 0  # none lost, none fed twice
+            self._market.append(
+                Intake(rt, features, _in_batches, live=self._take_features, start_after=start_after)
+            )
         if any(type(r.strategy).on_alt is not Strategy.on_alt for r in self.runners.values()):
-            alt = Follower(
-                rt.js,
-                stream="ALT_DATA",
-                subjects=["alt.norm.>"],
-                handler=self._on_alt,
-                deliver_policy=DeliverPolicy.NEW,
-                on_error=handler_errors(rt, "ALT_DATA"),
+            alt = Input(
+                "ALT_DATA", "alt.norm.>", AltDatum, Mode.LATEST, name="strategy-alt", decode=_lenient_alt
             )
-            await alt.start()
-            self._market.append(alt)
+            self._market.append(
+                Intake(rt, alt, _in_batches, live=self._take_alt, start_after=await _last_seq(rt, alt))
+            )
+        for intake in self._market:
+            await intake.start()
+        self._market_tasks = [asyncio.create_task(intake.run()) for intake in self._market]
         rt.log.info("strategy.market_subscribed", instruments=[f"{s}.{v}" for v, s in instruments])
 
     async def _unsubscribe_market(self) -> None:
-        for follower in self._market:
-            await follower.stop()
-        self._market.clear()
+        for task in self._market_tasks:
+            task.cancel()
+        await asyncio.gather(*self._market_tasks, return_exceptions=True)
+        for intake in self._market:
+            await intake.stop()
+        self._market, self._market_tasks = [], []
 
     # Warm-up: the history each strategy asked for, before live data -------------------------------
 
@@ -385,26 +400,18 @@ class StrategyService(Service):
 
     async def run(self, rt: Runtime) -> None:
         watch = asyncio.create_task(self._watch_trading_state(rt), name="trading-state")
-        tasks = {
-            asyncio.create_task(
-                work_through(rt, self.orders, lambda batch: self._apply_orders(rt, batch)), name="orders"
-            ),
-            asyncio.create_task(
-                work_through(rt, self.execs, lambda batch: self._apply_execs(rt, batch)), name="exec"
-            ),
-            watch,
-        }
+        tasks = {*self._reading, *self._market_tasks, watch}
         stopping = asyncio.create_task(rt.stopping.wait())
         done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
             stopping.cancel()
             failed = next(iter(done))
             raise RuntimeError(f"{failed.get_name()} loop ended") from failed.exception()
-        watch.cancel()  # the watch ends only so; the consumers end when intake stops
+        watch.cancel()  # the watch ends only so; the inputs end when intake stops
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self, rt: Runtime) -> None:
-        await self._unsubscribe_market()
+        await self._stop_inputs()
         async with self._lock:
             for runner in self.runners.values():
                 await self._emit(rt, runner, runner.stop())
@@ -424,124 +431,100 @@ class StrategyService(Service):
 
     # Applying messages ----------------------------------------------------------------------------
 
-    async def _apply_orders(self, rt: Runtime, batch: list[Delivery]) -> None:
-        history_end = self._history_end["ORDERS"]
-        refused: list[Refused] = []
-        async with self._lock:
-            for d in batch:
-                kind, _, strategy = d.subject.removeprefix("order.").partition(".")
-                runner = self.runners.get(strategy)
-                if runner is None or kind not in ("state", "submit"):
-                    continue
-                live = d.seq > history_end
-                rt.metrics.count_in()
-                try:
-                    if kind == "submit":
-                        if not live:  # new requests are this service's own: already in the books
-                            runner.ctx.note_request(decode_message(_request_decoder, d.data))
-                        continue
-                    order = decode_message(_order_decoder, d.data)
-                except InvalidMessage as exc:
-                    if live:
-                        what = "Order" if kind == "state" else "OrderRequest"
-                        refused.append(refusal(Stored.of(d), exc.field, f"not an {what}: {exc.reason}"))
-                    continue
-                await self._emit(rt, runner, runner.on_order(order))
-        await rt.dead_letter("ORDERS", refused)
+    def _take_order(self, received: Received[bytes]) -> list[Outgoing]:
+        """An order request (of the history: already this service's own when new) or state."""
+        kind, _, strategy = received.subject.removeprefix("order.").partition(".")
+        runner = self.runners.get(strategy)
+        if runner is None or kind not in ("state", "submit"):
+            return []
+        history = received.seq <= self._history_end["ORDERS"]
+        if kind == "submit":
+            if history:
+                runner.ctx.note_request(_decode_as(_request_decoder, received.data, "an OrderRequest"))
+            return []
+        order = _decode_as(_order_decoder, received.data, "an Order")
+        self._deliver(history, runner, lambda: runner.on_order(order))
+        return []
 
-    async def _apply_execs(self, rt: Runtime, batch: list[Delivery]) -> None:
-        history_end = self._history_end["EXEC"]
-        refused: list[Refused] = []
-        async with self._lock:
-            for d in batch:
-                if not d.subject.startswith("exec.report."):
-                    continue
-                try:
-                    report = decode_message(_report_decoder, d.data)
-                except InvalidMessage as exc:
-                    if d.seq > history_end:
-                        refused.append(
-                            refusal(Stored.of(d), exc.field, f"not an ExecutionReport: {exc.reason}")
-                        )
-                    continue
-                runner = self.runners.get(report.strategy)
-                if runner is None:
-                    continue
-                rt.metrics.count_in()
-                await self._emit(rt, runner, runner.on_fill(report))
-        await rt.dead_letter("EXEC", refused)
+    def _take_report(self, received: Received[bytes]) -> list[Outgoing]:
+        report = _decode_as(_report_decoder, received.data, "an ExecutionReport")
+        runner = self.runners.get(report.strategy)
+        if runner is not None:
+            history = received.seq <= self._history_end["EXEC"]
+            self._deliver(history, runner, lambda: runner.on_fill(report))
+        return []
 
-    async def _on_tick(self, stored: Stored) -> None:
-        try:
-            tick = decode_tick(stored.data)
-        except InvalidMessage as exc:
-            await self._dead_letter_quietly("MARKET_TICKS", stored.refused(exc))
-            return
-        self.rt.metrics.count_in()
-        await self._dispatch(stored.subject, tick, lambda runner: runner.on_tick(tick))
+    def _deliver(self, history: bool, runner: StrategyRunner, event: Callable[[], Actions]) -> None:
+        """An order's event to its strategy now; a live one held while the start is not done (the
+        strategies start and warm up first)."""
+        if history or self.rebuilt:
+            self._emit_now(self.rt, runner, event())
+        else:
+            self._held.append(lambda: self._emit_now(self.rt, runner, event()))
 
-    async def _on_bar(self, stored: Stored) -> None:
-        try:
-            bar = decode_message(_bar_decoder, stored.data)
-        except InvalidMessage as exc:
-            await self._dead_letter_quietly("BARS", refusal(stored, exc.field, f"not a Bar: {exc.reason}"))
-            return
-        self.rt.metrics.count_in()
-        await self._dispatch(stored.subject, bar, lambda runner: runner.on_bar(bar))
+    async def _take_ticks(self, batch: list[Received[MarketTick]]) -> list[Outgoing]:
+        for received in batch:
+            tick = received.value
+            await self._dispatch(received.subject, tick, lambda runner, tick=tick: runner.on_tick(tick))
+        return []
 
-    async def _on_features(self, stored: Stored) -> None:
+    async def _take_bars(self, batch: list[Received[Bar]]) -> list[Outgoing]:
+        for received in batch:
+            bar = received.value
+            await self._dispatch(received.subject, bar, lambda runner, bar=bar: runner.on_bar(bar))
+        return []
+
+    async def _take_features(self, batch: list[Received[Features | None]]) -> list[Outgoing]:
         """Features to the strategies of their instrument that take them; refused ones are sink-features'
         dead letters, not sent again from here."""
-        try:
-            features = decode_message(_features_decoder, stored.data)
-        except InvalidMessage:
-            return
-        self.rt.metrics.count_in()
-        await self._dispatch(stored.subject, features, lambda runner: runner.on_features(features))
+        for received in batch:
+            features = received.value
+            if features is not None:
+                await self._dispatch(
+                    received.subject, features, lambda runner, f=features: runner.on_features(f)
+                )
+        return []
 
-    async def _on_alt(self, stored: Stored) -> None:
+    async def _take_alt(self, batch: list[Received[AltDatum | None]]) -> list[Outgoing]:
         """Alternative data to every strategy trading its symbol (or the spot pair of its perpetual).
         Refused data is the dead letters of sink-alt, not sent again from here."""
-        try:
-            datum = decode_alt(stored.data)
-        except InvalidMessage:
-            return
-        self.rt.metrics.count_in()
-        try:
-            async with self._lock:
-                for runner in self.runners.values():
-                    await self._emit(self.rt, runner, runner.on_alt(datum))
-        except Exception as exc:
-            self.rt.metrics.count_error("alt_event")
-            self.rt.log.exception("strategy.alt_event_failed", kind=datum.kind, error=repr(exc))
+        for received in batch:
+            datum = received.value
+            if datum is None:
+                continue
+            try:
+                async with self._lock:
+                    for runner in self.runners.values():
+                        self._emit_now(self.rt, runner, runner.on_alt(datum))
+            except Exception as exc:
+                self.rt.metrics.count_error("alt_event")
+                self.rt.log.exception("strategy.alt_event_failed", kind=datum.kind, error=repr(exc))
+        return []
 
     async def _dispatch(
         self, subject: str, data: MarketTick | Bar | Features, event: Callable[[StrategyRunner], Actions]
     ) -> None:
         """Market data to the strategies of its subject's instrument (its last two tokens: venue and
         symbol); each takes it only when the body names its data venue too, and counts it refused when
-        not (``foreign_data_refused``). An error is logged and counted here: nats-py would only hand
-        it to its error callback, and the next message must still be taken."""
+        not (``foreign_data_refused``). An error is logged and counted here: the next message must
+        still be taken."""
         self._silence.heard((data.venue, data.symbol))
         venue, symbol = subject.split(".")[-2:]
         try:
             async with self._lock:
                 for runner in self.by_instrument.get((venue, symbol), ()):
-                    await self._emit(self.rt, runner, event(runner))
+                    self._emit_now(self.rt, runner, event(runner))
         except Exception as exc:
             self.rt.metrics.count_error("market_event")
             self.rt.log.exception("strategy.market_event_failed", symbol=symbol, error=repr(exc))
 
-    async def _dead_letter_quietly(self, stream: str, refusal: Refused) -> None:
-        try:
-            await self.rt.dead_letter(stream, [refusal])
-        except Exception as exc:
-            self.rt.metrics.count_error("dead_letter")
-            self.rt.log.error("strategy.dead_letter_failed", stream=stream, error=repr(exc))
-
     # Sending --------------------------------------------------------------------------------------
 
     async def _emit(self, rt: Runtime, runner: StrategyRunner, actions: Actions) -> None:
+        self._emit_now(rt, runner, actions)
+
+    def _emit_now(self, rt: Runtime, runner: StrategyRunner, actions: Actions) -> None:
+        """What a strategy asked for, to the outbox (which publishes it in order, in the background)."""
         if not actions:
             return
         for order in actions.suppressed:
@@ -645,10 +628,43 @@ async def _stored_between(
     return found
 
 
-async def _drained(rt: Runtime, stream: str, consumer: str) -> bool:
-    """Nothing left to deliver, and nothing delivered that is not yet applied and acknowledged."""
-    info = await rt.js.consumer_info(stream, consumer)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+async def _last_seq(rt: Runtime, source: Input[Any]) -> int:
+    return int((await rt.js.stream_info(source.stream)).state.last_seq)
+
+
+def _in_batches(received: Received[Any]) -> list[Outgoing]:
+    raise AssertionError("market data goes to the strategies in batches (live)")
+
+
+def _decode_as(decoder: msgspec.json.Decoder[Any], data: bytes, what: str) -> Any:
+    """Decoded, or ``InvalidMessage`` saying what it is not (``not an Order: ...``)."""
+    try:
+        return decode_message(decoder, data)
+    except InvalidMessage as exc:
+        raise InvalidMessage(exc.field, f"not {what}: {exc.reason}") from None
+
+
+def _decode_bar(data: bytes) -> Bar:
+    return _decode_as(_bar_decoder, data, "a Bar")  # type: ignore[no-any-return]
+
+
+def _lenient(decoder: msgspec.json.Decoder[Any]) -> Callable[[bytes], Any]:
+    """Decoded, or None for what another service dead-letters already."""
+
+    def decode(data: bytes) -> Any:
+        try:
+            return decode_message(decoder, data)
+        except InvalidMessage:
+            return None
+
+    return decode
+
+
+def _lenient_alt(data: bytes) -> AltDatum | None:
+    try:
+        return decode_alt(data)
+    except InvalidMessage:
+        return None
 
 
 def _outgoing(instruction: Instruction) -> Outgoing:

@@ -13,8 +13,10 @@ import pytest
 from trader.bus.read import Stored
 from trader.bus.streams import tick_subject
 from trader.config import Settings
-from trader.messages import MarketTick, encode
+from trader.marketdata.decode import InvalidMessage
+from trader.messages import MarketTick, Order, encode
 from trader.runtime.health import Problem
+from trader.runtime.intake import Received
 from trader.runtime.service import Runtime
 from trader.services.strategy import StrategyService
 
@@ -78,13 +80,47 @@ async def test_an_instrument_with_no_tick_nor_bar_for_a_minute_is_a_problem_unti
     assert strategy.problems() == [
         Problem("no tick nor bar of BTCUSDT on mock for 90 s (none since the start): cross idle")
     ]
-    await strategy._on_tick(tick("other"))  # another venue's: not its data
+    await strategy._take_ticks([tick("other")])  # another venue's: not its data
     assert len(strategy.problems()) == 1
-    await strategy._on_tick(tick("mock"))
+    await strategy._take_ticks([tick("mock")])
     assert strategy.problems() == []
 
 
-def tick(venue: str) -> Stored:
+def tick(venue: str) -> Received[MarketTick]:
     now = int(time.time() * 1000)
     body = MarketTick(now, venue, venue, "BTCUSDT", Decimal("60000"), Decimal("0.1"), Decimal("0.1"))
-    return Stored(1, tick_subject(venue, "BTCUSDT"), encode(body), None, now)
+    return Received(Stored(1, tick_subject(venue, "BTCUSDT"), encode(body), None, now), body)
+
+
+async def test_order_states_of_the_history_go_at_once_and_live_ones_wait_for_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strategy = service(tmp_path, monkeypatch, CROSS)
+    runner = strategy.runners["cross"]
+    heard: list[str] = []
+    monkeypatch.setattr(runner, "on_order", lambda order: heard.append(order.client_order_id))
+    strategy._history_end = {"ORDERS": 2}
+    old, new = _state(1, "cross-old"), _state(3, "cross-new")
+    strategy._take_order(old)  # the history: rebuilds the strategy's book before it starts
+    strategy._take_order(new)  # live, while the strategies are not started and warmed up yet
+    assert heard == ["cross-old"]
+    for event in strategy._held:  # what the end of the start does
+        event()
+    assert heard == ["cross-old", "cross-new"]
+    with pytest.raises(InvalidMessage, match="not an Order"):
+        strategy._take_order(Received(Stored(4, "order.state.cross", b"{}", None, 0), b"{}"))
+
+
+def _state(seq: int, client_order_id: str) -> Received[bytes]:
+    order = Order(
+        client_order_id=client_order_id,
+        strategy="cross",
+        account="paper",
+        symbol="BTCUSDT",
+        side="buy",
+        type="market",
+        quantity=Decimal("0.01"),
+        status="NEW",
+    )
+    data = encode(order)
+    return Received(Stored(seq, "order.state.cross", data, None, 0), data)
