@@ -23,14 +23,7 @@ DOMAIN = ["orders", "risk", "execution", "portfolio", "marketdata", "strategies"
 
 # Imports against the direction that another change is removing, each with where it goes. An entry
 # here is allowed, not required: once the import is gone the entry only waits to be deleted.
-BEING_REMOVED = {
-    # The old readers, and the refusal type, move below the runtime (issue 13, the oms and risk on
-    # the intake): bus/read.py stops importing the runtime's consumer and service.
-    ("trader.bus.read", "trader.runtime.consumer"),
-    ("trader.bus.read", "trader.runtime.service"),
-    ("trader.bus.read", "trader.marketdata.decode"),
-    ("trader.runtime.intake", "trader.marketdata.decode"),
-}
+BEING_REMOVED: set[tuple[str, str]] = set()  # none left: the old readers are gone (issue 13)
 
 
 def module_name(path: Path) -> str:

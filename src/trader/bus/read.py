@@ -15,7 +15,7 @@
   the api's and a service's one-shot reads.
 
 Wire-level only: nothing here knows the runtime or a service (``trader.runtime.intake`` reads through
-these; the runtime's helpers of the old ways are in ``trader.runtime.readers``).
+these).
 """
 
 from __future__ import annotations

@@ -43,9 +43,11 @@ Modes:
 
 One envelope: ``Received`` (the stored message, ``trader.bus.read.Stored``, and its decoded value).
 
-It replaces, for the services moved onto it (ptrc, the oms, risk): ``replay``/``_replay_all`` at
-start, ``work_consumer``/``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, and the
-durable consumers of explicit acknowledgements (``DurableConsumer``/``next_batch``/``ack_each``, gone).
+Every service reads its streams through it (one-shot reads, of the CLI, the api and exeq's balance
+check, go through ``trader.bus.read.replay``). It replaced ``replay`` at start, ``work_consumer``/
+``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, ``catch_up``, the services' own loops
+over a ``StreamConsumer`` (the sinks', the normalizer's, the strategy service's) and the durable
+consumers of explicit acknowledgements (``DurableConsumer``/``next_batch``/``ack_each``): all gone.
 
 Tests pause a service at the points where a crash must lose and repeat nothing (``runtime.pauses``).
 """
@@ -66,12 +68,11 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import Follower, Stored, decode_message, refusal
+from trader.bus.read import ErrorHook, Follower, Stored, decode_message, refusal
 from trader.bus.refusals import InvalidMessage, Refused
 from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
 from trader.runtime import pauses
 from trader.runtime.consumer import Delivery, StreamConsumer
-from trader.runtime.readers import handler_errors
 from trader.runtime.service import Runtime
 from trader.runtime.snapshots import SnapshotStore, Snapshotting
 
@@ -218,6 +219,17 @@ class Periodic:
 
     every_s: float
     run: Callable[[], Awaitable[None]]
+
+
+def handler_errors(rt: Runtime, stream: str) -> ErrorHook:
+    """The error hook of a LATEST input's follower: counted (``<stream>.handler``) and logged with the
+    trace (its messages are taken by the intake's own loop, so this is for what fails around them)."""
+
+    def on_error(stored: Stored, exc: Exception) -> None:
+        rt.metrics.count_error(f"{stream.lower()}.handler")
+        rt.log.exception("follower.handler_failed", subject=stored.subject, error=repr(exc))
+
+    return on_error
 
 
 def checkpoint_key(service: str, input_name: str) -> str:

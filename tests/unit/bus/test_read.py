@@ -1,4 +1,4 @@
-"""LazyAcks of trader.runtime.readers and the envelopes of trader.bus.read (no server: pure logic)."""
+"""The outbox and the envelopes of trader.bus.read (no server: pure logic)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,6 @@ import asyncio
 from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import Stored
 from trader.runtime.consumer import Delivery
-from trader.runtime.readers import LazyAcks
-
-
-async def test_lazy_acks_send_what_was_added_meanwhile_together_after_the_delay() -> None:
-    sent: list[list[int]] = []
-
-    async def send(items: list[int]) -> None:
-        sent.append(items)
-
-    acks = LazyAcks(send, delay_s=0.05)
-    for item in range(5):
-        acks.add(item)
-    assert sent == []  # held
-    await asyncio.sleep(0.1)
-    assert sent == [[0, 1, 2, 3, 4]]
-    acks.add(5)
-    await acks.close()  # stopping: what is held goes now
-    assert sent == [[0, 1, 2, 3, 4], [5]]
 
 
 async def test_the_outbox_publishes_in_order_and_drains_before_close() -> None:
