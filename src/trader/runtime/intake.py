@@ -118,11 +118,13 @@ class OwnCheckpoint(Protocol):
     commit that records the batch's last sequence; the normalizer's bars and bar clock): the intake
     writes none of its own. ``load`` at start; ``save(seq)`` after every batch once its outputs and
     refusals are stored, with the last sequence done (the same again after a quiet, empty batch, every
-    ``Batching.wait_s``: the service's clock may have work)."""
+    ``Batching.wait_s``: the service's clock may have work); it returns the last sequence it has stored
+    for good (``seq``, or less for a service that stores at its own pace: the normalizer, every
+    flush interval), and the batches up to there are acknowledged."""
 
     async def load(self) -> Resume: ...
 
-    async def save(self, seq: int) -> None: ...
+    async def save(self, seq: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,8 @@ class Intake(Generic[T]):
         self.own_checkpoint = checkpoint
         self.start_after = start_after
         self._seen_to = 0  # WORK with its own checkpoint: handled before the restart up to here
+        self._stored_to = 0  # ... and stored for good up to here (what its ``save`` says)
+        self._unacknowledged: list[list[Delivery]] = []  # ... batches handled, not stored for good yet
         self._decode = source.decode or strict_decoder(source.type)
         self.caught_up = False
         self.started = False
@@ -453,13 +457,27 @@ class Intake(Generic[T]):
         async for batch in consumer.batches():
             if batch:
                 await self._take(batch, consumer)
-                await consumer.ack(batch)
+                await self._acknowledge(consumer, batch)
             elif self._deferred and self._deferred[0].next_s <= time.monotonic():
                 await self._retry_alone()
             elif self._kv is not None or self.own_checkpoint is not None:
                 await self._checkpoint()  # quiet: what is done, checkpointed once it is due
+                await self._acknowledge(consumer, [])
             await self._run_periodic()
             await self._maybe_snapshot()
+
+    async def _acknowledge(self, consumer: StreamConsumer, batch: list[Delivery]) -> None:
+        """The batch acknowledged; with an own checkpoint, the batches the service has stored for good
+        (its ``save`` says up to where), so the acknowledgement floor shows what is durable."""
+        if self.own_checkpoint is None:
+            await consumer.ack(batch)
+            return
+        if batch:
+            self._unacknowledged.append(batch)
+        stored = [b for b in self._unacknowledged if b[-1].seq <= self._stored_to]
+        if stored:
+            self._unacknowledged = self._unacknowledged[len(stored) :]
+            await consumer.ack(stored[-1])  # and all before it
 
     async def _take(self, batch: list[Delivery], consumer: StreamConsumer) -> None:
         started = time.perf_counter()
@@ -503,7 +521,8 @@ class Intake(Generic[T]):
         if self.own_checkpoint is not None:
             if seq > self._checkpointed:
                 await pauses.pause(pauses.BEFORE_CHECKPOINT)
-            await self.own_checkpoint.save(seq)  # also when quiet: the service's clock may have work
+            # Also when quiet: the service's clock may have work.
+            self._stored_to = await self.own_checkpoint.save(seq)
             self._checkpointed = seq
             return
         due = now or time.monotonic() - self._checkpointed_at >= self.input.checkpoint_every_s

@@ -121,7 +121,7 @@ class LakeSink(Service):
         self._rows += [(message, message.value) for message in received]
         return ()
 
-    async def save(self, seq: int) -> None:
+    async def save(self, seq: int) -> int:
         """The batch in hand appended with ``seq`` in the same commit (refused whole: nothing to
         append, the sequence moves on in memory); the table compacted when due."""
         rows, self._rows = self._rows, []
@@ -129,6 +129,7 @@ class LakeSink(Service):
             await self._write(rows, seq)
         self.committed = max(self.committed, seq)
         await self._maybe_compact(self.rt)
+        return seq
 
     async def _migrate(self, rt: Runtime) -> None:
         """The table in the current column types, before anything is appended (the sink is its only

@@ -147,12 +147,14 @@ class Normalizer(Service):
             )
         return ()
 
-    async def save(self, seq: int) -> None:
+    async def save(self, seq: int) -> int:
         """Everything up to ``seq`` processed (its undecodable ticks dead-lettered by the intake): the
-        bars stored and the checkpoint moved once ``flush_interval_s`` has passed since the last flush."""
+        bars stored and the checkpoint moved once ``flush_interval_s`` has passed since the last flush.
+        Returns the last tick whose bars are stored (the intake acknowledges up to it)."""
         self.next_seq = max(self.next_seq, seq + 1)
         if time.monotonic() - self._flushed_at >= self.settings.normalizer.flush_interval_s:
             await self._flush()
+        return self.checkpoint.last_seq
 
     async def _flush(self) -> None:
         """Late ticks' dead letters, then the bars that closed or changed to QuestDB and the bus, then

@@ -27,6 +27,7 @@ class Service:
     def __init__(self, order: list[str], resume: Resume) -> None:
         self.order, self.resume = order, resume
         self.taken: list[tuple[int, str, bool]] = []
+        self.lagging = False  # stores at its own pace: one message behind what it was given
 
     async def load(self) -> Resume:
         return self.resume
@@ -36,8 +37,9 @@ class Service:
         self.order.append(f"take {[r.seq for r in batch]}")
         return []
 
-    async def save(self, seq: int) -> None:
+    async def save(self, seq: int) -> int:
         self.order.append(f"save {seq}")
+        return seq - 1 if self.lagging else seq
 
 
 def _runtime(order: list[str]) -> Runtime:
@@ -99,3 +101,29 @@ def test_an_own_checkpoint_is_for_work_inputs_saved_after_every_batch() -> None:
     every = Input("ITEMS", "items.>", Item, Mode.WORK, checkpoint_every_s=0.1)
     with pytest.raises(ValueError, match="every batch"):
         Intake(rt, every, lambda m: [], checkpoint=service)
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    async def ack(self, batch: list[Delivery]) -> None:
+        self.acked.append(batch[-1].seq)
+
+
+async def test_batches_are_acknowledged_once_the_service_has_stored_them_for_good() -> None:
+    order: list[str] = []
+    intake, service = _intake(order, Resume(after=0))
+    service.lagging = True
+    consumer = _Consumer()
+    intake._end_seq = 100
+    good = msgspec.json.encode(Item("a"))
+    for seq in (1, 2):
+        batch = [_delivery(seq, good)]
+        await intake._take(batch, cast(Any, SimpleNamespace(caught_up=False)))
+        await intake._acknowledge(cast(Any, consumer), batch)
+    assert consumer.acked == [1]  # the second batch is not stored for good yet
+    service.lagging = False
+    await intake._checkpoint()  # a quiet wait: the service stores the rest
+    await intake._acknowledge(cast(Any, consumer), [])
+    assert consumer.acked == [1, 2]
