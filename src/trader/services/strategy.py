@@ -54,6 +54,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import methodcaller
 from typing import Any
 
 import msgspec
@@ -137,7 +138,7 @@ class StrategyService(Service):
         self._lock = asyncio.Lock()  # one event at a time: strategies and their outbox stay in order
         self._history_end: dict[str, int] = {}  # per stream: the last sequence before this run
         self._held: list[Callable[[], None]] = []  # live events that came before the start was done
-        self._inputs: list[Intake[bytes]] = []  # orders and fills
+        self._inputs: list[Intake[Any]] = []  # orders and fills
         self._reading: list[asyncio.Task[None]] = []  # their reading, live once caught up
         self._market: list[Intake[Any]] = []
         self._market_tasks: list[asyncio.Task[None]] = []
@@ -288,9 +289,9 @@ class StrategyService(Service):
                 Intake(rt, features, _in_batches, live=self._take_features, start_after=start_after)
             )
         if any(type(r.strategy).on_alt is not Strategy.on_alt for r in self.runners.values()):
-            alt = Input(
+            alt: Input[AltDatum | None] = Input(
                 "ALT_DATA", "alt.norm.>", AltDatum, Mode.LATEST, name="strategy-alt", decode=_lenient_alt
-            )
+            )  # type: ignore[arg-type]
             self._market.append(
                 Intake(rt, alt, _in_batches, live=self._take_alt, start_after=await _last_seq(rt, alt))
             )
@@ -465,13 +466,13 @@ class StrategyService(Service):
     async def _take_ticks(self, batch: list[Received[MarketTick]]) -> list[Outgoing]:
         for received in batch:
             tick = received.value
-            await self._dispatch(received.subject, tick, lambda runner, tick=tick: runner.on_tick(tick))
+            await self._dispatch(received.subject, tick, methodcaller("on_tick", tick))
         return []
 
     async def _take_bars(self, batch: list[Received[Bar]]) -> list[Outgoing]:
         for received in batch:
             bar = received.value
-            await self._dispatch(received.subject, bar, lambda runner, bar=bar: runner.on_bar(bar))
+            await self._dispatch(received.subject, bar, methodcaller("on_bar", bar))
         return []
 
     async def _take_features(self, batch: list[Received[Features | None]]) -> list[Outgoing]:
@@ -480,9 +481,7 @@ class StrategyService(Service):
         for received in batch:
             features = received.value
             if features is not None:
-                await self._dispatch(
-                    received.subject, features, lambda runner, f=features: runner.on_features(f)
-                )
+                await self._dispatch(received.subject, features, methodcaller("on_features", features))
         return []
 
     async def _take_alt(self, batch: list[Received[AltDatum | None]]) -> list[Outgoing]:
