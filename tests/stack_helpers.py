@@ -49,6 +49,9 @@ class Stack:
         env.update({f"TRADER_PORTS__{name.upper()}": str(port) for name, port in ports.items()})
         env["TRADER_DATA_DIR"] = str(data_dir)
         env["TRADER_SHUTDOWN_TIMEOUT_S"] = "5"
+        # Two test stacks at once on two loaded cores start slowly (QuestDB answers an ALTER TABLE in
+        # a second): more time to be ready than a user's minute, so only a real fault fails a test.
+        env["TRADER_SUPERVISOR__READY_TIMEOUT_S"] = "180"
         env.update(extra_env)
         return cls(data_dir, ports, env)
 
