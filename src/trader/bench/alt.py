@@ -116,7 +116,7 @@ def _rates(name: str, sample: list[str]) -> dict[str, Any]:
     async def through() -> float:
         begun = time.perf_counter()
         for frame in sample:
-            await feed.on_frame(frame)
+            await feed._on_frame(frame)  # the feed takes its frames here (its connection calls it)
         return time.perf_counter() - begun
 
     feed_s = asyncio.run(through())
@@ -172,7 +172,7 @@ async def end_to_end(settings: Settings, frames_count: int = 20, interval_s: flo
             data = {"e": "markPriceUpdate", "E": ts, "s": symbol, "p": f"{100 + i}.5", "i": f"{100 + i}.25",
                     "P": "100", "r": "0.0001", "T": ts + 3_600_000}  # fmt: skip
             sent_at = time.perf_counter()
-            await feed.on_frame(json.dumps({"stream": f"{symbol.lower()}@markPrice@1s", "data": data}))
+            await feed._on_frame(json.dumps({"stream": f"{symbol.lower()}@markPrice@1s", "data": data}))
             await asyncio.sleep(interval_s)
 
     async def poll(expected: int, deadline: float) -> None:
