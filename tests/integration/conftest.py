@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One stack for the integration tests that only use it: started by `trader up --detach`."""
-    s = Stack.create(Path(tmp_path_factory.mktemp("stack")), TRADER_GATEWAY__RATE="200")
+    """One stack for the integration tests that only use it: started by `trader up --detach`. It runs
+    until the session ends, beside the other files' stacks: a slow feed keeps it from loading them."""
+    s = Stack.create(Path(tmp_path_factory.mktemp("stack")), TRADER_GATEWAY__RATE="10")
     s.trader("up", "--detach", check=True)
     try:
         yield s
