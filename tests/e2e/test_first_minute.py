@@ -61,8 +61,11 @@ def test_the_default_stack_says_it_warms_up_then_trades(tmp_path: Path) -> None:
         status = stack.trader("status")
         assert status.returncode == 0, status.stdout + status.stderr  # warming up is not a problem
         said = re.search(r"strategy: ma-cross-btc warming up: (\d+) of 20 bars of 1s", status.stdout)
-        assert said is not None, status.stdout
-        assert int(said.group(1)) < 20
+        if said is not None:
+            assert int(said.group(1)) < 20
+        else:  # a slow start (a loaded machine): the 20 s of warm-up passed while up waited for others
+            log = stack.trader("logs", "strategy", "-n", "5000", "--raw", check=True).stdout
+            assert '"strategy.warm_up_complete"' in log, status.stdout
         seconds = _first_order_of(stack, "ma-cross-btc", started)
         print(f"default stack: first ma-cross-btc order {seconds:.0f} s after trader up began")
         assert "ma-cross-btc warming up" not in stack.trader("status").stdout
