@@ -427,6 +427,7 @@ async function loadChart() {
   const generation = ++page.chartGeneration;
   page.book = null;
   page.buffer = [];
+  page.fills = []; // the WebSocket's fills while the history loads; merged with it below
   const { symbol, venue, timeframe } = instrument;
   const query = new URLSearchParams({ symbol, venue, timeframe, limit: "1000" });
   const [rows, fills] = await Promise.all([
@@ -437,7 +438,10 @@ async function loadChart() {
   const book = new CandleBook(timeframe);
   const candles = book.load(rows ?? []); // no history (its error is shown): the live candles still come
   page.history = candles.length;
-  page.fills = (fills ?? []).reverse(); // every venue's fills of the symbol (paper fills are "paper"'s)
+  // Every venue's fills of the symbol (paper fills are "paper"'s), and those the WebSocket brought
+  // while the history loaded, which /api/fills may or may not have had yet.
+  const known = new Set((fills ?? []).map((f) => f.exec_id));
+  page.fills = [...(fills ?? []).reverse(), ...page.fills.filter((f) => !known.has(f.exec_id))];
   page.priceChart.show(candles, book.markers(page.fills));
   page.book = book;
   page.updates = 0;
@@ -472,10 +476,12 @@ function applyMarket(kind, data) {
 
 function onFill(fill) {
   const i = page.instrument;
-  if (i === null || fill.symbol !== i.symbol || page.book === null) return;
+  if (i === null || fill.symbol !== i.symbol) return;
   if (page.fills.some((f) => f.exec_id === fill.exec_id)) return;
-  page.fills.push(fill);
+  page.fills.push(fill); // kept while the chart loads: loadChart merges it with the history
+  if (page.book === null) return;
   page.priceChart.setMarkers(page.book.markers(page.fills));
+  schedule("legend");
 }
 
 function renderLegend() {
