@@ -18,7 +18,7 @@ back has trailing zeros its publisher never wrote. They are dropped (``60000.500
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+from deltalake import DeltaTable
 
 from trader.config import REPLAY_VENUE_PREFIX, Settings
 from trader.messages import MarketTick
@@ -137,55 +138,17 @@ class LakeTicks:
         return sorted(set(pairs))
 
     def windows(self, data: DataRange) -> Iterator[pa.Table]:
-        """The range's ticks, a window at a time, each sorted by (ts, stream_seq), each file read once.
-
-        The files are taken in order of their first tick, in groups whose time spans overlap (a commit
-        of sink-ticks is a file per symbol over the same half second): a group is read whole when it
-        holds at most ``window_rows`` ticks, else in slices of its span of about that many ticks (a
-        compacted day), each slice reading only the row groups its time overlaps."""
-        full = self.dataset(data)
-        files = self._files_in(full, data)
-        for group in _overlapping(files):
-            start = max(min(f.first_ms for f in group), data.start_ms)
-            end = min(max(f.last_ms for f in group) + 1, data.end_ms)
-            rows = sum(f.rows for f in group)
-            subset = pads.FileSystemDataset(
-                [f.fragment for f in group], full.schema, full.format, full.filesystem
-            )
-            step = (
-                end - start if rows <= self.window_rows else max((end - start) * self.window_rows // rows, 1)
-            )
-            while start < end:
-                stop = min(start + step, end)
-                table = subset.to_table(columns=COLUMNS, filter=data.row_filter(start, stop))
-                if table.num_rows:
-                    yield table.sort_by([("ts", "ascending"), ("stream_seq", "ascending")])
-                start = stop
-
-    def _files_in(self, full: pads.Dataset, data: DataRange) -> list[_File]:
-        """The dataset's files that may hold ticks of the range, with their span from the Delta log's
-        statistics (a file without them is taken to span the whole range)."""
-        actions = pa.table(self.delta.get_add_actions(flatten=True))
-        spans: dict[str, tuple[int | None, int | None, int]] = {}
-        if actions.num_rows:
-            first = (
-                _millis(actions["min.ts"]) if "min.ts" in actions.column_names else [None] * actions.num_rows
-            )
-            last = (
-                _millis(actions["max.ts"]) if "max.ts" in actions.column_names else [None] * actions.num_rows
-            )
-            for path, lo, hi, rows in zip(
-                actions["path"].to_pylist(), first, last, actions["num_records"].to_pylist(), strict=True
-            ):
-                spans[path] = (lo, hi, rows or 0)
-        files = []
-        for fragment in full.get_fragments():
-            lo, hi, rows = spans.get(fragment.path, (None, None, self.window_rows + 1))
-            lo = data.start_ms if lo is None else lo
-            hi = data.end_ms - 1 if hi is None else hi
-            if hi >= data.start_ms and lo < data.end_ms:
-                files.append(_File(lo, hi, rows, fragment))
-        return sorted(files, key=lambda f: (f.first_ms, f.last_ms, f.fragment.path))
+        """The range's ticks, a window at a time, each sorted by (ts, stream_seq), each file read once
+        (``read_windows``)."""
+        yield from read_windows(
+            self.delta,
+            self.dataset(data),
+            data.start_ms,
+            data.end_ms,
+            data.row_filter,
+            COLUMNS,
+            self.window_rows,
+        )
 
     def ticks(self, data: DataRange) -> Iterator[MarketTick]:
         for window in self.windows(data):
@@ -198,6 +161,61 @@ class LakeTicks:
             for batch in window.to_batches(max_chunksize=BATCH_ROWS):
                 ticks = list(map(MarketTick, *_python_columns(batch)))
                 yield ticks, batch.column("stream_seq").to_pylist()
+
+
+def read_windows(
+    delta: DeltaTable,
+    full: pads.Dataset,
+    start_ms: int,
+    end_ms: int,
+    row_filter: Callable[[int, int], pc.Expression],
+    columns: list[str],
+    window_rows: int,
+) -> Iterator[pa.Table]:
+    """The rows of ``full`` (a Delta table's files, partitions pruned) in ``[start_ms, end_ms)`` that
+    ``row_filter(start, end)`` keeps, a window at a time, each sorted by (ts, stream_seq), each file read
+    once. The files are taken in order of their first row, in groups whose time spans overlap (a commit
+    of a sink is a file per partition over the same half second): a group is read whole when it holds at
+    most ``window_rows`` rows, else in slices of its span of about that many rows (a compacted day), each
+    slice reading only the row groups its time overlaps."""
+    files = _files_in(delta, full, start_ms, end_ms, window_rows)
+    for group in _overlapping(files):
+        start = max(min(f.first_ms for f in group), start_ms)
+        end = min(max(f.last_ms for f in group) + 1, end_ms)
+        rows = sum(f.rows for f in group)
+        fragments = [f.fragment for f in group]
+        subset = pads.FileSystemDataset(fragments, full.schema, full.format, full.filesystem)
+        step = end - start if rows <= window_rows else max((end - start) * window_rows // rows, 1)
+        while start < end:
+            stop = min(start + step, end)
+            table = subset.to_table(columns=columns, filter=row_filter(start, stop))
+            if table.num_rows:
+                yield table.sort_by([("ts", "ascending"), ("stream_seq", "ascending")])
+            start = stop
+
+
+def _files_in(
+    delta: DeltaTable, full: pads.Dataset, start_ms: int, end_ms: int, window_rows: int
+) -> list[_File]:
+    """The dataset's files that may hold rows of the range, with their span from the Delta log's
+    statistics (a file without them is taken to span the whole range)."""
+    actions = pa.table(delta.get_add_actions(flatten=True))
+    spans: dict[str, tuple[int | None, int | None, int]] = {}
+    if actions.num_rows:
+        first = _millis(actions["min.ts"]) if "min.ts" in actions.column_names else [None] * actions.num_rows
+        last = _millis(actions["max.ts"]) if "max.ts" in actions.column_names else [None] * actions.num_rows
+        for path, lo, hi, rows in zip(
+            actions["path"].to_pylist(), first, last, actions["num_records"].to_pylist(), strict=True
+        ):
+            spans[path] = (lo, hi, rows or 0)
+    files = []
+    for fragment in full.get_fragments():
+        lo, hi, rows = spans.get(fragment.path, (None, None, window_rows + 1))
+        lo = start_ms if lo is None else lo
+        hi = end_ms - 1 if hi is None else hi
+        if hi >= start_ms and lo < end_ms:
+            files.append(_File(lo, hi, rows, fragment))
+    return sorted(files, key=lambda f: (f.first_ms, f.last_ms, f.fragment.path))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ would report figures of a strategy that did not run as written.
 from __future__ import annotations
 
 import collections
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -40,6 +40,7 @@ from trader.execution.routing import venue_without_choice
 from trader.execution.venues import PaperVenue
 from trader.marketdata.bars import BarBuilder, timeframe_ms
 from trader.messages import (
+    AltDatum,
     Bar,
     CancelRequest,
     ExecutionReport,
@@ -95,6 +96,9 @@ class Records:
     bars: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
+    alt: int = 0  # alternative data handed to the strategies that take it
+    first_alt_ms: int | None = None
+    last_alt_ms: int | None = None
 
 
 def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -142,6 +146,7 @@ class BacktestEngine:
         # Bars are built only where a strategy hears of them: the cost of a tick otherwise.
         self.bar_instruments: set[tuple[str, str]] = set()
         self.tick_runners: set[StrategyRunner] = set()  # those whose strategy has ``on_tick``
+        self.alt_runners: list[StrategyRunner] = []  # those whose strategy has ``on_alt``
         self._tick_instruments: set[tuple[str, str]] = set()  # the instruments they hear of
         self._held: dict[tuple[str, str], dict[str, tuple[int, MarketTick]]] = {}  # for the desk, later
         for config in strategies:
@@ -195,12 +200,27 @@ class BacktestEngine:
         self.runners[config.name] = runner
         if type(runner.strategy).on_tick is not Strategy.on_tick:
             self.tick_runners.add(runner)
+        if type(runner.strategy).on_alt is not Strategy.on_alt:  # the strategy service's rule
+            self.alt_runners.append(runner)
         for symbol in config.symbols:
             self.by_instrument.setdefault((runner.data_venue, symbol), []).append(runner)
             if runner in self.tick_runners:
                 self._tick_instruments.add((runner.data_venue, symbol))
             if _hears_bars(runner):
                 self.bar_instruments.add((runner.data_venue, symbol))
+
+    def alt_wanted(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """What alternative data the strategies hear of: (their symbols, the kinds: empty for every
+        kind), or None when none overrides ``on_alt`` (then nothing is read)."""
+        if not self.alt_runners:
+            return None
+        symbols = sorted({s for runner in self.alt_runners for s in runner.symbols})
+        kinds: set[str] = set()
+        for runner in self.alt_runners:
+            if not runner.strategy.alt_kinds:
+                return tuple(symbols), ()
+            kinds.update(runner.strategy.alt_kinds)
+        return tuple(symbols), tuple(sorted(kinds))
 
     def warmup_ms(self) -> int:
         """How far before the start the warm-up reads: the widest declared need, a minute at least (the
@@ -309,6 +329,26 @@ class BacktestEngine:
                 for runner in self.by_instrument.get((bar.venue, bar.symbol), ()):
                     self._emit(runner, runner.on_bar(bar))
                 self._drain()
+        if self.now >= self._next_pnl:
+            self._post_trade()
+        if self.now >= self._next_sample:
+            self._sample(self.now)
+
+    def on_alt(self, datum: AltDatum) -> None:
+        """An alternative datum, in event-time order with the ticks (``feed``): to every strategy that
+        takes it (its runner keeps it to those of its symbol or their perpetual, and of the kinds it
+        names, after its start and warm-up, as live), and what they ask for is carried out at once.
+        The clock moves to its time; the checks and samples due then are made, as after a tick."""
+        if datum.timestamp > self.now:
+            self.now = datum.timestamp
+        records = self.records
+        records.alt += 1
+        if records.first_alt_ms is None:
+            records.first_alt_ms = datum.timestamp
+        records.last_alt_ms = datum.timestamp
+        for runner in self.alt_runners:
+            self._emit(runner, runner.on_alt(datum))
+        self._drain()
         if self.now >= self._next_pnl:
             self._post_trade()
         if self.now >= self._next_sample:
@@ -575,6 +615,32 @@ class BacktestEngine:
                 of_symbol = [p for p in mine if p.symbol == symbol]
                 snap = pnl_snapshot(name, of_symbol, self.pnl.mark_of, now)
                 rows.append(_equity_row(name, symbol, snap, of_symbol))
+
+
+def feed(engine: BacktestEngine, ticks: Iterable[MarketTick], alt: Iterable[AltDatum] = ()) -> None:
+    """The ticks and the alternative data (each in time order) to the engine, merged in event-time
+    order. The tie rule: a datum comes after every tick of its millisecond (and before the next
+    millisecond's): a strategy hears of it once the market of that moment is known, and a tick never
+    waits for data of the same instant. Data after the last tick still come, before the stop."""
+    on_tick = engine.on_tick
+    data: Iterator[AltDatum] = iter(alt)
+    pending = next(data, None)
+    if pending is None:
+        for tick in ticks:
+            on_tick(tick)
+        return
+    on_alt = engine.on_alt
+    due = pending.timestamp
+    for tick in ticks:
+        if tick.timestamp > due:
+            while pending is not None and pending.timestamp < tick.timestamp:
+                on_alt(pending)
+                pending = next(data, None)
+            due = 1 << 62 if pending is None else pending.timestamp  # none left: the cheap test only
+        on_tick(tick)
+    while pending is not None:
+        on_alt(pending)
+        pending = next(data, None)
 
 
 def _hears_bars(runner: StrategyRunner) -> bool:

@@ -190,6 +190,7 @@ def chart_html(
     curves: dict[str, list[tuple[int, Decimal]]],
     capital: Decimal,
     summaries: dict[str, dict[str, Any]],
+    warnings: Sequence[str] = (),
 ) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -198,6 +199,7 @@ def chart_html(
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
         "th:first-child,td:first-child{text-align:left}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *(f"<p class='warning'><strong>warning:</strong> {html.escape(w)}</p>" for w in warnings),
     ]
     for name, points in curves.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")

@@ -21,7 +21,7 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,10 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from trader.backtest.alt import AltRange, LakeAlt, alt_symbols
 from trader.backtest.data import WINDOW_ROWS, DataRange, LakeTicks, _iso
-from trader.backtest.engine import BacktestConfigError, BacktestEngine, Records
+from trader.backtest.engine import BacktestConfigError, BacktestEngine, Records, feed
 from trader.backtest.report import chart_html, curve, jsonable, summarize
 from trader.config import Settings, StrategyConfig
+from trader.messages import AltDatum
 
 DEFAULT_CAPITAL = Decimal(100_000)
 
@@ -61,6 +63,7 @@ class BacktestResult:
     ticks: int
     seconds: float  # the whole run
     loop_seconds: float  # from the warm-up's first tick to the strategies' stop: reading and running
+    warnings: list[str] = field(default_factory=list)  # in run.json and the report too
 
 
 def strategies_for(settings: Settings, request: BacktestRequest) -> list[StrategyConfig]:
@@ -105,13 +108,19 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
     data = DataRange(request.start_ms, request.end_ms, tuple(engine.symbols))
     source.check_has_data(data)
     before = DataRange(request.start_ms - engine.warmup_ms(), request.start_ms, data.symbols)
+    alt_info, alt_data = _alt_source(settings, engine, request)
     loop_began = time.perf_counter()
     engine.start(source.ticks(before))
-    on_tick = engine.on_tick
-    for tick in source.ticks(data):
-        on_tick(tick)
+    feed(engine, source.ticks(data), alt_data)
     records = engine.finish()
     loop_seconds = time.perf_counter() - loop_began
+    warnings = []
+    if alt_info is not None:
+        alt_info["data"] = records.alt
+        alt_info["first"] = None if records.first_alt_ms is None else _iso(records.first_alt_ms)
+        alt_info["last"] = None if records.last_alt_ms is None else _iso(records.last_alt_ms)
+        if not records.alt:
+            warnings.append(_no_alt_warning(alt_info, request))
     summary = summaries(records, strategies, request)
     seconds = time.perf_counter() - began
     run_info = {
@@ -130,9 +139,45 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
         "equity_interval_ms": request.equity_interval_ms,
         "anomalies": records.anomalies,
         "trading_state": records.trading,
+        "alt_data": alt_info,
+        "warnings": warnings,
     }
     write_run(out_dir, settings, strategies, run_info, summary, records, request.capital)
-    return BacktestResult(out_dir, summary, records.ticks, seconds, loop_seconds)
+    return BacktestResult(out_dir, summary, records.ticks, seconds, loop_seconds, warnings)
+
+
+def _alt_source(
+    settings: Settings, engine: BacktestEngine, request: BacktestRequest
+) -> tuple[dict[str, Any] | None, Iterator[AltDatum]]:
+    """The lake's alternative data for the strategies that override ``on_alt`` (what ``run.json``
+    says of it, and the data, read as the run goes); nothing read, and None, when none does."""
+    wanted = engine.alt_wanted()
+    if wanted is None:
+        return None, iter(())
+    symbols, kinds = wanted
+    alt = LakeAlt(settings, window_rows=request.window_rows)
+    scope = AltRange(request.start_ms, request.end_ms, alt_symbols(symbols), kinds)
+    info: dict[str, Any] = {
+        "strategies": [r.name for r in engine.alt_runners],
+        "symbols": list(scope.symbols),
+        "kinds": list(kinds) or "all",
+        "table": alt.uri.split("://")[-1] if "://" in alt.uri else alt.uri,
+        "delta_version": alt.version,
+    }
+    return info, alt.data(scope)
+
+
+def _no_alt_warning(info: dict[str, Any], request: BacktestRequest) -> str:
+    strategies = ", ".join(info["strategies"])
+    kinds = "" if info["kinds"] == "all" else f" of kind {', '.join(info['kinds'])}"
+    if info["delta_version"] is None:
+        where = f"there is no Delta table at {info['table']} (sink-alt writes it while the stack runs)"
+    else:
+        where = f"{info['table']} (version {info['delta_version']}) has none"
+    return (
+        f"no alternative data: {strategies} take it (on_alt), but of {', '.join(info['symbols'])}{kinds} "
+        f"from {_iso(request.start_ms)} to {_iso(request.end_ms)} {where}; they ran without it"
+    )
 
 
 def summaries(
@@ -196,7 +241,8 @@ def write_run(
         curves = {name: curve(records.equity, name, "") for name in summary}
         title = f"backtest {run_info['from']} to {run_info['to']}"
         tables = {name: s["total"] for name, s in summary.items()}
-        (partial / "report.html").write_text(chart_html(title, curves, capital, tables))
+        notes = run_info.get("warnings", [])
+        (partial / "report.html").write_text(chart_html(title, curves, capital, tables, notes))
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         partial.rename(out_dir)
     except BaseException:
@@ -297,7 +343,13 @@ def _grid_worker(args: tuple[dict[str, Any], BacktestRequest, str]) -> dict[str,
         result = run_backtest(Settings(**dumped), request, Path(out_dir))
     except Exception as exc:
         return {"params": request.params, "out_dir": out_dir, "error": f"{type(exc).__name__}: {exc}"}
-    return {"params": request.params, "out_dir": out_dir, "summary": result.summary, "ticks": result.ticks}
+    return {
+        "params": request.params,
+        "out_dir": out_dir,
+        "summary": result.summary,
+        "ticks": result.ticks,
+        "warnings": result.warnings,
+    }
 
 
 def run_grid(

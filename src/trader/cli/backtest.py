@@ -105,7 +105,7 @@ def backtest(
         result = run_backtest(settings, request, target)
     except (BacktestDataError, BacktestConfigError, StrategyFailed) as exc:
         raise fail(str(exc)) from None
-    _print_run(result.summary, result.out_dir, result.ticks, result.seconds, as_json)
+    _print_run(result.summary, result.out_dir, result.ticks, result.seconds, as_json, result.warnings)
 
 
 def _check_lake_reachable(settings: Settings) -> None:
@@ -163,7 +163,16 @@ def _shown(value: Any) -> Any:
     return "-" if value is None else value
 
 
-def _print_run(summary: dict[str, Any], out_dir: Path, ticks: int, seconds: float, as_json: bool) -> None:
+def _print_run(
+    summary: dict[str, Any],
+    out_dir: Path,
+    ticks: int,
+    seconds: float,
+    as_json: bool,
+    warnings: list[str] | None = None,
+) -> None:
+    for warning in warnings or []:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         import json
 
@@ -176,7 +185,8 @@ def _print_run(summary: dict[str, Any], out_dir: Path, ticks: int, seconds: floa
             }
             for name, s in summary.items()
         }
-        typer.echo(json.dumps({"out_dir": str(out_dir), "ticks": ticks, "summary": shown}, sort_keys=True))
+        out = {"out_dir": str(out_dir), "ticks": ticks, "summary": shown, "warnings": warnings or []}
+        typer.echo(json.dumps(out, sort_keys=True))
         return
     print_rows(COLUMNS, _rows(summary), False)
     rate = ticks / seconds if seconds > 0 else 0
@@ -184,6 +194,9 @@ def _print_run(summary: dict[str, Any], out_dir: Path, ticks: int, seconds: floa
 
 
 def _print_grid(results: list[dict[str, Any]], rank_by: str, out_dir: Path, as_json: bool) -> None:
+    for warning in dict.fromkeys(w for r in results for w in r.get("warnings", [])):
+        typer.echo(f"warning: {warning}", err=True)
+
     def score(result: dict[str, Any]) -> tuple[int, Decimal]:
         if "error" in result:
             return (0, Decimal(0))

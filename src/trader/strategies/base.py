@@ -170,6 +170,9 @@ class Strategy:
 
     # Parameters the strategy reads only after ``__init__``: ``check_params`` does not refuse them.
     other_params: ClassVar[Collection[str]] = ()
+    # The kinds of alternative data ``on_alt`` takes (``funding``, ``open_interest``, ...); empty: every
+    # kind. The others never reach it, live or in a backtest, and a backtest reads only these kinds.
+    alt_kinds: ClassVar[Collection[str]] = ()
 
     def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
         # The same object the subclass was given: what it asks of ``config.params`` counts too.
@@ -208,8 +211,10 @@ class Strategy:
     def on_alt(self, datum: AltDatum) -> None:
         """Alternative data about one of the strategy's symbols or its perpetual (``BTCUSDT`` hears of
         ``BTCUSDT-PERP`` too), from any venue (``datum.source``): funding, mark and index prices,
-        open interest, liquidations (``trader.messages.AltDatum``). Live only, after ``on_start`` and
-        the warm-up, like ticks; the service subscribes only when a strategy overrides this."""
+        open interest, liquidations (``trader.messages.AltDatum``); only the kinds in ``alt_kinds``
+        when it names some. Only after ``on_start`` and the warm-up, like ticks (none of the history);
+        the service subscribes only when a strategy overrides this. A backtest feeds it the lake's
+        ``alt_data`` in event time (docs/backtest.md)."""
 
     def on_features(self, features: Features) -> None:
         """The features of a closed bar of one of the strategy's symbols on its data venue, from

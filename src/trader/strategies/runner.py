@@ -129,6 +129,9 @@ class StrategyRunner:
             return Actions()
         if datum.symbol.removesuffix("-PERP") not in self.symbols:
             return Actions()
+        kinds = self.strategy.alt_kinds
+        if kinds and datum.kind not in kinds:
+            return Actions()
         return self._call(self.strategy.on_alt, datum)
 
     def on_bar(self, bar: Bar) -> Actions:

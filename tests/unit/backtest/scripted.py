@@ -1,11 +1,12 @@
-"""Strategies for the backtest tests: one that sends a script of orders, one that raises."""
+"""Strategies for the backtest tests: one that sends a script of orders, one that raises, one that
+trades on alternative data."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from trader.config import StrategyConfig
-from trader.messages import ExecutionReport, MarketTick, Order
+from trader.messages import AltDatum, ExecutionReport, MarketTick, Order
 from trader.strategies.base import Strategy, StrategyContext
 
 
@@ -49,3 +50,31 @@ class Raising(Strategy):
         self.ticks += 1
         if self.ticks == self.at:
             raise ZeroDivisionError("the strategy's own bug")
+
+
+class AltTrader(Strategy):
+    """Records every tick and datum it hears, in order, and trades on funding: sells ``quantity`` of
+    the spot symbol when the rate is above ``threshold``, buys when it is below minus that."""
+
+    def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+        super().__init__(config, ctx)
+        self.threshold = self.param_decimal("threshold")
+        self.quantity = self.param_decimal("quantity", positive=True)
+        self.heard: list[tuple[str, int, object]] = []  # (what, ctx.now_ms, the tick or datum)
+
+    def on_tick(self, tick: MarketTick) -> None:
+        self.heard.append(("tick", self.ctx.now_ms, tick))
+
+    def on_alt(self, datum: AltDatum) -> None:
+        self.heard.append(("alt", self.ctx.now_ms, datum))
+        if datum.kind != "funding" or datum.symbol is None:
+            return
+        symbol = datum.symbol.removesuffix("-PERP")
+        if datum.value > self.threshold:
+            self.ctx.submit("sell", symbol, self.quantity)
+        elif datum.value < -self.threshold:
+            self.ctx.submit("buy", symbol, self.quantity)
+
+
+class FundingOnly(AltTrader):
+    alt_kinds = ("funding",)

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from trader.backtest.engine import BacktestConfigError, BacktestEngine, Records, StrategyFailed
+from trader.backtest.engine import BacktestConfigError, BacktestEngine, Records, StrategyFailed, feed
 from trader.config import Settings
-from trader.messages import MarketTick
+from trader.messages import AltDatum, MarketTick
 
 D = Decimal
 T0 = 1_700_000_000_000
@@ -235,3 +235,119 @@ def test_a_strategy_that_cannot_be_loaded_is_named_with_why() -> None:
         match=r"strategy s1 \(tests.unit.backtest.scripted:Scripted\) cannot be loaded: .*'typo'",
     ):
         BacktestEngine(config, [strategy], T0)
+
+
+# Alternative data ----------------------------------------------------------------------------------
+
+ALT_TRADER = "tests.unit.backtest.scripted:AltTrader"
+
+
+def datum(at_ms: int, kind: str, value: str, symbol: str | None = "BTCUSDT-PERP") -> AltDatum:
+    return AltDatum(timestamp=at_ms, kind=kind, source="binance", value=D(value), symbol=symbol, unit="rate")
+
+
+ALT_TICKS = [tick(i, "100.5", "100", "101", "5") for i in range(1, 4)] + [
+    tick(4, "102", "101.5", "102.5", "5"),
+    tick(5, "102", "101.5", "102.5", "5"),
+]
+FUNDING_HIGH = datum(T0 + 200, "funding", "0.00100000")  # tick 2's millisecond: after it
+OTHER_SYMBOL = datum(T0 + 250, "funding", "0.5", "ETHUSDT-PERP")  # not its symbol: never heard
+MARK = datum(T0 + 350, "mark_price", "100.75", "BTCUSDT")  # between ticks 3 and 4
+NO_SYMBOL = datum(T0 + 360, "sentiment", "0.9", None)  # about no symbol: never heard
+FUNDING_LOW = datum(T0 + 900, "funding", "-0.002")  # after the last tick: still heard, before the stop
+ALT = [FUNDING_HIGH, OTHER_SYMBOL, MARK, NO_SYMBOL, FUNDING_LOW]
+
+
+def alt_settings(kind: str = ALT_TRADER) -> Settings:
+    return Settings(
+        exeq={"paper": {"taker_fee_bps": "5", "maker_fee_bps": "2", "slippage_bps": "5"}},
+        strategy={
+            "strategies": [
+                {
+                    "name": "alt",
+                    "kind": kind,
+                    "symbols": ["BTCUSDT"],
+                    "params": {"threshold": "0.0005", "quantity": "1"},
+                }
+            ]
+        },
+    )
+
+
+def run_alt(config: Settings) -> tuple[BacktestEngine, Records]:
+    engine = BacktestEngine(config, config.strategy.strategies, T0)
+    engine.start([])
+    feed(engine, ALT_TICKS, ALT)
+    return engine, engine.finish()
+
+
+def test_alt_data_reach_on_alt_in_event_time_with_the_ticks_after_those_of_its_millisecond() -> None:
+    engine, records = run_alt(alt_settings())
+    heard = engine.runners["alt"].strategy.heard  # type: ignore[attr-defined]
+    assert [(what, now, item) for what, now, item in heard] == [
+        ("tick", T0 + 100, ALT_TICKS[0]),
+        ("tick", T0 + 200, ALT_TICKS[1]),
+        ("alt", T0 + 200, FUNDING_HIGH),  # the tie: after the tick of its millisecond
+        ("tick", T0 + 300, ALT_TICKS[2]),
+        ("alt", T0 + 350, MARK),  # the clock at its time
+        ("tick", T0 + 400, ALT_TICKS[3]),
+        ("tick", T0 + 500, ALT_TICKS[4]),
+        ("alt", T0 + 900, FUNDING_LOW),
+    ]
+    got = heard[2][2]
+    assert got is FUNDING_HIGH
+    assert str(got.value) == "0.00100000"  # the very datum, every digit
+    assert records.alt == len(ALT)  # handed to the engine; the runner keeps its own
+    assert (records.first_alt_ms, records.last_alt_ms) == (T0 + 200, T0 + 900)
+
+
+def test_orders_on_alt_data_fill_at_the_quotes_of_their_moment() -> None:
+    """The sell on high funding meets tick 2's book (the last before it); the buy on low funding, after
+    the last tick, tick 5's: a taker at the bid or ask, slipped 5 bps, and the taker fee."""
+    _, records = run_alt(alt_settings())
+    slip, taker = D(5) / BPS, D(5) / BPS
+    sell, buy = D(100) * (1 - slip), D("102.5") * (1 + slip)
+    got = [(f["timestamp"], f["side"], f["quantity"], f["price"], f["fee"]) for f in records.fills]
+    assert got == [
+        (T0 + 200, "sell", D(1), sell, sell * taker),
+        (T0 + 900, "buy", D(1), buy, buy * taker),
+    ]
+    assert records.fills[-1]["position"] == 0
+    assert records.fills[-1]["realized_pnl"] == sell - buy
+
+
+def test_a_strategy_naming_its_kinds_hears_only_those() -> None:
+    engine, _ = run_alt(alt_settings("tests.unit.backtest.scripted:FundingOnly"))
+    heard = engine.runners["alt"].strategy.heard  # type: ignore[attr-defined]
+    assert [item for what, _, item in heard if what == "alt"] == [FUNDING_HIGH, FUNDING_LOW]
+    assert engine.alt_wanted() == (("BTCUSDT",), ("funding",))
+
+
+def test_alt_data_twice_give_the_same_records() -> None:
+    first, second = run_alt(alt_settings()), run_alt(alt_settings())
+    assert first[1] == second[1]
+    assert first[0].runners["alt"].strategy.heard == second[0].runners["alt"].strategy.heard  # type: ignore[attr-defined]
+
+
+def test_a_strategy_without_on_alt_wants_none_and_feed_needs_no_data() -> None:
+    engine = BacktestEngine(settings(), settings().strategy.strategies, T0)
+    assert engine.alt_wanted() is None
+    assert engine.alt_runners == []
+    engine.start([])
+    feed(engine, TICKS)
+    assert [f["side"] for f in engine.finish().fills] == [s for s, *_ in expected_fills()]
+
+
+def test_a_strategy_that_raises_on_alt_data_stops_the_run_saying_when() -> None:
+    engine = BacktestEngine(alt_settings(), alt_settings().strategy.strategies, T0)
+    engine.start([])
+    strategy = engine.runners["alt"].strategy
+
+    def on_alt(datum: AltDatum) -> None:
+        raise KeyError("oops")
+
+    strategy.on_alt = on_alt  # type: ignore[method-assign]
+    with pytest.raises(
+        StrategyFailed, match=r"strategy alt \(.*AltTrader\) raised at .*T22:13:20.200000Z: on_alt: KeyError"
+    ):
+        feed(engine, ALT_TICKS, ALT)

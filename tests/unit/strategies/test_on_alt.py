@@ -59,3 +59,20 @@ def test_other_symbols_and_data_without_one_are_not_its_own() -> None:
     r.warm_up([])
     assert not r.on_alt(funding("0.001", "ETHUSDT-PERP"))
     assert not r.on_alt(AltDatum(timestamp=1, kind="sentiment", source="mock", value=Decimal("0.9")))
+
+
+class FundingOnly(FundingWatcher):
+    alt_kinds = ("funding",)
+
+
+def test_a_strategy_that_names_its_kinds_hears_only_those() -> None:
+    r = build_runner(StrategyConfig(name="f", kind=f"{__name__}:FundingOnly", symbols=["BTCUSDT"]))
+    r.start()
+    r.warm_up([])
+    assert r.on_alt(funding("0.001")).instructions
+    high_oi = AltDatum(
+        timestamp=1, kind="open_interest", source="binance", value=Decimal(5), symbol="BTCUSDT-PERP"
+    )
+    before = r.events
+    assert not r.on_alt(high_oi)
+    assert r.events == before  # not called at all
