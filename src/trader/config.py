@@ -301,8 +301,8 @@ def _retention(kept: str, stream: str) -> Any:
     return Field(
         default=24 * 3600,
         ge=0,
-        description=f"an order that ended is held in memory this long, then only {kept} (a repeat stays "
-        f"a repeat; {stream} keeps it for ever); 0: held for ever",
+        description=f"an order that ended is held in memory this long, then only {kept} for as long "
+        f"again (a repeat stays a repeat), then nothing ({stream} keeps it for ever); 0: held for ever",
     )
 
 

@@ -50,7 +50,8 @@ Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago
 leaves memory, here and in its adapter (paper, ccxt), after the restore and then a few at a time on
 the algos' clock; its key and exec id counter stay, so a repeated order is still a repeat and anything
 published later about it is numbered after what was (a cancel for it: "unknown order", as a venue says
-of old orders). A child is kept while its algo works."""
+of old orders), for as long again (``drop_forgotten``), then they go too. A child is kept while its
+algo works."""
 
 from __future__ import annotations
 
@@ -131,6 +132,7 @@ class ExecutionDesk:
         self._maybe_open: set[Key] = set()  # keys of ``orders`` not ended when last counted, or newer
         self._ended: Ended[Key] = Ended()  # ended venue orders held, by when they ended
         self._forgotten: set[Key] = set()  # venue orders ended long ago: their keys only (see forget_ended)
+        self._forgotten_at: Ended[Key] = Ended()  # ... by when they ended (see drop_forgotten)
         self.algos: dict[Key, ExecutionAlgo] = {}
         self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
         self.last_fill_ms: dict[Key, int] = {}  # (venue, symbol) -> latest fill time
@@ -218,7 +220,7 @@ class ExecutionDesk:
         report about one is numbered after the ones published. A child whose algo still works is kept
         until the algo ends. At most ``limit`` at a time; returns how many were forgotten."""
         forgotten = 0
-        for key in self._ended.take(ended_before_ms, limit):
+        for key, ended_ms in self._ended.take_items(ended_before_ms, limit):
             tracked = self.orders.get(key)
             if tracked is None:
                 continue
@@ -232,8 +234,20 @@ class ExecutionDesk:
             if (adapter := self.adapters.get(key[0])) is not None:
                 adapter.forget(key[1])
             self._forgotten.add(key)
+            self._forgotten_at.add(key, ended_ms)
             forgotten += 1
         return forgotten
+
+    def drop_forgotten(self, ended_before_ms: int, limit: int | None = None) -> int:
+        """Drop the keys and exec id counters of the forgotten venue orders that ended before
+        ``ended_before_ms``: past the window in which a repeat of their order can still be stored (see
+        ``trader.trading.retention``), nothing of them is held. At most ``limit`` at a time."""
+        dropped = 0
+        for key in self._forgotten_at.take(ended_before_ms, limit):
+            self._forgotten.discard(key)
+            self.numbers.pop(key, None)
+            dropped += 1
+        return dropped
 
     @property
     def forgotten_count(self) -> int:

@@ -36,11 +36,15 @@ class ForgottenOrder(UnknownOrder):
 
 class BookState(msgspec.Struct, frozen=True):
     """What a book holds, as a snapshot keeps it: the latest state of every order held, the ids of the
-    orders forgotten, and the exec ids of every report applied (so that a repeat stays one)."""
+    orders forgotten (``forgotten_at``: when each ended), and the exec ids of the reports applied to the
+    orders held or forgotten (so that a repeat stays one; ``exec_orders``: the order of each, "" when
+    not known). Every list is bounded by the retention, not the history (``drop_forgotten``)."""
 
     orders: list[Order]
     forgotten: list[str]
     exec_ids: list[str]
+    forgotten_at: list[int] = []
+    exec_orders: list[str] = []
 
 
 def _terms(order: Order) -> tuple[object, ...]:
@@ -73,9 +77,13 @@ class OrderBook:
         self._closed: Ended[str] = Ended()
         # The ids of the orders forgotten: a request repeating one is still a repeat, not a new order.
         self._forgotten: set[str] = set()
+        # ... by when they ended: what ``drop_forgotten`` takes, oldest first.
+        self._forgotten_at: Ended[str] = Ended()
         # The terms each order was first asked with: a replace changes the order, not what was asked.
         self._asked: dict[str, tuple[object, ...]] = {}
         self._exec_ids: set[str] = set()
+        # The exec ids applied to each order held or forgotten: they leave with its id.
+        self._exec_of: dict[str, list[str]] = {}
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -104,12 +112,25 @@ class OrderBook:
         A request repeating a forgotten id is still a repeat (no second order); any other event for
         one raises ``ForgottenOrder``. At most ``limit`` at a time; returns how many were forgotten."""
         forgotten = 0
-        for client_order_id in self._closed.take(ended_before_ms, limit):
+        for client_order_id, ended_ms in self._closed.take_items(ended_before_ms, limit):
             self._orders.pop(client_order_id, None)
             self._asked.pop(client_order_id, None)
             self._forgotten.add(client_order_id)
+            self._forgotten_at.add(client_order_id, ended_ms)
             forgotten += 1
         return forgotten
+
+    def drop_forgotten(self, ended_before_ms: int, limit: int | None = None) -> int:
+        """Drop the ids of the forgotten orders that ended before ``ended_before_ms``, and the exec ids
+        of their reports: past the window in which a repeat of their messages can still be stored, the
+        book holds nothing of them (a report for one is then an unknown order's, a dead letter; a
+        request repeating one a new order). At most ``limit`` at a time; returns how many."""
+        dropped = 0
+        for client_order_id in self._forgotten_at.take(ended_before_ms, limit):
+            self._forgotten.discard(client_order_id)
+            self._exec_ids.difference_update(self._exec_of.pop(client_order_id, ()))
+            dropped += 1
+        return dropped
 
     def submit(self, request: OrderRequest, now_ms: int | None = None) -> Order | None:
         """Create the NEW order for an approved request; ``None`` if this request was already submitted."""
@@ -133,7 +154,7 @@ class OrderBook:
         if report.exec_id in self._exec_ids:
             return None
         changed = state.apply_report(self._order(report.client_order_id), report)
-        self._exec_ids.add(report.exec_id)
+        self._note_exec_id(report.exec_id, report.client_order_id)
         return self._store(changed)
 
     def apply_cancel(self, request: CancelRequest) -> Order | None:
@@ -160,13 +181,21 @@ class OrderBook:
         return [asked, self._store(refused)]
 
     def rebuild(
-        self, orders: Iterable[Order], exec_ids: Iterable[str] = (), forgotten: Iterable[str] = ()
+        self,
+        orders: Iterable[Order],
+        exec_ids: Iterable[str] = (),
+        forgotten: Iterable[str] = (),
+        *,
+        forgotten_at: Iterable[int] = (),
+        exec_orders: Iterable[str] = (),
     ) -> None:
         """Start over from published states (the highest version per id wins), after a restart.
 
         ``exec_ids`` are the reports already applied to those states; pass the ones that may be
         redelivered (the unacknowledged tail of the report stream) so they are not applied twice;
-        ``forgotten`` the ids of orders ended long ago (see ``forget_closed``).
+        ``forgotten`` the ids of orders ended long ago (see ``forget_closed``), ``forgotten_at`` when
+        each ended (none given: at 0, the first dropped); ``exec_orders`` the order of each exec id
+        (none given: kept until the book is rebuilt again).
         A rebuilt order's terms are its current ones, so a redelivered request of an order since
         replaced is refused as a different order: loudly, and without changing anything."""
         latest: dict[str, Order] = {}
@@ -177,20 +206,33 @@ class OrderBook:
         self._orders = latest
         self._open = {coid: order for coid, order in latest.items() if not order.is_terminal}
         self._closed = Ended((coid, order.updated) for coid, order in latest.items() if order.is_terminal)
+        forgotten = list(forgotten)
+        at = list(forgotten_at) or [0] * len(forgotten)
+        ended = zip(forgotten, at, strict=True)
+        self._forgotten_at = Ended((coid, ms) for coid, ms in ended if coid not in latest)
         self._forgotten = set(forgotten) - latest.keys()
         self._asked = {client_order_id: _terms(order) for client_order_id, order in latest.items()}
-        self._exec_ids = set(exec_ids)
+        self._exec_ids = set()
+        self._exec_of = {}
+        exec_ids = list(exec_ids)
+        for exec_id, coid in zip(exec_ids, list(exec_orders) or [""] * len(exec_ids), strict=True):
+            self._note_exec_id(exec_id, coid)
 
     def apply_state(
-        self, order: Order, exec_id: str | None = None, forget_ended_before_ms: int | None = None
+        self,
+        order: Order,
+        exec_id: str | None = None,
+        forget_ended_before_ms: int | None = None,
+        drop_ended_before_ms: int | None = None,
     ) -> None:
         """One published state, as a restart replays them (``rebuild`` one message at a time): the
         highest version per id wins, ``exec_id`` (the report that made it) counts as applied, and an
-        order whose state ended it before ``forget_ended_before_ms`` is kept by its id only. A state
-        the book already has (its own output read back) changes nothing."""
-        if exec_id:
-            self._exec_ids.add(exec_id)
+        order whose state ended it before ``forget_ended_before_ms`` is kept by its id only, or not at
+        all when it ended before ``drop_ended_before_ms`` (see ``drop_forgotten``). A state the book
+        already has (its own output read back) changes nothing."""
         coid = order.client_order_id
+        if exec_id:
+            self._note_exec_id(exec_id, coid)
         if coid in self._forgotten:
             return
         known = self._orders.get(coid)
@@ -206,16 +248,39 @@ class OrderBook:
             self._closed.discard(coid)
             self._asked.pop(coid, None)
             self._forgotten.add(coid)
+            self._forgotten_at.add(coid, order.updated)
+            if drop_ended_before_ms is not None and order.updated < drop_ended_before_ms:
+                self.drop_forgotten(drop_ended_before_ms)
             return
         self._store(order)
         self._asked[coid] = _terms(order)  # a rebuilt order's terms are its current ones
 
     def snapshot(self) -> BookState:
-        return BookState(list(self._orders.values()), list(self._forgotten), list(self._exec_ids))
+        forgotten = self._forgotten_at.items()
+        exec_ids = [(exec_id, coid) for coid, ids in self._exec_of.items() for exec_id in ids]
+        return BookState(
+            list(self._orders.values()),
+            [coid for coid, _ in forgotten],
+            [exec_id for exec_id, _ in exec_ids],
+            forgotten_at=[at for _, at in forgotten],
+            exec_orders=[coid for _, coid in exec_ids],
+        )
 
     def restore(self, state: BookState) -> None:
         """Start over from a snapshot (``snapshot``)."""
-        self.rebuild(state.orders, state.exec_ids, state.forgotten)
+        self.rebuild(
+            state.orders,
+            state.exec_ids,
+            state.forgotten,
+            forgotten_at=state.forgotten_at,
+            exec_orders=state.exec_orders,
+        )
+
+    def _note_exec_id(self, exec_id: str, client_order_id: str) -> None:
+        if exec_id in self._exec_ids:
+            return
+        self._exec_ids.add(exec_id)
+        self._exec_of.setdefault(client_order_id, []).append(exec_id)
 
     def _order(self, client_order_id: str) -> Order:
         order = self._orders.get(client_order_id)

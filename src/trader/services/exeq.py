@@ -55,7 +55,7 @@ from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
 from trader.runtime.consumer import now_ms
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Refused, Runtime, Service
-from trader.trading.retention import FORGET_BATCH, Forgetting
+from trader.trading.retention import FORGET_BATCH, Forgetting, ids_cutoff
 from trader.trading.state import state_bucket
 
 EXEC_INPUT = Input("EXEC", "exec.>", bytes, Mode.HISTORY, decode=bytes)
@@ -141,7 +141,7 @@ class Exeq(Service):
             desk = ExecutionDesk(adapters, rt.publish_reliably, now_ms)
             forgetting = Forgetting(
                 self.settings.exeq.closed_order_retention_s,
-                desk.forget_ended,
+                functools.partial(_forget, desk, self.settings.exeq.closed_order_retention_s),
                 lambda: len(desk.orders),
                 rt.log,
                 "exeq.forgot_ended",
@@ -358,6 +358,16 @@ def _rebuild(desk: ExecutionDesk, rt: Runtime, received: Received[bytes]) -> lis
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         rt.log.warning("exeq.replay_skipped", seq=received.seq, subject=received.subject, error=str(exc))
     return []
+
+
+def _forget(desk: ExecutionDesk, retention_s: float, cutoff_ms: int, limit: int | None) -> int:
+    """Venue orders ended before ``cutoff_ms`` leave the desk (their keys stay), and the keys of those
+    that ended a retention before them go too."""
+    forgotten = desk.forget_ended(cutoff_ms, limit)
+    ids_before = ids_cutoff(cutoff_ms, retention_s)
+    if ids_before is not None:
+        desk.drop_forgotten(ids_before, limit)
+    return forgotten
 
 
 def _no_handler(received: Received[MarketTick]) -> list[Outgoing]:

@@ -30,9 +30,14 @@ changes nothing, and the venue order it caused is sent again under the same msg 
 event for an order not in the book yet (a cancel overtaking its decision, a report racing a restart) is
 offered again for ``UNKNOWN_ORDER_FOR_S`` seconds (``NotYet``), then dead-lettered.
 Orders that ended more than ``oms.closed_order_retention_s`` ago (a day by default) leave memory, at
-start and then a few after every batch: only their ids stay, so a repeated request is still a repeat; a
-cancel for one is a late request, a report for one a dead letter (news of an order ended long ago, for
-an operator to look at). The ORDERS stream keeps them all.
+start and then a few after every batch: only their ids and their reports' exec ids stay, so a repeated
+request or report is still a repeat; a cancel for one is a late request, a new report for one a dead
+letter (news of an order ended long ago, for an operator to look at). Those ids go too once the order
+ended twice the retention ago (``OrderBook.drop_forgotten``): a repeat is a second stored copy of a
+message, which only a publisher retrying past JetStream's duplicate window (``stream_duplicate_window_s``,
+2 minutes) can store, while the server is unreachable; a day beyond the order's own day bounds that
+with room to spare. So the book and its snapshot hold the orders open and those of the last two days'
+ids, whatever the length of the history. The ORDERS stream keeps them all (``trader orders --all``).
 Kill switch: when the state turns ``halted``, every open order is canceled at once, and a replace approved
 before the switch is denied.
 """
@@ -82,7 +87,7 @@ from trader.runtime.intake import Input, Intake, Mode, NotYet, Received, run_unt
 from trader.runtime.service import Refused, Runtime, Service
 from trader.runtime.snapshots import Snapshotting
 from trader.trading.orders import ALL_STATES, EXEC_ID_HEADER
-from trader.trading.retention import FORGET_BATCH, Forgetting
+from trader.trading.retention import FORGET_BATCH, Forgetting, ids_cutoff
 from trader.trading.state import follow_state, read_state, state_bucket
 
 # An event for an order not in the book yet is offered again for this long (every RETRY_DELAY_S, and
@@ -123,7 +128,9 @@ REPORTS_INPUT = Input(
 )
 # The book is the latest published state of every order: read back through the intake, snapshotted.
 STATES_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="oms-states")
-STATE_VERSION = 1  # of BookState: a snapshot of another version is not read (a full replay instead)
+# Of BookState: a snapshot of another version is not read (a full replay instead). 2: the forgotten ids'
+# end times and each exec id's order, so that both leave after a retention.
+STATE_VERSION = 2
 SNAPSHOT_EVERY_MESSAGES = 10_000
 SNAPSHOT_EVERY_S = 60.0
 
@@ -174,13 +181,18 @@ class Oms(Service):
         trading, _ = await read_state(kv)
         # One change of the book (and its publishing) at a time: the two work inputs and the switch.
         flow = OrderFlow(self.settings, OrderBook(), trading, rt, asyncio.Lock())
-        forgetting = Forgetting(
-            self.settings.oms.closed_order_retention_s,
-            flow.book.forget_closed,
-            lambda: len(flow.book),
-            rt.log,
-            "oms.forgot_closed",
-        )
+        retention_s = self.settings.oms.closed_order_retention_s
+
+        def forget(cutoff_ms: int, limit: int | None) -> int:
+            """Ended orders leave the book (their ids stay), and the ids of those that ended a
+            retention before them go too."""
+            forgotten = flow.book.forget_closed(cutoff_ms, limit)
+            ids_before = ids_cutoff(cutoff_ms, retention_s)
+            if ids_before is not None:
+                flow.book.drop_forgotten(ids_before, limit)
+            return forgotten
+
+        forgetting = Forgetting(retention_s, forget, lambda: len(flow.book), rt.log, "oms.forgot_closed")
         states, states_task = await self._rebuild(rt, flow, forgetting)
         work = [
             Intake(rt, ORDERS_INPUT, flow.handle, lock=flow.lock),
@@ -214,15 +226,16 @@ class Oms(Service):
         one), read through the intake; it goes on reading the states live (its own, read back: they
         change nothing), so that the snapshots it takes cover them."""
         book = flow.book
-        replay_cutoff = [forgetting.cutoff_ms()]  # the states read after the rebuild are the oms's own
+        # The states read after the rebuild are the oms's own: no cutoff for them.
+        replay_cutoff = [forgetting.cutoff_ms(), forgetting.ids_cutoff_ms()]
 
         def take_state(received: Received[Order]) -> list[Outgoing]:
             exec_id = (received.headers or {}).get(EXEC_ID_HEADER)
-            book.apply_state(received.value, exec_id, replay_cutoff[0])
+            book.apply_state(received.value, exec_id, *replay_cutoff)
             return []
 
         async def rebuilt() -> list[Outgoing]:
-            replay_cutoff[0] = None
+            replay_cutoff[:] = [None, None]
             forgetting()
             return []
 

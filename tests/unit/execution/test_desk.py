@@ -217,6 +217,22 @@ async def test_ended_orders_are_forgotten_after_the_cutoff_and_stay_repeats() ->
     assert len(fresh.stream) == published + 1
 
 
+async def test_the_keys_of_forgotten_orders_are_dropped_a_retention_later() -> None:
+    h = Harness()
+    await h.desk.on_tick(tick("100", "101"))  # at T0
+    await h.send(order("o1"))  # filled at once: ended at T0
+    h.now = T0 + 5
+    await h.desk.on_tick(tick("100", "101", ts=T0 + 5))
+    await h.send(order("o2"))  # ended at T0 + 5
+    assert h.desk.forget_ended(ended_before_ms=T0 + 10) == 2
+    assert h.desk.drop_forgotten(ended_before_ms=T0) == 0  # ended at T0: not before it
+    assert h.desk.drop_forgotten(ended_before_ms=T0 + 1) == 1
+    assert (h.desk.forgotten_count, ("paper", "o1") in h.desk.numbers) == (1, False)
+    assert h.desk.numbers[("paper", "o2")] == 2  # still numbered on: a late report follows what was
+    assert h.desk.drop_forgotten(ended_before_ms=T0 + 10) == 1
+    assert (h.desk.forgotten_count, h.desk.numbers) == (0, {})
+
+
 async def test_a_child_is_kept_while_its_algo_works_then_forgotten_with_it() -> None:
     h = Harness()
     await h.desk.on_tick(tick("100", "101"))

@@ -6,6 +6,7 @@ import contextlib
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -214,6 +215,50 @@ def test_a_rebuilt_book_forgets_by_the_time_orders_ended() -> None:
     assert restarted.submit(request("z")) is None
     with pytest.raises(ForgottenOrder):
         restarted.apply_report(report("z-1", "accepted", "z"))
+
+
+def test_the_ids_of_forgotten_orders_and_their_exec_ids_leave_once_dropped() -> None:
+    book = OrderBook()
+    for coid, ended in (("a", 2_000), ("b", 3_000)):
+        book.submit(request(coid), now_ms=1_000)
+        book.apply_report(report(f"{coid}-1", "accepted", coid, timestamp=1_500))
+        book.apply_report(report(f"{coid}-2", "canceled", coid, timestamp=ended))
+    assert book.forget_closed(ended_before_ms=10_000) == 2
+    assert book.drop_forgotten(ended_before_ms=2_000) == 0  # ended at 2_000: not before it
+    assert book.drop_forgotten(ended_before_ms=2_500) == 1
+    state = book.snapshot()
+    assert (state.forgotten, state.forgotten_at) == (["b"], [3_000])
+    assert sorted(zip(state.exec_ids, state.exec_orders, strict=True)) == [("b-1", "b"), ("b-2", "b")]
+    # "b" is still an id taken, its reports repeats; "a" is gone: nothing of it is held.
+    assert book.submit(request("b")) is None
+    assert book.apply_report(report("b-2", "canceled", "b", timestamp=3_000)) is None
+    with pytest.raises(UnknownOrder) as refused:
+        book.apply_report(report("a-2", "canceled", "a", timestamp=2_000))
+    assert not isinstance(refused.value, ForgottenOrder)
+    assert book.forgotten_count == 1
+    restored = OrderBook()
+    restored.restore(state)
+    assert restored.snapshot() == state
+    assert restored.drop_forgotten(ended_before_ms=3_001) == 1
+    assert restored.snapshot() == type(state)([], [], [], [], [])
+
+
+def test_a_replayed_state_that_ended_before_the_drop_cutoff_leaves_nothing() -> None:
+    book = OrderBook()
+    book.submit(request("a"), now_ms=1_000)
+    accepted = book.apply_report(report("a-1", "accepted", "a", timestamp=1_500))
+    canceled = book.apply_report(report("a-2", "canceled", "a", timestamp=2_000))
+    assert accepted is not None
+    assert canceled is not None
+    replayed = OrderBook()
+    replayed.apply_state(msgspec.structs.replace(canceled, version=1, status="NEW"))
+    replayed.apply_state(accepted, "a-1", 5_000, 2_500)
+    replayed.apply_state(canceled, "a-2", 5_000, 2_500)
+    assert (len(replayed), replayed.forgotten_count, replayed.snapshot().exec_ids) == (0, 0, [])
+    kept = OrderBook()
+    kept.apply_state(accepted, "a-1", 5_000, 1_000)
+    kept.apply_state(canceled, "a-2", 5_000, 1_000)
+    assert (len(kept), kept.forgotten_count, sorted(kept.snapshot().exec_ids)) == (0, 1, ["a-1", "a-2"])
 
 
 EVENTS = st.lists(

@@ -160,6 +160,42 @@ def test_a_snapshot_plus_the_tail_is_a_full_replay(
             assert exec_id in resumed.snapshot().exec_ids
 
 
+@settings(max_examples=300, deadline=None)
+@given(history=histories(), data=st.data())
+def test_with_ids_dropped_too_a_snapshot_plus_the_tail_is_a_full_replay(
+    history: tuple[list[Published], list[tuple[BookState, int]]], data: st.DataObject
+) -> None:
+    """The same with the ids of orders that ended before a second cutoff dropped (``drop_forgotten``,
+    as the oms does a retention after it forgets them), during the replay and once caught up: the
+    book holds the same, and a report applied before is a repeat or about an order no longer held,
+    never applied twice."""
+    published, snapshots = history
+    taken, covers = data.draw(st.sampled_from(snapshots))
+    cutoff = data.draw(st.integers(0, 70))
+    drop = data.draw(st.integers(0, cutoff))
+    loaded = decode_record(encode_record(taken, {"ORDERS": covers}, VERSION, 0), BookState, VERSION)
+    restored = OrderBook()
+    restored.restore(loaded.state)
+    resumed, full = OrderBook(), OrderBook()
+    resumed = restored
+    for order, exec_id in published[covers:]:
+        resumed.apply_state(order, exec_id, cutoff, drop)
+    for order, exec_id in published:
+        full.apply_state(order, exec_id, cutoff, drop)
+    for book in (resumed, full):  # what the oms does once caught up
+        book.forget_closed(cutoff)
+        book.drop_forgotten(drop)
+    assert _whole(resumed) == _whole(full)
+    state = resumed.snapshot()
+    assert sorted(state.forgotten) == sorted(resumed._forgotten)
+    assert all(at >= drop for at in state.forgotten_at)
+    held = {order.client_order_id for order in state.orders} | set(state.forgotten)
+    assert set(state.exec_orders) <= held
+    for order, exec_id in published:
+        if exec_id is not None and exec_id not in state.exec_ids:
+            assert order.client_order_id not in held
+
+
 def test_a_state_read_back_changes_nothing_and_a_newer_one_wins() -> None:
     book = OrderBook()
     new = book.apply_decision(RiskDecision(request=_request("o-1", 1), approved=True, timestamp=1))
