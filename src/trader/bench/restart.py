@@ -83,7 +83,13 @@ SERVICES = ("oms", "exeq", "execution-router", "ptrc", "strategy", "risk")
 # stream).
 WORK_INPUTS = (("oms", "oms-orders", "ORDERS"), ("oms", "oms-reports", "EXEC"), ("risk", "risk", "ORDERS"))
 # The snapshots that cover ORDERS or EXEC: key -> stream.
-SNAPSHOTS = {"oms": "ORDERS", "execution-router": "EXEC", "ptrc": "EXEC", "risk-orders": "ORDERS"}
+SNAPSHOTS = {
+    "oms": "ORDERS",
+    "exeq": "EXEC",
+    "execution-router": "EXEC",
+    "ptrc": "EXEC",
+    "risk-orders": "ORDERS",
+}
 VENUE = "paper"
 SYMBOL = "BTCUSDT"
 PUBLISH_BATCH = 5_000

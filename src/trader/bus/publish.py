@@ -48,6 +48,9 @@ class BatchResult:
     duplicates: int = 0
     failed: list[Outgoing] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The highest stream sequence acknowledged (a duplicate's is its first copy's): what a reader of
+    # the stream must have read to have seen all of the batch.
+    last_seq: int = 0
 
 
 class PubAck(msgspec.Struct):
@@ -189,10 +192,13 @@ async def publish_batch(
             if error is not None:
                 result.failed.append(item)
                 result.errors.append(f"ack: {error!r}")
-            elif future.result().duplicate:
-                result.duplicates += 1
             else:
-                result.stored += 1
+                ack = future.result()
+                result.last_seq = max(result.last_seq, ack.seq)
+                if ack.duplicate:
+                    result.duplicates += 1
+                else:
+                    result.stored += 1
         if not_done:
             result.errors.append(f"ack: {len(not_done)} not acknowledged within {ack_timeout}s")
     return result

@@ -117,6 +117,39 @@ class Tracked(msgspec.Struct, gc=False):
             self.ended = True  # refused on submit; a refused cancel leaves a working order working
 
 
+class Held(msgspec.Struct, frozen=True, array_like=True):
+    """A venue order held, as a snapshot keeps it."""
+
+    venue: str
+    venue_client_id: str
+    tracked: Tracked
+
+
+class Counted(msgspec.Struct, frozen=True, array_like=True, order=True):
+    """A key (venue, venue_client_id, or venue, symbol) with a number: reports published, when an order
+    ended, the latest fill time."""
+
+    venue: str
+    id: str
+    n: int
+
+
+class DeskState(msgspec.Struct, frozen=True):
+    """What the desk knows of the stream, as a snapshot keeps it (``ExecutionDesk.snapshot``): the venue
+    orders held (in the order first seen), the exec id counters, the ended orders held and those
+    forgotten with when they ended, the latest fill time per symbol, and the cancels seen of the orders
+    still open. Taken only when no algo works (an algo's state is its code's: rebuilt by feeding it its
+    history, so with one working the history is replayed), and restored before the rest of the stream
+    is replayed (``restore_snapshot``)."""
+
+    orders: list[Held]
+    numbers: list[Counted]
+    ended: list[Counted]
+    forgotten: list[Counted]
+    last_fill_ms: list[Counted]
+    cancels: list[tuple[str, str]]
+
+
 class ExecutionDesk:
     """The venues and algos of exeq, without the bus: orders, ticks and the clock in, messages out through
     ``publish``. Callers may come from several tasks: every entry point holds one lock, and publishes
@@ -229,6 +262,7 @@ class ExecutionDesk:
                 continue
             del self.orders[key]
             self._maybe_open.discard(key)
+            self._cancels_seen.discard(key)
             if self._top_level.get((key[0], tracked.order.client_order_id)) == key[1]:
                 del self._top_level[(key[0], tracked.order.client_order_id)]
             if (adapter := self.adapters.get(key[0])) is not None:
@@ -252,6 +286,49 @@ class ExecutionDesk:
     @property
     def forgotten_count(self) -> int:
         return len(self._forgotten)
+
+    # Snapshots ----------------------------------------------------------------------------------
+
+    @property
+    def snapshottable(self) -> bool:
+        """No algo works and no entry point is under way: ``snapshot`` is what the stream says."""
+        return not self.algos and not self.lock.locked()
+
+    def snapshot(self) -> DeskState:
+        """The state, as a replay of the stream up to the desk's last output would rebuild it (call it
+        when ``snapshottable``, once what the desk published is read back): a restored order's
+        ``offset`` is the restore's (it counts from 0 again), the rests waiting for a tick and the
+        paused algos are the restore's to make again."""
+        orders = self.orders
+        return DeskState(
+            orders=[
+                Held(v, vcid, msgspec.structs.replace(t, offset=Decimal(0)))
+                for (v, vcid), t in orders.items()
+            ],
+            numbers=[Counted(v, vcid, n) for (v, vcid), n in self.numbers.items()],
+            ended=[Counted(v, vcid, ms) for (v, vcid), ms in self._ended.items()],
+            forgotten=[Counted(v, vcid, ms) for (v, vcid), ms in self._forgotten_at.items()],
+            last_fill_ms=[Counted(v, symbol, ms) for (v, symbol), ms in self.last_fill_ms.items()],
+            cancels=[key for key in self._cancels_seen if key in orders and not orders[key].ended],
+        )
+
+    def restore_snapshot(self, state: DeskState) -> None:
+        """Start from a snapshot (``snapshot``), before the stream after it is replayed."""
+        self.orders = {}
+        self._maybe_open, self._top_level = set(), {}
+        for held in state.orders:
+            key = (held.venue, held.venue_client_id)
+            self.orders[key] = held.tracked
+            if not held.tracked.ended:
+                self._maybe_open.add(key)
+            if held.tracked.parent is None:
+                self._top_level.setdefault((held.venue, held.tracked.order.client_order_id), key[1])
+        self.numbers = {(c.venue, c.id): c.n for c in state.numbers}
+        self._ended = Ended(((c.venue, c.id), c.n) for c in state.ended)
+        self._forgotten_at = Ended(((c.venue, c.id), c.n) for c in state.forgotten)
+        self._forgotten = {(c.venue, c.id) for c in state.forgotten}
+        self.last_fill_ms = {(c.venue, c.id): c.n for c in state.last_fill_ms}
+        self._cancels_seen = {(venue, vcid) for venue, vcid in state.cancels}
 
     def believed_open(self, venue: str) -> list[tuple[VenueOrder, Decimal]]:
         """The orders exeq believes working at ``venue`` (algo parents never reach it), with their fills."""
@@ -293,6 +370,8 @@ class ExecutionDesk:
     async def _cancel(self, order: VenueOrder) -> None:
         venue = order.venue
         key = self._resolve(order)
+        if key in self.orders:
+            self._cancels_seen.add(key)  # as a replay of the stream would have it (``snapshot``)
         target = msgspec.structs.replace(order, venue_client_id=key[1])
         algo = self.algos.get(key)
         if algo is not None:
@@ -402,6 +481,8 @@ class ExecutionDesk:
             number = self.numbers.get((venue, vcid), 0) + 1
             self.numbers[(venue, vcid)] = number
             changes: dict[str, object] = {"exec_id": f"{venue}:{vcid}:{number}", "venue_client_id": vcid}
+            if not report.timestamp:  # stamped here, so a replay sees when it was (an order's end)
+                changes["timestamp"] = self.clock()
             if tracked is not None and tracked.venue_order_id:
                 changes["venue_order_id"] = tracked.venue_order_id  # the id of before a restore
             report = msgspec.structs.replace(report, **changes)
@@ -409,7 +490,7 @@ class ExecutionDesk:
             if tracked is not None:
                 tracked.apply(report)
                 if tracked.ended:
-                    self._ended.add((venue, vcid), report.timestamp or self.clock())
+                    self._ended.add((venue, vcid), report.timestamp)
                 if tracked.parent is not None:
                     touched.add(tracked.parent)
                     if report.kind != "fill":
@@ -500,7 +581,8 @@ class ExecutionDesk:
             return
         if order.action == "cancel":
             key = self._resolve(order)
-            self._cancels_seen.add(key)
+            if key in self.orders:  # one for an order not seen yet was refused: "unknown order"
+                self._cancels_seen.add(key)
             algo = self.algos.get(key)
             if algo is not None:
                 algo.cancel(order.timestamp)  # the children's cancels are in the stream
@@ -576,7 +658,7 @@ class ExecutionDesk:
                 touched.setdefault(venue, set()).add(parent)
             for venue, parents in touched.items():
                 await self._settle(venue, parents)
-            self._cancels_seen.clear()
+            # The cancels stay (a replay would see them again): a snapshot keeps those of open orders.
             return {"restored": restored, "deferred": deferred, "algos": len(self.algos)}
 
 

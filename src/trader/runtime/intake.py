@@ -511,6 +511,11 @@ class Intake(Generic[T]):
         self._done(batch[-1].seq, len(batch), started)  # (the consumer reports its own lag)
 
     @property
+    def covered_seq(self) -> int:
+        """The last sequence applied: what a snapshot taken now covers."""
+        return self._covered
+
+    @property
     def at_end(self) -> bool:
         """Nothing waits to be read now: no backlog (a clock of the service may then go by the wall)."""
         return self._consumer is not None and self._consumer.caught_up

@@ -135,6 +135,7 @@ class Runtime:
             result = await publish_batch(self.js, todo)
             total.stored += result.stored
             total.duplicates += result.duplicates
+            total.last_seq = max(total.last_seq, result.last_seq)
             self.metrics.count_out(result.stored + result.duplicates)
             if not result.failed:
                 break

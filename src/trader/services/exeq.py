@@ -15,8 +15,15 @@ Inputs (``trader.runtime.intake``): ``exec.>`` of EXEC in mode HISTORY (what exe
 orders it was sent rebuild the desk; after them, the orders live); ``market.tick.>`` in mode LATEST,
 read once the desk is restored. Engine: ``trader.execution.desk.ExecutionDesk`` (its docstring has the
 rules of the rebuild, the restore, algos, replaces and exec ids).
-State: the venue orders, their fills and report counts, and the algos, rebuilt from the whole EXEC
-stream at every start (no snapshot yet: an algo's state is rebuilt by feeding it its history again).
+State: the venue orders, their fills and report counts, and the algos. Snapshotted (key ``exeq``,
+``trader.execution.desk.DeskState``, with the EXEC sequence it covers) every
+``SNAPSHOT_EVERY_MESSAGES`` messages or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop, when the
+desk is settled: no turn under way, every report it published read back (the highest sequence its
+publishes were stored at, ``Published``, is within what the intake applied), and no algo working (an
+algo's state is its code's, rebuilt by feeding it its history again: while one works no snapshot is
+taken, and a restart replays from the previous one). At start the snapshot is restored (none, corrupt or
+of another schema version: nothing) and the EXEC messages after it are replayed, as the whole stream
+was before.
 
 Start: after the replay and before the restore, each adapter's ``reconcile`` compares the venue with the
 orders exeq believes open there: the reports of what the venue did meanwhile (fills, an order's end)
@@ -48,13 +55,14 @@ from trader.bus.read import Stored, decode_message, replay_messages
 from trader.bus.streams import exec_report_subject
 from trader.config import CcxtVenueSettings, Settings
 from trader.execution.balances import BalanceBaseline, BalanceBook, baseline_key, check_balances
-from trader.execution.desk import ExecutionDesk
+from trader.execution.desk import DeskState, ExecutionDesk
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
 from trader.runtime.consumer import now_ms
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Refused, Runtime, Service
+from trader.runtime.snapshots import Snapshotting
 from trader.trading.retention import FORGET_BATCH, Forgetting, ids_cutoff
 from trader.trading.state import state_bucket
 
@@ -64,8 +72,25 @@ TICKS_INPUT = Input(
 )
 REBUILT_FROM = ("exec.order.", "exec.algo.", "exec.report.")  # exec.route.> is the router's
 
+STATE_VERSION = 1  # of DeskState: a snapshot of another version is not read (a full replay instead)
+SNAPSHOT_EVERY_MESSAGES = 10_000
+SNAPSHOT_EVERY_S = 60.0
+
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)
+
+
+class Published:
+    """The desk's way out: the runtime's reliable publish, noting the highest EXEC sequence stored, so
+    a snapshot waits until the intake has read that far (the desk is then not ahead of the stream)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.last_seq = 0
+
+    async def publish(self, items: list[Outgoing]) -> None:
+        result = await self.rt.publish_reliably(items)
+        self.last_seq = max(self.last_seq, result.last_seq)
 
 
 def _order_of(stored: Stored) -> VenueOrder:
@@ -138,7 +163,8 @@ class Exeq(Service):
             for name, cfg in self.settings.exeq.venues.items():
                 adapters[name] = self._adapter(name, cfg.kind, venue_reports.put_nowait)
                 await adapters[name].start()
-            desk = ExecutionDesk(adapters, rt.publish_reliably, now_ms)
+            published = Published(rt)
+            desk = ExecutionDesk(adapters, published.publish, now_ms)
             forgetting = Forgetting(
                 self.settings.exeq.closed_order_retention_s,
                 functools.partial(_forget, desk, self.settings.exeq.closed_order_retention_s),
@@ -146,12 +172,25 @@ class Exeq(Service):
                 rt.log,
                 "exeq.forgot_ended",
             )
+            snapshots = Snapshotting(
+                key=self.name,
+                state_type=DeskState,
+                version=STATE_VERSION,
+                take=desk.snapshot,
+                restore=desk.restore_snapshot,
+                every_messages=SNAPSHOT_EVERY_MESSAGES,
+                every_s=SNAPSHOT_EVERY_S,
+                # What the desk knows is what the stream holds up to the intake's sequence: nothing it
+                # published is ahead of what was read back, no turn under way, no algo working.
+                settled=lambda: desk.snapshottable and published.last_seq <= orders.covered_seq,
+            )
             orders = Intake(
                 rt,
                 EXEC_INPUT,
                 functools.partial(_rebuild, desk, rt),
                 live=functools.partial(self._take_orders, rt, desk),
                 on_caught_up=functools.partial(self._restore, rt, desk, forgetting),
+                snapshots=snapshots,
             )
             ticks = Intake(rt, TICKS_INPUT, _no_handler, live=self._take_ticks)
             ticks_before = (await rt.js.stream_info("MARKET_TICKS")).state.last_seq
