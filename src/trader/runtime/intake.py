@@ -39,7 +39,9 @@ Modes:
   message after it, then live. The messages the stream held at the start rebuild the state without
   publishing (they were handled before the restart, or ``on_caught_up`` publishes what the rebuilt
   state shows that the outputs do not); dead letters are not sent again for them either. Snapshots are
-  taken every N messages or T seconds, after the batch's outputs are stored, and at a graceful stop.
+  taken, after the batch's outputs are stored, once at the end of that catch-up (when it replayed
+  anything), then every N messages or T seconds, and at a graceful stop; during the catch-up only every
+  T seconds (not every N messages: the state grows with the history, and so would each snapshot).
 
 One envelope: ``Received`` (the stored message, ``trader.bus.read.Stored``, and its decoded value).
 
@@ -316,6 +318,7 @@ class Intake(Generic[T]):
         self._snapshot_covered = 0
         self._since_snapshot = 0
         self._snapshot_clock = time.monotonic()
+        self._snapshot_at_catch_up = False  # the history replayed: a snapshot is due once caught up
 
     # Starting ------------------------------------------------------------------------------------
 
@@ -643,6 +646,7 @@ class Intake(Generic[T]):
             return
         self.caught_up = True
         self._reached.set()
+        self._snapshot_at_catch_up = self.input.mode is Mode.HISTORY and self.replay_to >= self.start_seq
         outputs = list(await self.on_caught_up()) if self.on_caught_up is not None else []
         await self._publish(outputs, [])
         self.rt.log.info("intake.caught_up", input=self.name, republished=len(outputs))
@@ -673,9 +677,13 @@ class Intake(Generic[T]):
         snapshots = self.snapshots
         if snapshots is None or self._store is None or self._covered <= self._snapshot_covered:
             return
+        # While the history is replayed, the state grows with it: a snapshot every N messages would cost
+        # the replay's square (each one the whole state so far). Then only by the clock, and once at the
+        # end of the catch-up (the restart after it reads from there); after it, every N messages too.
         due = (
             final
-            or self._since_snapshot >= snapshots.every_messages
+            or self._snapshot_at_catch_up
+            or (self.caught_up and self._since_snapshot >= snapshots.every_messages)
             or time.monotonic() - self._snapshot_clock >= snapshots.every_s
         )
         if not due or (snapshots.settled is not None and not snapshots.settled()):
@@ -691,6 +699,7 @@ class Intake(Generic[T]):
             return
         self._snapshot_covered, self._since_snapshot = covered, 0
         self._snapshot_clock = time.monotonic()
+        self._snapshot_at_catch_up = False
         self.rt.log.info(
             "snapshot.saved", input=self.name, covers=covered, bytes=size, stored_in=self._store.stored_in
         )
