@@ -12,6 +12,11 @@ strategies first, then to the venues, and what the strategies asked for on it is
 last. A fill's report reaches the strategy before the order state it made (the strategy service sees
 both; which first is a race on the bus).
 
+Alternative data (``on_alt``, ``feed``): merged with the ticks in event time, a datum after the ticks
+of its millisecond, to every strategy that overrides ``on_alt`` (its runner keeps those of its symbols
+and their perpetuals and of the kinds it names, after its warm-up, as live); the clock moves to the
+datum's time and what the strategies ask for is carried out at once.
+
 What the engine does not have (docs/backtest.md, "What differs from paper"): the execution router (an
 order must name its venue, or routing must leave no choice: otherwise it is denied, saying so), live
 venues (a backtest simulates the configuration's paper venues only), and the kill switch. The post-trade
