@@ -27,7 +27,7 @@ from __future__ import annotations
 import html
 import itertools
 from collections.abc import Iterable, Sequence
-from decimal import Decimal, localcontext
+from decimal import Decimal, Overflow, localcontext
 from typing import Any
 
 ZERO = Decimal(0)
@@ -127,7 +127,7 @@ def summarize(
         total_return = final / capital
         duration = max(end_ms - start_ms, 1)
         growth = ONE + total_return
-        annualised = growth ** (Decimal(YEAR_MS) / Decimal(duration)) - ONE if growth > 0 else -ONE
+        annualised = _annualised(growth, duration)
         returns = _returns(points, capital)
         per_year = (Decimal(YEAR_MS) / (Decimal(duration) / len(returns))) if returns else ZERO
         worst = drawdown(points, capital)
@@ -141,7 +141,11 @@ def summarize(
             "annualised_return": annualised,
             "sharpe": _ratio(returns, _std(returns), per_year),
             "sortino": _ratio(returns, _downside(returns), per_year),
-            "calmar": annualised / worst["max_drawdown"] if worst["max_drawdown"] > 0 else None,
+            "calmar": (
+                annualised / worst["max_drawdown"]
+                if annualised is not None and worst["max_drawdown"] > 0
+                else None
+            ),
             **worst,
             "profit_factor": sum(wins, ZERO) / -sum(losses, ZERO) if losses else None,
             "expectancy": sum(trades, ZERO) / len(trades) if trades else None,
@@ -150,6 +154,17 @@ def summarize(
             "fills": len(fills),
             "volume": sum((f["quantity"] * f["price"] for f in fills), ZERO),
         }
+
+
+def _annualised(growth: Decimal, duration_ms: int) -> Decimal | None:
+    """The growth compounded over a year; None when that is beyond what a Decimal holds (a gain over
+    a range of seconds, compounded some millions of times)."""
+    if growth <= 0:
+        return -ONE
+    try:
+        return growth ** (Decimal(YEAR_MS) / Decimal(duration_ms)) - ONE
+    except Overflow:
+        return None
 
 
 def _returns(points: Sequence[tuple[int, Decimal]], capital: Decimal) -> list[Decimal]:
@@ -191,7 +206,10 @@ def chart_html(
     capital: Decimal,
     summaries: dict[str, dict[str, Any]],
     warnings: Sequence[str] = (),
+    by_symbol: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> str:
+    """One self-contained page: per strategy, its equity and drawdown and a table of its figures, in
+    total and (``by_symbol``) per symbol; ``warnings`` at the top."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -213,7 +231,7 @@ def chart_html(
                 "#d62728",
             )
         )
-        parts.append(_table(summaries.get(name, {})))
+        parts.append(_table(summaries.get(name, {}), (by_symbol or {}).get(name, {})))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -242,11 +260,17 @@ def _svg(
     )
 
 
-def _table(summary: dict[str, Any]) -> str:
+def _table(summary: dict[str, Any], symbols: dict[str, dict[str, Any]] | None = None) -> str:
+    """The figures in rows; a column for the total, and one per symbol when there are several."""
+    columns = {"value": summary} if not symbols or len(symbols) < 2 else {"all": summary, **symbols}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items()
+        f"<tr><td>{html.escape(k)}</td>"
+        + "".join(f"<td>{html.escape(_fmt(c.get(k)))}</td>" for c in columns.values())
+        + "</tr>"
+        for k in summary
     )
-    return f"<table><tr><th>figure</th><th>value</th></tr>{rows}</table>"
+    return f"<table><tr><th>figure</th>{head}</tr>{rows}</table>"
 
 
 def _fmt(value: Any) -> str:

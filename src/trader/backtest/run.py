@@ -242,7 +242,8 @@ def write_run(
         title = f"backtest {run_info['from']} to {run_info['to']}"
         tables = {name: s["total"] for name, s in summary.items()}
         notes = run_info.get("warnings", [])
-        (partial / "report.html").write_text(chart_html(title, curves, capital, tables, notes))
+        by_symbol = {name: s["symbols"] for name, s in summary.items()}
+        (partial / "report.html").write_text(chart_html(title, curves, capital, tables, notes, by_symbol))
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         partial.rename(out_dir)
     except BaseException:

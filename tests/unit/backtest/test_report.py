@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal, localcontext
 
-from trader.backtest.report import drawdown, exposure, round_trips, summarize
+from trader.backtest.report import chart_html, drawdown, exposure, round_trips, summarize
 
 D = Decimal
 
@@ -62,3 +62,36 @@ def test_summary_figures() -> None:
     assert figures["max_drawdown_amount"] == D("13.6")
     assert figures["sharpe"] is not None
     assert figures["sharpe"] < 0
+
+
+def test_the_page_shows_the_figures_in_total_and_per_symbol_and_the_warnings() -> None:
+    curve = [(0, D(0)), (10, D(5))]
+    btc = summarize(curve, FILLS, capital=D(1000), start_ms=0, end_ms=50)
+    eth = summarize(curve, [], capital=D(1000), start_ms=0, end_ms=50)
+    page = chart_html(
+        "t",
+        {"s": curve},
+        D(1000),
+        {"s": btc},
+        ["no alternative data: <none>"],
+        {"s": {"BTCUSDT": btc, "ETHUSDT": eth}},
+    )
+    assert "<th>figure</th><th>all</th><th>BTCUSDT</th><th>ETHUSDT</th>" in page
+    assert f"<tr><td>trades</td><td>{btc['trades']}</td><td>{btc['trades']}</td><td>0</td></tr>" in page
+    assert "warning:</strong> no alternative data: &lt;none&gt;" in page
+    one = chart_html("t", {"s": curve}, D(1000), {"s": btc}, (), {"s": {"BTCUSDT": btc}})
+    assert "<th>figure</th><th>value</th>" in one  # one symbol: its total is its only column
+
+
+def test_a_gain_over_a_moment_has_no_annualised_return_rather_than_an_overflow() -> None:
+    """1.005 compounded over a year of 50 ms ranges (630 million times) is beyond any Decimal."""
+    figures = summarize([(0, D(0)), (50, D(5))], [], capital=D(1000), start_ms=0, end_ms=50)
+    assert figures["annualised_return"] is None
+    assert figures["calmar"] is None
+    assert figures["total_return"] == D("0.005")
+    over_a_day = summarize(
+        [(0, D(0)), (86_400_000, D(5))], [], capital=D(1000), start_ms=0, end_ms=86_400_000
+    )
+    with localcontext() as ctx:
+        ctx.prec = 34  # the figures' context
+        assert over_a_day["annualised_return"] == D("1.005") ** 365 - 1
