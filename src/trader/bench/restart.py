@@ -89,6 +89,7 @@ SNAPSHOTS = {
     "execution-router": "EXEC",
     "ptrc": "EXEC",
     "risk-orders": "ORDERS",
+    "strategy": "ORDERS",  # and EXEC: its contexts cover both
 }
 VENUE = "paper"
 SYMBOL = "BTCUSDT"

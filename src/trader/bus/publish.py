@@ -231,6 +231,11 @@ class Outbox:
     def waiting(self) -> int:
         return len(self._items)
 
+    @property
+    def idle(self) -> bool:
+        """Everything put so far is published (stored)."""
+        return self._empty.is_set()
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()

@@ -276,7 +276,9 @@ class Intake(Generic[T]):
         input's state); what it cannot take it dead-letters itself. ``checkpoint``: a WORK input's
         checkpoint kept by the service with its outputs (``OwnCheckpoint``), instead of the intake's.
         ``start_after``: a LATEST input reads every message after this stream sequence instead of the
-        latest of each subject (the strategy service's bars after those its warm-up read)."""
+        latest of each subject (the strategy service's bars after those its warm-up read); a HISTORY
+        input whose state the service restored itself (a snapshot covering several inputs: the
+        strategy service's) replays only what came after it."""
         if snapshots is not None and source.mode is not Mode.HISTORY:
             raise ValueError("snapshots are for inputs of mode HISTORY")
         if checkpoint is not None and (source.mode is not Mode.WORK or source.checkpoint_every_s):
@@ -289,8 +291,10 @@ class Intake(Generic[T]):
         self.lock = lock or asyncio.Lock()
         self.periodic = periodic
         self._periodic_at = time.monotonic()  # when the periodic work last ran
-        if start_after is not None and source.mode is not Mode.LATEST:
-            raise ValueError("start_after is for inputs of mode LATEST")
+        if start_after is not None and source.mode is Mode.WORK:
+            raise ValueError("start_after is for inputs of mode LATEST or HISTORY")
+        if start_after is not None and snapshots is not None:
+            raise ValueError("a HISTORY input starts after its snapshot or after start_after, not both")
         self.own_checkpoint = checkpoint
         self.start_after = start_after
         self._seen_to = 0  # WORK with its own checkpoint: handled before the restart up to here
@@ -352,7 +356,7 @@ class Intake(Generic[T]):
         if self.input.mode is Mode.WORK:
             return await self._read_checkpoint() + 1
         if self.snapshots is None:
-            return 1
+            return 1 if self.start_after is None else self.start_after + 1
         covered = await self._restore_snapshot(self.snapshots)
         return covered + 1
 

@@ -28,11 +28,17 @@ Consumes (``trader.runtime.intake``):
 Produces: ``OrderRequest`` on ``order.submit.<strategy>`` (msg id: the client_order_id) and
 ``CancelRequest`` on ``order.cancel.<strategy>`` (msg id: a per-strategy unique cancel id), through an
 ``Outbox``: in order, and without a market event waiting for the acknowledgement of the last one's.
-State: nothing of its own beyond the streams: the two HISTORY inputs read the whole history at every
-start (no snapshot: a strategy's state is its own code's); a state or fill seen twice is applied once
-(versions, exec_ids). Messages of the history are applied silently; one that cannot be decoded goes to
-the dead letters only when new (the intake's rule for HISTORY); undecodable features and alternative
-data are the dead letters of the sinks, not sent again from here.
+State: each strategy's context (``trader.strategies.context.ContextState``: its orders not settled,
+the ids of those settled, fills seen, positions, exec ids applied), snapshotted together (key
+``strategy``, with the ORDERS and EXEC sequences the two inputs applied) once the start is done, every
+``SNAPSHOT_EVERY_S`` and at a graceful stop, when what the strategies asked is published; a start
+restores it and the two HISTORY inputs replay only what came after it (the whole history without a
+usable one: none, corrupt, of another schema version, past a stream's end, or taken with other
+strategies). A strategy's own state is its code's, rebuilt by its warm-up. A state or fill seen twice
+is applied once (versions, exec_ids), so a snapshot taken ahead of the streams (a request the inputs
+have not read back yet) is exact too. Messages of the history are applied silently; one that cannot
+be decoded goes to the dead letters only when new (the intake's rule for HISTORY); undecodable
+features and alternative data are the dead letters of the sinks, not sent again from here.
 A strategy that cannot be loaded (or whose venue exeq does not run, or whose data venue no feed
 publishes) is logged (and shown in /health) and the others run; the service is then degraded
 (``problems``: /ready answers 503 with the reason, `trader status` shows it, `trader up` exits 1), as
@@ -88,9 +94,10 @@ from trader.runtime.consumer import ack_metadata
 from trader.runtime.health import Problem, Silence, duration
 from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
 from trader.runtime.service import Runtime, Service
+from trader.runtime.snapshots import SnapshotStore
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
 from trader.strategies.base import Strategy
-from trader.strategies.context import wall_clock_ms
+from trader.strategies.context import ContextState, wall_clock_ms
 from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest, short_of
 from trader.trading.state import read_state, state_bucket, watch_state
 
@@ -113,6 +120,19 @@ ORDERS_INPUT = Input(
 EXECS_INPUT = Input(
     "EXEC", "exec.report.>", bytes, Mode.HISTORY, name="strategy-exec", decode=bytes, max_batch=2_000
 )
+
+# The strategies' contexts (what the two history inputs taught them), snapshotted together with the
+# ORDERS and EXEC sequences they cover (``trader.runtime.snapshots``, key ``strategy``).
+SNAPSHOT_KEY = "strategy"
+STATE_VERSION = 1  # of StrategiesState: a snapshot of another version is not read (a full replay)
+SNAPSHOT_EVERY_S = 60.0
+
+
+class StrategiesState(msgspec.Struct, frozen=True):
+    """Each strategy's context, by name."""
+
+    contexts: dict[str, ContextState]
+
 
 BARS = "BARS"
 FEATURES = "FEATURES"
@@ -145,6 +165,11 @@ class StrategyService(Service):
         self._bars_end: int | None = None  # the last BARS sequence the warm-up could see
         self._features_end: int | None = None  # the same for FEATURES (strategies taking features)
         self._silence: Silence[tuple[str, str]] = Silence(self.NO_DATA_S)  # (venue, symbol)
+        self._snapshots: SnapshotStore | None = None
+        self.snapshot_problem: str | None = (
+            None  # why the start replayed the whole history (None: it did not)
+        )
+        self._snapshot_covers: dict[str, int] = {}  # what the last snapshot taken or restored covers
 
     # Start: load, rebuild, then live data --------------------------------------------------------
 
@@ -178,13 +203,15 @@ class StrategyService(Service):
         self._silence.expect(self.by_instrument)
 
     async def _rebuild(self, rt: Runtime) -> None:
-        """The strategies' orders and fills from the whole history of both inputs; they go on reading
-        live (what comes before the start is done is held: see ``_deliver``)."""
+        """The strategies' orders and fills from the latest snapshot of their contexts and the history
+        of both inputs after it (the whole of it without a usable one); they go on reading live (what
+        comes before the start is done is held: see ``_deliver``)."""
         await self._stop_inputs()  # those of a start that failed
         self._held = []
+        covers = await self._restore_snapshot(rt)
         self._inputs = [
-            Intake(rt, ORDERS_INPUT, self._take_order),
-            Intake(rt, EXECS_INPUT, self._take_report),
+            Intake(rt, ORDERS_INPUT, self._take_order, start_after=covers.get("ORDERS")),
+            Intake(rt, EXECS_INPUT, self._take_report, start_after=covers.get("EXEC")),
         ]
         for intake in self._inputs:
             await intake.start()
@@ -192,6 +219,58 @@ class StrategyService(Service):
         self._reading = await run_until_caught_up(self._inputs, "the strategies' orders and fills")
         for stream, end in self._history_end.items():
             rt.log.info("strategy.history_applied", stream=stream, last_seq=end)
+
+    async def _restore_snapshot(self, rt: Runtime) -> dict[str, int]:
+        """The contexts from the latest snapshot, and the ORDERS and EXEC sequences it covers; nothing
+        (a full replay) when there is none, it cannot be read, is of another schema version, covers
+        past a stream's end (the stream was made again) or was taken with other strategies running
+        (a strategy new since would miss its history before it)."""
+        self._snapshots = store = SnapshotStore(rt.js, SNAPSHOT_KEY)
+        loaded = await store.load(StrategiesState, STATE_VERSION)
+        self.snapshot_problem = store.problem
+        if loaded is None:
+            return {}
+        ends = {stream: (await rt.js.stream_info(stream)).state.last_seq for stream in ("ORDERS", "EXEC")}
+        if sorted(loaded.state.contexts) != sorted(self.runners):
+            self.snapshot_problem = f"taken with strategies {sorted(loaded.state.contexts)}"
+        elif any(loaded.covers.get(stream, ends[stream] + 1) > ends[stream] for stream in ends):
+            self.snapshot_problem = f"covers {loaded.covers}, past the streams' ends {ends}"
+        if self.snapshot_problem is not None:
+            rt.log.warning("snapshot.unusable", key=SNAPSHOT_KEY, problem=self.snapshot_problem)
+            return {}
+        for name, runner in self.runners.items():
+            runner.ctx.restore(loaded.state.contexts[name])
+        self._snapshot_covers = dict(loaded.covers)
+        return dict(loaded.covers)
+
+    async def _snapshot(self, rt: Runtime) -> bool:
+        """The contexts stored with what the inputs have applied, once the start is done and what the
+        strategies asked is published (their requests are then in ORDERS: read again after the
+        snapshot, they change nothing); not when nothing was applied since the last one. Whether the
+        snapshot stored covers what is applied now."""
+        store = self._snapshots
+        if store is None or not self.rebuilt or not self.outbox.idle or not self._inputs:
+            return False
+        covers = {intake.input.stream: intake.covered_seq for intake in self._inputs}
+        if covers == self._snapshot_covers:
+            return True
+        state = StrategiesState({name: runner.ctx.snapshot() for name, runner in self.runners.items()})
+        try:
+            size = await store.save(state, covers, STATE_VERSION)
+        except Exception as exc:  # a snapshot only shortens the next start: the service goes on
+            rt.metrics.count_error("snapshot")
+            rt.log.warning("snapshot.failed", key=SNAPSHOT_KEY, error=repr(exc))
+            return False
+        self._snapshot_covers = covers
+        rt.log.info("snapshot.saved", key=SNAPSHOT_KEY, covers=covers, bytes=size, stored_in=store.stored_in)
+        return True
+
+    async def _snapshot_every(self, rt: Runtime) -> None:
+        """Every ``SNAPSHOT_EVERY_S``; every second while one could not be taken (the outbox busy)."""
+        delay = 0.0
+        while True:
+            await asyncio.sleep(delay)
+            delay = SNAPSHOT_EVERY_S if await self._snapshot(rt) else 1.0
 
     async def _stop_inputs(self) -> None:
         await self._unsubscribe_market()
@@ -401,7 +480,9 @@ class StrategyService(Service):
 
     async def run(self, rt: Runtime) -> None:
         watch = asyncio.create_task(self._watch_trading_state(rt), name="trading-state")
-        tasks = {*self._reading, *self._market_tasks, watch}
+        # The first one at once: the history just replayed, the next start reads from there.
+        snapshots = asyncio.create_task(self._snapshot_every(rt), name="snapshots")
+        tasks = {*self._reading, *self._market_tasks, watch, snapshots}
         stopping = asyncio.create_task(rt.stopping.wait())
         done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
@@ -409,15 +490,20 @@ class StrategyService(Service):
             failed = next(iter(done))
             raise RuntimeError(f"{failed.get_name()} loop ended") from failed.exception()
         watch.cancel()  # the watch ends only so; the inputs end when intake stops
+        snapshots.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self, rt: Runtime) -> None:
+        inputs = list(self._inputs)
         await self._stop_inputs()
         async with self._lock:
             for runner in self.runners.values():
                 await self._emit(rt, runner, runner.stop())
         if hasattr(self, "outbox"):
             await self.outbox.close()
+            self._inputs = inputs  # what they applied: the last snapshot covers it
+            await self._snapshot(rt)
+            self._inputs = []
 
     async def _watch_trading_state(self, rt: Runtime) -> None:
         async for state in watch_state(self.kv, unreadable=self._unreadable):
@@ -573,6 +659,9 @@ class StrategyService(Service):
             "rebuilt": self.rebuilt,
             "strategies": {name: runner.describe() for name, runner in self.runners.items()},
             "failed_strategies": dict(self.failed),
+            "snapshot_problem": self.snapshot_problem,
+            "snapshot_covers": dict(self._snapshot_covers),
+            "inputs": {intake.name: intake.health_details() for intake in self._inputs},
             # Not problems (a strategy warming up is doing its job): what `trader status` tells besides.
             "notes": [
                 f"{name} {progress}"

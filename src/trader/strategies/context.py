@@ -24,6 +24,7 @@ from trader.messages import (
     Order,
     OrderRequest,
     OrderType,
+    Position,
     Side,
     TimeInForce,
     TradingMode,
@@ -54,6 +55,22 @@ class Instruction:
     msg_id: str
 
 
+class ContextState(msgspec.Struct, frozen=True):
+    """What a context learned from the streams, as a snapshot keeps it (``OrderContext.snapshot``): the
+    orders not settled (latest state per id; version 0: its request seen, no state yet), the ids of
+    those settled, the fills seen per order, the positions and the exec ids applied, and the highest
+    session among the ids seen (new ids are numbered above it). What the strategy asked and the oms has
+    not answered (a cancel pending) is not in it: a restart's replay does not know it either."""
+
+    orders: list[Order]
+    done: list[str]
+    fills_seen: dict[str, Decimal]
+    positions: list[Position]
+    exec_ids: list[str]
+    session_seen: int = -1
+    last_rejection: Order | None = None
+
+
 class OrderContext(StrategyContext):
     """One strategy's view of its orders and position, and the outbox of what it asked for.
 
@@ -68,6 +85,7 @@ class OrderContext(StrategyContext):
         self._clock = clock
         self._session = clock()
         self._counter = 0
+        self._session_seen = -1  # the highest session of the ids seen in the streams
         self._orders: dict[str, Order] = {}  # latest state per id; version 0: sent, no state yet
         self._pending_cancel: dict[str, Order] = {}  # what a cancel/replace asked, shown until answered
         self._done: set[str] = set()  # final orders whose fills are all in: states of them are ignored
@@ -143,6 +161,7 @@ class OrderContext(StrategyContext):
         if self.trading_state.mode == "halted":
             return self._suppress(placeholder, now)
         self._orders[request.client_order_id] = placeholder
+        self._session_seen = max(self._session_seen, self._session)  # its id is in ORDERS once sent
         self._outbox.append(Instruction(request, request.client_order_id))
         self.submitted += 1
         return request.client_order_id
@@ -216,6 +235,34 @@ class OrderContext(StrategyContext):
             placeholder = new_order(request, request.timestamp)
             self._orders[coid] = msgspec.structs.replace(placeholder, version=0)
 
+    def snapshot(self) -> ContextState:
+        """What the streams told it (``ContextState``). Taken while something it asked is still on its
+        way to the stream, it is ahead of them: what follows it in the streams is applied again at a
+        restart, and changes nothing (versions, exec ids, ids seen)."""
+        positions = self._positions
+        return ContextState(
+            orders=list(self._orders.values()),
+            done=list(self._done),
+            fills_seen=dict(self._fills_seen),
+            positions=[*positions.positions(), *positions.strategy_positions()],
+            exec_ids=positions.applied_exec_ids(),
+            session_seen=self._session_seen,
+            last_rejection=self.last_rejection,
+        )
+
+    def restore(self, state: ContextState) -> None:
+        """Start from a snapshot (``snapshot``), before the streams after it are applied."""
+        self._orders = {order.client_order_id: order for order in state.orders}
+        self._pending_cancel = {}
+        self._done = set(state.done)
+        self._fills_seen = dict(state.fills_seen)
+        self._positions = PositionTracker()
+        self._positions.rebuild(state.positions, state.exec_ids)
+        self._session_seen = state.session_seen
+        if state.session_seen >= self._session:
+            self._session, self._counter = state.session_seen + 1, 0
+        self.last_rejection = state.last_rejection
+
     def set_trading_state(self, state: TradingState) -> None:
         self.trading_state = state
 
@@ -253,7 +300,10 @@ class OrderContext(StrategyContext):
         if not client_order_id.startswith(prefix):
             return
         session, _, counter = client_order_id[len(prefix) :].partition("-")
-        if session.isdigit() and counter.isdigit() and int(session) >= self._session:
+        if not (session.isdigit() and counter.isdigit()):
+            return
+        self._session_seen = max(self._session_seen, int(session))
+        if int(session) >= self._session:
             self._session, self._counter = int(session) + 1, 0
 
     def _drop_in_warmup(self, what: str, client_order_id: str, **terms: str) -> None:
