@@ -93,6 +93,12 @@ def backtest(
         capital=amount,
         equity_interval_ms=max(int(equity_interval * 1000), 1),
     )
+    if grid:
+        from trader.backtest.report import summarize
+
+        figures = summarize([], [], capital=Decimal(1), start_ms=0, end_ms=1)
+        if rank_by not in figures:
+            raise fail(f"--rank-by {rank_by!r} is not a figure of the summary: one of {', '.join(figures)}")
     _check_lake_reachable(settings)
     try:
         strategies = strategies_for(settings, request)
@@ -198,34 +204,39 @@ def _print_grid(results: list[dict[str, Any]], rank_by: str, out_dir: Path, as_j
         typer.echo(f"warning: {warning}", err=True)
 
     def score(result: dict[str, Any]) -> tuple[int, Decimal]:
+        """The rank figure summed over the strategies; runs without it (failed, or a figure empty for
+        every strategy) last."""
         if "error" in result:
             return (0, Decimal(0))
-        value = result["summary"]
-        total = [v["total"].get(rank_by) for v in value.values()]
-        known = [v for v in total if isinstance(v, Decimal)]
+        total = [v["total"].get(rank_by) for v in result["summary"].values()]
+        known = [Decimal(v) for v in total if isinstance(v, Decimal | int) and not isinstance(v, bool)]
         return (1, sum(known, Decimal(0))) if known else (0, Decimal(0))
 
+    shown = (lambda value: value) if as_json else _shown  # JSON: every value exact
     ranked = sorted(results, key=score, reverse=True)
     rows = []
     for rank, result in enumerate(ranked, 1):
         params = " ".join(f"{s}.{k}={v}" for s, p in result["params"].items() for k, v in p.items())
         if "error" in result:
-            rows.append([rank, params, "-", "-", "-", "-", "-", result["error"]])
+            rows.append([rank, params, None, None, None, None, None, result["error"]])
             continue
         totals = [s["total"] for s in result["summary"].values()]
         first = totals[0]
+        has, value = score(result)
         rows.append(
             [
                 rank,
                 params,
-                _shown(score(result)[1]) if score(result)[0] else "-",
-                _shown(sum((t["total_return"] for t in totals), Decimal(0))),
-                _shown(first["max_drawdown"]),
+                shown(value if has else None),
+                shown(sum((t["total_return"] for t in totals), Decimal(0))),
+                shown(first["max_drawdown"]),
                 sum(t["trades"] for t in totals),
-                _shown(sum((t["fees"] for t in totals), Decimal(0))),
+                shown(sum((t["fees"] for t in totals), Decimal(0))),
                 Path(result["out_dir"]).name,
             ]
         )
+    if not as_json:
+        rows = [[_shown(v) if v is None else v for v in row] for row in rows]  # "-"
     columns = ["rank", "parameters", rank_by, "return", "max dd", "trades", "fees", "run"]
     print_rows(columns, rows, as_json)
     if not as_json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,36 @@ def test_what_cannot_run_is_one_line_and_exit_1(env: Path) -> None:
     )
     assert result.exit_code == 1
     assert "2 strategies run" in result.output
+
+
+def test_a_sweep_ranks_by_the_figure_exactly_and_a_failed_combination_comes_last(env: Path) -> None:
+    args = ["backtest", "--from", "2025-12-01T00:00Z", "--to", "2025-12-01T00:02Z", "--out", str(env / "s")]
+    args += ["--grid", "mm-eth.spread_bps=5,nope,40", "--workers", "1", "--rank-by", "trades", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    ran = [r for r in rows if r["trades"] is not None]
+    assert len(ran) == 2
+    assert [r["trades"] for r in ran] == sorted((r["trades"] for r in ran), reverse=True)
+    assert "spread_bps=nope" in rows[-1]["parameters"]
+    assert "nope" in rows[-1]["run"]  # the error, in the run column
+    for row in ran:  # exact: the figures of the run's own summary, not rounded for show
+        summary = json.loads((env / "s" / row["run"] / "summary.json").read_text())
+        total_return = sum(Decimal(s["total"]["total_return"]) for s in summary.values())
+        assert Decimal(row["return"]) == total_return
+
+
+def test_a_sweep_refuses_a_rank_figure_that_does_not_exist(env: Path) -> None:
+    args = [
+        "backtest",
+        "--from",
+        "2025-12-01T00:00Z",
+        "--to",
+        "2025-12-01T00:01Z",
+        "--grid",
+        "mm-eth.spread_bps=5",
+    ]
+    result = runner.invoke(app, [*args, "--rank-by", "sharp"])
+    assert result.exit_code == 1
+    assert "--rank-by 'sharp' is not a figure of the summary: one of trades" in result.output
