@@ -252,11 +252,18 @@ def write_run(
 
 
 def config_yaml(settings: Settings, strategies: Sequence[StrategyConfig]) -> str:
-    """The configuration a run ran, as a TRADER_CONFIG file: the sections a backtest reads."""
-    dumped = settings.model_dump(mode="json", include={"risk", "exeq", "routing", "normalizer", "gateway"})
+    """The configuration a run ran, as a TRADER_CONFIG file: the sections a backtest reads (the pnl
+    snapshot interval paces the post-trade checks; the market-data venues, mock and live, are what a
+    strategy's data venue is checked against), without addresses or keys."""
+    dumped = settings.model_dump(
+        mode="json", include={"risk", "exeq", "routing", "normalizer", "gateway", "pnl"}
+    )
     dumped["exeq"].pop("venues", None)
     dumped["exeq"]["venues"] = {name: {"kind": venue.kind} for name, venue in settings.exeq.venues.items()}
-    dumped["gateway"] = {"venue": settings.gateway.venue}
+    dumped["gateway"] = {"venue": settings.gateway.venue, "venues": dumped["gateway"]["venues"]}
+    live = settings.live_gateway.venues
+    if live:
+        dumped["live_gateway"] = {"venues": {name: {"symbols": v.symbols} for name, v in live.items()}}
     dumped["strategy"] = {
         "strategies": [s.model_dump(mode="json", exclude_defaults=False) for s in strategies]
     }

@@ -246,3 +246,29 @@ def test_the_quiet_ticks_fast_path_changes_nothing(lake_root: str, strategies: l
     fast, slow = records(True), records(False)
     assert fast[1], "no fill: nothing compared"
     assert fast == slow
+
+
+def test_config_yaml_runs_again_a_strategy_on_a_live_venues_quotes_with_its_pnl_interval() -> None:
+    """A paper venue on a live feed's quotes (data venue ``binance``): the file names that market-data
+    venue, or the strategy would be refused when run again; and the pnl interval that paces the
+    post-trade checks."""
+    import yaml
+
+    from trader.backtest.engine import BacktestEngine
+    from trader.backtest.run import config_yaml
+
+    ma = {**STRATEGIES[1], "data_venue": "binance"}
+    settings = Settings(
+        live_gateway={"venues": {"binance": {"symbols": ["BTCUSDT"], "ws_url": "wss://example.invalid"}}},
+        gateway={"venues": {"mock2": {}}},
+        exeq={"paper": {"quote_venue": "binance"}},
+        pnl={"snapshot_interval_s": 5},
+        strategy={"strategies": [ma]},
+    )
+    text = config_yaml(settings, settings.strategy.strategies)
+    assert "example.invalid" not in text  # no address
+    again = Settings(**yaml.safe_load(text))
+    assert again.pnl.snapshot_interval_s == 5
+    assert list(again.gateway.venues) == ["mock2"]
+    engine = BacktestEngine(again, again.strategy.strategies, T0)
+    assert list(engine.by_instrument) == [("binance", "BTCUSDT")]
