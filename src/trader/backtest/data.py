@@ -18,8 +18,8 @@ back has trailing zeros its publisher never wrote. They are dropped (``60000.500
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -115,9 +115,25 @@ class LakeTicks:
     def count(self, data: DataRange) -> int:
         return self.dataset(data).count_rows(filter=data.row_filter(data.start_ms, data.end_ms))
 
-    def check_has_data(self, data: DataRange) -> int:
-        """The number of ticks in the range, or ``BacktestDataError`` saying what the table does hold."""
+    def check_has_data(self, data: DataRange, heard_venues: Sequence[str] = ()) -> int:
+        """The number of ticks in the range (of ``heard_venues`` when given: the venues the strategies
+        hear of), or ``BacktestDataError`` saying what the table does hold."""
+        if heard_venues:
+            found = self.count(replace(data, venues=tuple(heard_venues)))
+            if found:
+                return found
         found = self.count(data)
+        if found and heard_venues:
+            table = self.dataset(data).to_table(
+                columns=["venue"], filter=data.row_filter(data.start_ms, data.end_ms)
+            )
+            held = sorted(pc.unique(table.column("venue")).to_pylist())
+            wanted = ", ".join(data.symbols) if data.symbols else "any symbol"
+            raise BacktestDataError(
+                f"no ticks of {wanted} on {', '.join(heard_venues)} (the strategies' data venues) from "
+                f"{_iso(data.start_ms)} to {_iso(data.end_ms)} in {self.uri} (version {self.version}); "
+                f"there are {found} of {', '.join(held)}: a strategy hears only its data_venue's"
+            )
         if found:
             return found
         held = self.partitions()

@@ -106,7 +106,7 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
     )
     source = LakeTicks(settings, window_rows=request.window_rows)
     data = DataRange(request.start_ms, request.end_ms, tuple(engine.symbols))
-    source.check_has_data(data)
+    source.check_has_data(data, sorted({venue for venue, _ in engine.by_instrument}))
     before = DataRange(request.start_ms - engine.warmup_ms(), request.start_ms, data.symbols)
     alt_info, alt_data = _alt_source(settings, engine, request)
     loop_began = time.perf_counter()

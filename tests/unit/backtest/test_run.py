@@ -272,3 +272,21 @@ def test_config_yaml_runs_again_a_strategy_on_a_live_venues_quotes_with_its_pnl_
     assert list(again.gateway.venues) == ["mock2"]
     engine = BacktestEngine(again, again.strategy.strategies, T0)
     assert list(engine.by_instrument) == [("binance", "BTCUSDT")]
+
+
+def test_a_range_with_ticks_of_other_venues_only_says_which_and_writes_nothing(
+    lake_root: str, tmp_path: Path
+) -> None:
+    """The strategy hears only its data venue's ticks: a run over the mock feed's alone would trade on
+    nothing and report nothing, silently."""
+    elsewhere = [{**STRATEGIES[1], "data_venue": "mock2"}]
+    settings = Settings(
+        lake_root=lake_root, gateway={"venues": {"mock2": {}}}, strategy={"strategies": elsewhere}
+    )
+    with pytest.raises(
+        BacktestDataError,
+        match=r"no ticks of BTCUSDT on mock2 \(the strategies' data venues\) from 2025-12-01T00:00:00Z .*"
+        r"there are 960 of mock: a strategy hears only its data_venue's",
+    ):
+        run_backtest(settings, REQUEST, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
