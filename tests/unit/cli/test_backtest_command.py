@@ -8,6 +8,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -112,3 +113,38 @@ def test_a_sweep_refuses_a_rank_figure_that_does_not_exist(env: Path) -> None:
     result = runner.invoke(app, [*args, "--rank-by", "sharp"])
     assert result.exit_code == 1
     assert "--rank-by 'sharp' is not a figure of the summary: one of trades" in result.output
+
+
+def test_symbols_capital_and_equity_interval_reach_the_run(env: Path) -> None:
+    out = env / "eth"
+    args = ["backtest", "--from", str(T0), "--to", "2025-12-01T00:02Z", "--out", str(out), "--json"]
+    args += ["--symbols", "ETHUSDT", "--capital", "5000", "--equity-interval", "30"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert list(shown["summary"]) == ["mm-eth"]  # ma-btc trades BTCUSDT only: it does not run
+    assert list(shown["summary"]["mm-eth"]["symbols"]) == ["ETHUSDT"]
+    assert shown["warnings"] == []
+    info = json.loads((out / "run.json").read_text())
+    assert (info["symbols"], info["capital"], info["equity_interval_ms"]) == (["ETHUSDT"], "5000", 30_000)
+    equity = {row["timestamp"] for row in pq.read_table(out / "equity.parquet").to_pylist()}
+    assert {T0, T0 + 30_000, T0 + 60_000, T0 + 90_000} <= equity
+    pnl = Decimal(shown["summary"]["mm-eth"]["total"]["total_pnl"])
+    assert Decimal(shown["summary"]["mm-eth"]["total"]["total_return"]) == pnl / 5000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--symbols", "SOLUSDT"], "no enabled strategy trades SOLUSDT"),
+        (["--capital", "abc"], "--capital 'abc' is not a decimal"),
+        (["--capital", "-5"], "--capital '-5' must be positive"),
+        (["--to", "2025-11-30"], "is not after --from"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_1(env: Path, extra: list[str], message: str) -> None:
+    args = ["backtest", "--from", str(T0), "--to", "2025-12-01T00:02Z", "--out", str(env / "bad")]
+    result = runner.invoke(app, [*args, *extra])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert not (env / "bad").exists()
