@@ -114,7 +114,12 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
     feed(engine, source.ticks(data), alt_data)
     records = engine.finish()
     loop_seconds = time.perf_counter() - loop_began
-    warnings = []
+    warnings = [
+        f"strategy {name} takes features (on_features), which a backtest does not compute (feature-eng "
+        "runs live only): it ran without them"
+        for name, runner in engine.runners.items()
+        if runner.wants_features()
+    ]
     if alt_info is not None:
         alt_info["data"] = records.alt
         alt_info["first"] = None if records.first_alt_ms is None else _iso(records.first_alt_ms)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from trader.config import StrategyConfig
-from trader.messages import AltDatum, ExecutionReport, MarketTick, Order
+from trader.messages import AltDatum, ExecutionReport, Features, MarketTick, Order
 from trader.strategies.base import Strategy, StrategyContext
 
 
@@ -78,3 +78,10 @@ class AltTrader(Strategy):
 
 class FundingOnly(AltTrader):
     alt_kinds = ("funding",)
+
+
+class Featured(Scripted):
+    """Takes features: a backtest has none to give it."""
+
+    def on_features(self, features: Features) -> None:
+        raise AssertionError("a backtest computes no features")

@@ -290,3 +290,25 @@ def test_a_range_with_ticks_of_other_venues_only_says_which_and_writes_nothing(
     ):
         run_backtest(settings, REQUEST, tmp_path / "run")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_strategy_that_takes_features_runs_with_a_warning_that_it_gets_none(
+    lake_root: str, tmp_path: Path
+) -> None:
+    featured = [
+        {
+            "name": "feat",
+            "kind": "tests.unit.backtest.scripted:Featured",
+            "symbols": ["BTCUSDT"],
+            "params": {"script": "1:buy:market:0.01"},
+        }
+    ]
+    result = run_backtest(config(lake_root, featured), REQUEST, tmp_path / "run")
+    assert result.warnings == [
+        "strategy feat takes features (on_features), which a backtest does not compute (feature-eng runs "
+        "live only): it ran without them"
+    ]
+    assert json.loads((result.out_dir / "run.json").read_text())["warnings"] == result.warnings
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["alt_data"] is None
+    plain = run_backtest(config(lake_root, [STRATEGIES[1]]), REQUEST, tmp_path / "plain")
+    assert plain.warnings == []
