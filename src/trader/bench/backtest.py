@@ -9,6 +9,11 @@ runs, each in a process of its own so that its peak RSS is its own:
   order): the ceiling of any backtest, and its memory whatever the range;
 - ``market_maker``: the market maker quoting every symbol, on every tick;
 - ``ma_cross``: the moving-average crossover on 1m bars of every symbol;
+- ``alt_read``: the alternative-data source alone over a table of its own beside the ticks
+  (``alt_data``: a datum every ``ALT_EVERY_MS`` of the ticks' span, four kinds round the perpetuals of
+  the symbols), the lake to ``AltDatum`` objects in time order;
+- ``ma_cross_alt``: the MA crossover again, with ``on_alt`` counting what it hears (``AltCounter``):
+  the cost of reading the data and merging them with the ticks;
 
 each over every tick, but the market maker over the first ``run_ticks`` when given (it trades on nearly
 every tick, and takes long on a busy machine). A figure is the ticks read over the
@@ -28,13 +33,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from trader.config import StrategyConfig
+from trader.messages import AltDatum
+from trader.strategies.base import StrategyContext
+from trader.strategies.ma_cross import MaCross
+
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
 START_PRICES = [60_000, 3_000, 150, 2]
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
 CHUNK = 1_000_000
 PRICE_SCALE = 12
 QUANTITY_SCALE = 8
-SCENARIOS = ("read", "market_maker", "ma_cross")
+SCENARIOS = ("read", "market_maker", "ma_cross", "alt_read", "ma_cross_alt")
+ALT_EVERY_MS = 10  # a datum a tenth as often as a tick
+ALT_KINDS = ("funding", "mark_price", "open_interest", "liquidation")
 
 
 def _decimals(units: np.ndarray, places: int, scale: int) -> pa.Array:
@@ -108,6 +120,59 @@ def write_lake(root: Path, ticks: int, seed: int = 7) -> dict[str, Any]:
     return {"written": True, "seconds": round(time.perf_counter() - began, 1)}
 
 
+def write_alt_lake(root: Path, ticks: int) -> dict[str, Any]:
+    """``alt_data`` beside the benchmark's ticks, over their span (unless there already): a datum every
+    ``ALT_EVERY_MS``, of the perpetual of each symbol in turn and each kind in turn, as sink-alt stores
+    them (18 places)."""
+    from trader.config import Settings
+    from trader.stores.lake import ALT_DATA, TIMESTAMP, VALUE, Lake, utc_dates
+
+    marker = root / "bench-alt.json"
+    wanted = {"ticks": ticks, "every_ms": ALT_EVERY_MS, "kinds": list(ALT_KINDS)}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return {"written": False, "seconds": 0.0}
+    lake = Lake(Settings(lake_root=str(root)))
+    began = time.perf_counter()
+    rows = -(-ticks // ALT_EVERY_MS)
+    for version, first in enumerate(range(0, rows, CHUNK), 1):
+        count = min(CHUNK, rows - first)
+        index = np.arange(first, first + count, dtype=np.int64)
+        ts = pa.array(T0 + index * ALT_EVERY_MS)
+        value = np.random.default_rng(first).integers(-50_000, 50_000, count)  # 8 places
+        table = pa.table(
+            {
+                "ts": ts.cast(TIMESTAMP),
+                "ingest_ts": ts.cast(TIMESTAMP),
+                "kind": pa.array(np.array(ALT_KINDS)[index % len(ALT_KINDS)]),
+                "source": pa.array(["binance"] * count),
+                "symbol": pa.array(np.array([s + "-PERP" for s in SYMBOLS])[index % len(SYMBOLS)]),
+                "value": _decimals(value, 8, VALUE.scale),
+                "unit": pa.array(["rate"] * count),
+                "stream_seq": pa.array(index + 1),
+                "dt": utc_dates(ts),
+            }
+        )
+        schema = ALT_DATA.schema
+        table = pa.table(
+            [table[f.name] if f.name in table.column_names else pa.nulls(count, f.type) for f in schema],
+            schema=schema,
+        )
+        lake.append(ALT_DATA, table, app_id="bench", version=version)
+    marker.write_text(json.dumps(wanted))
+    return {"written": True, "seconds": round(time.perf_counter() - began, 1)}
+
+
+class AltCounter(MaCross):
+    """The MA crossover that also takes alternative data, and only counts it."""
+
+    def __init__(self, config: StrategyConfig, ctx: StrategyContext) -> None:
+        super().__init__(config, ctx)
+        self.alt = 0
+
+    def on_alt(self, datum: AltDatum) -> None:
+        self.alt += 1
+
+
 STRATEGIES = {
     "market_maker": {
         "name": "mm",
@@ -118,6 +183,12 @@ STRATEGIES = {
     "ma_cross": {
         "name": "ma",
         "kind": "ma_cross",
+        "symbols": SYMBOLS,
+        "params": {"fast": "5", "slow": "20", "timeframe": "1m", "quantity": "0.01"},
+    },
+    "ma_cross_alt": {
+        "name": "ma",
+        "kind": "trader.bench.backtest:AltCounter",
         "symbols": SYMBOLS,
         "params": {"fast": "5", "slow": "20", "timeframe": "1m", "quantity": "0.01"},
     },
@@ -137,6 +208,13 @@ def run_scenario(root: str, scenario: str, run_ticks: int, out_dir: str) -> dict
         began = time.perf_counter()
         count = sum(1 for _ in source.ticks(DataRange(T0, end_ms, tuple(SYMBOLS))))
         return {"ticks": count, "seconds": time.perf_counter() - began, "peak_rss_mib": _peak_rss_mib()}
+    if scenario == "alt_read":
+        from trader.backtest.alt import AltRange, LakeAlt, alt_symbols
+
+        alt = LakeAlt(Settings(lake_root=root))
+        began = time.perf_counter()
+        count = sum(1 for _ in alt.data(AltRange(T0, end_ms, alt_symbols(SYMBOLS))))
+        return {"ticks": count, "seconds": time.perf_counter() - began, "peak_rss_mib": _peak_rss_mib()}
     settings = Settings(
         lake_root=root,
         strategy={"strategies": [STRATEGIES[scenario]]},
@@ -144,11 +222,13 @@ def run_scenario(root: str, scenario: str, run_ticks: int, out_dir: str) -> dict
     )
     request = BacktestRequest(start_ms=T0, end_ms=end_ms, equity_interval_ms=60_000)
     result = run_backtest(settings, request, Path(out_dir))
+    run_info = json.loads((Path(out_dir) / "run.json").read_text())
     return {
         "ticks": result.ticks,
         "seconds": result.loop_seconds,
         "total_seconds": result.seconds,
         "fills": sum(s["total"]["fills"] for s in result.summary.values()),
+        "alt": (run_info["alt_data"] or {}).get("data"),
         "peak_rss_mib": _peak_rss_mib(),
     }
 
@@ -165,6 +245,8 @@ def run_backtest_bench(
 ) -> dict[str, Any]:
     root = data_dir / "bench" / "backtest-lake"
     written = write_lake(root, ticks)
+    if any(s.startswith("alt") or s.endswith("_alt") for s in scenarios):
+        written["alt"] = write_alt_lake(root, ticks)
     results: dict[str, Any] = {}
     for scenario in scenarios:
         out = data_dir / "bench" / f"backtest-run-{scenario}-{time.time_ns()}"

@@ -31,3 +31,17 @@ def test_the_read_scenario_counts_every_tick(tmp_path: Path) -> None:
     result = run_scenario(str(root), "read", 1_000, str(tmp_path / "out"))
     assert result["ticks"] == 1_000
     assert result["peak_rss_mib"] > 0
+
+
+def test_the_alt_scenarios_read_every_datum_and_hand_each_to_on_alt(tmp_path: Path) -> None:
+    from trader.bench.backtest import ALT_EVERY_MS, write_alt_lake
+
+    root = tmp_path / "lake"
+    write_lake(root, 2_000)
+    assert write_alt_lake(root, 2_000)["written"]
+    assert not write_alt_lake(root, 2_000)["written"]  # kept for the next run
+    read = run_scenario(str(root), "alt_read", 2_000, str(tmp_path / "out"))
+    assert read["ticks"] == 2_000 // ALT_EVERY_MS
+    run = run_scenario(str(root), "ma_cross_alt", 2_000, str(tmp_path / "run"))
+    assert run["ticks"] == 2_000
+    assert run["alt"] == 2_000 // ALT_EVERY_MS
