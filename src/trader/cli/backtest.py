@@ -55,7 +55,10 @@ def backtest(
         float, typer.Option(help="Seconds of event time between equity samples.")
     ] = 60.0,
     workers: Annotated[int, typer.Option(help="Worker processes of a sweep.")] = max(os.cpu_count() or 1, 1),
-    rank_by: Annotated[str, typer.Option(help="The figure a sweep is ranked by (higher first).")] = "sharpe",
+    rank_by: Annotated[
+        str,
+        typer.Option(help="The figure a sweep is ranked by: higher first (drawdowns, fees, losses: lower)."),
+    ] = "sharpe",
     as_json: JsonOpt = False,
 ) -> None:
     """Backtest the strategies of a configuration over ticks from the lake, through the same risk checks,
@@ -199,6 +202,10 @@ def _print_run(
     typer.echo(f"{ticks} ticks in {seconds:.1f} s ({rate:,.0f} ticks/s); report: {out_dir}/report.html")
 
 
+# Figures a sweep ranks lowest first: what a run loses or pays.
+LOWER_IS_BETTER = frozenset({"max_drawdown", "max_drawdown_amount", "fees", "losses"})
+
+
 def _print_grid(results: list[dict[str, Any]], rank_by: str, out_dir: Path, as_json: bool) -> None:
     for warning in dict.fromkeys(w for r in results for w in r.get("warnings", [])):
         typer.echo(f"warning: {warning}", err=True)
@@ -213,7 +220,8 @@ def _print_grid(results: list[dict[str, Any]], rank_by: str, out_dir: Path, as_j
         return (1, sum(known, Decimal(0))) if known else (0, Decimal(0))
 
     shown = (lambda value: value) if as_json else _shown  # JSON: every value exact
-    ranked = sorted(results, key=score, reverse=True)
+    sign = -1 if rank_by in LOWER_IS_BETTER else 1
+    ranked = sorted(results, key=lambda r: (score(r)[0], sign * score(r)[1]), reverse=True)
     rows = []
     for rank, result in enumerate(ranked, 1):
         params = " ".join(f"{s}.{k}={v}" for s, p in result["params"].items() for k, v in p.items())

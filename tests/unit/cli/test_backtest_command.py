@@ -148,3 +148,14 @@ def test_bad_options_are_one_line_and_exit_1(env: Path, extra: list[str], messag
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert not (env / "bad").exists()
+
+
+def test_a_sweep_ranked_by_drawdown_puts_the_smallest_first(env: Path) -> None:
+    args = ["backtest", "--from", "2025-12-01T00:00Z", "--to", "2025-12-01T00:02Z", "--out", str(env / "dd")]
+    args += ["--grid", "mm-eth.spread_bps=2,40,10", "--workers", "1", "--rank-by", "max_drawdown", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    drawdowns = [Decimal(r["max_drawdown"]) for r in rows]
+    assert drawdowns == sorted(drawdowns)
+    assert len(set(drawdowns)) > 1, "the same drawdown for every run: nothing ranked"
