@@ -159,3 +159,23 @@ def test_a_sweep_ranked_by_drawdown_puts_the_smallest_first(env: Path) -> None:
     drawdowns = [Decimal(r["max_drawdown"]) for r in rows]
     assert drawdowns == sorted(drawdowns)
     assert len(set(drawdowns)) > 1, "the same drawdown for every run: nothing ranked"
+
+
+def test_a_run_whose_strategy_takes_alt_data_and_finds_none_warns_on_stderr(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alt = [
+        {
+            "name": "alt",
+            "kind": "tests.unit.backtest.scripted:AltTrader",
+            "symbols": ["BTCUSDT"],
+            "params": {"threshold": "0.0005", "quantity": "1"},
+        }
+    ]
+    monkeypatch.setenv("TRADER_STRATEGY__STRATEGIES", json.dumps(alt))
+    args = ["backtest", "--from", str(T0), "--to", "2025-12-01T00:01Z", "--out", str(env / "alt"), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "warning: no alternative data: alt take it (on_alt), but of BTCUSDT, BTCUSDT-PERP" in result.stderr
+    assert "there is no Delta table at" in result.stderr
+    assert json.loads(result.stdout)["warnings"][0].startswith("no alternative data")
