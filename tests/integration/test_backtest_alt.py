@@ -192,7 +192,7 @@ def test_a_backtest_trades_on_them_and_one_of_another_symbol_is_warned(
     )
     quiet = run_backtest(other, REQUEST, tmp_path / "sol")
     [warning] = quiet.warnings
-    assert "no alternative data: alt take it (on_alt), but of SOLUSDT, SOLUSDT-PERP" in warning
+    assert "no alternative data: alt takes it (on_alt), but of SOLUSDT, SOLUSDT-PERP" in warning
     assert "has none" in warning
 
 

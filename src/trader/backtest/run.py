@@ -174,14 +174,16 @@ def _alt_source(
 
 def _no_alt_warning(info: dict[str, Any], request: BacktestRequest) -> str:
     strategies = ", ".join(info["strategies"])
+    one = len(info["strategies"]) == 1
+    take, it_ran = ("takes", "it ran") if one else ("take", "they ran")
     kinds = "" if info["kinds"] == "all" else f" of kind {', '.join(info['kinds'])}"
     if info["delta_version"] is None:
         where = f"there is no Delta table at {info['table']} (sink-alt writes it while the stack runs)"
     else:
         where = f"{info['table']} (version {info['delta_version']}) has none"
     return (
-        f"no alternative data: {strategies} take it (on_alt), but of {', '.join(info['symbols'])}{kinds} "
-        f"from {_iso(request.start_ms)} to {_iso(request.end_ms)} {where}; they ran without it"
+        f"no alternative data: {strategies} {take} it (on_alt), but of {', '.join(info['symbols'])}{kinds} "
+        f"from {_iso(request.start_ms)} to {_iso(request.end_ms)} {where}; {it_ran} without it"
     )
 
 

@@ -233,7 +233,7 @@ def test_no_data_is_a_warning_in_the_report_and_the_run_goes_on(
     )
     result = run_backtest(config(root), request, tmp_path / "run")
     [warning] = result.warnings
-    assert warning.startswith("no alternative data: alt take it (on_alt), but of BTCUSDT, BTCUSDT-PERP from")
+    assert warning.startswith("no alternative data: alt takes it (on_alt), but of BTCUSDT, BTCUSDT-PERP from")
     assert ("there is no Delta table at" in warning) == (where == "no table")
     assert ("(version 2) has none" in warning) == (where != "no table")
     info = json.loads((result.out_dir / "run.json").read_text())

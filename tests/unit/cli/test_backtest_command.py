@@ -176,6 +176,8 @@ def test_a_run_whose_strategy_takes_alt_data_and_finds_none_warns_on_stderr(
     args = ["backtest", "--from", str(T0), "--to", "2025-12-01T00:01Z", "--out", str(env / "alt"), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "warning: no alternative data: alt take it (on_alt), but of BTCUSDT, BTCUSDT-PERP" in result.stderr
+    assert (
+        "warning: no alternative data: alt takes it (on_alt), but of BTCUSDT, BTCUSDT-PERP" in result.stderr
+    )
     assert "there is no Delta table at" in result.stderr
     assert json.loads(result.stdout)["warnings"][0].startswith("no alternative data")
