@@ -297,9 +297,10 @@ class VenueConfig(CcxtVenueSettings):
 
 
 def _retention(kept: str, stream: str) -> Any:
-    """How long an ended order stays in a service's memory (a day by default; 0: for ever)."""
+    """How long an ended order stays in a service's memory (an hour by default; 0: for ever): the window
+    in which a repeat of its messages can still be stored, with room to spare (trader.trading.retention)."""
     return Field(
-        default=24 * 3600,
+        default=3600,
         ge=0,
         description=f"an order that ended is held in memory this long, then only {kept} for as long "
         f"again (a repeat stays a repeat), then nothing ({stream} keeps it for ever); 0: held for ever",

@@ -46,7 +46,7 @@ the paper venue's balances start over from ``initial_balances``; a stop that had
 trigger again; with ``latency_ms`` a restored order meets the book anew; the tick shown again lends no
 size to either side, though before the restart only one side may have used it.
 
-Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago (a day by default)
+Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago (an hour by default)
 leaves memory, here and in its adapter (paper, ccxt), after the restore and then a few at a time on
 the algos' clock; its key and exec id counter stay, so a repeated order is still a repeat and anything
 published later about it is numbered after what was (a cancel for it: "unknown order", as a venue says

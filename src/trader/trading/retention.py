@@ -3,7 +3,7 @@
 An ended order changes no more. A service keeps it a while (late events about it are still recognised),
 then only its identity, so that a repeat stays a repeat, for as long again (``ids_cutoff_ms``: a repeat
 is a second stored copy of a message, which a publisher retrying past JetStream's duplicate window can
-store, minutes after the first, never days), then nothing; the streams keep everything. ``Ended`` holds the
+store, minutes after the first, never hours), then nothing; the streams keep everything. ``Ended`` holds the
 ended ones in the order they ended; ``Forgetting`` is a service's side of it: the cutoff from its
 retention setting, a few at a time (a pass over thousands would stall the order path), and a log line
 at most once a minute.
