@@ -90,6 +90,7 @@ from trader.messages import (
     TradingState,
     encode,
 )
+from trader.runtime import pauses
 from trader.runtime.consumer import ack_metadata
 from trader.runtime.health import Problem, Silence, duration
 from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
@@ -256,6 +257,7 @@ class StrategyService(Service):
             return True
         state = StrategiesState({name: runner.ctx.snapshot() for name, runner in self.runners.items()})
         try:
+            await pauses.pause(pauses.IN_SNAPSHOT_WRITE)
             size = await store.save(state, covers, STATE_VERSION)
         except Exception as exc:  # a snapshot only shortens the next start: the service goes on
             rt.metrics.count_error("snapshot")
