@@ -281,8 +281,9 @@ def test_an_order_from_the_form_fills_in_the_orders_table_and_moves_the_position
     expect(row).to_have_attribute("data-status", "FILLED", timeout=WAIT_MS)
     expect(row).to_contain_text("manual")
     position = page.locator('#positions tr[data-symbol="BTCUSDT"][data-strategy="manual"]')
-    expect(position).to_have_count(1, timeout=WAIT_MS)
-    assert Decimal(position.get_attribute("data-quantity") or "0") == Decimal("0.01")
+    # The order is FILLED; the position may show a partial fill for a moment (the paper venue fills
+    # what a tick offers), then the whole.
+    expect(position).to_have_attribute("data-quantity", "0.01", timeout=WAIT_MS)
     expect(page.locator('#pnl tr[data-scope="total"]')).to_have_count(1, timeout=WAIT_MS)
     # The fill on the chart (BTCUSDT, the default instrument).
     page.wait_for_function("() => Number(document.querySelector('#chart-legend').dataset.fills) >= 1")
