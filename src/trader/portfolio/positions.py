@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from trader.messages import ExecutionReport, Position
 from trader.orders.state import weighted_average
+from trader.trading.retention import Ended
 
 PositionKey = tuple[str, str, str]  # account, venue, symbol
 StrategyPositionKey = tuple[str, str, str, str]  # strategy, account, venue, symbol
@@ -88,12 +89,22 @@ def _average_after_reduce(
 
 
 class PositionTracker:
-    """Net and per-strategy positions, built from fills; each ``exec_id`` is applied once."""
+    """Net and per-strategy positions, built from fills; each ``exec_id`` is applied once.
 
-    def __init__(self) -> None:
+    ``exec_id_window_ms``: the exec ids kept are those of fills made within this long of the latest
+    fill applied (by the fills' own times: what is kept depends on the fills applied, not on when, so
+    a snapshot plus the fills after it keeps what a replay of them all keeps); a repeat of a fill older
+    than that is not told from a new one. A repeat is a second stored copy of a report, which a
+    publisher retrying past JetStream's duplicate window can store minutes after the first, never
+    hours (see ``trader.trading.retention``). None: every exec id is kept."""
+
+    def __init__(self, exec_id_window_ms: int | None = None) -> None:
         self._net: dict[PositionKey, Position] = {}
         self._by_strategy: dict[StrategyPositionKey, Position] = {}
         self._exec_ids: set[str] = set()
+        self._window_ms = exec_id_window_ms
+        self._exec_at: Ended[str] = Ended()  # with a window: the exec ids kept, by their fill's time
+        self._latest_ms = 0  # the latest fill time applied
 
     def apply(self, report: ExecutionReport) -> PositionChange | None:
         """Apply a fill; ``None`` for a report that is not a fill or was applied before."""
@@ -105,6 +116,10 @@ class PositionTracker:
         mine = apply_fill(self._by_strategy.get(strategy_key) or flat_position(*key, report.strategy), report)
         self._net[key], self._by_strategy[strategy_key] = net, mine
         self._exec_ids.add(report.exec_id)
+        if self._window_ms is not None:
+            self._exec_at.add(report.exec_id, report.timestamp)
+            self._latest_ms = max(self._latest_ms, report.timestamp)
+            self._exec_ids.difference_update(self._exec_at.take(self._latest_ms - self._window_ms))
         return PositionChange(net, mine)
 
     def net(self, account: str, venue: str, symbol: str) -> Position | None:
@@ -121,19 +136,38 @@ class PositionTracker:
         return [p for p in self._by_strategy.values() if strategy is None or p.strategy == strategy]
 
     def applied_exec_ids(self) -> list[str]:
-        """Every exec id applied so far (what a snapshot keeps, so that a repeat stays one)."""
+        """Every exec id applied so far, within the window when there is one (what a snapshot keeps,
+        so that a repeat stays one); with a window, in the order of ``applied_exec_times``."""
+        if self._window_ms is not None:
+            return [exec_id for exec_id, _ in self._exec_at.items()]
         return list(self._exec_ids)
 
-    def rebuild(self, positions: Iterable[Position], exec_ids: Iterable[str] = ()) -> None:
-        """Start over from published positions (net ones have no strategy), after a restart. Their
-        ``last_exec_id`` and the given ``exec_ids`` count as applied, so a redelivered fill is not."""
+    def applied_exec_times(self) -> list[int]:
+        """With a window: the time of the fill of each of ``applied_exec_ids``; else nothing."""
+        return [at for _, at in self._exec_at.items()] if self._window_ms is not None else []
+
+    def rebuild(
+        self, positions: Iterable[Position], exec_ids: Iterable[str] = (), exec_times: Iterable[int] = ()
+    ) -> None:
+        """Start over from published positions (net ones have no strategy), after a restart. The given
+        ``exec_ids`` count as applied, so a redelivered fill is not, and so do the positions'
+        ``last_exec_id`` unless ``exec_times`` are given (a snapshot of a tracker with a window: its
+        exec ids are all it kept); ``exec_times``, with a window, when their fills were made (none
+        given: kept until the window has passed the latest position's time)."""
         self._net, self._by_strategy = {}, {}
+        exec_ids = list(exec_ids)
         self._exec_ids = set(exec_ids)
+        positions = list(positions)
+        times = list(exec_times)
+        if self._window_ms is not None:
+            at = times or [max((p.timestamp for p in positions), default=0)] * len(exec_ids)
+            self._exec_at = Ended(zip(exec_ids, at, strict=True))
+            self._latest_ms = max(at, default=0)
         for position in positions:
             key = (position.account, position.venue, position.symbol)
             if position.strategy is None:
                 self._net[key] = position
             else:
                 self._by_strategy[(position.strategy, *key)] = position
-            if position.last_exec_id is not None:
+            if position.last_exec_id is not None and not times:
                 self._exec_ids.add(position.last_exec_id)

@@ -17,7 +17,8 @@ of a subject is that position now.
 Undecodable reports, and fills without a positive quantity and a price, go to the dead letters.
 
 Inputs: ``exec.report.>`` of EXEC in mode HISTORY (``trader.runtime.intake``).
-State: the positions and the exec ids applied, snapshotted (``trader.runtime.snapshots``, key ``ptrc``)
+State: the positions and the exec ids applied (of the fills of the last two hours, by their own time:
+``IDS_WINDOW_MS``), snapshotted (``trader.runtime.snapshots``, key ``ptrc``)
 every ``SNAPSHOT_EVERY_MESSAGES`` reports or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop, with
 the EXEC sequence it covers.
 
@@ -41,11 +42,12 @@ from trader.portfolio import PositionTracker
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
 from trader.runtime.snapshots import Snapshotting
+from trader.trading.retention import IDS_WINDOW_MS
 
 REPORTS = "exec.report.>"
 REPORTS_INPUT = Input("EXEC", REPORTS, ExecutionReport, Mode.HISTORY)
 
-STATE_VERSION = 1  # of PtrcState: a snapshot of another version is not read
+STATE_VERSION = 2  # of PtrcState: a snapshot of another version is not read. 2: the exec ids' times
 SNAPSHOT_EVERY_MESSAGES = 10_000
 SNAPSHOT_EVERY_S = 60.0
 
@@ -53,19 +55,27 @@ _position = msgspec.json.Decoder(Position)
 
 
 class PtrcState(msgspec.Struct, frozen=True):
-    """What ptrc knows: every position (net ones without a strategy) and every exec id applied."""
+    """What ptrc knows: every position (net ones without a strategy) and the exec ids applied of the
+    fills of the last ``IDS_WINDOW_MS`` (by their own time, before the latest), with those times."""
 
     positions: list[Position]
     exec_ids: list[str]
+    exec_times: list[int] = []
 
 
 def state_of(tracker: PositionTracker) -> PtrcState:
-    return PtrcState([*tracker.positions(), *tracker.strategy_positions()], tracker.applied_exec_ids())
+    positions = [*tracker.positions(), *tracker.strategy_positions()]
+    return PtrcState(positions, tracker.applied_exec_ids(), tracker.applied_exec_times())
+
+
+def new_tracker() -> PositionTracker:
+    """Exec ids kept for the window in which a repeat of a fill can still be stored, not for ever."""
+    return PositionTracker(exec_id_window_ms=IDS_WINDOW_MS)
 
 
 def tracker_of(state: PtrcState) -> PositionTracker:
-    tracker = PositionTracker()
-    tracker.rebuild(state.positions, state.exec_ids)
+    tracker = new_tracker()
+    tracker.rebuild(state.positions, state.exec_ids, state.exec_times)
     return tracker
 
 
@@ -98,7 +108,7 @@ class Ptrc(Service):
 
     async def start(self, rt: Runtime) -> None:
         self.rt = rt
-        self.tracker = PositionTracker()
+        self.tracker = new_tracker()
         snapshots = Snapshotting(
             key=self.name,
             state_type=PtrcState,

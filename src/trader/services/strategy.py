@@ -125,7 +125,9 @@ EXECS_INPUT = Input(
 # The strategies' contexts (what the two history inputs taught them), snapshotted together with the
 # ORDERS and EXEC sequences they cover (``trader.runtime.snapshots``, key ``strategy``).
 SNAPSHOT_KEY = "strategy"
-STATE_VERSION = 1  # of StrategiesState: a snapshot of another version is not read (a full replay)
+# Of StrategiesState: a snapshot of another version is not read (a full replay). 2: the times of the
+# settled ids and exec ids, kept for a window (trader.trading.retention.IDS_WINDOW_MS).
+STATE_VERSION = 2
 SNAPSHOT_EVERY_S = 60.0
 
 

@@ -33,6 +33,7 @@ from trader.messages import (
 from trader.orders.state import IllegalTransition, MismatchedEvent, apply_cancel, new_order, reject_by_risk
 from trader.portfolio.positions import PositionTracker
 from trader.strategies.base import StrategyContext
+from trader.trading.retention import IDS_WINDOW_MS, Ended
 
 ZERO = Decimal(0)
 
@@ -69,6 +70,8 @@ class ContextState(msgspec.Struct, frozen=True):
     exec_ids: list[str]
     session_seen: int = -1
     last_rejection: Order | None = None
+    done_times: list[int] = []  # when each of ``done`` last changed
+    exec_times: list[int] = []  # the time of the fill of each of ``exec_ids``
 
 
 class OrderContext(StrategyContext):
@@ -89,8 +92,12 @@ class OrderContext(StrategyContext):
         self._orders: dict[str, Order] = {}  # latest state per id; version 0: sent, no state yet
         self._pending_cancel: dict[str, Order] = {}  # what a cancel/replace asked, shown until answered
         self._done: set[str] = set()  # final orders whose fills are all in: states of them are ignored
+        # ... by when they last changed: kept for IDS_WINDOW_MS before the latest (states of one are
+        # repeats only within it: see trader.trading.retention)
+        self._done_at: Ended[str] = Ended()
+        self._done_latest_ms = 0
         self._fills_seen: dict[str, Decimal] = {}  # quantity reported filled per order id
-        self._positions = PositionTracker()
+        self._positions = PositionTracker(exec_id_window_ms=IDS_WINDOW_MS)
         self._outbox: list[Instruction] = []
         self._notices: list[Order] = []  # local state changes the strategy has not heard of yet
         self._suppressed: list[Order] = []  # submits not sent because trading is halted
@@ -240,14 +247,17 @@ class OrderContext(StrategyContext):
         way to the stream, it is ahead of them: what follows it in the streams is applied again at a
         restart, and changes nothing (versions, exec ids, ids seen)."""
         positions = self._positions
+        done = self._done_at.items()
         return ContextState(
             orders=list(self._orders.values()),
-            done=list(self._done),
+            done=[coid for coid, _ in done],
             fills_seen=dict(self._fills_seen),
             positions=[*positions.positions(), *positions.strategy_positions()],
             exec_ids=positions.applied_exec_ids(),
             session_seen=self._session_seen,
             last_rejection=self.last_rejection,
+            done_times=[at for _, at in done],
+            exec_times=positions.applied_exec_times(),
         )
 
     def restore(self, state: ContextState) -> None:
@@ -255,9 +265,11 @@ class OrderContext(StrategyContext):
         self._orders = {order.client_order_id: order for order in state.orders}
         self._pending_cancel = {}
         self._done = set(state.done)
+        self._done_at = Ended(zip(state.done, state.done_times, strict=True))
+        self._done_latest_ms = max(state.done_times, default=0)
         self._fills_seen = dict(state.fills_seen)
-        self._positions = PositionTracker()
-        self._positions.rebuild(state.positions, state.exec_ids)
+        self._positions = PositionTracker(exec_id_window_ms=IDS_WINDOW_MS)
+        self._positions.rebuild(state.positions, state.exec_ids, state.exec_times)
         self._session_seen = state.session_seen
         if state.session_seen >= self._session:
             self._session, self._counter = state.session_seen + 1, 0
@@ -314,7 +326,7 @@ class OrderContext(StrategyContext):
     def _suppress(self, placeholder: Order, now: int) -> str:
         reason = f"trading halted: {self.trading_state.reason or 'no reason given'}; not sent"
         rejected = reject_by_risk(placeholder, reason, now)
-        self._done.add(rejected.client_order_id)
+        self._settled(rejected)
         self._notices.append(rejected)
         self._suppressed.append(rejected)
         self.suppressed += 1
@@ -369,7 +381,14 @@ class OrderContext(StrategyContext):
             del self._orders[client_order_id]
             self._fills_seen.pop(client_order_id, None)
             self._pending_cancel.pop(client_order_id, None)
-            self._done.add(client_order_id)
+            self._settled(order)
+
+    def _settled(self, order: Order) -> None:
+        """Its id kept, so that its states are ignored, for ``IDS_WINDOW_MS`` of the orders' time."""
+        self._done.add(order.client_order_id)
+        self._done_at.add(order.client_order_id, order.updated)
+        self._done_latest_ms = max(self._done_latest_ms, order.updated)
+        self._done.difference_update(self._done_at.take(self._done_latest_ms - IDS_WINDOW_MS))
 
 
 def _check_terms(

@@ -20,6 +20,9 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 
 FORGET_BATCH = 200  # ended orders a service forgets at a time, at most
+# How long, in the fills' and orders' own time, ptrc and the strategies keep the exec ids of fills and
+# the ids of settled orders: what the oms keeps with its default retention (an hour, and an hour more).
+IDS_WINDOW_MS = 2 * 3600 * 1000
 LOG_INTERVAL_S = 60.0
 
 

@@ -18,6 +18,7 @@ from trader.orders.state import new_order
 from trader.runtime.snapshots import decode_record, encode_record
 from trader.strategies import OrderContext
 from trader.strategies.context import ContextState
+from trader.trading.retention import IDS_WINDOW_MS
 
 VERSION = 1
 CONFIG = StrategyConfig(name="s1", kind="ma_cross", symbols=["BTCUSDT"])
@@ -55,11 +56,14 @@ def _fill(order: Order, n: int) -> ExecutionReport:
 
 
 class Oms:
-    """What the oms and the venue publish about the strategy's orders, one step at a time."""
+    """What the oms and the venue publish about the strategy's orders, one step at a time, each
+    ``spacing`` ms after the last (the contexts keep the ids of settled orders, and the exec ids, for a
+    window of that time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spacing: int) -> None:
         self.orders: dict[str, Order] = {}
         self.fills: dict[str, int] = {}
+        self.spacing, self.now = spacing, 1_000
 
     def step(
         self, request: OrderRequest, how: str, orders: list[Message], execs: list[ExecutionReport]
@@ -68,8 +72,9 @@ class Oms:
         order = self.orders.get(coid)
         if order is not None and order.is_terminal:
             return
+        self.now += self.spacing
         if order is None:
-            order = msgspec.structs.replace(new_order(request, 1_000), version=1)
+            order = msgspec.structs.replace(new_order(request, self.now), version=1)
         elif how == "cancel":
             order = msgspec.structs.replace(order, status="CANCELED", version=order.version + 1)
         elif order.status == "NEW":
@@ -77,12 +82,13 @@ class Oms:
         else:  # a fill of one, its report first
             n = self.fills.get(coid, 0) + 1
             self.fills[coid] = n
-            execs.append(_fill(order, n))
+            execs.append(msgspec.structs.replace(_fill(order, n), timestamp=self.now))
             filled = order.filled_quantity + 1
             status = "FILLED" if filled >= order.quantity else "PARTIALLY_FILLED"
             order = msgspec.structs.replace(
                 order, status=status, filled_quantity=filled, average_price=D(100), version=order.version + 1
             )
+        order = msgspec.structs.replace(order, updated=self.now)
         self.orders[coid] = order
         orders.append(("state", order))
 
@@ -112,10 +118,10 @@ def _whole(ctx: OrderContext) -> tuple[object, ...]:
     state = ctx.snapshot()
     return (
         sorted(state.orders, key=lambda o: o.client_order_id),
-        sorted(state.done),
+        sorted(zip(state.done, state.done_times, strict=True)),
         state.fills_seen,
         sorted(state.positions, key=lambda p: (p.strategy or "", p.symbol)),
-        sorted(state.exec_ids),
+        sorted(zip(state.exec_ids, state.exec_times, strict=True)),
         state.session_seen,
         ctx._next_id(),
     )
@@ -127,7 +133,7 @@ def test_a_snapshot_plus_the_tails_is_a_full_replay(
     history: list[tuple[Any, ...]], data: st.DataObject
 ) -> None:
     live = _context()
-    oms = Oms()
+    oms = Oms(data.draw(st.sampled_from([0, IDS_WINDOW_MS // 5, IDS_WINDOW_MS])))
     requests: list[OrderRequest] = []
     orders: list[Message] = []
     execs: list[ExecutionReport] = []
