@@ -35,6 +35,11 @@ pytestmark = pytest.mark.integration
 NOW = time.time_ns() // 1_000_000
 
 
+def _started(started: list[Process], process: Process) -> Process:
+    started.append(process)
+    return process
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with nats_only(tmp_path) as running:
@@ -141,10 +146,11 @@ async def test_exeq_killed_in_a_snapshot_write_and_in_the_replay_comes_back_with
     nc = await connect_nats(stack.nats_url, "test")
     assert nc is not None
     js = nc.jetstream()
+    started: list[Process] = []
     try:
         await ensure_streams(js, stack.settings())
         # The history: ten orders resting, five of them filled by a tick; a graceful stop's snapshot.
-        exeq = Process(stack, "exeq", tmp_path / "exeq-1.log")
+        exeq = _started(started, Process(stack, "exeq", tmp_path / "exeq-1.log"))
         await exeq.ready()
         await _send(js, [_order(n, "100" if n <= 5 else "90") for n in range(1, 11)])
         await _until_reports(js, "accepted", 10)
@@ -157,10 +163,12 @@ async def test_exeq_killed_in_a_snapshot_write_and_in_the_replay_comes_back_with
         assert first.covers["EXEC"] == (await js.stream_info("EXEC")).state.last_seq
 
         # Restarted from it; two cancels; killed writing the snapshot of its graceful stop.
-        exeq = Process(stack, "exeq", tmp_path / "exeq-2.log", pause=pauses.IN_SNAPSHOT_WRITE)
+        exeq = _started(
+            started, Process(stack, "exeq", tmp_path / "exeq-2.log", pause=pauses.IN_SNAPSHOT_WRITE)
+        )
         await exeq.ready()
-        [started] = [e for e in exeq.events("intake.started") if e.get("input") == "exeq"]
-        assert started["start_seq"] == first.covers["EXEC"] + 1, "a full replay, not the snapshot"
+        [began] = [e for e in exeq.events("intake.started") if e.get("input") == "exeq"]
+        assert began["start_seq"] == first.covers["EXEC"] + 1, "a full replay, not the snapshot"
         await _send(js, [_order(n, "90", action="cancel") for n in (9, 10)])
         await _until_reports(js, "canceled", 2)
         await _read_back(stack, js)
@@ -169,12 +177,12 @@ async def test_exeq_killed_in_a_snapshot_write_and_in_the_replay_comes_back_with
         exeq.kill()
 
         # Killed in the replay of what came after the first snapshot (the cancels and their reports).
-        exeq = Process(stack, "exeq", tmp_path / "exeq-3.log", pause=pauses.IN_REPLAY)
+        exeq = _started(started, Process(stack, "exeq", tmp_path / "exeq-3.log", pause=pauses.IN_REPLAY))
         await exeq.logged("test.paused")
         exeq.kill()
 
         # Whole again: a tick fills two of the orders resting at 90; a graceful stop and its snapshot.
-        exeq = Process(stack, "exeq", tmp_path / "exeq-4.log")
+        exeq = _started(started, Process(stack, "exeq", tmp_path / "exeq-4.log"))
         await exeq.ready()
         await _tick(js, "89", 2)
         await _until_reports(js, "fill", 8)
@@ -200,4 +208,8 @@ async def test_exeq_killed_in_a_snapshot_write_and_in_the_replay_comes_back_with
             numbers = [int(r.exec_id.rpartition(":")[2]) for r in reports if r.client_order_id == f"o{n}"]
             assert numbers == list(range(1, len(numbers) + 1)), f"o{n}: {numbers}"
     finally:
+        for process in started:  # a failure leaves none running
+            if process.process.poll() is None:
+                process.process.kill()
+                process.process.wait(10)
         await nc.close()
