@@ -36,7 +36,10 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+import numpy as np
+import pyarrow as pa
 
+from trader.backtest.columns import HeldRow, WindowColumns, bar_pieces
 from trader.bus.publish import Outgoing
 from trader.bus.streams import bar_subject
 from trader.config import Settings, StrategyConfig
@@ -153,7 +156,8 @@ class BacktestEngine:
         self.tick_runners: set[StrategyRunner] = set()  # those whose strategy has ``on_tick``
         self.alt_runners: list[StrategyRunner] = []  # those whose strategy has ``on_alt``
         self._tick_instruments: set[tuple[str, str]] = set()  # the instruments they hear of
-        self._held: dict[tuple[str, str], dict[str, tuple[int, MarketTick]]] = {}  # for the desk, later
+        # For the desk, later: ticks, or rows of a window taken column-wise (``on_window``).
+        self._held: dict[tuple[str, str], dict[str, tuple[int, MarketTick | HeldRow]]] = {}
         for config in strategies:
             self._load(config)
         if not self.runners:
@@ -267,6 +271,96 @@ class BacktestEngine:
     def on_tick(self, tick: MarketTick) -> None:
         if not self._quiet(tick):
             self._on_tick(tick)
+
+    @property
+    def bars_only(self) -> bool:
+        """Whether no strategy hears ticks or alternative data (none overrides ``on_tick`` or
+        ``on_alt``): then the run may go a window of the lake at a time (``on_window``)."""
+        return not self.tick_runners and not self.alt_runners
+
+    def on_window(self, table: pa.Table) -> None:
+        """A window of the lake's ticks (``LakeTicks.windows``), for a bars-only run: the same as
+        ``on_tick`` of each of its ticks in turn, but a stretch of ticks that can make nothing happen
+        (``_quiet`` of each) is taken column-wise, and a tick is made only of the others: one that
+        crosses into a bar grain, or is due a post-trade check or an equity sample, and every tick while
+        an order or algo works (the venues fill against each). A window whose values do not fit the
+        column-wise sums goes tick by tick."""
+        if not self.bars_only:
+            raise RuntimeError("on_window is for runs whose strategies hear only bars")
+        window = WindowColumns.of(table)
+        if window is None:
+            from trader.backtest.data import ticks_of
+
+            for tick in ticks_of(table):
+                self.on_tick(tick)
+            return
+        ts, rows = window.ts, window.rows
+        barred = [i for i in window.instruments if i.key in self.bar_instruments]
+        barred_rows = np.sort(np.concatenate([i.rows for i in barred])) if barred else np.empty(0, np.int64)
+        i = 0
+        while i < rows:
+            if self.book.open_count or self.desk.algos or self._queue:
+                self.on_tick(window.tick(i))
+                i += 1
+                continue
+            due = min(self._next_pnl, self._next_sample)
+            j = i if self.now >= due else max(i, int(np.searchsorted(ts, due)))
+            if len(barred_rows):
+                crossing = max(i, int(np.searchsorted(ts, self._next_advance)))
+                at = int(np.searchsorted(barred_rows, crossing))
+                if at < len(barred_rows):
+                    j = min(j, int(barred_rows[at]))
+            if j > i:
+                self._take_quiet(window, i, j)
+            if j < rows:
+                self.on_tick(window.tick(j))
+            i = j + 1
+        for held in self._held.values():  # the window's rows the desk was not shown: ticks, for later
+            for name, (seq, tick) in held.items():
+                if isinstance(tick, HeldRow) and tick.window is window:
+                    held[name] = (seq, tick.tick())
+
+    def _take_quiet(self, window: WindowColumns, i: int, j: int) -> None:
+        """Rows ``i`` to ``j`` of the window, none of which can make anything happen: what ``_quiet``
+        does for each, column-wise."""
+        records = self.records
+        first_seq = records.ticks + 1 - i  # a row's place among the run's ticks: first_seq + row
+        records.ticks += j - i
+        if records.first_ms is None:
+            records.first_ms = int(window.ts[i])
+        last_ms = int(window.ts[j - 1])
+        records.last_ms = last_ms
+        if last_ms > self.now:
+            self.now = last_ms
+        present = []  # (first row, last row, instrument, a, b)
+        for instrument in window.instruments:
+            a, b = np.searchsorted(instrument.rows, (i, j))
+            if a < b:
+                present.append((int(instrument.rows[a]), int(instrument.rows[b - 1]), instrument, a, b))
+        unmarked = self._unmarked
+        for _, last, instrument, _, _ in sorted(present, key=lambda p: p[1]):  # in the order of last trades
+            unmarked.pop(instrument.key, None)
+            unmarked[instrument.key] = window.price(last)
+        pieces = []
+        for _, last, instrument, a, b in sorted(present, key=lambda p: p[0]):  # first appearance
+            held = self._held.get(instrument.key)
+            if held is None:
+                held = self._held[instrument.key] = {}
+            held["last"] = (first_seq + last, HeldRow(window, last))
+            for name, quoted in (("bid", instrument.bid_rows), ("ask", instrument.ask_rows)):
+                at = int(np.searchsorted(quoted, j)) - 1
+                if at >= 0 and quoted[at] >= i:
+                    held[name] = (first_seq + int(quoted[at]), HeldRow(window, int(quoted[at])))
+            if instrument.key in self.bar_instruments:
+                for row, piece in bar_pieces(window, instrument, a, b, first_seq, self._grain):
+                    pieces.append((row, instrument.key, piece))
+        if pieces:
+            if self._unbarred:  # ticks before these, in their order
+                self.bars.add_many(self._unbarred)
+                self._unbarred = []
+            pieces.sort(key=lambda p: p[0])  # bars are made in the order their first tick came
+            for _, (venue, symbol), piece in pieces:
+                self.bars.add_summed(venue, symbol, piece, last_ms)
 
     def _quiet(self, tick: MarketTick) -> bool:
         """Take a tick that only moves the books and the bars in progress, and True; or False, with
@@ -520,7 +614,7 @@ class BacktestEngine:
         held, self._held = self._held, {}
         for ticks in held.values():
             for _, tick in sorted({seq: tick for seq, tick in ticks.values()}.items()):
-                self._desk(self.desk.on_tick(tick))
+                self._desk(self.desk.on_tick(tick if isinstance(tick, MarketTick) else tick.tick()))
 
     def _state(self, order: Order) -> None:
         self.records.orders.append(order)

@@ -111,7 +111,11 @@ def run_backtest(settings: Settings, request: BacktestRequest, out_dir: Path) ->
     alt_info, alt_data = _alt_source(settings, engine, request)
     loop_began = time.perf_counter()
     engine.start(source.ticks(before))
-    feed(engine, source.ticks(data), alt_data)
+    if engine.bars_only:  # no strategy hears ticks or data: a window at a time, quiet stretches at once
+        for window in source.windows(data):
+            engine.on_window(window)
+    else:
+        feed(engine, source.ticks(data), alt_data)
     records = engine.finish()
     loop_seconds = time.perf_counter() - loop_began
     warnings = [

@@ -136,6 +136,28 @@ class _Piece:
         self.notional = _WIDE.multiply(price, tick.size)
         self.trades = 1
 
+    @classmethod
+    def summed(
+        cls,
+        open_: tuple[Decimal, int, int],
+        close: tuple[Decimal, int, int],
+        high: Decimal,
+        low: Decimal,
+        volume: Decimal,
+        notional: Decimal,
+        trades: int,
+    ) -> _Piece:
+        """A piece summed up elsewhere (the backtest's column-wise bars): the open and close as (price,
+        event time, stream sequence), the high and low, the exact sums of sizes and of price times size
+        (with the exponents ``Decimal`` addition gives them), and the count of ticks."""
+        piece = cls.__new__(cls)
+        piece.open, piece.open_ts, piece.open_seq = open_
+        piece.close, piece.close_ts, piece.close_seq = close
+        piece.first_seq = piece.open_seq
+        piece.high, piece.low = high, low
+        piece.volume, piece.notional, piece.trades = volume, notional, trades
+        return piece
+
     def add(self, tick: MarketTick, seq: int) -> None:
         price, ts = tick.price, tick.timestamp
         if price > self.high:
@@ -199,6 +221,18 @@ class BarBuilder:
             if key in gone and not self.is_late(tick, arrival_ms):
                 late.append((i, "replayed"))
         return sorted(late)
+
+    def add_summed(self, venue: str, symbol: str, piece: _Piece, arrival_ms: int) -> bool:
+        """Take ticks of one series and one bucket of the grain, none late, summed up beforehand
+        (``_Piece.summed``), the latest arriving at ``arrival_ms``: the same as ``add_many`` of them.
+        False if their bars are final (replayed)."""
+        grain = self.grain
+        start = piece.open_ts - piece.open_ts % grain
+        if piece.close_ts - piece.close_ts % grain != start:
+            raise ValueError("a summed piece must lie in one bucket of the grain")
+        if arrival_ms > self.clock:
+            self.clock = arrival_ms
+        return self._count((venue, symbol, start), piece)
 
     def _pieces(
         self, entries: Sequence[tuple[MarketTick, int, int]]

@@ -312,3 +312,70 @@ def test_a_strategy_that_takes_features_runs_with_a_warning_that_it_gets_none(
     assert json.loads((tmp_path / "run" / "run.json").read_text())["alt_data"] is None
     plain = run_backtest(config(lake_root, [STRATEGIES[1]]), REQUEST, tmp_path / "plain")
     assert plain.warnings == []
+
+
+def gappy_lake(root: str) -> None:
+    """Two venues of BTCUSDT (the strategy hears mock; mock2's ticks only move their own book), prices
+    of varied places, sizes down to 10^-8 and zero, no quote on some ticks, and quiet minutes."""
+    rng = random.Random(11)
+    ticks, now, price = [], T0 - 60_000, Decimal("60000")
+    while now < T0 + 12 * 60_000:
+        now += rng.choice([0, 1, 5, 20, 60]) if rng.random() > 0.0003 else rng.randint(60_000, 150_000)
+        venue = "mock" if rng.random() > 0.2 else "mock2"
+        price += Decimal(rng.randint(-40, 40)).scaleb(-rng.randint(0, 3))
+        quoted = rng.random() > 0.1
+        ticks.append(
+            MarketTick(
+                timestamp=now,
+                exchange="mock",
+                venue=venue,
+                symbol="BTCUSDT",
+                price=price,
+                size=Decimal(rng.randint(0, 2_000)).scaleb(-rng.randint(2, 8)),
+                volume=Decimal(1),
+                bid=price - Decimal("0.5") if quoted else None,
+                ask=price + Decimal("0.5") if quoted else None,
+            )
+        )
+    lake = Lake(Settings(lake_root=root))
+    lake.append(MARKET_TICKS, lake_table(ticks), app_id="test", version=1)
+
+
+@pytest.mark.parametrize("lake", ["walk", "gappy"])
+def test_a_bars_only_run_window_by_window_writes_the_bytes_of_the_tick_by_tick_run(
+    lake: str, lake_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MA crossover (bars only) run a window at a time, quiet stretches column-wise and ticks one
+    by one only while an order works or a latency is pending, and run tick by tick: every file the same
+    to the byte (orders, fills, positions, PnL, equity, bars and ticks counted)."""
+    from trader.backtest.engine import BacktestEngine
+
+    ma = {**STRATEGIES[1], "params": {"fast": "2", "slow": "5", "timeframe": "1s", "quantity": "0.01"}}
+    root, request = lake_root, REQUEST
+    settings = config(root, [ma])
+    if lake == "gappy":
+        root = str(tmp_path / "gappy")
+        gappy_lake(root)
+        request = BacktestRequest(
+            start_ms=T0, end_ms=T0 + 12 * 60_000, equity_interval_ms=10_000, window_rows=700
+        )
+        settings = Settings(
+            lake_root=root,
+            strategy={"strategies": [ma]},
+            exeq={"paper": {"latency_ms": 300}},
+            normalizer={"timeframes": ["1s", "1m", "5m"]},
+        )
+    singles = []
+    on_tick = BacktestEngine.on_tick
+    monkeypatch.setattr(
+        BacktestEngine, "on_tick", lambda self, tick: singles.append(1) or on_tick(self, tick)
+    )
+    fast = run_backtest(settings, request, tmp_path / "fast")
+    monkeypatch.setattr(BacktestEngine, "bars_only", property(lambda self: False))
+    taken = len(singles)
+    slow = run_backtest(settings, request, tmp_path / "slow")
+    assert taken < fast.ticks // 3, "few ticks taken column-wise: nothing compared"
+    assert json.loads((tmp_path / "fast" / "summary.json").read_text())[ma["name"]]["total"]["fills"] > 5
+    for name in FILES:
+        assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "slow" / name).read_bytes(), name
+    assert fast.ticks == slow.ticks
