@@ -39,7 +39,7 @@ from trader.bus.connection import connect_nats
 from trader.messages import ExecutionReport, Order, OrderRequest
 from trader.portfolio import PositionTracker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 STRATEGY = {
     "name": "parity-mm",

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.stack_helpers import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "dashboard"
