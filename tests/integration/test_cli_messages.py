@@ -7,7 +7,6 @@ import asyncio
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -43,14 +42,12 @@ def test_with_the_stack_down_a_command_fails_at_once_saying_run_trader_up(
     tmp_path: Path, command: list[str]
 ) -> None:
     stack = Stack.create(tmp_path)  # its ports: nothing listens there
-    started = time.monotonic()
     result = _trader(stack, *command)
-    took = time.monotonic() - started
     assert result.returncode == 1
+    # One line, no reconnect warnings; that it tries once is tests/unit/bus/test_connect_once.py's.
     assert result.stderr == (
         f"error: cannot reach NATS at {stack.nats_url}: is the stack up? run `trader up`\n"
     )
-    assert took < 10  # generous: no retrying, whatever the machine's load
 
 
 def test_with_the_stack_down_a_query_fails_at_once_in_one_line(tmp_path: Path) -> None:
