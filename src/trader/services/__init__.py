@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from trader.runtime.service import Service
+if TYPE_CHECKING:  # the registry is read by commands that run no service (`trader status`, `up`)
+    from trader.runtime.service import Service
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 from nats.js import JetStreamContext
@@ -17,7 +18,9 @@ from nats.js.kv import KeyValue
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY, ensure_state_bucket
 from trader.messages import TradingState, encode
 from trader.runtime.backoff import Backoff
-from trader.runtime.service import Runtime
+
+if TYPE_CHECKING:  # the CLI reads the switch too and needs none of a service's web stack
+    from trader.runtime.service import Runtime
 
 _decoder = msgspec.json.Decoder(TradingState)
 
