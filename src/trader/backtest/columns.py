@@ -80,7 +80,9 @@ def sum_of(total: int, scale: int, places: int) -> Decimal:
     return Decimal(f"{value}E-{places}") if places else Decimal(value)
 
 
-def _decimals(column: pa.ChunkedArray | pa.Array) -> _Decimals | None:
+def _decimals(column: pa.ChunkedArray | pa.Array, *, places: bool = False) -> _Decimals | None:
+    """The column as integers, or None when it is no decimal128 or a value is beyond 64 bits; with each
+    value's places when ``places`` (else ``places`` is empty)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     kind = array.type
     if not pa.types.is_decimal128(kind) or kind.scale > 18:
@@ -97,19 +99,25 @@ def _decimals(column: pa.ChunkedArray | pa.Array) -> _Decimals | None:
     if not np.array_equal(high, low >> 63):  # a value beyond 64 bits
         return None
     lake_scale = scale = kind.scale
+    divisor = int(np.gcd.reduce(low)) if count else 0  # the trailing zeros every value has: the gcd's
     common = 0
-    while common < scale and not np.any(low % 10 ** (common + 1)):
+    while common < scale and (divisor == 0 or divisor % 10 ** (common + 1) == 0):
         common += 1
     units = low // 10**common if common else low.copy()
     scale -= common
+    if not places:
+        return _Decimals(units, scale, lake_scale, np.empty(0, np.int8), null)
     zeros = np.zeros(count, dtype=np.int8)
     for p in range(1, scale + 1):
-        zeros += units % 10**p == 0
-    places = (scale - zeros).astype(np.int8)
+        divisible = units % 10**p == 0
+        if not divisible.any():
+            break
+        zeros += divisible
+    where = (scale - zeros).astype(np.int8)
     if lake_scale > 6:  # what Arrow writes in scientific notation keeps every place (``decimal_of``)
         small = np.abs(low) < 10 ** (lake_scale - 6)
-        places[small] = lake_scale
-    return _Decimals(units, scale, lake_scale, places, null)
+        where[small] = lake_scale
+    return _Decimals(units, scale, lake_scale, where, null)
 
 
 @dataclass
@@ -148,6 +156,7 @@ class WindowColumns:
         venues, symbols = self._text["venue"][0], self._text["symbol"][0]
         combined = codes[1].astype(np.int64) * max(len(symbols), 1) + codes[2]
         found, inverse = np.unique(combined, return_inverse=True)
+        self.instrument_of = inverse  # each row's index in ``instruments``
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(found) + 1))
         price, size = columns["price"], columns["size"]
@@ -187,7 +196,7 @@ class WindowColumns:
         """The window's columns, or None when its values do not fit the integers they are summed in."""
         columns = {}
         for name in ("price", "size", "volume", "bid", "ask"):
-            decimals = _decimals(table.column(name))
+            decimals = _decimals(table.column(name), places=name in ("price", "size"))
             if decimals is None:
                 return None
             columns[name] = decimals

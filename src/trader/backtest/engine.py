@@ -295,8 +295,11 @@ class BacktestEngine:
                 self.on_tick(tick)
             return
         ts, rows = window.ts, window.rows
-        barred = [i for i in window.instruments if i.key in self.bar_instruments]
-        barred_rows = np.sort(np.concatenate([i.rows for i in barred])) if barred else np.empty(0, np.int64)
+        barred = [n for n, i in enumerate(window.instruments) if i.key in self.bar_instruments]
+        if len(barred) == len(window.instruments):
+            barred_rows = np.arange(rows)
+        else:
+            barred_rows = np.flatnonzero(np.isin(window.instrument_of, barred))
         i = 0
         while i < rows:
             if self.book.open_count or self.desk.algos or self._queue:
