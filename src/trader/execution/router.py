@@ -7,6 +7,12 @@ VenueOrder with its venue on ``exec.order.<venue>``, or a ``rejected`` report), 
 the execution-router service (``trader.services.execution_router``) feeds it and publishes what it
 answers.
 
+Decisions are kept while their order works, and for ``IDS_WINDOW_MS`` after it ended (by the reports'
+own time, before the latest: a repeat of its messages can only come within that), then forgotten: the
+router follows each order's life from EXEC (``follow``: the venue orders and exeq's reports, as exeq's
+desk does, ``trader.execution.desk.Tracked``), so what it holds is the orders working and those of the
+last window, not every order ever routed.
+
 Everything it answers carries ``Trader-Source-Seq``, the EXEC sequence of the route message it answers,
 and a ``Nats-Msg-Id`` from that message's identity: the rebuild after a restart (``remember``) learns
 from the stream which route messages were answered, and a repeated answer is stored once.
@@ -23,9 +29,14 @@ import msgspec
 from trader.bus.publish import Outgoing
 from trader.bus.streams import SOURCE_SEQ, exec_order_subject, exec_report_subject
 from trader.config import Settings
+from trader.execution.desk import Tracked
 from trader.execution.routing import Routing, RoutingError, Touch, VenueQuote
 from trader.execution.venues.base import report_about
-from trader.messages import MarketTick, Side, VenueOrder, encode
+from trader.messages import ExecutionReport, MarketTick, Side, VenueOrder, encode
+from trader.trading.retention import IDS_WINDOW_MS, Ended
+
+_venue_order = msgspec.json.Decoder(VenueOrder)
+_report = msgspec.json.Decoder(ExecutionReport)
 
 ROUTER_VENUE = "router"  # the report subject of a rejection that names no venue
 
@@ -61,6 +72,9 @@ class Router:
     decisions: dict[str, str] = field(default_factory=dict)  # client_order_id -> venue
     by_venue: dict[tuple[str, str], _Touch] = field(default_factory=dict)  # (quote venue, symbol)
     routing: Routing = field(init=False)
+    orders: dict[str, Tracked] = field(default_factory=dict)  # client_order_id -> its life in EXEC
+    ended: Ended[str] = field(default_factory=Ended)  # the orders followed that ended, by when
+    latest_ms: int = 0  # the latest report's time followed
 
     def __post_init__(self) -> None:
         self.routing = Routing.of(self.settings)
@@ -79,6 +93,36 @@ class Router:
         """An order this router published (seen again on a replay)."""
         if order.action == "new" and order.venue:
             self.decisions.setdefault(order.client_order_id, order.venue)
+
+    def follow(self, subject: str, data: bytes) -> None:
+        """A venue order or report stored in EXEC (the router's answers, the oms's orders straight to a
+        venue, exeq's reports): each order followed from its ``new`` to its end, and its decision
+        forgotten once it ended ``IDS_WINDOW_MS`` before the latest report (what cannot be decoded is
+        passed over: it is not about an order the router follows)."""
+        try:
+            if subject.startswith("exec.order."):
+                order = _venue_order.decode(data)
+                if order.action == "new":
+                    self.orders.setdefault(order.client_order_id, Tracked(order))
+                elif order.action == "replace" and (known := self.orders.get(order.client_order_id)):
+                    known.replace = order  # its answer, replaced or rejected, follows
+            elif subject.startswith("exec.report."):
+                self._follow_report(_report.decode(data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+
+    def _follow_report(self, report: ExecutionReport) -> None:
+        tracked = self.orders.get(report.client_order_id)
+        if tracked is None:
+            return
+        ended = tracked.ended
+        tracked.apply(report)
+        self.latest_ms = max(self.latest_ms, report.timestamp)
+        if tracked.ended and not ended:
+            self.ended.add(report.client_order_id, report.timestamp)
+        for client_order_id in self.ended.take(self.latest_ms - IDS_WINDOW_MS):
+            self.orders.pop(client_order_id, None)
+            self.decisions.pop(client_order_id, None)
 
     @staticmethod
     def source_seq(headers: dict[str, str]) -> int | None:

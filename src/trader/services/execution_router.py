@@ -12,8 +12,10 @@ The choice is ``trader.execution.routing.Routing.choose`` (the engine: ``trader.
 
 Inputs (``trader.runtime.intake``): ``exec.>`` of EXEC in mode HISTORY (the route messages, and the
 answers to them in the stream: what the router published); ``market.tick.>`` in mode LATEST.
-State: the routing decision of every order (client_order_id -> venue) and the route messages not yet
-answered, snapshotted (key ``execution-router``) with the EXEC sequence it covers.
+State: the routing decision of every order working, and of those that ended in the last two hours of
+the reports' time (client_order_id -> venue; the router follows each order's life in EXEC:
+``Router.follow``), and the route messages not yet answered, snapshotted (key ``execution-router``)
+with the EXEC sequence it covers.
 
 Restart: the state is the latest snapshot's (none, corrupt or of another schema version: empty), then
 the EXEC messages after it are applied without publishing: a routed ``exec.order`` gives its decision,
@@ -34,19 +36,23 @@ import msgspec
 
 from trader.bus.publish import Outgoing
 from trader.bus.read import decode_message
+from trader.execution.desk import Tracked
 from trader.execution.router import Router
 from trader.marketdata.decode import decode_tick
 from trader.messages import MarketTick, VenueOrder
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
 from trader.runtime.snapshots import Snapshotting
+from trader.trading.retention import Ended
 
 EXEC_INPUT = Input("EXEC", "exec.>", bytes, Mode.HISTORY, decode=bytes)
 TICKS_INPUT = Input(
     "MARKET_TICKS", "market.tick.>", MarketTick, Mode.LATEST, name="ticks", decode=decode_tick
 )
 
-STATE_VERSION = 1  # of RouterState: a snapshot of another version is not read
+# Of RouterState: a snapshot of another version is not read. 2: the orders followed, so that
+# decisions are kept while their order works and a window after, not for ever.
+STATE_VERSION = 2
 SNAPSHOT_EVERY_MESSAGES = 10_000
 SNAPSHOT_EVERY_S = 60.0
 
@@ -58,11 +64,21 @@ class Unanswered(msgspec.Struct, frozen=True):
     order: VenueOrder
 
 
+class Followed(msgspec.Struct, frozen=True, array_like=True):
+    client_order_id: str
+    tracked: Tracked
+
+
 class RouterState(msgspec.Struct, frozen=True):
-    """What the router knows: every decision, and the route messages seen whose answer is not."""
+    """What the router knows: the decisions of the orders working and of those that ended in the last
+    window, the route messages seen whose answer is not, and the orders followed (``Router.follow``)
+    with when those that ended did."""
 
     decisions: dict[str, str]
     unanswered: list[Unanswered]
+    orders: list[Followed] = []
+    ended: list[tuple[str, int]] = []
+    latest_ms: int = 0
 
 
 class RouterIntake:
@@ -75,13 +91,25 @@ class RouterIntake:
 
     def state(self) -> RouterState:
         unanswered = [Unanswered(seq, order) for seq, order in self.unanswered.items()]
-        return RouterState(dict(self.router.decisions), unanswered)
+        router = self.router
+        return RouterState(
+            dict(router.decisions),
+            unanswered,
+            [Followed(coid, msgspec.structs.replace(t)) for coid, t in router.orders.items()],
+            router.ended.items(),
+            router.latest_ms,
+        )
 
     def restore(self, state: RouterState) -> None:
-        self.router.decisions = dict(state.decisions)
+        router = self.router
+        router.decisions = state.decisions  # the snapshot's, not copied: it is not kept
         self.unanswered = {u.seq: u.order for u in state.unanswered}
+        router.orders = {followed.client_order_id: followed.tracked for followed in state.orders}
+        router.ended = Ended(state.ended)
+        router.latest_ms = state.latest_ms
 
     def take(self, received: Received[bytes]) -> list[Outgoing]:
+        self.router.follow(received.subject, received.data)  # the orders' lives, replayed or live
         if self.exec is not None and received.seq <= self.exec.replay_to:  # stored before this start
             self._replayed(received)
             return []

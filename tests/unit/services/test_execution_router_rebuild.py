@@ -16,9 +16,10 @@ from trader.bus.publish import Outgoing
 from trader.bus.read import Stored
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.execution.router import Router
-from trader.messages import MarketTick, VenueOrder, encode
+from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
 from trader.runtime.intake import Received
 from trader.services.execution_router import RouterIntake, RouterState
+from trader.trading.retention import IDS_WINDOW_MS
 
 SETTINGS = Settings(
     routing=RoutingSettings(venues={"*": ["cheap", "pricey"]}),
@@ -169,3 +170,66 @@ def _run(coroutine: Any) -> Any:
     import asyncio
 
     return asyncio.run(coroutine)
+
+
+def _report(cid: str, kind: str, at: int, quantity: str = "0") -> bytes:
+    return encode(
+        ExecutionReport(
+            exec_id=f"cheap:{cid}:{kind}",
+            kind=kind,  # type: ignore[arg-type]
+            client_order_id=cid,
+            strategy="s1",
+            account="acc",
+            venue="cheap",
+            symbol="BTCUSDT",
+            side="buy",
+            last_quantity=D(quantity),
+            last_price=D(100) if kind == "fill" else None,
+            timestamp=at,
+        )
+    )
+
+
+def test_a_decision_is_kept_while_its_order_works_and_a_window_after_it_ended() -> None:
+    t0 = 1_732_406_400_000
+    stream, live = Stream(), reading()
+    for cid in ("filled", "canceled", "working"):
+        stored = stream.append("exec.route.BTCUSDT", encode(route_message("new", cid)))
+        stream.store(live.take(Received(stored, stored.data)))
+        feed(live, stream.messages[-1:])  # its answer, read back
+    events = [
+        ("filled", "accepted", t0, "0"),
+        ("filled", "fill", t0, "1"),  # all of it: ended at t0
+        ("canceled", "canceled", t0 + 10, "0"),
+        ("working", "accepted", t0 + 20, "0"),
+    ]
+    for cid, kind, at, quantity in events:
+        stream.append("exec.report.cheap", _report(cid, kind, at, quantity))
+    feed(live, stream.messages[-len(events) :])
+    assert set(live.router.decisions) == {"filled", "canceled", "working"}
+    # Reports of another order, past the window: the ended ones' decisions go, the working one's stays.
+    stored = stream.append("exec.route.BTCUSDT", encode(route_message("new", "later")))
+    stream.store(live.take(Received(stored, stored.data)))
+    feed(live, stream.messages[-1:])
+    stream.append("exec.report.cheap", _report("later", "accepted", t0 + IDS_WINDOW_MS + 5))
+    feed(live, stream.messages[-1:])
+    assert set(live.router.decisions) == {"canceled", "working", "later"}  # canceled at t0 + 10
+    stream.append("exec.report.cheap", _report("later", "accepted", t0 + IDS_WINDOW_MS + 11))
+    feed(live, stream.messages[-1:])
+    assert set(live.router.decisions) == {"working", "later"}
+    # A cancel of the working order, however old, still goes where it went.
+    cancel = stream.append("exec.route.BTCUSDT", encode(route_message("cancel", "working")))
+    (answer,) = live.take(Received(cancel, cancel.data))
+    assert answer.subject == "exec.order.cheap"
+    # And a replay of the whole stream, or a snapshot at any point plus the rest, holds the same.
+    end = len(stream.messages)
+    full = reading(replay_to=end)
+    feed(full, stream.messages)
+    assert set(full.router.decisions) == {"working", "later"}
+    for point in range(end + 1):
+        first = reading(replay_to=end)
+        feed(first, stream.messages[:point])
+        restored = reading(replay_to=end)
+        restored.restore(msgspec.json.decode(msgspec.json.encode(first.state()), type=RouterState))
+        feed(restored, stream.messages[point:])
+        assert restored.state() == full.state(), point
