@@ -302,8 +302,9 @@ def _retention(kept: str, stream: str) -> Any:
     return Field(
         default=3600,
         ge=0,
-        description=f"an order that ended is held in memory this long, then only {kept} for as long "
-        f"again (a repeat stays a repeat), then nothing ({stream} keeps it for ever); 0: held for ever",
+        description=f"an order that ended is held in memory this long, then only {kept} until two hours "
+        f"after it ended, or this long again if longer (a repeat stays a repeat), then nothing ({stream} "
+        "keeps it for ever); 0: held for ever",
     )
 
 

@@ -12,7 +12,7 @@ checkpoints past it), for each history size in turn, each on a history of its ow
    report in ``Trader-Exec-Id``), on EXEC the venue order and two reports, accepted and a fill
    (``paper:<id>:1``, ``:2``, numbered as exeq numbers them). Orders are one ``spacing_ms`` apart in
    time, the last one now: at the default second, an hour holds 3,600 of them and the rest are older
-   than the services' retention of ended orders (an hour by default, and their ids an hour more), as
+   than the services' retention of ended orders (an hour by default, their ids two), as
    on a stack that has traded at that pace for as long as the history lasts;
 2. the work checkpoints of the oms's and risk's work inputs (``intake.<service>.<input>``) set to the
    streams' ends: that work was done, as if the services had taken the history live;

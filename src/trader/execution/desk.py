@@ -50,7 +50,8 @@ Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago
 leaves memory, here and in its adapter (paper, ccxt), after the restore and then a few at a time on
 the algos' clock; its key and exec id counter stay, so a repeated order is still a repeat and anything
 published later about it is numbered after what was (a cancel for it: "unknown order", as a venue says
-of old orders), for as long again (``drop_forgotten``), then they go too. A child is kept while its
+of old orders), until two hours after it ended or a retention more if longer (``drop_forgotten``),
+then they go too. A child is kept while its
 algo works."""
 
 from __future__ import annotations

@@ -32,11 +32,12 @@ offered again for ``UNKNOWN_ORDER_FOR_S`` seconds (``NotYet``), then dead-letter
 Orders that ended more than ``oms.closed_order_retention_s`` ago (an hour by default) leave memory, at
 start and then a few after every batch: only their ids and their reports' exec ids stay, so a repeated
 request or report is still a repeat; a cancel for one is a late request, a new report for one a dead
-letter (news of an order ended long ago, for an operator to look at). Those ids go too once the order
-ended twice the retention ago (``OrderBook.drop_forgotten``): a repeat is a second stored copy of a
+letter (news of an order ended long ago, for an operator to look at). Those ids go too two hours after the
+order ended, or a retention after it left memory if that is longer (``OrderBook.drop_forgotten``,
+``trader.trading.retention.ids_cutoff``): a repeat is a second stored copy of a
 message, which only a publisher retrying past JetStream's duplicate window (``stream_duplicate_window_s``,
 2 minutes) can store, while the server is unreachable (the work inputs' redeliveries come within
-seconds, from their checkpoints); an hour, and an hour more for the ids, bounds that with room to spare.
+seconds, from their checkpoints); an hour, and two for the ids, bounds that with room to spare.
 So the book and its snapshot hold the orders open, those that ended in the last hour and the ids of the
 hour before, whatever the length of the history. The ORDERS stream keeps them all (``trader orders --all``).
 Kill switch: when the state turns ``halted``, every open order is canceled at once, and a replace approved

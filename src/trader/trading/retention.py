@@ -1,9 +1,10 @@
 """Forgetting ended orders after a retention, so that what the oms and exeq hold follows a recent window.
 
 An ended order changes no more. A service keeps it a while (late events about it are still recognised),
-then only its identity, so that a repeat stays a repeat, for as long again (``ids_cutoff_ms``: a repeat
-is a second stored copy of a message, which a publisher retrying past JetStream's duplicate window can
-store, minutes after the first, never hours), then nothing; the streams keep everything. ``Ended`` holds the
+then only its identity, so that a repeat stays a repeat, until ``IDS_WINDOW_MS`` after it ended (or a
+retention after it left memory, if longer: ``ids_cutoff``; a repeat is a second stored copy of a
+message, which a publisher retrying past JetStream's duplicate window can store, minutes after the
+first, never hours), then nothing; the streams keep everything. ``Ended`` holds the
 ended ones in the order they ended; ``Forgetting`` is a service's side of it: the cutoff from its
 retention setting, a few at a time (a pass over thousands would stall the order path), and a log line
 at most once a minute.
@@ -20,8 +21,8 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 
 FORGET_BATCH = 200  # ended orders a service forgets at a time, at most
-# How long, in the fills' and orders' own time, ptrc and the strategies keep the exec ids of fills and
-# the ids of settled orders: what the oms keeps with its default retention (an hour, and an hour more).
+# How long after a record ended its ids are kept (the oms's and exeq's forgotten ids, by the wall clock;
+# ptrc's, the strategies' and the router's, by the fills', orders' and reports' own time).
 IDS_WINDOW_MS = 2 * 3600 * 1000
 LOG_INTERVAL_S = 60.0
 
@@ -85,10 +86,14 @@ class Ended(Generic[K]):
 
 
 def ids_cutoff(cutoff_ms: int | None, retention_s: float) -> int | None:
-    """Ids of records that ended before this are dropped: a retention before ``cutoff_ms``."""
+    """Ids of records that ended before this are dropped (``cutoff_ms``: what ended before it leaves
+    memory, a retention ago): ``IDS_WINDOW_MS`` after they ended, or a retention after they left memory
+    when that is longer. The window is the bus's (how late a copy of a message can be stored), not the
+    retention's: a short retention keeps the ids as long."""
     if cutoff_ms is None or not retention_s:
         return None
-    return cutoff_ms - int(retention_s * 1000)
+    retention_ms = int(retention_s * 1000)
+    return cutoff_ms - max(retention_ms, IDS_WINDOW_MS - retention_ms)
 
 
 class Forgetting:

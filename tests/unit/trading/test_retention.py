@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trader.trading.retention import Ended, Forgetting
+from trader.trading.retention import IDS_WINDOW_MS, Ended, Forgetting, ids_cutoff
 
 
 def test_ended_keys_are_taken_oldest_first_before_the_cutoff_a_few_at_a_time() -> None:
@@ -47,3 +47,13 @@ def test_a_retention_of_zero_forgets_nothing() -> None:
     forgetting = Forgetting(0, lambda cutoff, limit: 1 // 0, lambda: 0, Log(), "test.forgot")
     assert forgetting.cutoff_ms() is None
     forgetting()  # does not call forget
+
+
+def test_ids_are_kept_for_the_window_after_an_end_or_a_retention_more_if_longer() -> None:
+    now = 10**13
+    for retention_s in (5, 3600, 86_400):
+        cutoff = now - retention_s * 1000  # what ended before it leaves memory
+        kept_ms = now - (ids_cutoff(cutoff, retention_s) or 0)
+        assert kept_ms == max(IDS_WINDOW_MS, 2 * retention_s * 1000)
+    assert ids_cutoff(None, 5) is None
+    assert ids_cutoff(now, 0) is None  # a retention of 0: nothing is forgotten, ids neither
