@@ -1,3 +1,3 @@
-from trader.cli.main import main
+from trader.cli.entry import main
 
 main()

@@ -469,21 +469,9 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @service_app.command("run")
 def service_run(name: str) -> None:
     """Run service NAME in the foreground (the supervisor runs each service this way)."""
-    from trader.runtime.service import run_service
-    from trader.services import REGISTRY, load_service
+    from trader.cli.service import run
 
-    if name not in REGISTRY:
-        err.print(f"[red]error:[/] unknown service {name!r}; known: {', '.join(sorted(REGISTRY))}")
-        raise typer.Exit(2)
-    spec = REGISTRY[name]
-    code = run_service(
-        name,
-        load_service(name),
-        _settings(),
-        port_field=spec.port_field,
-        metrics_port_field=spec.metrics_port_field,
-    )
-    raise typer.Exit(code)
+    raise typer.Exit(run(name))
 
 
 def main() -> None:
