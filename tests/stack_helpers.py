@@ -22,13 +22,26 @@ from trader.stack.probes import port_is_free
 PORT_RANGE = (21000, 32000)
 
 
+def worker_port_range() -> tuple[int, int]:
+    """This pytest-xdist worker's share of PORT_RANGE (all of it in one process): a port is checked free
+    when a stack is made, and another worker's stack made meanwhile must not pick it before it binds."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count:
+        return PORT_RANGE
+    low, high = PORT_RANGE
+    share = (high - low) // int(count)
+    start = low + int(worker.removeprefix("gw")) * share
+    return start, start + share
+
+
 def free_port_map() -> dict[str, int]:
     rng = random.Random()
+    port_range = worker_port_range()
     taken: set[int] = set()
     ports: dict[str, int] = {}
     for name in PortMap.model_fields:
         while True:
-            port = rng.randrange(*PORT_RANGE)
+            port = rng.randrange(*port_range)
             if port not in taken and port_is_free(port):
                 break
         taken.add(port)

@@ -144,7 +144,7 @@ async def stored(js: JetStreamContext, stream: str, prefix: str) -> list[tuple[s
     """Every message of ``stream`` whose subject starts with ``prefix``, in order."""
     state = (await js.stream_info(stream)).state
     out = []
-    for seq in range(state.first_seq, state.last_seq + 1):
+    for seq in range(max(state.first_seq, 1), state.last_seq + 1):  # a stream never written: 0, 0
         try:
             msg = await js.get_msg(stream, seq)
         except NotFoundError:
