@@ -588,7 +588,7 @@ class ExecutionDesk:
             if algo is not None:
                 algo.cancel(order.timestamp)  # the children's cancels are in the stream
             return
-        if key in self.orders:
+        if key in self.orders or key in self._forgotten:  # a repeat, as the live path judges it
             return
         self._track(order)
         if order.algo is not None:
