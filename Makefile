@@ -22,9 +22,9 @@ status: install
 	$(BIN)/trader status
 
 # Test files run on PYTEST_WORKERS processes (a file's tests stay on one, with its stack; 0 runs them in
-# this process, one after another). The stack tests mostly wait, so two workers on two cores take the
-# suite from about 25 to 18 minutes; a file marked `alone` (the backtest parity, the browser) has the
-# machine to itself meanwhile (tests/conftest.py).
+# this process, one after another). The stack tests mostly wait, so two workers on two cores took the
+# suite from 25m15s to 19m40s (clean clones, 2026-12-03); a file marked `alone` (the backtest parity,
+# the browser) has the machine to itself meanwhile (tests/conftest.py).
 PYTEST_WORKERS ?= 2
 
 test: lint ## the whole suite, against real NATS, SeaweedFS and QuestDB that the tests start
