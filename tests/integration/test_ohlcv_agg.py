@@ -291,12 +291,15 @@ def test_sigkill_under_load_loses_and_doubles_nothing(stack: Stack) -> None:
     while _pid(stack, "ohlcv-agg") in killed:  # restarted by the supervisor
         assert time.monotonic() < deadline, "ohlcv-agg was not restarted"
         time.sleep(0.5)
+
     # Each restart resumed from a snapshot (not from the start of the stream) and replayed the rest.
-    starts = [
-        msgspec.json.decode(line)
-        for line in (stack.data_dir / "logs" / "ohlcv-agg.log").read_text().splitlines()
-        if '"intake.started"' in line
-    ]
+    # A restarted process logs its intake's start once it has loaded (seconds on a loaded machine).
+    def intake_starts() -> list[dict]:
+        log = (stack.data_dir / "logs" / "ohlcv-agg.log").read_text()
+        return [msgspec.json.decode(line) for line in log.splitlines() if '"intake.started"' in line]
+
+    while len(starts := intake_starts()) < 1 + len(killed) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert len(starts) >= 1 + len(killed)
     assert [s["snapshot_problem"] for s in starts[-len(killed) :]] == [None] * len(killed)
     assert all(s["start_seq"] > 1 for s in starts[-len(killed) :])
