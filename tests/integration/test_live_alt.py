@@ -94,7 +94,7 @@ def _expected(exchanges: dict[str, FakeAltExchange]) -> dict[str, Decimal]:
     """Each venue's expectations, liquidation identities with their numbers as the lake gives them back."""
     wanted: dict[str, Decimal] = {}
     for exchange in exchanges.values():
-        for msg_id, value in exchange.expected.items():
+        for msg_id, value in dict(exchange.expected).items():  # its thread adds polls meanwhile
             parts = msg_id.split(":")
             if parts[1] == "liquidation":
                 parts[5], parts[6] = str(Decimal(parts[5]).normalize()), str(Decimal(parts[6]).normalize())
