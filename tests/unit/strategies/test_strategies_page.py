@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from trader.config import PortMap, Settings
 from trader.strategies import build_runner
@@ -153,11 +154,13 @@ def test_the_test_commands_run_as_the_page_says(tmp_path: Path) -> None:
 
 
 def trader_help(*words: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "trader", *words, "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, f"trader {' '.join(words)}: {result.stderr}"
-    return result.stdout
+    """``trader WORDS --help``, run in this process by the command line's own app (``trader`` is
+    ``trader.cli.main.app``): a process per command would import it anew each time, seconds each."""
+    from trader.cli.main import app
+
+    result = CliRunner().invoke(app, [*words, "--help"], prog_name="trader")
+    assert result.exit_code == 0, f"trader {' '.join(words)}: {result.output}"
+    return result.output
 
 
 def check_trader_command(argv: list[str]) -> None:
