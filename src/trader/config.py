@@ -298,7 +298,7 @@ class VenueConfig(CcxtVenueSettings):
 
 def _retention(kept: str, stream: str) -> Any:
     """How long an ended order stays in a service's memory (an hour by default; 0: for ever): the window
-    in which a repeat of its messages can still be stored, with room to spare (trader.trading.retention)."""
+    in which a repeat of its messages can still be stored, with room to spare (trader.orders.retention)."""
     return Field(
         default=3600,
         ge=0,

@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from tests.stack_helpers import Stack, nats_only
 from trader.bus.connection import connect_nats
 from trader.bus.read import Stored, replay_messages
-from trader.bus.streams import STATE_BUCKET, ensure_streams
+from trader.bus.streams import EXEC_ID_HEADER, STATE_BUCKET, ensure_streams
 from trader.messages import ExecutionReport, Order, OrderRequest, PnlSnapshot, RiskDecision, encode
 from trader.orders import OrderBook
 from trader.orders.book import BookState
@@ -36,7 +36,6 @@ from trader.runtime import pauses
 from trader.runtime.snapshots import KEY_PREFIX, SnapshotStore
 from trader.services.oms import STATE_VERSION
 from trader.services.risk import LEGACY_POST_TRADE_KEY
-from trader.trading.orders import EXEC_ID_HEADER
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from tests.stack_helpers import RestartableNats
 from trader.bus.connection import connect_nats
 from trader.bus.publish import Outgoing
 from trader.bus.read import replay_messages
-from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
+from trader.bus.streams import EXEC_ID_HEADER, STATE_BUCKET, ensure_state_bucket
 from trader.config import Settings
 from trader.messages import ExecutionReport, Order, OrderRequest, RiskDecision, encode
 from trader.orders import OrderBook
@@ -26,7 +26,6 @@ from trader.runtime.intake import checkpoint_key
 from trader.runtime.service import Runtime
 from trader.runtime.snapshots import KEY_PREFIX
 from trader.services.oms import Oms
-from trader.trading.orders import EXEC_ID_HEADER
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from tests.stack_helpers import free_port_map, wait_listening
 from trader.bus.connection import connect_nats
 from trader.bus.publish import Outgoing, publish_batch
 from trader.bus.streams import ensure_streams, history_room, order_submit_subject, tick_subject
+from trader.bus.trading_switch import read_state, state_bucket, write_state
 from trader.config import Settings
 from trader.messages import TradingState
+from trader.services.risk import check_history_room
 from trader.stack.nats import NatsServer
-from trader.trading.state import read_state, state_bucket, write_state
-from trader.trading.storage import check_history_room
 
 pytestmark = pytest.mark.integration
 

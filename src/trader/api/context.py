@@ -62,7 +62,7 @@ class ApiContext:
         detail: str | None = None,
     ) -> OperatorAction:
         """Record what an operator did (who by the token's name), on the OPERATOR stream."""
-        from trader.trading.actions import now_ms
+        from trader.control.actions import now_ms
 
         recorded = OperatorAction(
             action_id=f"{action}-{now_ms()}-{secrets.token_hex(4)}",

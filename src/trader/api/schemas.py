@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from trader.control.actions import new_client_order_id, now_ms, order_type
 from trader.messages import OrderRequest
 from trader.risk.checks import MANUAL_STRATEGY
-from trader.trading.actions import new_client_order_id, now_ms, order_type
 
 TOKEN = r"^[A-Za-z0-9_-]{1,64}$"  # a subject token: strategy, venue, account
 SYMBOL = r"^[A-Za-z0-9_-]{1,32}$"

@@ -52,6 +52,7 @@ from trader.bench.trading import STRATEGY, service_env
 from trader.bus.connection import connect_nats
 from trader.bus.publish import Outgoing, publish_batch
 from trader.bus.streams import (
+    EXEC_ID_HEADER,
     STATE_BUCKET,
     ensure_state_bucket,
     ensure_streams,
@@ -76,7 +77,6 @@ from trader.runtime.intake import checkpoint_key
 from trader.runtime.snapshots import KEY_PREFIX, OBJECT_BUCKET, Entry, InObjectStore, Record, decompress
 from trader.services import REGISTRY
 from trader.stack.state import read_state
-from trader.trading.orders import EXEC_ID_HEADER
 
 SERVICES = ("oms", "exeq", "execution-router", "ptrc", "strategy", "risk")
 # The work inputs whose checkpoints the benchmark moves past the history it writes: (service, input,

@@ -69,13 +69,13 @@ from trader.bus.streams import (
     order_submit_subject,
     tick_subject,
 )
+from trader.bus.trading_switch import read_state as read_trading_state
+from trader.bus.trading_switch import state_bucket
 from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.config import Settings
 from trader.messages import MarketTick, encode
 from trader.services import REGISTRY
 from trader.stack.state import read_state
-from trader.trading.state import read_state as read_trading_state
-from trader.trading.state import state_bucket
 
 SLICE_S = 10  # the window's latency is also given per this many seconds
 SERVICES = ("strategy", "risk", "oms", "execution-router", "exeq", "ptrc")

@@ -115,6 +115,14 @@ def history_room(settings: Settings) -> int:
     return settings.jetstream_max_file_store_bytes - budgets
 
 
+async def history_bytes(js: JetStreamContext) -> int:
+    """The bytes the trading history's streams hold now (against ``history_room``)."""
+    used = 0
+    for name in HISTORY_STREAMS:
+        used += (await js.stream_info(name)).state.bytes or 0
+    return used
+
+
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
     def norm(cfg: StreamConfig) -> tuple[object, ...]:
         return (
@@ -245,6 +253,10 @@ def order_state_subject(strategy: str) -> str:
     return f"order.state.{strategy}"
 
 
+# Every order's state (``order_state_subject`` of every strategy): the orders view, risk's open orders.
+ALL_ORDER_STATES = "order.state.>"
+
+
 def exec_route_subject(strategy: str) -> str:
     """VenueOrder with the venue still to choose (empty) or fixed: oms -> execution-router."""
     return f"exec.route.{strategy}"
@@ -301,6 +313,9 @@ def operator_action_subject(action: str) -> str:
 # Header on what the router publishes: the EXEC stream sequence of the route message it answers, so that a
 # restarted router knows where it stopped from the stream alone.
 SOURCE_SEQ = "Trader-Source-Seq"
+
+# Header on an order state the oms published: the id of the execution report that made it.
+EXEC_ID_HEADER = "Trader-Exec-Id"
 
 # Keys of the shared trading state in the STATE_BUCKET key-value store.
 TRADING_STATE_KEY = "trading.state"  # TradingState: active, reduce_only or halted

@@ -409,7 +409,7 @@ def streams(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from trader.bus.connection import NatsUnreachable, connect_once
     from trader.bus.streams import HISTORY_STREAMS, STREAMS, ensure_streams, history_room, stream_max_bytes
     from trader.cli.connect import CLIENT_NAME, unreachable
-    from trader.trading.storage import WARN_SHARE, HistoryUse
+    from trader.risk.history_room import WARN_SHARE, HistoryUse
 
     settings = _settings()
 

@@ -29,6 +29,15 @@ from nats.js.api import DeliverPolicy
 
 from trader.cli.connect import run_on_nats
 from trader.cli.format import JsonOpt, err, fail, print_rows
+from trader.control.actions import (
+    cancel_msg_id,
+    cancel_request,
+    new_client_order_id,
+    order_type,
+    set_trading_state,
+    submit_msg_id,
+    switch_state,
+)
 from trader.messages import (
     TERMINAL_STATUSES,
     Order,
@@ -39,15 +48,6 @@ from trader.messages import (
     encode,
 )
 from trader.risk.checks import MANUAL_STRATEGY
-from trader.trading.actions import (
-    cancel_msg_id,
-    cancel_request,
-    new_client_order_id,
-    order_type,
-    set_trading_state,
-    submit_msg_id,
-    switch_state,
-)
 
 ORDER_COLUMNS = [
     "client_order_id",
@@ -125,10 +125,10 @@ async def _latest(nc: NATS, stream: str, subject: str, kind: type[T]) -> list[T]
 
 async def _orders(nc: NATS, strategy: str | None) -> dict[str, Order]:
     """The latest state of every order (of one strategy), from the ORDERS stream."""
-    from trader.bus.streams import order_state_subject
-    from trader.trading.orders import ALL_STATES, read_orders
+    from trader.bus.streams import ALL_ORDER_STATES, order_state_subject
+    from trader.control.orders import read_orders
 
-    subject = order_state_subject(strategy) if strategy else ALL_STATES
+    subject = order_state_subject(strategy) if strategy else ALL_ORDER_STATES
     history = await read_orders(nc.jetstream(), subject)
     if history.undecodable:
         err.print(f"[yellow]{history.undecodable} order state message(s) could not be decoded[/]")
@@ -328,10 +328,10 @@ def cancel_exit_code(state: Order) -> int:
 
 
 async def known_symbols(nc: NATS) -> list[str]:
-    """The symbols with market data (``trader.trading.actions.known_symbols``)."""
+    """The symbols with market data (``trader.control.actions.known_symbols``)."""
     from nats.js.errors import NotFoundError
 
-    from trader.trading.actions import known_symbols as symbols_with_data
+    from trader.control.actions import known_symbols as symbols_with_data
 
     try:
         return await symbols_with_data(nc.jetstream())

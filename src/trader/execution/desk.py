@@ -69,7 +69,7 @@ from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
 from trader.execution.venues import VenueAdapter
 from trader.execution.venues.base import report_about
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
-from trader.trading.retention import Ended
+from trader.orders.retention import Ended
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)
@@ -276,7 +276,7 @@ class ExecutionDesk:
     def drop_forgotten(self, ended_before_ms: int, limit: int | None = None) -> int:
         """Drop the keys and exec id counters of the forgotten venue orders that ended before
         ``ended_before_ms``: past the window in which a repeat of their order can still be stored (see
-        ``trader.trading.retention``), nothing of them is held. At most ``limit`` at a time."""
+        ``trader.orders.retention``), nothing of them is held. At most ``limit`` at a time."""
         dropped = 0
         for key in self._forgotten_at.take(ended_before_ms, limit):
             self._forgotten.discard(key)

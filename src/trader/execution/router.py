@@ -33,7 +33,7 @@ from trader.execution.desk import Tracked
 from trader.execution.routing import Routing, RoutingError, Touch, VenueQuote
 from trader.execution.venues.base import report_about
 from trader.messages import ExecutionReport, MarketTick, Side, VenueOrder, encode
-from trader.trading.retention import IDS_WINDOW_MS, Ended
+from trader.orders.retention import IDS_WINDOW_MS, Ended
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)

@@ -19,7 +19,7 @@ from trader.messages import (
     RiskDecision,
 )
 from trader.orders import state
-from trader.trading.retention import Ended
+from trader.orders.retention import Ended
 
 
 class DuplicateOrderId(ValueError):

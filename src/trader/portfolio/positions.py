@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from trader.messages import ExecutionReport, Position
+from trader.orders.retention import Ended
 from trader.orders.state import weighted_average
-from trader.trading.retention import Ended
 
 PositionKey = tuple[str, str, str]  # account, venue, symbol
 StrategyPositionKey = tuple[str, str, str, str]  # strategy, account, venue, symbol
@@ -96,7 +96,7 @@ class PositionTracker:
     a snapshot plus the fills after it keeps what a replay of them all keeps); a repeat of a fill older
     than that is not told from a new one. A repeat is a second stored copy of a report, which a
     publisher retrying past JetStream's duplicate window can store minutes after the first, never
-    hours (see ``trader.trading.retention``). None: every exec id is kept."""
+    hours (see ``trader.orders.retention``). None: every exec id is kept."""
 
     def __init__(self, exec_id_window_ms: int | None = None) -> None:
         self._net: dict[PositionKey, Position] = {}

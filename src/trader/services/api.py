@@ -38,6 +38,7 @@ from trader.api.auth import (
 from trader.api.context import ApiContext
 from trader.bus.publish import Outgoing
 from trader.bus.streams import operator_action_subject
+from trader.bus.trading_switch import state_bucket
 from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.messages import (
     Bar,
@@ -53,7 +54,7 @@ from trader.messages import (
 from trader.runtime.health import Problem
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
-from trader.trading.state import follow_state, state_bucket
+from trader.runtime.trading_switch import follow_state
 
 ORDERS_INPUT = Input("ORDERS", "order.state.>", Order, Mode.HISTORY, name="api-orders")
 REPORTS_INPUT = Input("EXEC", "exec.report.>", ExecutionReport, Mode.HISTORY, name="api-reports")

@@ -40,10 +40,10 @@ from trader.execution.desk import Tracked
 from trader.execution.router import Router
 from trader.marketdata.decode import decode_tick
 from trader.messages import MarketTick, VenueOrder
+from trader.orders.retention import Ended
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
 from trader.runtime.snapshots import Snapshotting
-from trader.trading.retention import Ended
 
 EXEC_INPUT = Input("EXEC", "exec.>", bytes, Mode.HISTORY, decode=bytes)
 TICKS_INPUT = Input(

@@ -53,18 +53,18 @@ from prometheus_client import Gauge
 from trader.bus.publish import Outgoing
 from trader.bus.read import Stored, decode_message, replay_messages
 from trader.bus.streams import exec_report_subject
+from trader.bus.trading_switch import state_bucket
 from trader.config import CcxtVenueSettings, Settings
 from trader.execution.balances import BalanceBaseline, BalanceBook, baseline_key, check_balances
 from trader.execution.desk import DeskState, ExecutionDesk
 from trader.execution.venues import PaperVenue, VenueAdapter, venue_class
 from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
+from trader.orders.retention import FORGET_BATCH, Forgetting, ids_cutoff
 from trader.runtime.consumer import now_ms
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Refused, Runtime, Service
 from trader.runtime.snapshots import Snapshotting
-from trader.trading.retention import FORGET_BATCH, Forgetting, ids_cutoff
-from trader.trading.state import state_bucket
 
 EXEC_INPUT = Input("EXEC", "exec.>", bytes, Mode.HISTORY, decode=bytes)
 TICKS_INPUT = Input(

@@ -4,7 +4,7 @@ Consumes: ``RiskDecision`` on ``order.risk.>``, ``CancelRequest`` on ``order.can
 cancel-replace is risk's to judge, and left to it) and ``ReplaceDecision`` on ``order.replace.>``, risk's
 verdict on a cancel-replace (stream ORDERS, intake input ``oms-orders`` in mode WORK, in stream order),
 ``ExecutionReport`` on ``exec.report.>`` (stream EXEC, input ``oms-reports`` in mode WORK), and the
-trading switch (``trader.trading.state``). The two work inputs share one lock: a batch is applied to the
+trading switch (``trader.bus.trading_switch``). The two work inputs share one lock: a batch is applied to the
 book and its outputs stored before the other's is.
 Produces: every changed ``Order`` on ``order.state.<strategy>`` (msg id ``<client_order_id>:<version>``;
 the header ``Trader-Exec-Id`` names the report that made it), and ``VenueOrder`` new, cancel or replace on
@@ -34,7 +34,7 @@ start and then a few after every batch: only their ids and their reports' exec i
 request or report is still a repeat; a cancel for one is a late request, a new report for one a dead
 letter (news of an order ended long ago, for an operator to look at). Those ids go too two hours after the
 order ended, or a retention after it left memory if that is longer (``OrderBook.drop_forgotten``,
-``trader.trading.retention.ids_cutoff``): a repeat is a second stored copy of a
+``trader.orders.retention.ids_cutoff``): a repeat is a second stored copy of a
 message, which only a publisher retrying past JetStream's duplicate window (``stream_duplicate_window_s``,
 2 minutes) can store, while the server is unreachable (the work inputs' redeliveries come within
 seconds, from their checkpoints); an hour, and two for the ids, bounds that with room to spare.
@@ -58,7 +58,14 @@ from nats.js.kv import KeyValue
 from trader.bus.publish import Outgoing
 from trader.bus.read import decode_message, refusal, subject_token
 from trader.bus.refusals import InvalidMessage
-from trader.bus.streams import exec_order_subject, exec_route_subject, order_state_subject
+from trader.bus.streams import (
+    ALL_ORDER_STATES,
+    EXEC_ID_HEADER,
+    exec_order_subject,
+    exec_route_subject,
+    order_state_subject,
+)
+from trader.bus.trading_switch import read_state, state_bucket
 from trader.config import Settings
 from trader.execution.routing import Routing
 from trader.messages import (
@@ -83,14 +90,13 @@ from trader.orders import (
     UnknownOrder,
 )
 from trader.orders.book import BookState
+from trader.orders.retention import FORGET_BATCH, Forgetting, ids_cutoff
 from trader.orders.state import has_pending_replace, is_replace
 from trader.runtime.consumer import now_ms
 from trader.runtime.intake import Input, Intake, Mode, NotYet, Received, run_until_caught_up
 from trader.runtime.service import Refused, Runtime, Service
 from trader.runtime.snapshots import Snapshotting
-from trader.trading.orders import ALL_STATES, EXEC_ID_HEADER
-from trader.trading.retention import FORGET_BATCH, Forgetting, ids_cutoff
-from trader.trading.state import follow_state, read_state, state_bucket
+from trader.runtime.trading_switch import follow_state
 
 # An event for an order not in the book yet is offered again for this long (every RETRY_DELAY_S, and
 # after every batch of its input) before it goes to the dead letters.
@@ -129,7 +135,7 @@ REPORTS_INPUT = Input(
     retry_every_s=RETRY_DELAY_S,
 )
 # The book is the latest published state of every order: read back through the intake, snapshotted.
-STATES_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="oms-states")
+STATES_INPUT = Input("ORDERS", ALL_ORDER_STATES, Order, Mode.HISTORY, name="oms-states")
 # Of BookState: a snapshot of another version is not read (a full replay instead). 2: the forgotten ids'
 # end times and each exec id's order, so that both leave after a retention.
 STATE_VERSION = 2

@@ -38,11 +38,11 @@ from trader.bus.publish import Outgoing
 from trader.bus.streams import position_subject, strategy_position_subject
 from trader.marketdata.decode import InvalidMessage
 from trader.messages import ExecutionReport, Position, encode
+from trader.orders.retention import IDS_WINDOW_MS
 from trader.portfolio import PositionTracker
 from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
 from trader.runtime.snapshots import Snapshotting
-from trader.trading.retention import IDS_WINDOW_MS
 
 REPORTS = "exec.report.>"
 REPORTS_INPUT = Input("EXEC", REPORTS, ExecutionReport, Mode.HISTORY)

@@ -19,13 +19,13 @@ Consumes:
   state after it applied;
 - ``PnlSnapshot`` on ``pnl.total``: input ``risk-pnl`` (mode HISTORY) from the post-trade watch's
   snapshot (``trader.risk.post_trade``), every PnL after it applied (a breach among them switches);
-- the trading switch (``trader.trading.state``).
+- the trading switch (``trader.bus.trading_switch``).
 Produces: a ``RiskDecision`` per request on ``order.risk.<strategy>`` (msg id ``risk:<client_order_id>``),
 a ``ReplaceDecision`` per cancel-replace on ``order.replace.<strategy>`` (msg id ``risk:replace:<replace
 id>``; the id is the sender's, else ``<client_order_id>:<the request's ORDERS sequence>``), the reason of
 a denial naming the check and the numbers; ``reduce_only`` in the trading switch when the
 day's loss or the drawdown crosses its limit, or the trading history nearly fills its room in
-JetStream's store (``trader.trading.storage``; only from ``active``: an operator's switch is never
+JetStream's store (``trader.risk.history_room``; only from ``active``: an operator's switch is never
 overridden).
 State: the open orders from their snapshot (``snapshot.risk-orders`` in the TRADER_STATE bucket, every
 ``SNAPSHOT_EVERY_MESSAGES`` states or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop) and the states
@@ -45,6 +45,7 @@ from typing import Any
 
 import msgspec
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Gauge
@@ -52,7 +53,15 @@ from prometheus_client import Gauge
 from trader.bus.publish import Outgoing
 from trader.bus.read import decode_message, refusal, subject_token
 from trader.bus.refusals import InvalidMessage
-from trader.bus.streams import order_replace_subject, order_risk_subject, pnl_subject
+from trader.bus.streams import (
+    ALL_ORDER_STATES,
+    history_bytes,
+    history_room,
+    order_replace_subject,
+    order_risk_subject,
+    pnl_subject,
+)
+from trader.bus.trading_switch import read_state, state_bucket, write_state_if
 from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.config import Settings
 from trader.marketdata.decode import decode_tick
@@ -69,6 +78,7 @@ from trader.orders.state import is_replace
 from trader.portfolio.pnl import TOTAL_SCOPE
 from trader.risk import PostTradeRisk, PreTradeRisk
 from trader.risk.decider import Decider
+from trader.risk.history_room import WARN_SHARE, WATCH_S, HistoryUse, reduce_only_for
 from trader.risk.open_orders import OPEN_ORDERS_VERSION, OpenOrdersState
 from trader.risk.post_trade import (
     CHECKPOINT_VERSION,
@@ -81,9 +91,7 @@ from trader.runtime.consumer import now_ms
 from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
 from trader.runtime.service import Refused, Runtime, Service
 from trader.runtime.snapshots import NO_SNAPSHOT, SnapshotStore, Snapshotting
-from trader.trading.orders import ALL_STATES
-from trader.trading.state import follow_state, read_state, state_bucket, write_state_if
-from trader.trading.storage import WARN_SHARE, WATCH_S, HistoryUse, check_history_room
+from trader.runtime.trading_switch import follow_state
 
 MAX_BATCH = 500
 # The work inputs' checkpoints at most this often (a repeat is a repeat: a crash hands over again up to
@@ -111,7 +119,7 @@ TICKS_INPUT = Input("MARKET_TICKS", "market.tick.>", bytes, Mode.LATEST, name="r
 # Every position: the accounts' net ones, position.<account>.<venue>.<symbol>, and the strategies' own,
 # with a fifth token (a strategy's reduce-only order is judged against its own position).
 POSITIONS_INPUT = Input("POSITIONS", "position.>", Position, Mode.LATEST, name="risk-positions")
-ORDERS_INPUT = Input("ORDERS", ALL_STATES, Order, Mode.HISTORY, name="risk-orders")
+ORDERS_INPUT = Input("ORDERS", ALL_ORDER_STATES, Order, Mode.HISTORY, name="risk-orders")
 ORDERS_SNAPSHOT_KEY = "risk-orders"
 PNL_INPUT = Input("PNL", pnl_subject(TOTAL_SCOPE), PnlSnapshot, Mode.HISTORY, name="risk-pnl")
 
@@ -219,7 +227,7 @@ class Risk(Service):
 
     async def _watch_storage(self, rt: Runtime, state: RiskState) -> None:
         """Every WATCH_S: how full the trading history's room is (gauges, /health), a warning past
-        WARN_SHARE, reduce-only past REDUCE_ONLY_SHARE (``trader.trading.storage``)."""
+        WARN_SHARE, reduce-only past REDUCE_ONLY_SHARE (``trader.risk.history_room``)."""
         if self._history_gauges is None:
             registry = rt.metrics.registry
             self._history_gauges = (
@@ -289,6 +297,18 @@ async def adopt_legacy_checkpoint(rt: Runtime, kv: KeyValue) -> None:
     if checkpoint.seq:
         await store.save(checkpoint, {PNL_INPUT.stream: checkpoint.seq}, CHECKPOINT_VERSION)
         rt.log.info("risk.adopted_legacy_checkpoint", seq=checkpoint.seq)
+
+
+async def check_history_room(
+    js: JetStreamContext, kv: KeyValue, settings: Settings
+) -> tuple[HistoryUse, bool]:
+    """Measure the trading history's room; switch an active trading state to reduce-only when it is
+    nearly full (the rule: ``trader.risk.history_room``). Returns the use and whether this call
+    switched."""
+    use = HistoryUse(await history_bytes(js), history_room(settings))
+    state = reduce_only_for(use, now_ms())
+    switched = state is not None and await write_state_if(kv, state, only_from="active")
+    return use, switched
 
 
 class RiskDesk:

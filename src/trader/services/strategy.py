@@ -76,6 +76,7 @@ from trader.bus.streams import (
     order_submit_subject,
     tick_subject,
 )
+from trader.bus.trading_switch import read_state, state_bucket, watch_state
 from trader.config import Settings
 from trader.marketdata.bars import timeframe_ms
 from trader.marketdata.decode import InvalidMessage, decode_alt, decode_tick
@@ -100,7 +101,6 @@ from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
 from trader.strategies.base import Strategy
 from trader.strategies.context import ContextState, wall_clock_ms
 from trader.strategies.warmup import HistoryBar, bars_for, merge_wanted, pick_latest, short_of
-from trader.trading.state import read_state, state_bucket, watch_state
 
 _order_decoder = msgspec.json.Decoder(Order)
 _request_decoder = msgspec.json.Decoder(OrderRequest)
@@ -126,7 +126,7 @@ EXECS_INPUT = Input(
 # ORDERS and EXEC sequences they cover (``trader.runtime.snapshots``, key ``strategy``).
 SNAPSHOT_KEY = "strategy"
 # Of StrategiesState: a snapshot of another version is not read (a full replay). 2: the times of the
-# settled ids and exec ids, kept for a window (trader.trading.retention.IDS_WINDOW_MS).
+# settled ids and exec ids, kept for a window (trader.orders.retention.IDS_WINDOW_MS).
 STATE_VERSION = 2
 SNAPSHOT_EVERY_S = 60.0
 

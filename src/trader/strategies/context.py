@@ -30,10 +30,10 @@ from trader.messages import (
     TradingMode,
     TradingState,
 )
+from trader.orders.retention import IDS_WINDOW_MS, Ended
 from trader.orders.state import IllegalTransition, MismatchedEvent, apply_cancel, new_order, reject_by_risk
 from trader.portfolio.positions import PositionTracker
 from trader.strategies.base import StrategyContext
-from trader.trading.retention import IDS_WINDOW_MS, Ended
 
 ZERO = Decimal(0)
 
@@ -93,7 +93,7 @@ class OrderContext(StrategyContext):
         self._pending_cancel: dict[str, Order] = {}  # what a cancel/replace asked, shown until answered
         self._done: set[str] = set()  # final orders whose fills are all in: states of them are ignored
         # ... by when they last changed: kept for IDS_WINDOW_MS before the latest (states of one are
-        # repeats only within it: see trader.trading.retention)
+        # repeats only within it: see trader.orders.retention)
         self._done_at: Ended[str] = Ended()
         self._done_latest_ms = 0
         self._fills_seen: dict[str, Decimal] = {}  # quantity reported filled per order id

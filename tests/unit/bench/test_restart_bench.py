@@ -8,10 +8,10 @@ from decimal import Decimal
 import msgspec
 
 from trader.bench.restart import order_messages, start_seqs
+from trader.bus.streams import EXEC_ID_HEADER
 from trader.messages import ExecutionReport, Order, OrderRequest, RiskDecision, VenueOrder
 from trader.orders import OrderBook
 from trader.portfolio import PositionTracker
-from trader.trading.orders import EXEC_ID_HEADER
 
 TYPES = {
     "order.submit.": OrderRequest,

@@ -17,9 +17,9 @@ from trader.bus.read import Stored
 from trader.config import ExeqSettings, RoutingSettings, Settings, VenueConfig
 from trader.execution.router import Router
 from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
+from trader.orders.retention import IDS_WINDOW_MS
 from trader.runtime.intake import Received
 from trader.services.execution_router import RouterIntake, RouterState
-from trader.trading.retention import IDS_WINDOW_MS
 
 SETTINGS = Settings(
     routing=RoutingSettings(venues={"*": ["cheap", "pricey"]}),

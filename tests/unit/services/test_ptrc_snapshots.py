@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trader.messages import ExecutionReport
+from trader.orders.retention import IDS_WINDOW_MS
 from trader.portfolio import PositionTracker
 from trader.runtime.snapshots import decode_record, encode_record
 from trader.services.ptrc import STATE_VERSION, PtrcState, apply_report, new_tracker, state_of, tracker_of
-from trader.trading.retention import IDS_WINDOW_MS
 
 
 @st.composite

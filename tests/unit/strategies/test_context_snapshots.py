@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from trader.config import StrategyConfig
 from trader.messages import ExecutionReport, Order, OrderRequest
+from trader.orders.retention import IDS_WINDOW_MS
 from trader.orders.state import new_order
 from trader.runtime.snapshots import decode_record, encode_record
 from trader.strategies import OrderContext
 from trader.strategies.context import ContextState
-from trader.trading.retention import IDS_WINDOW_MS
 
 VERSION = 1
 CONFIG = StrategyConfig(name="s1", kind="ma_cross", symbols=["BTCUSDT"])

@@ -1,5 +1,5 @@
 """POST and DELETE endpoints: what an operator does, with a trade token. The same functions as the CLI
-(``trader.trading.actions``, ``trader.bus.dlq``): an order goes to risk like every other, a cancel to
+(``trader.control.actions``, ``trader.bus.dlq``): an order goes to risk like every other, a cancel to
 the oms, the switch to the key-value bucket. Every action, accepted or refused, is recorded as an
 ``OperatorAction`` on the OPERATOR stream before the answer is sent.
 
@@ -16,8 +16,7 @@ from nats.js.errors import NotFoundError
 from trader.api.context import JSON
 from trader.api.deps import Ctx, OrderTrader, Trader
 from trader.api.schemas import CancelAllBody, CancelBody, OrderBody, ReplayBody, SwitchBody
-from trader.messages import OperatorAction, Order
-from trader.trading.actions import (
+from trader.control.actions import (
     cancel_request,
     known_symbols,
     request_cancel,
@@ -25,6 +24,7 @@ from trader.trading.actions import (
     submit_order,
     switch_state,
 )
+from trader.messages import OperatorAction, Order
 
 router = APIRouter(prefix="/api", tags=["act"], default_response_class=JSON)
 

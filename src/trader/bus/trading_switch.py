@@ -1,14 +1,14 @@
-"""The shared trading switch: a ``TradingState`` under ``TRADING_STATE_KEY`` in the ``TRADER_STATE`` bucket.
+"""The shared trading switch on the bus: a ``TradingState`` under ``TRADING_STATE_KEY`` in the
+``TRADER_STATE`` bucket, read, written (unconditionally, or only from a mode) and watched.
 
 ``active`` lets orders through, ``reduce_only`` only those that shrink a position, ``halted`` none (and
-the oms cancels every open order). A missing key means active.
+the oms cancels every open order): risk's checks (``trader.risk.checks``) apply it. A missing key means
+active. A service follows it with ``trader.runtime.trading_switch.follow_state``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from nats.js import JetStreamContext
@@ -17,10 +17,6 @@ from nats.js.kv import KeyValue
 
 from trader.bus.streams import STATE_BUCKET, TRADING_STATE_KEY, ensure_state_bucket
 from trader.messages import TradingState, encode
-from trader.runtime.backoff import Backoff
-
-if TYPE_CHECKING:  # the CLI reads the switch too and needs none of a service's web stack
-    from trader.runtime.service import Runtime
 
 _decoder = msgspec.json.Decoder(TradingState)
 
@@ -93,20 +89,3 @@ async def watch_state(kv: KeyValue, *, unreadable: Unreadable | None = None) -> 
             yield decode_state(value, unreadable=unreadable, revision=entry.revision)
     finally:
         await watcher.stop()
-
-
-async def follow_state(rt: Runtime, kv: KeyValue, apply: Callable[[TradingState], Awaitable[None]]) -> None:
-    """The current state, then every change, to ``apply`` until the service stops. A lost watch is set up
-    again with backoff: a missed switch would let orders through."""
-    backoff = Backoff(initial=0.2, maximum=5.0)
-    while not rt.stopping.is_set():
-        try:
-            async for state in watch_state(kv):
-                await apply(state)
-                backoff.reset()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            rt.metrics.count_error("trading_state_watch")
-            rt.log.warning("trading_state.watch_failed", error=repr(exc))
-            await backoff.sleep(rt.stopping)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from trader.trading.storage import REDUCE_ONLY_SHARE, HistoryUse, reduce_only_for
+from trader.risk.history_room import REDUCE_ONLY_SHARE, HistoryUse, reduce_only_for
 
 
 def test_trading_goes_reduce_only_only_when_the_room_is_nearly_full() -> None:

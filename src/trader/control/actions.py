@@ -12,8 +12,8 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from trader.bus.streams import order_cancel_subject, order_submit_subject
+from trader.bus.trading_switch import state_bucket, write_state
 from trader.messages import CancelRequest, OrderRequest, OrderType, TradingState, encode
-from trader.trading.state import state_bucket, write_state
 
 
 def now_ms() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trader.trading.retention import IDS_WINDOW_MS, Ended, Forgetting, ids_cutoff
+from trader.orders.retention import IDS_WINDOW_MS, Ended, Forgetting, ids_cutoff
 
 
 def test_ended_keys_are_taken_oldest_first_before_the_cutoff_a_few_at_a_time() -> None:
