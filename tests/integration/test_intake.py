@@ -27,7 +27,7 @@ from trader.bus.publish import Outgoing
 from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
 from trader.config import Settings
 from trader.marketdata.decode import InvalidMessage
-from trader.runtime.intake import Input, Intake, Mode, Received, checkpoint_key
+from trader.runtime.intake import Input, Intake, Mode, Received, checkpoint_key, read_once
 from trader.runtime.service import Runtime
 from trader.runtime.snapshots import KEY_PREFIX, Snapshotting
 
@@ -254,6 +254,30 @@ async def test_latest_takes_the_latest_of_each_subject_then_every_new_one(url: s
     await running.stop()
     assert seen[-1][1] == Item("a", D(4))
     await _close(publisher)
+
+
+# ONCE ---------------------------------------------------------------------------------------------
+
+
+async def test_once_reads_a_window_of_sequences_or_from_a_time_decoded_and_nothing_after_it(url: str) -> None:
+    rt = await _runtime(url)
+    await _publish(rt, [("a", "1"), ("b", "2"), ("a", "3")], raw=[b'{"name": 1}'])  # seq 1-4
+    await asyncio.sleep(0.05)  # the next ones arrive in a later millisecond
+    await _publish(rt, [("a", "5"), ("b", "6"), ("a", "7"), ("b", "8")])  # seq 5-8
+    once = Input("ITEMS", ("items.a", "items.raw"), Item, Mode.ONCE)
+
+    by_seq = await read_once(rt, once, after=1, upto=6)
+    assert [(r.seq, r.value) for r in by_seq.received] == [(3, Item("a", D(3))), (5, Item("a", D(5)))]
+    assert [(r.seq, r.data, r.field) for r in by_seq.refused] == [(4, b'{"name": 1}', "name")]
+
+    since = by_seq.received[1].arrival_ms  # that of seq 5
+    by_time = await read_once(rt, once, since_ms=since)
+    assert [r.seq for r in by_time.received] == [5, 7]
+    assert by_time.refused == []
+    assert (await read_once(rt, once, after=8)).received == []  # nothing after the stream's end
+    assert (await read_once(rt, once, since_ms=since + 3_600_000)).received == []  # none stored since
+    assert await _stored(rt, "DLQ") == []  # a read once sends no dead letters
+    await _close(rt)
 
 
 # HISTORY and snapshots ----------------------------------------------------------------------------

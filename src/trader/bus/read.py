@@ -25,6 +25,7 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
@@ -381,26 +382,34 @@ async def replay(
     *,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
     after: int = 0,
+    since_ms: int | None = None,
     upto: int | None = None,
     timeout: float = 60.0,
 ) -> int:
     """Hand every message of ``subjects`` stored now (or the latest per subject), oldest first, to
     ``handler``; returns how many there were. ``after``/``upto``: only those of the stream sequences
-    after ``after`` up to ``upto`` included. A handler that raises ends the replay with its error;
-    ``TimeoutError`` when ``timeout`` seconds pass without a message. The one way to read a stream
-    once (a service reads through ``trader.runtime.intake``)."""
+    after ``after`` up to ``upto`` included; ``since_ms`` (instead of ``after``): only those stored
+    from that time on (epoch ms, by the stream's arrival time). A handler that raises ends the replay
+    with its error; ``TimeoutError`` when ``timeout`` seconds pass without a message. The one way to
+    read a stream once (a service reads through ``trader.runtime.intake``, whose mode ONCE reads so)."""
+    if after and since_ms is not None:
+        raise ValueError("a replay starts after a sequence or from a time, not both")
     names = [subjects] if isinstance(subjects, str) else list(subjects)
     last_seq = (await js.stream_info(stream)).state.last_seq
     end = last_seq if upto is None else min(upto, last_seq)
     if end <= after:
         return 0
-    policy, start = deliver_policy, None
+    policy, start, start_time = deliver_policy, None, None
     if after:
         policy, start = DeliverPolicy.BY_START_SEQUENCE, after + 1
+    elif since_ms is not None:
+        policy = DeliverPolicy.BY_START_TIME
+        start_time = datetime.fromtimestamp(max(since_ms, 0) / 1000, tz=UTC)
     config = ConsumerConfig(
         ack_policy=AckPolicy.ALL,
         deliver_policy=policy,
         opt_start_seq=start,
+        opt_start_time=start_time,
         max_ack_pending=REPLAY_WINDOW,
         ack_wait=300,
         inactive_threshold=5.0,  # the server forgets the consumer soon after, whatever happens here
@@ -462,6 +471,7 @@ async def replay_messages(
     *,
     deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
     after: int = 0,
+    since_ms: int | None = None,
     upto: int | None = None,
     timeout: float = 60.0,
 ) -> list[Stored]:
@@ -472,6 +482,14 @@ async def replay_messages(
         messages.append(stored)
 
     await replay(
-        js, stream, subjects, keep, deliver_policy=deliver_policy, after=after, upto=upto, timeout=timeout
+        js,
+        stream,
+        subjects,
+        keep,
+        deliver_policy=deliver_policy,
+        after=after,
+        since_ms=since_ms,
+        upto=upto,
+        timeout=timeout,
     )
     return messages

@@ -35,6 +35,12 @@ Modes:
   (a service whose inputs share one state, the oms).
 - ``LATEST``: the latest message of each subject, then every new one (or, ``start_after``, every one
   after a stream sequence); no state survives a restart.
+- ``ONCE`` (``read_once``, not an ``Intake``): the messages stored between two points (after a stream
+  sequence or from an arrival time, up to a sequence), read once in bulk and decoded strictly, then
+  nothing more: a strategy's warm-up bars and features (up to the sequence its live input starts
+  after), the fills since exeq's balance baseline. What cannot be decoded comes back refused with its
+  reason, for the service to skip or to fail on; it is not sent to the dead letters again (it is
+  history: the service reading it live sent it there).
 - ``HISTORY``: the service's state from its latest snapshot (``trader.runtime.snapshots``), then every
   message after it, then live. The messages the stream held at the start rebuild the state without
   publishing (they were handled before the restart, or ``on_caught_up`` publishes what the rebuilt
@@ -45,11 +51,13 @@ Modes:
 
 One envelope: ``Received`` (the stored message, ``trader.bus.read.Stored``, and its decoded value).
 
-Every service reads its streams through it (one-shot reads, of the CLI, the api and exeq's balance
-check, go through ``trader.bus.read.replay``). It replaced ``replay`` at start, ``work_consumer``/
-``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``, ``catch_up``, the services' own loops
-over a ``StreamConsumer`` (the sinks', the normalizer's, the strategy service's) and the durable
-consumers of explicit acknowledgements (``DurableConsumer``/``next_batch``/``ack_each``): all gone.
+Every service reads its streams through it, its one-shot reads too (``read_once``; those of the CLI
+and of the api's routes go through ``trader.bus.read.replay``, which it reads with). It replaced
+``replay`` at start, ``work_consumer``/``work_through``/``take_batch``/``LazyAcks``, ``follow_latest``,
+``catch_up``, the services' own loops over a ``StreamConsumer`` (the sinks', the normalizer's, the
+strategy service's), the strategy service's ordered consumer of its warm-up, the api's plain
+subscriptions to market data and the durable consumers of explicit acknowledgements
+(``DurableConsumer``/``next_batch``/``ack_each``): all gone.
 
 Tests pause a service at the points where a crash must lose and repeat nothing (``runtime.pauses``).
 """
@@ -70,7 +78,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import ErrorHook, Follower, Stored, decode_message, refusal
+from trader.bus.read import ErrorHook, Follower, Stored, decode_message, refusal, replay_messages
 from trader.bus.refusals import InvalidMessage, Refused
 from trader.bus.streams import STATE_BUCKET, ensure_state_bucket
 from trader.runtime import pauses
@@ -85,6 +93,7 @@ class Mode(enum.Enum):
     WORK = "work"
     LATEST = "latest"
     HISTORY = "history"
+    ONCE = "once"  # read with ``read_once``, not an ``Intake``
 
 
 @dataclass(frozen=True)
@@ -279,6 +288,8 @@ class Intake(Generic[T]):
         latest of each subject (the strategy service's bars after those its warm-up read); a HISTORY
         input whose state the service restored itself (a snapshot covering several inputs: the
         strategy service's) replays only what came after it."""
+        if source.mode is Mode.ONCE:
+            raise ValueError("an input of mode ONCE is read with read_once")
         if snapshots is not None and source.mode is not Mode.HISTORY:
             raise ValueError("snapshots are for inputs of mode HISTORY")
         if checkpoint is not None and (source.mode is not Mode.WORK or source.checkpoint_every_s):
@@ -739,6 +750,64 @@ class Intake(Generic[T]):
             "snapshot_problem": self.snapshot_problem,
             "deferred": len(self._deferred),
         }
+
+
+# Reading once -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadOnce(Generic[T]):
+    """What ``read_once`` found: the messages decoded, in stream order, and those that could not be,
+    each with its reason (``<field>: <what is wrong>``) and its bytes."""
+
+    received: list[Received[T]]
+    refused: list[Refused]
+
+
+def decode_once(source: Input[T], messages: Sequence[Stored]) -> ReadOnce[T]:
+    """``messages`` decoded with the input's decoder (strict into its type, or its own)."""
+    decode = source.decode or strict_decoder(source.type)
+    received: list[Received[T]] = []
+    refused: list[Refused] = []
+    for stored in messages:
+        try:
+            received.append(Received(stored, decode(stored.data)))
+        except InvalidMessage as exc:
+            refused.append(refusal(stored, exc.field, exc.reason))
+    return ReadOnce(received, refused)
+
+
+async def read_once(
+    rt: Runtime,
+    source: Input[T],
+    *,
+    after: int = 0,
+    since_ms: int | None = None,
+    upto: int | None = None,
+    timeout_s: float = 60.0,
+) -> ReadOnce[T]:
+    """An input of mode ONCE: its messages stored after stream sequence ``after`` (or, ``since_ms``,
+    from that arrival time, epoch ms), up to sequence ``upto`` included (the stream's last now when
+    None), read once in bulk and decoded; nothing after ``upto`` is read, so a LATEST input started
+    after it (``start_after``) takes the rest, none lost, none twice. Counted in
+    ``trader_messages_in``; no dead letters (``Mode.ONCE``). ``TimeoutError`` when the stream hands
+    nothing over for ``timeout_s``."""
+    if source.mode is not Mode.ONCE:
+        raise ValueError(f"read_once reads an input of mode ONCE, not {source.mode.value}")
+    subjects = [source.subjects] if isinstance(source.subjects, str) else list(source.subjects)
+    stored = await replay_messages(
+        rt.js, source.stream, subjects, after=after, since_ms=since_ms, upto=upto, timeout=timeout_s
+    )
+    found = decode_once(source, stored)
+    rt.metrics.count_in(len(stored))
+    if found.refused:
+        rt.log.info(
+            "intake.once_refused",
+            input=source.name or rt.name,
+            refused=len(found.refused),
+            first=found.refused[0].reason,
+        )
+    return found
 
 
 async def _all_caught_up(intakes: Sequence[Intake[object]]) -> None:

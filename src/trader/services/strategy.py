@@ -57,18 +57,15 @@ still short until it covers the retention (bars may be late, or the feed may hav
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from operator import methodcaller
 from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from trader.bus.publish import Outbox, Outgoing
-from trader.bus.read import Stored, decode_message
+from trader.bus.read import decode_message
 from trader.bus.streams import (
     bar_subject,
     feature_subject,
@@ -92,9 +89,8 @@ from trader.messages import (
     encode,
 )
 from trader.runtime import pauses
-from trader.runtime.consumer import ack_metadata
 from trader.runtime.health import Problem, Silence, duration
-from trader.runtime.intake import Input, Intake, Mode, Received, run_until_caught_up
+from trader.runtime.intake import Input, Intake, Mode, Received, read_once, run_until_caught_up
 from trader.runtime.service import Runtime, Service
 from trader.runtime.snapshots import SnapshotStore
 from trader.strategies import Actions, Instruction, StrategyRunner, build_runner
@@ -431,15 +427,12 @@ class StrategyService(Service):
             return {}
         window = max(timeframe_ms(s.split(".")[2]) * (n + 1) for s, n in merged.items()) * WARMUP_WIDEN
         latest: dict[tuple[str, int], Features] = {}
-        stored = await _stored_between(
-            rt.js, sorted(merged), wall_clock_ms() - window, self._features_end, stream=FEATURES
+        source = Input(FEATURES, tuple(sorted(merged)), Features, Mode.ONCE, name="strategy-warmup-features")
+        found = await read_once(
+            rt, source, since_ms=wall_clock_ms() - window, upto=self._features_end, timeout_s=WARMUP_WAIT_S
         )
-        for item in stored:
-            try:
-                value = decode_message(_features_decoder, item.data)
-            except InvalidMessage:
-                continue  # history: it went to no dead letters when it was new either
-            latest[(item.subject, value.start)] = value
+        for item in found.received:  # (the refused are history: no dead letters when new either)
+            latest[(item.subject, item.value.start)] = item.value
         out: dict[str, list[Features]] = {}
         for name, mine in subjects.items():
             for subject, n in mine.items():
@@ -468,17 +461,13 @@ class StrategyService(Service):
     async def _read_bars(self, rt: Runtime, subjects: list[str], since_ms: int, end: int) -> list[HistoryBar]:
         """The bars stored on ``subjects`` from ``since_ms`` (arrival time) to sequence ``end``; one that
         cannot be decoded is skipped (history: it went to no dead letters when it was new either)."""
-        found: list[HistoryBar] = []
-        for stored in await _stored_between(rt.js, subjects, since_ms, end):
-            try:
-                found.append(
-                    HistoryBar(stored.seq, stored.subject, decode_message(_bar_decoder, stored.data))
-                )
-            except InvalidMessage as exc:
-                rt.log.warning(
-                    "strategy.warmup_bar_skipped", seq=stored.seq, subject=stored.subject, error=str(exc)
-                )
-        return found
+        source = Input(BARS, tuple(subjects), Bar, Mode.ONCE, name="strategy-warmup")
+        found = await read_once(rt, source, since_ms=since_ms, upto=end, timeout_s=WARMUP_WAIT_S)
+        for refused in found.refused:
+            rt.log.warning(
+                "strategy.warmup_bar_skipped", seq=refused.seq, subject=refused.subject, error=refused.reason
+            )
+        return [HistoryBar(item.seq, item.subject, item.value) for item in found.received]
 
     # Run: order states, fills, the trading switch; market data arrives through callbacks --------
 
@@ -679,45 +668,6 @@ async def _retention_ms(js: JetStreamContext) -> int:
     """How far back BARS may hold bars: its ``max_age`` (capped when it keeps them forever)."""
     max_age_s = (await js.stream_info(BARS)).config.max_age or 0
     return min(int(max_age_s * 1000), WARMUP_MAX_WINDOW_MS) if max_age_s else WARMUP_MAX_WINDOW_MS
-
-
-async def _stored_between(
-    js: JetStreamContext, subjects: list[str], since_ms: int, end: int, stream: str = BARS
-) -> list[Stored]:
-    """The messages of ``subjects`` in ``stream`` stored from ``since_ms`` on, up to sequence ``end``,
-    oldest first, through an ephemeral ordered consumer (nothing to acknowledge, gone when unsubscribed)."""
-    start = datetime.fromtimestamp(max(since_ms, 0) / 1000, tz=UTC)
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        opt_start_time=start,
-        filter_subjects=subjects if len(subjects) > 1 else None,
-    )
-    sub = await js.subscribe(
-        subjects[0],
-        stream=stream,
-        ordered_consumer=True,
-        config=config,
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        inactive_threshold=5.0,
-    )
-    found: list[Stored] = []
-    try:
-        if (await sub.consumer_info()).num_pending == 0:
-            return found
-        while True:
-            msg = await sub.next_msg(timeout=WARMUP_WAIT_S)
-            if not msg.reply:
-                continue  # flow control and heartbeats
-            seq, arrived, pending = ack_metadata(msg.reply)
-            if seq > end:
-                break  # live: the market follower's, not the warm-up's
-            found.append(Stored(seq, msg.subject, msg.data, msg.headers, arrived))
-            if seq == end or pending == 0:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    return found
 
 
 async def _last_seq(rt: Runtime, source: Input[Any]) -> int:
