@@ -13,8 +13,10 @@ orders and ticks on the dead letters.
 
 Inputs (``trader.runtime.intake``): ``exec.>`` of EXEC in mode HISTORY (what exeq published and the
 orders it was sent rebuild the desk; after them, the orders live); ``market.tick.>`` in mode LATEST,
-read once the desk is restored. Engine: ``trader.execution.desk.ExecutionDesk`` (its docstring has the
-rules of the rebuild, the restore, algos, replaces and exec ids).
+read once the desk is restored; at start, for a live venue's balance check, its fills since the
+baseline (``exec.report.<venue>``, mode ONCE: read once, up to the stream's last sequence). Engine:
+``trader.execution.desk.ExecutionDesk`` (its docstring has the rules of the rebuild, the restore,
+algos, replaces and exec ids).
 State: the venue orders, their fills and report counts, and the algos. Snapshotted (key ``exeq``,
 ``trader.execution.desk.DeskState``, with the EXEC sequence it covers) every
 ``SNAPSHOT_EVERY_MESSAGES`` messages or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop, when the
@@ -45,13 +47,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
-from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Gauge
 
 from trader.bus.publish import Outgoing
-from trader.bus.read import Stored, decode_message, replay_messages
+from trader.bus.read import Stored, decode_message
 from trader.bus.streams import exec_report_subject
 from trader.bus.trading_switch import state_bucket
 from trader.config import CcxtVenueSettings, Settings
@@ -62,7 +63,7 @@ from trader.marketdata.decode import InvalidMessage, decode_tick
 from trader.messages import ExecutionReport, MarketTick, VenueOrder, encode
 from trader.orders.retention import FORGET_BATCH, Forgetting, ids_cutoff
 from trader.runtime.consumer import now_ms
-from trader.runtime.intake import Input, Intake, Mode, Received
+from trader.runtime.intake import Input, Intake, Mode, Received, read_once
 from trader.runtime.service import Refused, Runtime, Service
 from trader.runtime.snapshots import Snapshotting
 
@@ -77,7 +78,6 @@ SNAPSHOT_EVERY_MESSAGES = 10_000
 SNAPSHOT_EVERY_S = 60.0
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
-_report = msgspec.json.Decoder(ExecutionReport)
 
 
 class Published:
@@ -104,10 +104,11 @@ _balance_baseline = msgspec.json.Decoder(BalanceBaseline)
 
 
 class JetStreamBalanceBook:
-    """Baselines in the ``TRADER_STATE`` bucket; fills from ``exec.report.<venue>`` in the EXEC stream."""
+    """Baselines in the ``TRADER_STATE`` bucket; fills from ``exec.report.<venue>`` in the EXEC stream,
+    read through the intake (mode ONCE)."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, *, timeout_s: float = 60.0) -> None:
-        self.js, self.kv, self.timeout_s = js, kv, timeout_s
+    def __init__(self, rt: Runtime, kv: KeyValue, *, timeout_s: float = 60.0) -> None:
+        self.rt, self.js, self.kv, self.timeout_s = rt, rt.js, kv, timeout_s
 
     async def baseline(self, venue: str) -> BalanceBaseline | None:
         try:
@@ -124,12 +125,14 @@ class JetStreamBalanceBook:
 
     async def fills_after(self, venue: str, seq: int, upto: int) -> list[ExecutionReport]:
         """Read once, in bulk, from the stream: the venue's reports after ``seq`` up to ``upto``, the
-        fills among them. An undecodable report raises: the sum would be wrong, so no sum."""
-        stored = await replay_messages(
-            self.js, "EXEC", exec_report_subject(venue), after=seq, upto=upto, timeout=self.timeout_s
-        )
-        reports = [_report.decode(message.data) for message in stored]
-        return [report for report in reports if report.kind == "fill"]
+        fills among them. An undecodable report raises (``InvalidMessage``, with its sequence): the sum
+        would be wrong, so no sum."""
+        source = Input("EXEC", exec_report_subject(venue), ExecutionReport, Mode.ONCE, name="balance-fills")
+        found = await read_once(self.rt, source, after=seq, upto=upto, timeout_s=self.timeout_s)
+        if found.refused:
+            bad = found.refused[0]
+            raise InvalidMessage(bad.field, f"report at EXEC sequence {bad.seq}: {bad.reason}")
+        return [item.value for item in found.received if item.value.kind == "fill"]
 
 
 @dataclass
@@ -326,7 +329,7 @@ class Exeq(Service):
 
     async def _balance_book(self, rt: Runtime) -> BalanceBook:
         if self.balance_book is None:
-            self.balance_book = JetStreamBalanceBook(rt.js, await state_bucket(rt.js))
+            self.balance_book = JetStreamBalanceBook(rt, await state_bucket(rt.js))
         return self.balance_book
 
     async def run(self, rt: Runtime) -> None:
