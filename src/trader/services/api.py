@@ -4,8 +4,12 @@ Consumes (kept in memory, ``trader.api.view.ApiView``, so a read never re-reads 
 ``order.state.>`` (ORDERS) and ``exec.report.>`` (EXEC) in mode HISTORY, every order's states and
 reports; ``position.>`` (POSITIONS) and ``pnl.>`` (PNL) in mode LATEST; ``operator.>`` (OPERATOR) in
 mode HISTORY, the audit; the trading switch (key-value TRADER_STATE) by a watch. Market data for the
-WebSocket (ticks and bars of the symbols clients ask for) by plain subscriptions, made while a client
-wants them: what no one watches is not read.
+WebSocket (ticks and bars of the symbols clients ask for): an input of mode LATEST per subject
+(``market.tick.<venue>.<SYMBOL>`` of MARKET_TICKS, ``market.bar.<tf>.<venue>.<SYMBOL>`` of BARS), from
+what comes after it is made (``start_after`` the stream's last sequence), made while a client wants the
+subject and dropped when none does: what no one watches is not read. One that cannot be decoded is
+counted (``market_undecodable``) and skipped: not the api's to dead-letter (the normalizer's and the
+sinks' do); these inputs do not hold /ready back.
 Produces: ``OperatorAction`` on ``operator.action.<action>`` for every action (``Nats-Msg-Id`` its
 ``action_id``), and what the actions do: ``OrderRequest`` to risk, ``CancelRequest`` to the oms, the
 trading switch; dead letters replayed.
@@ -20,11 +24,12 @@ other address is logged as a warning.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from fastapi import FastAPI
-from nats.aio.subscription import Subscription
 
 from trader.api.app import build_app
 from trader.api.auth import (
@@ -39,7 +44,6 @@ from trader.api.context import ApiContext
 from trader.bus.publish import Outgoing
 from trader.bus.streams import operator_action_subject
 from trader.bus.trading_switch import state_bucket
-from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.messages import (
     Bar,
     ExecutionReport,
@@ -67,6 +71,38 @@ _tick = msgspec.json.Decoder(MarketTick)
 _bar = msgspec.json.Decoder(Bar)
 
 
+def market_input(subject: str, count_error: Callable[[str], None]) -> Input[Any]:
+    """The WebSocket's input of one market subject (a tick or a bar subject, checked by the route).
+    What cannot be decoded is None, counted as ``market_undecodable``: not the api's to refuse (the
+    normalizer and the sinks send it to the dead letters)."""
+    tick = subject.startswith("market.tick.")
+    decoder: msgspec.json.Decoder[Any] = _tick if tick else _bar
+
+    def decode(data: bytes) -> Any:
+        try:
+            return decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            count_error("market_undecodable")
+            return None
+
+    if tick:
+        return Input("MARKET_TICKS", subject, MarketTick, Mode.LATEST, name="api-ticks", decode=decode)
+    return Input("BARS", subject, Bar, Mode.LATEST, name="api-bars", decode=decode)
+
+
+@dataclass
+class Following:
+    """One market subject read for the WebSocket: its intake and the task running it."""
+
+    intake: Intake[Any]
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.intake.stop()
+
+
 class Api(Service):
     name = "api"
 
@@ -91,7 +127,7 @@ class Api(Service):
             token_problem=problem,
         )
         self.intakes: list[Intake[Any]] = []
-        self.market: dict[str, Subscription] = {}
+        self.market: dict[str, Following] = {}
         self._market_lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
 
@@ -145,8 +181,8 @@ class Api(Service):
         for intake in self.intakes:
             await intake.stop()
         async with self._market_lock:
-            for sub in self.market.values():
-                await unsubscribe_raw(sub)
+            for following in self.market.values():
+                await following.stop()
             self.market.clear()
 
     # From the bus to the view and the WebSocket ---------------------------------------------------
@@ -201,30 +237,27 @@ class Api(Service):
     # Market data for the WebSocket ----------------------------------------------------------------
 
     async def _follow_market(self, wanted: set[str]) -> None:
-        """Subscribe to the market subjects some client wants, and drop the others."""
+        """Read the market subjects some client wants, from what comes now, and drop the others."""
         async with self._market_lock:
-            nc = self.rt.nc
-            assert nc is not None
             for subject in set(self.market) - wanted:
-                await unsubscribe_raw(self.market.pop(subject))
+                await self.market.pop(subject).stop()
             for subject in wanted - set(self.market):
-                self.market[subject] = await subscribe_raw(nc, subject, self._market_sink(subject))
+                self.market[subject] = await self._follow(subject)
 
-    def _market_sink(self, subject: str) -> Any:
-        kind, decoder = ("tick", _tick) if subject.startswith("market.tick.") else ("bar", _bar)
-        hub, metrics = self.ctx.hub, self.rt.metrics
+    async def _follow(self, subject: str) -> Following:
+        rt, hub = self.rt, self.ctx.hub
+        kind = "tick" if subject.startswith("market.tick.") else "bar"
 
-        def sink(messages: list[RawMessage]) -> None:
-            for _subject, _reply, _headers, payload in messages:
-                try:
-                    value = decoder.decode(payload)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    # Not the api's to refuse: the normalizer and the sinks send it to the dead letters.
-                    metrics.count_error("market_undecodable")
-                    continue
-                hub.market(subject, kind, value, None)
+        def take(received: Received[Any]) -> list[Outgoing]:
+            if received.value is not None:
+                hub.market(subject, kind, received.value, None)
+            return []
 
-        return sink
+        source = market_input(subject, rt.metrics.count_error)
+        last_seq = (await rt.js.stream_info(source.stream)).state.last_seq
+        intake = Intake(rt, source, take, start_after=last_seq)
+        await intake.start()
+        return Following(intake, asyncio.create_task(intake.run(), name=source.name))
 
     # Probes -----------------------------------------------------------------------------------------
 
