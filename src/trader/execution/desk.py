@@ -19,12 +19,16 @@ supported), of an order that has ended, and a quantity not above what filled.
 Exec ids are ``<venue>:<venue_client_id>:<n>``, the n-th report published about that venue order,
 assigned here (not by the adapter), so they are deterministic and survive restarts.
 
-Restart: on start exeq replays ``exec.order.>``, ``exec.algo.>`` and ``exec.report.>`` from the EXEC
-stream into ``ExecutionDesk.replay``, then calls ``ExecutionDesk.restore``. Every venue order comes
+Restart: on start exeq restores its latest snapshot (``snapshot``/``restore_snapshot``: the venue
+orders, counters, ended and forgotten keys, and the algos working, each as ``AlgoState``), replays
+``exec.order.>``, ``exec.algo.>`` and ``exec.report.>`` after it from the EXEC stream into
+``ExecutionDesk.replay``, then calls ``ExecutionDesk.restore``. Every venue order comes
 back with its fills, its report count and whether it ended; every algo is rebuilt by feeding it the
 same calls in the same order (``next_actions`` at each recorded child's release time, ``on_report``
-with each report), so its children, schedule and aggregate are exactly those of before. Then the
-simpler rule for the paper venue, whose book lived in memory:
+with each report), so its children, schedule and aggregate are exactly those of before (a parent its
+children filled ended at its algo's last report, live and rebuilt alike; an ended child kept from
+forgetting while its algo works keeps when it ended). Then the simpler rule for the paper venue, whose
+book lived in memory:
 
 - every venue order without a terminal report is submitted again for its unfilled rest, before any tick
   is shown (limits rest, stops wait again for their trigger); a market order's rest waits for the first
@@ -65,7 +69,7 @@ import msgspec
 
 from trader.bus.publish import Outgoing
 from trader.bus.streams import exec_algo_order_subject, exec_algo_report_subject, exec_report_subject
-from trader.execution.algos import AlgoParamsError, ExecutionAlgo, create_algo
+from trader.execution.algos import AlgoParamsError, AlgoState, ExecutionAlgo, create_algo, restore_algo
 from trader.execution.venues import VenueAdapter
 from trader.execution.venues.base import report_about
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
@@ -135,13 +139,20 @@ class Counted(msgspec.Struct, frozen=True, array_like=True, order=True):
     n: int
 
 
+class HeldAlgo(msgspec.Struct, frozen=True, array_like=True):
+    """An algo working, as a snapshot keeps it: its parent's key and its state."""
+
+    venue: str
+    venue_client_id: str
+    state: AlgoState
+
+
 class DeskState(msgspec.Struct, frozen=True):
     """What the desk knows of the stream, as a snapshot keeps it (``ExecutionDesk.snapshot``): the venue
     orders held (in the order first seen), the exec id counters, the ended orders held and those
-    forgotten with when they ended, the latest fill time per symbol, and the cancels seen of the orders
-    still open. Taken only when no algo works (an algo's state is its code's: rebuilt by feeding it its
-    history, so with one working the history is replayed), and restored before the rest of the stream
-    is replayed (``restore_snapshot``)."""
+    forgotten with when they ended, the latest fill time per symbol, the cancels seen of the orders
+    still open, and the algos working (``AlgoState``: each as a replay of its history makes it again).
+    Restored before the rest of the stream is replayed (``restore_snapshot``)."""
 
     orders: list[Held]
     numbers: list[Counted]
@@ -149,6 +160,7 @@ class DeskState(msgspec.Struct, frozen=True):
     forgotten: list[Counted]
     last_fill_ms: list[Counted]
     cancels: list[tuple[str, str]]
+    algos: list[HeldAlgo] = []
 
 
 class ExecutionDesk:
@@ -168,6 +180,9 @@ class ExecutionDesk:
         self._forgotten: set[Key] = set()  # venue orders ended long ago: their keys only (see forget_ended)
         self._forgotten_at: Ended[Key] = Ended()  # ... by when they ended (see drop_forgotten)
         self.algos: dict[Key, ExecutionAlgo] = {}
+        # Ended orders of an algo still working, held back from forgetting with when they ended, by the
+        # algo's key: back in line, as they were, once it ends (see forget_ended).
+        self._held: dict[Key, list[tuple[Key, int]]] = {}
         self.numbers: dict[Key, int] = {}  # reports published per venue order: the next exec id
         self.last_fill_ms: dict[Key, int] = {}  # (venue, symbol) -> latest fill time
         self._top_level: dict[Key, str] = {}  # (venue, client_order_id) -> venue_client_id
@@ -252,14 +267,16 @@ class ExecutionDesk:
         """Drop the records of venue orders that ended before ``ended_before_ms``, here and in their
         adapter, keeping their keys and exec id counters: a repeated order is still a repeat, and a late
         report about one is numbered after the ones published. A child whose algo still works is kept
-        until the algo ends. At most ``limit`` at a time; returns how many were forgotten."""
+        until the algo ends (held back with when it ended, not moved: a snapshot keeps that time, as a
+        replay of the stream would). At most ``limit`` at a time; returns how many were forgotten."""
         forgotten = 0
         for key, ended_ms in self._ended.take_items(ended_before_ms, limit):
             tracked = self.orders.get(key)
             if tracked is None:
                 continue
-            if key in self.algos or (tracked.parent is not None and (key[0], tracked.parent) in self.algos):
-                self._ended.keep(key, ended_before_ms)  # its algo still works: looked at again later
+            algo_key = key if key in self.algos else (key[0], tracked.parent or "")
+            if algo_key in self.algos:
+                self._held.setdefault(algo_key, []).append((key, ended_ms))  # its algo still works
                 continue
             del self.orders[key]
             self._maybe_open.discard(key)
@@ -292,25 +309,28 @@ class ExecutionDesk:
 
     @property
     def snapshottable(self) -> bool:
-        """No algo works and no entry point is under way: ``snapshot`` is what the stream says."""
-        return not self.algos and not self.lock.locked()
+        """No entry point is under way: ``snapshot`` is what the stream says."""
+        return not self.lock.locked()
 
     def snapshot(self) -> DeskState:
         """The state, as a replay of the stream up to the desk's last output would rebuild it (call it
         when ``snapshottable``, once what the desk published is read back): a restored order's
         ``offset`` is the restore's (it counts from 0 again), the rests waiting for a tick and the
-        paused algos are the restore's to make again."""
+        paused algos are the restore's to make again; the ended orders held back for a working algo are
+        among the ended, with when they ended."""
         orders = self.orders
+        held = [Counted(v, vcid, ms) for items in self._held.values() for (v, vcid), ms in items]
         return DeskState(
             orders=[
                 Held(v, vcid, msgspec.structs.replace(t, offset=Decimal(0)))
                 for (v, vcid), t in orders.items()
             ],
             numbers=[Counted(v, vcid, n) for (v, vcid), n in self.numbers.items()],
-            ended=[Counted(v, vcid, ms) for (v, vcid), ms in self._ended.items()],
+            ended=[Counted(v, vcid, ms) for (v, vcid), ms in self._ended.items()] + held,
             forgotten=[Counted(v, vcid, ms) for (v, vcid), ms in self._forgotten_at.items()],
             last_fill_ms=[Counted(v, symbol, ms) for (v, symbol), ms in self.last_fill_ms.items()],
             cancels=[key for key in self._cancels_seen if key in orders and not orders[key].ended],
+            algos=[HeldAlgo(v, vcid, algo.state()) for (v, vcid), algo in self.algos.items()],
         )
 
     def restore_snapshot(self, state: DeskState) -> None:
@@ -330,6 +350,8 @@ class ExecutionDesk:
         self._forgotten = {(c.venue, c.id) for c in state.forgotten}
         self.last_fill_ms = {(c.venue, c.id): c.n for c in state.last_fill_ms}
         self._cancels_seen = {(venue, vcid) for venue, vcid in state.cancels}
+        self.algos = {(held.venue, held.venue_client_id): restore_algo(held.state) for held in state.algos}
+        self._held = {}
 
     def believed_open(self, venue: str) -> list[tuple[VenueOrder, Decimal]]:
         """The orders exeq believes working at ``venue`` (algo parents never reach it), with their fills."""
@@ -548,10 +570,12 @@ class ExecutionDesk:
         if not algo.is_done:
             return
         tracked = self.orders[(venue, parent)]
-        del self.algos[(venue, parent)]
+        self._end_algo((venue, parent))
         if tracked.ended or algo.leaves_quantity == 0:
-            tracked.ended = True  # the children's fills filled the parent: the oms saw them
-            self._ended.add((venue, parent), self.clock())
+            # The children's fills filled the parent (the oms saw them): it ended with the last report
+            # the algo had, which a replay of the stream sees too.
+            tracked.ended = True
+            self._ended.add((venue, parent), algo.last_report_ms or self.clock())
             return
         if algo.canceled:
             report = self._own_report(tracked, "canceled", "canceled on request")
@@ -559,6 +583,13 @@ class ExecutionDesk:
             why = getattr(algo, "stopped_reason", None) or "the children ended short"
             report = self._own_report(tracked, "expired", f"{why}: {algo.leaves_quantity} unfilled")
         await self._handle(venue, [report])
+
+    def _end_algo(self, key: Key) -> None:
+        """The algo of ``key`` gone: its ended orders held back from forgetting back in line."""
+        del self.algos[key]
+        self._paused.discard(key)
+        for held, ended_ms in self._held.pop(key, []):
+            self._ended.keep(held, ended_ms)
 
     # Rebuild ----------------------------------------------------------------------------------
 
@@ -628,7 +659,7 @@ class ExecutionDesk:
         """After the replay: the open venue orders back into the adapters, and what was left undone."""
         async with self._turn():
             for key in [k for k, t in self.orders.items() if k in self.algos and t.ended]:
-                del self.algos[key]
+                self._end_algo(key)
             restored = deferred = 0
             touched: dict[str, set[str]] = {venue: set() for venue in self.adapters}
             for (venue, _), tracked in self.orders.items():

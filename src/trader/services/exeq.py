@@ -21,11 +21,10 @@ State: the venue orders, their fills and report counts, and the algos. Snapshott
 ``trader.execution.desk.DeskState``, with the EXEC sequence it covers) every
 ``SNAPSHOT_EVERY_MESSAGES`` messages or ``SNAPSHOT_EVERY_S`` seconds and at a graceful stop, when the
 desk is settled: no turn under way, every report it published read back (the highest sequence its
-publishes were stored at, ``Published``, is within what the intake applied), and no algo working (an
-algo's state is its code's, rebuilt by feeding it its history again: while one works no snapshot is
-taken, and a restart replays from the previous one). At start the snapshot is restored (none, corrupt or
-of another schema version: nothing) and the EXEC messages after it are replayed, as the whole stream
-was before.
+publishes were stored at, ``Published``, is within what the intake applied); an algo working too: its
+state (children, aggregate, clock) is in the snapshot, as a replay of its history would make it again.
+At start the snapshot is restored (none, corrupt or of another schema version: nothing) and the EXEC
+messages after it are replayed, as the whole stream was before.
 
 Start: after the replay and before the restore, each adapter's ``reconcile`` compares the venue with the
 orders exeq believes open there: the reports of what the venue did meanwhile (fills, an order's end)
@@ -73,7 +72,8 @@ TICKS_INPUT = Input(
 )
 REBUILT_FROM = ("exec.order.", "exec.algo.", "exec.report.")  # exec.route.> is the router's
 
-STATE_VERSION = 1  # of DeskState: a snapshot of another version is not read (a full replay instead)
+# Of DeskState: a snapshot of another version is not read (a full replay instead). 2: the algos working.
+STATE_VERSION = 2
 SNAPSHOT_EVERY_MESSAGES = 10_000
 SNAPSHOT_EVERY_S = 60.0
 
@@ -184,7 +184,7 @@ class Exeq(Service):
                 every_messages=SNAPSHOT_EVERY_MESSAGES,
                 every_s=SNAPSHOT_EVERY_S,
                 # What the desk knows is what the stream holds up to the intake's sequence: nothing it
-                # published is ahead of what was read back, no turn under way, no algo working.
+                # published is ahead of what was read back, no turn under way.
                 settled=lambda: desk.snapshottable and published.last_seq <= orders.covered_seq,
             )
             orders = Intake(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,10 +10,12 @@ from hypothesis import strategies as st
 from trader.execution.algos import (
     ALGOS,
     AlgoParamsError,
+    AlgoState,
     ExecutionAlgo,
     Iceberg,
     Twap,
     create_algo,
+    restore_algo,
     twap_quantities,
 )
 from trader.execution.venues import PaperVenue, PaperVenueSettings
@@ -313,3 +316,49 @@ def _tick(price: str, size: str, ts: int, *, bid: str | None = None, ask: str | 
         bid=None if bid is None else D(bid),
         ask=None if ask is None else D(ask),
     )
+
+
+# Snapshots ---------------------------------------------------------------------------------------
+
+
+def _kept(algo: ExecutionAlgo) -> ExecutionAlgo:
+    """The algo through a snapshot: its state encoded as stored, decoded, and made again."""
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(algo.state()), type=AlgoState)
+    return restore_algo(state)
+
+
+def test_a_twap_made_again_from_its_state_goes_on_as_the_one_it_was_taken_of() -> None:
+    twap = create_algo(parent("twap", "1", duration_s="1", slices="4"))
+    assert ids(twap.next_actions(T0 + 10)) == ["p1.1"]
+    twap.on_report(report("p1.1", "fill", "0.25", "100", fee="0.01"))
+    assert ids(twap.next_actions(T0 + 260)) == ["p1.2"]
+    twap.on_report(report("p1.2", "fill", "0.1", "101"))
+    again = _kept(twap)
+    assert again.state() == twap.state()
+    assert (again.filled_quantity, again.average_price, again.fees) == (
+        twap.filled_quantity,
+        twap.average_price,
+        twap.fees,
+    )
+    again.on_report(report("p1.2", "fill", "0.1", "101"))  # a repeat: seen before the snapshot
+    assert again.filled_quantity == D("0.35")
+    assert again.next_due_ms() == twap.next_due_ms() == T0 + 10 + 500  # the clock from its start
+    for algo in (twap, again):
+        assert ids(algo.next_actions(T0 + 510)) == ["p1.3"]
+    assert again.state() == twap.state()
+
+
+def test_an_iceberg_made_again_keeps_why_it_stopped_and_a_canceled_algo_stays_canceled() -> None:
+    iceberg = create_algo(parent("iceberg", "1", type="limit", price="100", display_quantity="0.4"))
+    iceberg.next_actions(T0)
+    iceberg.on_report(report("p1.1", "rejected", reason="post-only"))
+    again = _kept(iceberg)
+    assert isinstance(again, Iceberg)
+    assert (again.stopped_reason, again.is_done) == ("child p1.1 rejected: post-only", True)
+    twap = create_algo(parent("twap", "1", duration_s="1", slices="2"))
+    twap.next_actions(T0)
+    twap.cancel(T0 + 1)
+    again = _kept(twap)
+    assert again.canceled
+    assert again.next_actions(T0 + 600) == []
+    assert [c.order.venue_client_id for c in again.working_children] == ["p1.1"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trader.execution.algos.base import AlgoParamsError, ChildOrder, ExecutionAlgo
+from trader.execution.algos.base import AlgoParamsError, AlgoState, ChildOrder, ChildState, ExecutionAlgo
 from trader.execution.algos.iceberg import Iceberg
 from trader.execution.algos.twap import Twap, twap_quantities
 from trader.messages import VenueOrder
@@ -17,13 +17,23 @@ def create_algo(parent: VenueOrder) -> ExecutionAlgo:
     return ALGOS[parent.algo](parent)
 
 
+def restore_algo(state: AlgoState) -> ExecutionAlgo:
+    """The algo a snapshot kept (``ExecutionAlgo.state``), as it was."""
+    algo = create_algo(state.parent)
+    algo.restore(state)
+    return algo
+
+
 __all__ = [
     "ALGOS",
     "AlgoParamsError",
+    "AlgoState",
     "ChildOrder",
+    "ChildState",
     "ExecutionAlgo",
     "Iceberg",
     "Twap",
     "create_algo",
+    "restore_algo",
     "twap_quantities",
 ]

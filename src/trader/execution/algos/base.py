@@ -3,6 +3,10 @@
 A service drives one per parent: ``next_actions(now_ms)`` on a timer and after each report (it returns
 the child orders to send now), ``on_report`` with each report of a child, ``cancel`` to stop. Nothing
 here reads a clock or sleeps, so a test steps time by hand.
+
+``state`` gives an algo as a snapshot keeps it (``AlgoState``: its parent, its children, what it
+counted, and what its kind keeps of its own); ``restore_algo`` (``trader.execution.algos``) makes it
+again from one, the same algo as the one it was taken of.
 """
 
 from __future__ import annotations
@@ -51,6 +55,32 @@ class ChildOrder:
     ended: bool = False  # filled, or canceled, expired or rejected
 
 
+class ChildState(msgspec.Struct, frozen=True, array_like=True):
+    """A child as a snapshot keeps it."""
+
+    order: VenueOrder
+    filled: Decimal
+    ended: bool
+
+
+class AlgoState(msgspec.Struct, frozen=True):
+    """An algo as a snapshot keeps it: the parent it works, its children in release order, whether it
+    was canceled, its aggregate (fees, filled, notional), the exec ids of the reports it applied, the
+    time of the latest of them, and what its kind keeps of its own (the TWAP's start, the iceberg's
+    reason to stop)."""
+
+    parent: VenueOrder
+    children: list[ChildState]
+    canceled: bool
+    fees: Decimal
+    filled: Decimal
+    notional: Decimal
+    seen_exec_ids: list[str]
+    last_report_ms: int = 0
+    start_ms: int | None = None
+    stopped_reason: str | None = None
+
+
 class ExecutionAlgo(ABC):
     """The state every algo shares: the children and the parent's aggregate fill."""
 
@@ -68,6 +98,7 @@ class ExecutionAlgo(ABC):
         self._filled = Decimal(0)
         self._notional = Decimal(0)
         self._seen_exec_ids: set[str] = set()
+        self.last_report_ms = 0  # the latest timestamp of a report applied: when a filled parent ended
 
     @abstractmethod
     def next_actions(self, now_ms: int) -> list[VenueOrder]:
@@ -120,6 +151,7 @@ class ExecutionAlgo(ABC):
         if child is None or report.exec_id in self._seen_exec_ids:
             return
         self._seen_exec_ids.add(report.exec_id)
+        self.last_report_ms = max(self.last_report_ms, report.timestamp)
         if report.kind == "fill":
             self._apply_fill(child, report)
             if child.filled >= child.order.quantity and not child.ended:
@@ -128,6 +160,39 @@ class ExecutionAlgo(ABC):
         elif report.kind in _ENDING_KINDS and not child.ended:
             child.ended = True
             self._on_child_ended(child, report)
+
+    # Snapshots ---------------------------------------------------------------------------------
+
+    def state(self) -> AlgoState:
+        state = AlgoState(
+            parent=self.parent,
+            children=[ChildState(c.order, c.filled, c.ended) for c in self.children.values()],
+            canceled=self.canceled,
+            fees=self.fees,
+            filled=self._filled,
+            notional=self._notional,
+            seen_exec_ids=sorted(self._seen_exec_ids),
+            last_report_ms=self.last_report_ms,
+        )
+        return self._with_own(state)
+
+    def restore(self, state: AlgoState) -> None:
+        """Back to ``state`` (of an algo of the same parent, just made)."""
+        self.children = {
+            c.order.venue_client_id: ChildOrder(c.order, c.filled, c.ended) for c in state.children
+        }
+        self.canceled, self.fees = state.canceled, state.fees
+        self._filled, self._notional = state.filled, state.notional
+        self._seen_exec_ids = set(state.seen_exec_ids)
+        self.last_report_ms = state.last_report_ms
+        self._restore_own(state)
+
+    def _with_own(self, state: AlgoState) -> AlgoState:
+        """``state`` with what the algo's kind keeps of its own."""
+        return state
+
+    def _restore_own(self, state: AlgoState) -> None:
+        """A hook: what ``_own_state`` gave, back."""
 
     def cancel(self, now_ms: int) -> list[VenueOrder]:
         """Stop releasing; returns the cancels of the working children."""

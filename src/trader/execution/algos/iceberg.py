@@ -6,7 +6,9 @@ unfilled (canceled, expired, rejected) stops the iceberg, as releasing again wou
 
 from __future__ import annotations
 
-from trader.execution.algos.base import ChildOrder, ExecutionAlgo, decimal_param
+import msgspec
+
+from trader.execution.algos.base import AlgoState, ChildOrder, ExecutionAlgo, decimal_param
 from trader.messages import ExecutionReport, VenueOrder
 
 
@@ -31,3 +33,9 @@ class Iceberg(ExecutionAlgo):
         if child.filled < child.order.quantity:
             detail = f": {report.reason}" if report.reason else ""
             self.stopped_reason = f"child {child.order.venue_client_id} {report.kind}{detail}"
+
+    def _with_own(self, state: AlgoState) -> AlgoState:
+        return msgspec.structs.replace(state, stopped_reason=self.stopped_reason)
+
+    def _restore_own(self, state: AlgoState) -> None:
+        self.stopped_reason = state.stopped_reason

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from trader.execution.algos.base import AlgoParamsError, ExecutionAlgo, decimal_param, int_param
+import msgspec
+
+from trader.execution.algos.base import AlgoParamsError, AlgoState, ExecutionAlgo, decimal_param, int_param
 from trader.messages import VenueOrder
 
 DEFAULT_SLICES = 10
@@ -63,3 +65,9 @@ class Twap(ExecutionAlgo):
 
     def _done_releasing(self) -> bool:
         return len(self.children) == len(self.quantities)
+
+    def _with_own(self, state: AlgoState) -> AlgoState:
+        return msgspec.structs.replace(state, start_ms=self._start_ms)
+
+    def _restore_own(self, state: AlgoState) -> None:
+        self._start_ms = state.start_ms
