@@ -110,21 +110,27 @@ async def _publish(stack: Stack, bars: list[Bar], during: Callable[[int], None] 
 
 
 async def _bus(stack: Stack, symbols: list[str]) -> list[tuple[str, Features]]:
-    """Every features message of ``symbols`` in FEATURES, in stream order: (msg id, features)."""
+    """Every features message of ``symbols`` in FEATURES, in stream order: (msg id, features). Read
+    until the consumer has none pending (what the stream held when the last one was delivered), or none
+    came in 3 s (the subject is empty)."""
     nc = await connect_nats(stack.nats_url, "test")
     assert nc is not None
     js = nc.jetstream()
     sub = await js.subscribe(f"market.feature.1m.{VENUE}.>", ordered_consumer=True)
     decode = msgspec.json.Decoder(Features).decode
     out = []
-    while True:
+    pending, timeout, read = 1, 3.0, 0
+    while pending:
         try:
-            msg = await sub.next_msg(timeout=3)
+            msg = await sub.next_msg(timeout=timeout)
         except TimeoutError:
+            assert not read, f"{timeout} s without a message while {pending} were pending"
             break
+        read += 1
         features = decode(msg.data)
         if features.symbol in symbols:
             out.append(((msg.headers or {}).get("Nats-Msg-Id", ""), features))
+        pending, timeout = msg.metadata.num_pending, 30.0
     await nc.close()
     return out
 
@@ -160,7 +166,7 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def _same(a: float | None, b: float | None) -> bool:
