@@ -6,9 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -109,6 +111,19 @@ def test_up_uses_a_reachable_server_and_down_leaves_nothing_behind(lifecycle_sta
     assert stack.trader("status").returncode == 1
 
 
+def _lines_of(stream: IO[bytes] | None) -> list[str]:
+    """The lines ``stream`` gives, as they come (read by a thread of their own)."""
+    lines: list[str] = []
+    assert stream is not None
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
 def test_ctrl_c_on_foreground_up_stops_everything(lifecycle_stack: Lifecycle) -> None:
     stack, _ = lifecycle_stack
     up = subprocess.Popen(
@@ -117,9 +132,17 @@ def test_ctrl_c_on_foreground_up_stops_everything(lifecycle_stack: Lifecycle) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    # Until it says it is up (every component started), not `trader status` polled meanwhile: a status
+    # process every half second slows the start it waits for, and reads healthy while only the servers
+    # are listed yet.
+    said = _lines_of(up.stderr)
     deadline = time.monotonic() + 180
+    while not any("trader is up" in line for line in said[:]):
+        assert up.poll() is None, "".join(said)
+        assert time.monotonic() < deadline, stack.log("supervisor")
+        time.sleep(0.2)
     while not (stack.status().get("healthy")):
-        assert up.poll() is None, up.stderr.read().decode() if up.stderr else ""
+        assert up.poll() is None, "".join(said)
         assert time.monotonic() < deadline, stack.log("supervisor")
         time.sleep(0.5)
     pids = _pids(stack.status())
