@@ -19,6 +19,7 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -155,10 +156,13 @@ def test_the_test_commands_run_as_the_page_says(tmp_path: Path) -> None:
 
 def trader_help(*words: str) -> str:
     """``trader WORDS --help``, run in this process by the command line's own app (``trader`` is
-    ``trader.cli.main.app``): a process per command would import it anew each time, seconds each."""
+    ``trader.cli.main.app``): a process per command would import it anew each time, seconds each. The
+    app's callback configures the process's logging (to the runner's stream, closed after): not here,
+    where other tests' logs go on."""
     from trader.cli.main import app
 
-    result = CliRunner().invoke(app, [*words, "--help"], prog_name="trader")
+    with mock.patch("trader.cli.main.configure_logging"):
+        result = CliRunner().invoke(app, [*words, "--help"], prog_name="trader")
     assert result.exit_code == 0, f"trader {' '.join(words)}: {result.output}"
     return result.output
 
