@@ -130,13 +130,18 @@ def _whole(state: DeskState) -> tuple[object, ...]:
     )
 
 
-async def _full_replay(js: JetStreamContext) -> DeskState:
+async def _full_replay(js: JetStreamContext, *, restored: bool = False) -> DeskState:
+    """The state a replay of the whole EXEC stream rebuilds; ``restored``: and then restores (an algo
+    whose children filled its parent ends there)."""
+
     async def publish(items: list[Any]) -> None:
         raise AssertionError("a replay publishes nothing")
 
     desk = ExecutionDesk({}, publish, lambda: NOW)
     for m in await replay_messages(js, "EXEC", "exec.>"):
         desk.replay(m.subject, m.data)
+    if restored:
+        await desk.restore()
     return desk.snapshot()
 
 
@@ -207,6 +212,85 @@ async def test_exeq_killed_in_a_snapshot_write_and_in_the_replay_comes_back_with
         for n in range(1, 11):
             numbers = [int(r.exec_id.rpartition(":")[2]) for r in reports if r.client_order_id == f"o{n}"]
             assert numbers == list(range(1, len(numbers) + 1)), f"o{n}: {numbers}"
+    finally:
+        for process in started:  # a failure leaves none running
+            if process.process.poll() is None:
+                process.process.kill()
+                process.process.wait(10)
+        await nc.close()
+
+
+async def _children(js: JetStreamContext) -> list[str]:
+    stored = await replay_messages(js, "EXEC", "exec.algo.order.>")
+    orders = [msgspec.json.decode(m.data, type=VenueOrder) for m in stored]
+    return [o.venue_client_id for o in orders if o.action == "new"]
+
+
+async def _until_children(js: JetStreamContext, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(await _children(js)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} children released"
+        await asyncio.sleep(0.1)
+
+
+async def test_exeq_snapshots_an_algo_working_and_goes_on_with_it_after_a_kill(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A TWAP working when exeq stops: the snapshot holds it; killed (SIGKILL) after it released more,
+    exeq comes back from that snapshot plus the tail and the algo goes on from where it was: every child
+    released once, filled once, and the state at the end that of a replay of the whole stream."""
+    nc = await connect_nats(stack.nats_url, "test")
+    assert nc is not None
+    js = nc.jetstream()
+    started: list[Process] = []
+    parent = msgspec.structs.replace(
+        _order(1, "90"), quantity=D("3"), algo="twap", algo_params={"duration_s": "12", "slices": "3"}
+    )
+    try:
+        await ensure_streams(js, stack.settings())
+        exeq = _started(started, Process(stack, "exeq", tmp_path / "exeq-1.log"))
+        await exeq.ready()
+        await _tick(js, "99", 1)  # a quote; the children (limits at 90) rest
+        await _send(js, [parent])
+        await _until_children(js, 1)
+        await _read_back(stack, js)
+        assert exeq.stop() == 0
+        first = await SnapshotStore(js, "exeq").load(DeskState, STATE_VERSION)
+        assert first is not None, exeq.log.read_text()[-3000:]
+        [algo] = first.state.algos  # taken with the algo working
+        assert algo.venue_client_id == "o1"
+        assert [c.order.venue_client_id for c in algo.state.children] == ["o1.1"]
+
+        # Restarted from it: the algo goes on (once its symbol has a tick again); killed after the next.
+        exeq = _started(started, Process(stack, "exeq", tmp_path / "exeq-2.log"))
+        await exeq.ready()
+        [began] = [e for e in exeq.events("intake.started") if e.get("input") == "exeq"]
+        assert began["start_seq"] == first.covers["EXEC"] + 1, "a full replay, not the snapshot"
+        await _tick(js, "99", 2)
+        await _until_children(js, 2)
+        await _read_back(stack, js)
+        exeq.kill()
+
+        # From the snapshot and the tail: the rest released, then all filled by a tick at 89.
+        exeq = _started(started, Process(stack, "exeq", tmp_path / "exeq-3.log"))
+        await exeq.ready()
+        await _tick(js, "99", 3)
+        await _until_children(js, 3)
+        await _tick(js, "89", 4)
+        await _until_reports(js, "fill", 3)
+        await _read_back(stack, js)
+        await asyncio.sleep(1)  # anything published twice would show by now
+        assert exeq.stop() == 0
+
+        assert await _children(js) == ["o1.1", "o1.2", "o1.3"]
+        reports = await _reports(js)
+        exec_ids = [r.exec_id for r in reports]
+        assert len(exec_ids) == len(set(exec_ids)), "an exec id published twice"
+        assert sum((r.last_quantity for r in reports if r.kind == "fill"), D(0)) == D(3)
+        loaded = await SnapshotStore(js, "exeq").load(DeskState, STATE_VERSION)
+        assert loaded is not None
+        assert loaded.state.algos == []  # done: the parent filled
+        assert _whole(loaded.state) == _whole(await _full_replay(js, restored=True))
     finally:
         for process in started:  # a failure leaves none running
             if process.process.poll() is None:
