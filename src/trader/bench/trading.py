@@ -627,7 +627,7 @@ async def run_trading_bench(
         await ensure_streams(js, settings)
         trading, _ = await read_trading_state(await state_bucket(js))
         if trading.mode != "active":
-            raise RuntimeError(f"trading is {trading.mode} ({trading.reason}): `trader trading resume` first")
+            raise RuntimeError(f"trading is {trading.mode} ({trading.reason}): `trader resume` first")
         started = time.perf_counter()
         procs = _spawn(settings, service_env(quantity))
         await _wait_ready(settings, procs, ready_timeout_s)

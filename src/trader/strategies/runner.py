@@ -127,7 +127,7 @@ class StrategyRunner:
         """Live alternative data of one of its symbols (or their perpetuals), once started and warmed up."""
         if not self.started or not self.warmed_up or datum.symbol is None:
             return Actions()
-        if datum.symbol.removesuffix("-PERP") not in self.symbols:
+        if datum.symbol not in self.symbols and datum.symbol.removesuffix("-PERP") not in self.symbols:
             return Actions()
         kinds = self.strategy.alt_kinds
         if kinds and datum.kind not in kinds:

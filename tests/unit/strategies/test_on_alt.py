@@ -61,6 +61,15 @@ def test_other_symbols_and_data_without_one_are_not_its_own() -> None:
     assert not r.on_alt(AltDatum(timestamp=1, kind="sentiment", source="mock", value=Decimal("0.9")))
 
 
+def test_a_strategy_of_a_perpetual_hears_that_perpetuals_data() -> None:
+    r = build_runner(StrategyConfig(name="f", kind=FUNDING_WATCHER, symbols=["BTCUSDT-PERP"]))
+    r.start()
+    r.warm_up([])
+    [order] = r.on_alt(funding("0.001", "BTCUSDT-PERP")).instructions
+    assert order.message.symbol == "BTCUSDT"
+    assert not r.on_alt(funding("0.001", "ETHUSDT-PERP"))
+
+
 class FundingOnly(FundingWatcher):
     alt_kinds = ("funding",)
 
