@@ -288,10 +288,17 @@ def test_sigkill_under_load_loses_and_doubles_nothing(stack: Stack) -> None:
     kills = {len(ticks) // 3, 2 * len(ticks) // 3}
     killed = []
 
+    # Each restarted process logs its intake's start once it has loaded (seconds on a loaded machine).
+    def intake_starts() -> list[dict]:
+        log = (stack.data_dir / "logs" / "ohlcv-agg.log").read_text()
+        return [msgspec.json.decode(line) for line in log.splitlines() if '"intake.started"' in line]
+
     def kill(n: int) -> None:
         if n in kills:
             pid = _pid(stack, "ohlcv-agg")
-            if pid and pid not in killed:  # (not yet restarted after the first: skipped)
+            # Not yet restarted after the first kill, or not yet reading: skipped (a process killed
+            # before its intake starts logs no start, and resumes nothing).
+            if pid and pid not in killed and len(intake_starts()) >= 1 + len(killed):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
@@ -304,11 +311,7 @@ def test_sigkill_under_load_loses_and_doubles_nothing(stack: Stack) -> None:
         time.sleep(0.5)
 
     # Each restart resumed from a snapshot (not from the start of the stream) and replayed the rest.
-    # A restarted process logs its intake's start once it has loaded (seconds on a loaded machine).
-    def intake_starts() -> list[dict]:
-        log = (stack.data_dir / "logs" / "ohlcv-agg.log").read_text()
-        return [msgspec.json.decode(line) for line in log.splitlines() if '"intake.started"' in line]
-
+    deadline = time.monotonic() + 120
     while len(starts := intake_starts()) < 1 + len(killed) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(starts) >= 1 + len(killed)

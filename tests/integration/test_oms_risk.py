@@ -654,6 +654,9 @@ def _component(stack: Stack, name: str) -> dict[str, Any]:
 
 
 def _pid(stack: Stack, name: str) -> int:
-    pid = _component(stack, name)["pid"]
+    # `trader status` gave no pid for a running oms once on a loaded machine: asked again for a while.
+    deadline = time.monotonic() + 20
+    while not (pid := _component(stack, name)["pid"]) and time.monotonic() < deadline:
+        time.sleep(1)
     assert pid, f"{name} is not running"
     return pid
