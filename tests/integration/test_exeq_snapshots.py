@@ -213,10 +213,8 @@ async def test_exeq_killed_in_a_snapshot_write_and_in_the_replay_comes_back_with
             numbers = [int(r.exec_id.rpartition(":")[2]) for r in reports if r.client_order_id == f"o{n}"]
             assert numbers == list(range(1, len(numbers) + 1)), f"o{n}: {numbers}"
     finally:
-        for process in started:  # a failure leaves none running
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait(10)
+        for process in started:
+            process.kill_if_running()
         await nc.close()
 
 
@@ -292,8 +290,6 @@ async def test_exeq_snapshots_an_algo_working_and_goes_on_with_it_after_a_kill(
         assert loaded.state.algos == []  # done: the parent filled
         assert _whole(loaded.state) == _whole(await _full_replay(js, restored=True))
     finally:
-        for process in started:  # a failure leaves none running
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait(10)
+        for process in started:
+            process.kill_if_running()
         await nc.close()

@@ -59,6 +59,12 @@ class Process:
             stderr=subprocess.STDOUT,
         )
 
+    def kill_if_running(self) -> None:
+        """What a test's ``finally`` does: a failure leaves no process running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
     def events(self, event: str) -> list[dict[str, Any]]:
         found = []
         for line in self.log.read_text(errors="replace").splitlines():

@@ -199,8 +199,6 @@ async def test_the_strategy_service_killed_at_every_point_comes_back_with_a_full
         )
         assert full.position("BTCUSDT") == position
     finally:
-        for process in started:  # a failure leaves none running
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait(10)
+        for process in started:
+            process.kill_if_running()
         await nc.close()
