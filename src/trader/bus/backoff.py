@@ -1,4 +1,5 @@
-"""Exponential backoff with jitter, shared by every reconnect and restart loop."""
+"""Exponential backoff with jitter, shared by every reconnect and restart loop; and ``set_within``, the
+one way a loop waits for an event with a timeout."""
 
 from __future__ import annotations
 
@@ -41,8 +42,19 @@ class Backoff:
         if stop is None:
             await asyncio.sleep(delay)
             return True
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            return True
+        return not await set_within(stop, delay)
+
+
+async def set_within(event: asyncio.Event, timeout: float) -> bool:
+    """Whether ``event`` is set within ``timeout`` seconds. Not ``asyncio.wait_for``: on Python 3.11 it
+    swallows a cancellation that comes as the event is set (it returns the result instead), and a loop
+    around it then never ends; a stop that awaits the cancelled task waited forever (risk's start hung
+    so once in about ten runs). ``asyncio.timeout`` raises the cancellation."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
         return False
+    return True

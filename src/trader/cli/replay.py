@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -20,9 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trader.backtest.replay import Pacer, Progress, iso_ms, new_run_id, parse_speed, replay_message
-from trader.bus.backoff import Backoff
-from trader.bus.publish import BatchResult, Outgoing, PubAck, publish_batch, publisher_of
+from trader.bus.backoff import Backoff, set_within
 from trader.cli.backtest import parse_time
 from trader.cli.format import fail
 from trader.config import Settings, is_replay_venue, replay_venue
@@ -35,10 +34,13 @@ PROGRESS_EVERY_S = 1.0  # on a terminal; a line every 5 s otherwise
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C, as a shell gives one
 
 
+# The replay's own modules (nats-py through trader.bus.publish) are imported when a replay runs, not
+# on every `trader` start.
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
     from trader.backtest.data import DataRange, LakeTicks
+    from trader.bus.publish import AckedPublisher, BatchResult, Outgoing, PubAck
     from trader.messages import MarketTick
 
     # What the reader thread hands over: a batch of ticks with their stream sequences, an error, the end.
@@ -64,6 +66,7 @@ def replay(
     """Republish stored ticks from the lake onto the bus as venue replay-<venue>, at --speed, in event-time
     order: bars, analytics and paper strategies pointed at the replay venue run on history."""
     from trader.backtest.data import BacktestDataError, DataRange, LakeTicks
+    from trader.backtest.replay import new_run_id, parse_speed
     from trader.cli.backtest import _check_lake_reachable
 
     if not start or not end:
@@ -127,6 +130,8 @@ class Replay:
     def __init__(
         self, js: JetStreamContext, source: LakeTicks, data: DataRange, total: int, speed: float, run_id: str
     ) -> None:
+        from trader.backtest.replay import Pacer, Progress
+
         self.js, self.source, self.data, self.speed, self.run_id = js, source, data, speed, run_id
         self.pacer = Pacer(speed)
         self.progress = Progress(data.start_ms, data.end_ms, total, time.monotonic())
@@ -136,6 +141,8 @@ class Replay:
         self._shown_at = 0.0
 
     async def run(self) -> int:
+        from trader.backtest.replay import iso_ms
+
         await self._check_stream()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -183,6 +190,8 @@ class Replay:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
     async def _publish_all(self, queue: Batches) -> None:
+        from trader.backtest.replay import replay_message
+
         waiting = asyncio.create_task(self.stop.wait())
         try:
             while not self.stop.is_set():
@@ -213,8 +222,7 @@ class Replay:
         while delay > 0 and not self.stop.is_set():
             self._settle_done()
             self._show()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), min(delay, PROGRESS_EVERY_S))
+            await set_within(self.stop, min(delay, PROGRESS_EVERY_S))
             delay = self.pacer.wait_s(event_ms, time.monotonic())
         return not self.stop.is_set()
 
@@ -252,11 +260,19 @@ class Replay:
             await backoff.sleep()
         raise ReplayFailed(f"{item.subject} ({item.msg_id}) not stored after {RETRIES} tries: {errors[:2]}")
 
+    @functools.cached_property
+    def publisher(self) -> AckedPublisher:
+        from trader.bus.publish import publisher_of
+
+        return publisher_of(self.js)
+
     async def _send(self, item: Outgoing) -> asyncio.Future[PubAck]:
         """Publish; the future is the acknowledgement."""
-        return await publisher_of(self.js).publish(item.subject, item.payload, item.all_headers())
+        return await self.publisher.publish(item.subject, item.payload, item.all_headers())
 
     async def _send_again(self, item: Outgoing) -> BatchResult:
+        from trader.bus.publish import publish_batch
+
         return await publish_batch(self.js, [item], ack_timeout=ACK_TIMEOUT_S)
 
     async def _drain(self) -> None:

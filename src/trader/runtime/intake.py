@@ -65,7 +65,6 @@ Tests pause a service at the points where a crash must lose and repeat nothing (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,6 +76,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from trader.bus.backoff import set_within
 from trader.bus.publish import Outgoing
 from trader.bus.read import ErrorHook, Follower, Stored, decode_message, refusal, replay_messages
 from trader.bus.refusals import InvalidMessage, Refused
@@ -674,8 +674,7 @@ class Intake(Generic[T]):
                 if follower.caught_up.is_set():
                     await self._catch_up()
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.25)
+                await set_within(self._wake, 0.25)
                 continue
             limit = self.input.max_batch
             batch, self._arrived = self._arrived[:limit], self._arrived[limit:]

@@ -6,10 +6,9 @@ open interest of each symbol, and a market-wide sentiment index.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
+from trader.bus.backoff import set_within
 from trader.bus.publish import Outgoing
 from trader.bus.streams import alt_subject
 from trader.marketdata.mock import AltGenerator
@@ -31,8 +30,7 @@ class AltFeed(Service):
         while not rt.stopping.is_set():
             batch = [alt_message(d) for d in generator.next_batch(time.time_ns() // 1_000_000)]
             await rt.publish_reliably(batch, give_up_on_stop=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.stopping.wait(), timeout=cfg.interval_s)
+            await set_within(rt.stopping, cfg.interval_s)
 
 
 SERVICE = AltFeed

@@ -22,9 +22,9 @@ State: the latest position of each subject and the marks, none of it kept over a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
+from trader.bus.backoff import set_within
 from trader.bus.publish import Outgoing
 from trader.bus.streams import pnl_subject
 from trader.marketdata.decode import decode_tick
@@ -96,8 +96,7 @@ class Pnl(Service):
         try:
             interval = self.settings.pnl.snapshot_interval_s
             while not rt.stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(rt.stopping.wait(), timeout=interval)
+                await set_within(rt.stopping, interval)
                 if not rt.stopping.is_set():
                     await self._snapshot(rt, state)
         finally:

@@ -31,12 +31,12 @@ bus every event it lacks, and snapshots only on subjects it already has (not a d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import msgspec
 from nats.js.errors import NotFoundError
 
 from trader.analytics.spreads import SpreadConfig, SpreadEngine, SpreadState
+from trader.bus.backoff import set_within
 from trader.bus.publish import Outgoing
 from trader.bus.streams import spread_opportunity_subject, spread_subject
 from trader.config import Settings
@@ -186,8 +186,7 @@ class SpreadAnalyzer(Service):
     async def _write_loop(self, rt: Runtime, done: asyncio.Event) -> None:
         interval = self.settings.spread_analyzer.flush_interval_s
         while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), interval)
+            await set_within(done, interval)
             await self._write(rt)
 
     async def _write(self, rt: Runtime) -> None:

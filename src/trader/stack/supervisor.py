@@ -32,6 +32,7 @@ import httpx
 import psutil
 import structlog
 
+from trader.bus.backoff import set_within
 from trader.config import Settings
 from trader.runtime.backoff import Backoff
 from trader.runtime.health import problems_of
@@ -41,7 +42,7 @@ from trader.stack.nats import NatsServer
 from trader.stack.probes import port_is_free, port_owner, probe
 from trader.stack.questdb import QuestDBServer
 from trader.stack.seaweedfs import SeaweedFS
-from trader.stack.state import StackState, write_state
+from trader.stack.state import StackState, lock_path, write_state
 
 PR_SET_PDEATHSIG = 1
 LOG_CHECK_S = 30.0  # how often the log files' sizes are looked at
@@ -328,8 +329,7 @@ class Supervisor:
                     self._spawn(run)
                     run.state = "running"
             self._write_state()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), timeout=0.25)
+            await set_within(self.stop_event, 0.25)
 
     def _cap_logs(self) -> None:
         cfg = self.settings.supervisor
@@ -419,7 +419,7 @@ class Supervisor:
 
     def _acquire_lock(self) -> None:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = (self.settings.run_dir / "supervisor.lock").open("a+")
+        lock = lock_path(self.settings.run_dir).open("a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -439,17 +439,3 @@ class Supervisor:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None
-
-
-def supervisor_running(settings: Settings) -> bool:
-    """True while some supervisor holds the lock of this data directory."""
-    path = settings.run_dir / "supervisor.lock"
-    if not path.exists():
-        return False
-    with path.open("a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    return False

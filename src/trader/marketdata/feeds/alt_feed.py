@@ -21,11 +21,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from trader.bus.backoff import set_within
 from trader.bus.publish import Outgoing
 from trader.bus.streams import alt_subject
 from trader.config import LiveAltSettings, LiveGatewaySettings
@@ -171,8 +171,7 @@ class AltVenueFeed(WebSocketFeed):
         while not stop.is_set():
             for vs in self.venue_symbols:
                 await self._fetch(vs, kind, "polled")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every_s)
+            await set_within(stop, every_s)
 
     async def _fetch(self, venue_symbol: str, kind: str, counter: str) -> None:
         assert self._rest is not None

@@ -16,7 +16,6 @@ its log events (``venue.connected``, ``alt.disconnected``, ...).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -24,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from websockets.asyncio.client import connect
 
-from trader.bus.backoff import Backoff
+from trader.bus.backoff import Backoff, set_within
 from trader.config import LiveGatewaySettings
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
@@ -124,8 +123,7 @@ class WebSocketFeed:
             self.stats["disconnects"] += 1
             delay = backoff.next_delay()
             self.log.warning(f"{self.LOG}.disconnected", reason=reason, retry_in_s=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            await set_within(stop, delay)
 
     async def _session(self, stop: asyncio.Event, backoff: Backoff, previous: str) -> str:
         """One connection, until it ends; why it ended."""
@@ -149,7 +147,8 @@ class WebSocketFeed:
         flowing = False
         while not stop.is_set():
             try:
-                frame = await asyncio.wait_for(ws.recv(), timeout=POLL_S)
+                async with asyncio.timeout(POLL_S):  # not wait_for: see trader.bus.backoff.set_within
+                    frame = await ws.recv()
             except TimeoutError:
                 frame = None
             now = loop.time()
