@@ -5,11 +5,10 @@ Consumes:
   intake input ``risk`` in mode WORK, in stream order, checkpointed once the decisions are stored: a
   crash hands the requests in hand over again, decided again under the same msg id). A cancel-replace is
   judged as the order it would become; a plain cancel is the oms's alone, and passed over;
-- last trade prices: a core NATS subscription to ``market.tick.>`` that only keeps the latest raw tick
-  per subject (``market.tick.<venue>.<SYMBOL>``), decoded when a decision needs it (only the latest
-  price matters, and a busy feed then costs a dictionary write per tick); seeded at start with the
-  latest tick per subject in MARKET_TICKS (input ``risk-ticks``, mode LATEST, read until caught up). An
-  order is checked at the last trade of its venue's quote
+- last trade prices: input ``risk-ticks`` (mode LATEST) on ``market.tick.>``: the latest tick per
+  subject (``market.tick.<venue>.<SYMBOL>``) in MARKET_TICKS, then every tick, each kept raw and only
+  the latest per subject decoded when a decision needs it (only the latest price matters, and a busy
+  feed then costs a dictionary write per tick). An order is checked at the last trade of its venue's quote
   venue (``trader.risk.prices``), never at another feed's price of the symbol;
 - positions: input ``risk-positions`` (mode LATEST) on ``position.>``: the accounts'
   net positions (``position.<account>.<venue>.<symbol>``) for every account-wide check, and each
@@ -44,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -62,7 +60,6 @@ from trader.bus.streams import (
     pnl_subject,
 )
 from trader.bus.trading_switch import read_state, state_bucket, write_state_if
-from trader.bus.wire import RawMessage, subscribe_raw, unsubscribe_raw
 from trader.config import Settings
 from trader.marketdata.decode import decode_tick
 from trader.messages import (
@@ -133,7 +130,6 @@ class RiskState:
 
     desk: RiskDesk
     kv: KeyValue
-    tick_sub: Subscription
     inputs: list[Intake[Any]]  # positions, open orders, PnL: read on, live
     reading: list[asyncio.Task[None]]
     requests: Intake[bytes]
@@ -153,14 +149,12 @@ class Risk(Service):
         trading, _ = await read_state(kv)
         desk = RiskDesk(self.settings, trading, rt)
         await adopt_legacy_checkpoint(rt, kv)
-        # Live ticks first, so the seed below never overwrites a newer price with an older one.
-        assert rt.nc is not None, "the runtime connects before it starts a service"
-        tick_sub = await subscribe_raw(rt.nc, "market.tick.>", desk.on_ticks)
         started: list[Intake[Any]] = []
         reading: list[asyncio.Task[None]] = []
         try:
-            await self._seed_ticks(rt, desk)
             inputs: list[Intake[Any]] = [
+                # The latest tick of each instrument the stream holds, then every tick, kept raw.
+                Intake(rt, TICKS_INPUT, desk.on_tick, live=desk.on_ticks),
                 Intake(rt, POSITIONS_INPUT, desk.on_position),
                 Intake(rt, ORDERS_INPUT, desk.on_order, snapshots=desk.orders_snapshotting()),
                 Intake(rt, PNL_INPUT, desk.on_pnl, snapshots=desk.snapshotting()),
@@ -178,9 +172,8 @@ class Risk(Service):
             await asyncio.gather(*reading, return_exceptions=True)
             for intake in started:
                 await intake.stop()
-            await unsubscribe_raw(tick_sub)
             raise
-        state = RiskState(desk, kv, tick_sub, inputs, reading, requests)
+        state = RiskState(desk, kv, inputs, reading, requests)
         state.tasks = [
             asyncio.create_task(follow_state(rt, kv, desk.on_trading_state)),
             asyncio.create_task(self._watch_storage(rt, state)),
@@ -193,16 +186,6 @@ class Risk(Service):
             post_trade=msgspec.structs.asdict(desk.checkpoint),
             mode=trading.mode,
         )
-
-    async def _seed_ticks(self, rt: Runtime, desk: RiskDesk) -> None:
-        """The latest tick of each instrument the stream holds, where no live one came first."""
-        seed = Intake(rt, TICKS_INPUT, desk.seed_tick)
-        await seed.start()
-        tasks = await run_until_caught_up([seed], "risk's prices")  # type: ignore[list-item]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await seed.stop()
 
     # The loop ------------------------------------------------------------------------------------
 
@@ -266,7 +249,6 @@ class Risk(Service):
         await asyncio.gather(*state.reading, return_exceptions=True)
         for intake in state.inputs:
             await intake.stop()
-        await unsubscribe_raw(state.tick_sub)
 
     def ready_checks(self) -> dict[str, bool]:
         return {"caught_up": self.state is not None}
@@ -330,18 +312,17 @@ class RiskDesk:
 
     # Prices --------------------------------------------------------------------------------------
 
-    def on_ticks(self, ticks: list[RawMessage]) -> None:
-        """Every tick of the market, raw: only the latest per symbol is decoded, at the next decision."""
-        raw, dirty = self.raw_ticks, self.dirty_ticks
-        for subject, _reply, _headers, data in ticks:
-            name = subject.decode()
-            raw[name] = data
-            dirty.add(name)
+    def on_tick(self, received: Received[bytes]) -> list[Outgoing]:
+        """A tick of the market, raw: only the latest per instrument is decoded, at the next decision."""
+        self.raw_ticks[received.subject] = received.value
+        self.dirty_ticks.add(received.subject)
+        return []
 
-    def seed_tick(self, received: Received[bytes]) -> list[Outgoing]:
-        if received.subject not in self.raw_ticks:
-            self.raw_ticks[received.subject] = received.value
-            self.dirty_ticks.add(received.subject)
+    async def on_ticks(self, batch: list[Received[bytes]]) -> list[Outgoing]:
+        raw, dirty = self.raw_ticks, self.dirty_ticks
+        for received in batch:  # in stream order: a later tick of an instrument replaces an earlier one
+            raw[received.subject] = received.value
+            dirty.add(received.subject)
         return []
 
     def _refresh_prices(self) -> None:
