@@ -14,7 +14,6 @@ import typer
 from trader.cli.format import JsonOpt, print_rows
 from trader.cli.latest import latest_sql, oldest_first, query_latest, say_if_none
 from trader.config import Settings
-from trader.stores.questdb import bar_table
 
 COLUMNS = ["ts", "venue", "symbol", "open", "high", "low", "close", "volume", "vwap", "trades", "closed"]
 DECIMALS = {"open", "high", "low", "close", "volume", "vwap"}
@@ -22,6 +21,8 @@ DECIMALS = {"open", "high", "low", "close", "volume", "vwap"}
 
 def bars_sql(symbol: str, timeframe: str, venue: str | None, last: int) -> str:
     """The query of the ``last`` bars, newest first (bad names and timeframes refused: ValueError)."""
+    from trader.stores.questdb import bar_table  # the QuestDB client (numpy): not on every `trader` start
+
     return latest_sql(", ".join(COLUMNS), bar_table, symbol, timeframe, venue, last)
 
 
@@ -33,6 +34,8 @@ def _row(row: dict[str, Any]) -> list[Any]:
 
 def _no_table(timeframe: str) -> Callable[[Settings], str]:
     def say(settings: Settings) -> str:
+        from trader.stores.questdb import bar_table
+
         made = f"the normalizer writes {settings.normalizer.timeframes}"
         return (
             f"no {bar_table(timeframe)} table in QuestDB: {made}, ohlcv-agg {settings.ohlcv_agg.timeframes}"

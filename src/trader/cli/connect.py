@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
-from nats.aio.client import Client as NATS
 
-from trader.bus.connection import NatsUnreachable, connect_once
 from trader.cli.format import fail
 from trader.config import Settings
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from trader.bus.connection import NatsUnreachable
 
 T = TypeVar("T")
 CLIENT_NAME = "trader-cli"
@@ -24,6 +27,8 @@ def unreachable(exc: NatsUnreachable) -> typer.Exit:
 
 def run_on_nats(work: Callable[[NATS], Awaitable[T]], settings: Settings | None = None) -> T:
     """Connect, run ``work``, close; a server that does not answer is the one-line error above."""
+    from trader.bus.connection import NatsUnreachable, connect_once  # nats: only for the commands using it
+
     url = (settings or Settings()).effective_nats_url
 
     async def main() -> T:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,8 +9,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from trader.bus.connection import NatsUnreachable, connect_once
-from trader.cli.connect import CLIENT_NAME, unreachable
+from trader.cli.connect import run_on_nats
 from trader.cli.format import JsonOpt, err, fail, print_rows
 from trader.config import Settings
 
@@ -163,16 +161,6 @@ def lake_vacuum(
 # Dead letters -----------------------------------------------------------------------------------
 
 
-async def _read_dlq(settings: Settings, service: str | None, limit: int) -> list[dict[str, Any]]:
-    from trader.bus.dlq import read_dead_letters
-
-    nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
-    try:
-        return await read_dead_letters(nc.jetstream(), service, limit)
-    finally:
-        await nc.close()
-
-
 @dlq_app.command("list")
 def dlq_list(
     service: Annotated[str | None, typer.Option(help="Only what this service refused.")] = None,
@@ -180,10 +168,9 @@ def dlq_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Show dead letters, newest first: who refused what, and why."""
-    try:
-        letters = asyncio.run(_read_dlq(Settings(), service, limit))
-    except NatsUnreachable as exc:
-        raise unreachable(exc) from None
+    from trader.bus.dlq import read_dead_letters
+
+    letters = run_on_nats(lambda nc: read_dead_letters(nc.jetstream(), service, limit))
     columns = ["dlq_seq", "refused_at", "service", "subject", "stream_seq", "reason", "payload"]
     rows = [[*(x[c] for c in columns[:-1]), _preview(x["data"], as_json)] for x in letters]
     print_rows(columns, rows, as_json)
@@ -209,13 +196,10 @@ def dlq_replay(
 ) -> None:
     """Publish refused messages again, once fixed (a new decoder, a corrected producer), and remove them
     from the dead letters. A message refused by several services is published once."""
-    from trader.bus.dlq import replay_dead_letters, replay_groups
+    from trader.bus.dlq import read_dead_letters, replay_dead_letters, replay_groups
 
     settings = Settings()
-    try:
-        letters = asyncio.run(_read_dlq(settings, service, limit))
-    except NatsUnreachable as exc:
-        raise unreachable(exc) from None
+    letters = run_on_nats(lambda nc: read_dead_letters(nc.jetstream(), service, limit), settings)
     originals = replay_groups(letters, reason, include_late)
     if dry_run or not originals:
         print_rows(
@@ -228,16 +212,5 @@ def dlq_replay(
         )
         err.print(f"{len(originals)} message(s) {'would be' if dry_run else 'to be'} replayed")
         return
-
-    async def replay() -> int:
-        nc = await connect_once(settings.effective_nats_url, CLIENT_NAME)
-        try:
-            return await replay_dead_letters(nc.jetstream(), originals)
-        finally:
-            await nc.close()
-
-    try:
-        count = asyncio.run(replay())
-    except NatsUnreachable as exc:
-        raise unreachable(exc) from None
+    count = run_on_nats(lambda nc: replay_dead_letters(nc.jetstream(), originals), settings)
     err.print(f"replayed {count} message(s) to their original subjects and removed them from the DLQ")

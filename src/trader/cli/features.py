@@ -13,13 +13,14 @@ import typer
 from trader.cli.format import JsonOpt, print_rows
 from trader.cli.latest import latest_sql, oldest_first, query_latest, say_if_none
 from trader.config import Settings
-from trader.stores.questdb_features import features_table
 
 KEYS = ["ts", "venue", "symbol", "bars"]
 
 
 def features_sql(symbol: str, timeframe: str, venue: str | None, last: int) -> str:
     """The query of the ``last`` rows, newest first (bad names and timeframes refused: ValueError)."""
+    from trader.stores.questdb_features import features_table  # the QuestDB client (numpy): not at start
+
     return latest_sql("*", features_table, symbol, timeframe, venue, last)
 
 
@@ -37,6 +38,8 @@ def _short(value: Any) -> str:
 
 def _no_table(timeframe: str) -> Callable[[Settings], str]:
     def say(settings: Settings) -> str:
+        from trader.stores.questdb_features import features_table
+
         made = ", ".join(settings.feature_eng.timeframes)
         return f"no {features_table(timeframe)} table in QuestDB: feature-eng computes {made}"
 

@@ -27,7 +27,7 @@ from trader.cli.spreads import spreads as spreads_command
 from trader.config import Settings
 from trader.runtime.logging import configure_logging
 from trader.stack.base import StackError
-from trader.stack.state import StackState, read_state
+from trader.stack.state import StackState, read_state, supervisor_running
 from trader.stack.status import (
     STARTED,
     collect_status,
@@ -36,7 +36,6 @@ from trader.stack.status import (
     port_table,
     process_alive,
 )
-from trader.stack.supervisor import Supervisor, supervisor_running
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="trader: a crypto trading backend.")
 service_app = typer.Typer(no_args_is_help=True, help="Run one service in this process.")
@@ -120,7 +119,7 @@ def up(
         if not settings.live_gateway.venues and not settings.live_gateway.alt:
             err.print("[yellow]warning:[/] --live with no venue in the live_gateway setting: it will idle")
         names.append("live-gateway")
-    if supervisor_running(settings):
+    if supervisor_running(settings.run_dir):
         err.print(
             f"[red]error:[/] trader is already running (data directory {settings.data_dir}): "
             "`trader status`, `trader down`"
@@ -157,6 +156,8 @@ def supervise(services: ServicesOpt = None) -> None:
 async def _supervise(
     settings: Settings, names: list[str], on_ready: Callable[[], Awaitable[None]] | None = None
 ) -> int:
+    from trader.stack.supervisor import Supervisor  # the servers' and services' modules: not for `status`
+
     try:
         supervisor = Supervisor(settings, names)
     except StackError as exc:
@@ -249,7 +250,7 @@ def down(timeout: Annotated[float, typer.Option(help="Seconds to wait for a clea
     if state is None:
         err.print("trader is not running (no state in the data directory).")
         return
-    if process_alive(state.supervisor_pid) and supervisor_running(settings):
+    if process_alive(state.supervisor_pid) and supervisor_running(settings.run_dir):
         os.kill(state.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while process_alive(state.supervisor_pid) and time.monotonic() < deadline:

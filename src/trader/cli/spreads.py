@@ -8,17 +8,17 @@ fresh or stale) and every pair. ``--json`` prints the snapshots whole, every val
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
-from nats.aio.client import Client as NATS
-from nats.js.errors import NotFoundError
 
-from trader.bus.streams import spread_subject
 from trader.cli.connect import run_on_nats
 from trader.cli.format import JsonOpt, console, err, fail, print_rows, to_json
 from trader.messages import SpreadSnapshot
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
 
 STREAM = "SPREADS"
 _decoder = msgspec.json.Decoder(SpreadSnapshot)
@@ -26,6 +26,10 @@ _decoder = msgspec.json.Decoder(SpreadSnapshot)
 
 async def latest_snapshots(nc: NATS, symbol: str | None = None) -> list[SpreadSnapshot]:
     """The latest snapshot of each instrument (or of ``symbol``), by symbol."""
+    from nats.js.errors import NotFoundError  # nats-py: not on every `trader` start
+
+    from trader.bus.streams import spread_subject
+
     js = nc.jetstream()
     try:
         info = await js.stream_info(STREAM, subjects_filter=spread_subject(symbol or "*"))

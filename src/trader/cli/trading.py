@@ -19,35 +19,20 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 import typer
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 
 from trader.cli.connect import run_on_nats
 from trader.cli.format import JsonOpt, err, fail, print_rows
-from trader.control.actions import (
-    cancel_msg_id,
-    cancel_request,
-    new_client_order_id,
-    order_type,
-    set_trading_state,
-    submit_msg_id,
-    switch_state,
-)
-from trader.messages import (
-    TERMINAL_STATUSES,
-    Order,
-    OrderRequest,
-    PnlSnapshot,
-    Position,
-    TradingState,
-    encode,
-)
+from trader.messages import TERMINAL_STATUSES, Order, OrderRequest, PnlSnapshot, Position, TradingMode, encode
 from trader.risk.checks import MANUAL_STRATEGY
+
+# nats-py and what uses it are imported by the commands that reach NATS, not on every `trader` start.
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
 ORDER_COLUMNS = [
     "client_order_id",
@@ -108,6 +93,8 @@ TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")
 
 async def _latest(nc: NATS, stream: str, subject: str, kind: type[T]) -> list[T]:
     """The latest message of every subject matching ``subject``, decoded (undecodable ones skipped)."""
+    from nats.js.api import DeliverPolicy
+
     from trader.bus.read import replay_messages
 
     decoder = msgspec.json.Decoder(kind)
@@ -258,6 +245,7 @@ def order(
     trade: an unknown symbol is refused before anything is sent (exit 2), with the known ones listed.
     With --wait: exit 3 if the order is rejected, 4 if it ends unfilled, 0 otherwise."""
     from trader.bus.streams import order_submit_subject
+    from trader.control.actions import new_client_order_id, order_type, submit_msg_id
 
     params = _algo_params(param or [])
     if params and algo is None:
@@ -370,6 +358,7 @@ def cancel(
 ) -> None:
     """Ask the oms to cancel an order."""
     from trader.bus.streams import order_cancel_subject
+    from trader.control.actions import cancel_msg_id, cancel_request
 
     async def send(nc: NATS) -> Order | None:
         owner = strategy
@@ -480,7 +469,7 @@ def kill(
     reason: Annotated[str, typer.Option(help="Why trading stops; shown with every denial.")] = "kill switch",
 ) -> None:
     """Halt trading: risk denies every new order and the oms cancels every open one."""
-    _set_state(switch_state("halted", reason))
+    _set_state("halted", reason)
     err.print(f"trading halted ({reason}): new orders are denied, open orders are being canceled")
 
 
@@ -488,11 +477,15 @@ def resume(
     reason: Annotated[str | None, typer.Option(help="Why trading resumes.")] = None,
 ) -> None:
     """Resume trading (also lifts reduce-only)."""
-    _set_state(switch_state("active", reason))
+    _set_state("active", reason)
     err.print("trading active")
 
 
-def _set_state(state: TradingState) -> None:
+def _set_state(mode: TradingMode, reason: str | None) -> None:
+    from trader.control.actions import set_trading_state, switch_state
+
+    state = switch_state(mode, reason)
+
     async def write(nc: NATS) -> int:
         return await set_trading_state(nc.jetstream(), state)
 

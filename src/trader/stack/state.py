@@ -1,7 +1,8 @@
-"""The supervisor's state file: what `trader status` and `trader down` read."""
+"""The supervisor's state file and lock: what `trader status`, `trader up` and `trader down` read."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -36,3 +37,22 @@ def read_state(run_dir: Path) -> StackState | None:
         return msgspec.json.decode(state_path(run_dir).read_bytes(), type=StackState)
     except (FileNotFoundError, msgspec.DecodeError, json.JSONDecodeError):
         return None
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The file a running supervisor holds locked (``flock``), with its pid."""
+    return run_dir / "supervisor.lock"
+
+
+def supervisor_running(run_dir: Path) -> bool:
+    """True while some supervisor holds the lock of this data directory's ``run_dir``."""
+    path = lock_path(run_dir)
+    if not path.exists():
+        return False
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
