@@ -7,10 +7,11 @@ import contextlib
 import json
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass
@@ -24,6 +25,8 @@ async def probe(url: str, client: httpx.AsyncClient, timeout: float = 2.0) -> Pr
     if url.startswith("tcp://"):
         parsed = urlparse(url)
         return await _tcp(parsed.hostname or "127.0.0.1", parsed.port or 0, timeout)
+    import httpx  # the caller's client has loaded it; `trader down` and a stopped `status` need not
+
     try:
         response = await client.get(url, timeout=timeout)
     except httpx.HTTPError as exc:

@@ -4,15 +4,17 @@ why a component that runs is not doing its job (its problems: ``trader.runtime.h
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import psutil
 
 from trader.config import Settings
 from trader.runtime.health import problems_of
 from trader.stack.probes import probe
 from trader.stack.state import StackState
+
+if TYPE_CHECKING:
+    import httpx
 
 STARTED = ("ready", "degraded")  # the phases of a stack that has started
 
@@ -31,6 +33,8 @@ def process_alive(pid: int | None, create_time: float | None = None) -> bool:
 
 
 async def collect_status(state: StackState) -> dict[str, Any]:
+    import httpx  # only when a stack is there to ask: not for `trader down`, nor `status` of a stopped one
+
     async with httpx.AsyncClient() as client:
         rows = await asyncio.gather(*(_component_status(c, client) for c in state.components))
     supervisor_alive = process_alive(state.supervisor_pid)
