@@ -255,6 +255,8 @@ def order_state_subject(strategy: str) -> str:
 
 # Every order's state (``order_state_subject`` of every strategy): the orders view, risk's open orders.
 ALL_ORDER_STATES = "order.state.>"
+# Every strategy's order requests (``order_submit_subject``): the strategy service's own history.
+ALL_ORDER_SUBMITS = "order.submit.>"
 
 
 def exec_route_subject(strategy: str) -> str:

@@ -42,7 +42,7 @@ from trader.api.auth import (
 )
 from trader.api.context import ApiContext
 from trader.bus.publish import Outgoing
-from trader.bus.streams import operator_action_subject
+from trader.bus.streams import ALL_ORDER_STATES, operator_action_subject
 from trader.bus.trading_switch import state_bucket
 from trader.messages import (
     Bar,
@@ -60,7 +60,7 @@ from trader.runtime.intake import Input, Intake, Mode, Received
 from trader.runtime.service import Runtime, Service
 from trader.runtime.trading_switch import follow_state
 
-ORDERS_INPUT = Input("ORDERS", "order.state.>", Order, Mode.HISTORY, name="api-orders")
+ORDERS_INPUT = Input("ORDERS", ALL_ORDER_STATES, Order, Mode.HISTORY, name="api-orders")
 REPORTS_INPUT = Input("EXEC", "exec.report.>", ExecutionReport, Mode.HISTORY, name="api-reports")
 POSITIONS_INPUT = Input("POSITIONS", "position.>", Position, Mode.LATEST, name="api-positions")
 PNL_INPUT = Input("PNL", "pnl.>", PnlSnapshot, Mode.LATEST, name="api-pnl")

@@ -67,6 +67,8 @@ from nats.js import JetStreamContext
 from trader.bus.publish import Outbox, Outgoing
 from trader.bus.read import decode_message
 from trader.bus.streams import (
+    ALL_ORDER_STATES,
+    ALL_ORDER_SUBMITS,
     bar_subject,
     feature_subject,
     order_cancel_subject,
@@ -107,7 +109,7 @@ _features_decoder = msgspec.json.Decoder(Features)
 # The history, then the strategies' order states and fills. Kept raw: decoded by subject.
 ORDERS_INPUT = Input(
     "ORDERS",
-    ("order.submit.>", "order.state.>"),
+    (ALL_ORDER_SUBMITS, ALL_ORDER_STATES),
     bytes,
     Mode.HISTORY,
     name="strategy-orders",
