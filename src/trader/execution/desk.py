@@ -52,11 +52,12 @@ size to either side, though before the restart only one side may have used it.
 
 Memory: a venue order that ended more than ``exeq.closed_order_retention_s`` ago (an hour by default)
 leaves memory, here and in its adapter (paper, ccxt), after the restore and then a few at a time on
-the algos' clock; its key and exec id counter stay, so a repeated order is still a repeat and anything
-published later about it is numbered after what was (a cancel for it: "unknown order", as a venue says
-of old orders), until two hours after it ended or a retention more if longer (``drop_forgotten``),
-then they go too. A child is kept while its
-algo works."""
+the algos' clock; while the stream is replayed, by the time of its latest report (``forget_replayed``,
+every so many messages: a full replay holds the retention's window of the history, not all of it, and
+ends as if it forgot after the restore); its key and exec id counter stay, so a repeated order is
+still a repeat and anything published later about it is numbered after what was (a cancel for it:
+"unknown order", as a venue says of old orders), until two hours after it ended or a retention more if
+longer (``drop_forgotten``), then they go too. A child is kept while its algo works."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ from trader.execution.algos import AlgoParamsError, AlgoState, ExecutionAlgo, cr
 from trader.execution.venues import VenueAdapter
 from trader.execution.venues.base import report_about
 from trader.messages import ExecutionReport, MarketTick, ReportKind, VenueOrder, encode
-from trader.orders.retention import Ended
+from trader.orders.retention import Ended, ids_cutoff
 
 _venue_order = msgspec.json.Decoder(VenueOrder)
 _report = msgspec.json.Decoder(ExecutionReport)
@@ -190,6 +191,7 @@ class ExecutionDesk:
         self._deferred: dict[Key, list[VenueOrder]] = {}  # (venue, symbol) -> market rests to restore
         self._paused: set[Key] = set()  # restored algos: they release again once their symbol has a tick
         self._outbox: list[Outgoing] = []  # what the entry point in progress caused, to publish as it ends
+        self.replayed_ms = 0  # the latest time of a report of exeq's replayed: the history's clock
 
     # Entry points --------------------------------------------------------------------------------
 
@@ -300,6 +302,27 @@ class ExecutionDesk:
             self.numbers.pop(key, None)
             dropped += 1
         return dropped
+
+    def forget_replayed(self, retention_s: float, not_after_ms: int) -> int:
+        """While the history is replayed, so that the desk holds the retention's window of it, not all of
+        it: forget (``forget_ended``) the venue orders that ended ``retention_s`` before the latest report
+        replayed (``replayed_ms``), and drop (``drop_forgotten``) the keys of those that ended the ids
+        window before that (``trader.orders.retention.ids_cutoff``); never what ended at or after
+        ``not_after_ms``, the cutoff of the forgetting that follows the restore. Called every so many
+        messages, it ends in the state of a replay that forgets once after the restore: an order it
+        forgets had ended and would be forgotten then too (an algo's, held back, comes back in line with
+        its algo's end, as it would be), and a later message about it changes nothing that state keeps
+        (its record goes, its key and exec id counter stay); a key it drops is of an order that ended
+        the ids window before a report already replayed, of which no message comes after (a repeat is
+        stored within minutes). Returns how many orders were forgotten."""
+        if not retention_s:
+            return 0
+        cutoff = min(self.replayed_ms - int(retention_s * 1000), not_after_ms)
+        forgotten = self.forget_ended(cutoff)
+        ids_before = ids_cutoff(cutoff, retention_s)
+        if ids_before is not None:
+            self.drop_forgotten(ids_before)
+        return forgotten
 
     @property
     def forgotten_count(self) -> int:
@@ -643,6 +666,8 @@ class ExecutionDesk:
         with contextlib.suppress(ValueError):
             number = int(report.exec_id.removeprefix(prefix))
             self.numbers[(venue, vcid)] = max(self.numbers.get((venue, vcid), 0), number)
+        if report.timestamp > self.replayed_ms:
+            self.replayed_ms = report.timestamp
         if report.kind == "fill":
             key = (venue, report.symbol)
             self.last_fill_ms[key] = max(self.last_fill_ms.get(key, 0), report.timestamp)

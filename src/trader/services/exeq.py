@@ -24,7 +24,10 @@ desk is settled: no turn under way, every report it published read back (the hig
 publishes were stored at, ``Published``, is within what the intake applied); an algo working too: its
 state (children, aggregate, clock) is in the snapshot, as a replay of its history would make it again.
 At start the snapshot is restored (none, corrupt or of another schema version: nothing) and the EXEC
-messages after it are replayed, as the whole stream was before.
+messages after it are replayed, as the whole stream was before; every ``FORGET_BATCH`` messages the
+venue orders that ended a retention (``exeq.closed_order_retention_s``) before the latest report
+replayed leave the desk (``ExecutionDesk.forget_replayed``), so a full replay holds the retention's
+window of the history, not all of it.
 
 Start: after the replay and before the restore, each adapter's ``reconcile`` compares the venue with the
 orders exeq believes open there: the reports of what the venue did meanwhile (fills, an order's end)
@@ -168,12 +171,18 @@ class Exeq(Service):
                 await adapters[name].start()
             published = Published(rt)
             desk = ExecutionDesk(adapters, published.publish, now_ms)
+            retention_s = self.settings.exeq.closed_order_retention_s
             forgetting = Forgetting(
-                self.settings.exeq.closed_order_retention_s,
-                functools.partial(_forget, desk, self.settings.exeq.closed_order_retention_s),
+                retention_s,
+                functools.partial(_forget, desk, retention_s),
                 lambda: len(desk.orders),
                 rt.log,
                 "exeq.forgot_ended",
+            )
+            # The replay forgets as it goes, never past what the forgetting after the restore will.
+            until = forgetting.cutoff_ms()
+            forget: Callable[[], object] | None = (
+                None if until is None else functools.partial(desk.forget_replayed, retention_s, until)
             )
             snapshots = Snapshotting(
                 key=self.name,
@@ -190,7 +199,7 @@ class Exeq(Service):
             orders = Intake(
                 rt,
                 EXEC_INPUT,
-                functools.partial(_rebuild, desk, rt),
+                functools.partial(_rebuild, desk, rt, forget),
                 live=functools.partial(self._take_orders, rt, desk),
                 on_caught_up=functools.partial(self._restore, rt, desk, forgetting),
                 snapshots=snapshots,
@@ -220,7 +229,9 @@ class Exeq(Service):
 
     async def _restore(self, rt: Runtime, desk: ExecutionDesk, forgetting: Forgetting) -> list[Outgoing]:
         """Once the replay is done: the venues reconciled, then the open orders back into them."""
-        rt.log.info("exeq.replayed", orders=len(desk.orders), algos=len(desk.algos))
+        rt.log.info(
+            "exeq.replayed", orders=len(desk.orders), algos=len(desk.algos), forgotten=desk.forgotten_count
+        )
         # A venue that does not answer is waited for: exeq is not ready until it has reconciled.
         await rt.retry("exeq.reconcile", functools.partial(self._reconcile, rt, desk))
         outcome = await desk.restore()
@@ -391,8 +402,14 @@ class Exeq(Service):
         }
 
 
-def _rebuild(desk: ExecutionDesk, rt: Runtime, received: Received[bytes]) -> list[Outgoing]:
-    """A message stored before this start, back into the desk (publishing nothing)."""
+def _rebuild(
+    desk: ExecutionDesk, rt: Runtime, forget: Callable[[], object] | None, received: Received[bytes]
+) -> list[Outgoing]:
+    """A message stored before this start, back into the desk (publishing nothing); every
+    ``FORGET_BATCH`` of the stream's sequences, ``forget`` (``ExecutionDesk.forget_replayed``): the
+    desk holds the retention's window of the history as it replays it, not the whole history."""
+    if forget is not None and received.seq % FORGET_BATCH == 0:
+        forget()
     if not received.subject.startswith(REBUILT_FROM):
         return []
     try:
