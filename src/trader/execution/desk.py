@@ -314,7 +314,8 @@ class ExecutionDesk:
         its algo's end, as it would be), and a later message about it changes nothing that state keeps
         (its record goes, its key and exec id counter stay); a key it drops is of an order that ended
         the ids window before a report already replayed, of which no message comes after (a repeat is
-        stored within minutes). Returns how many orders were forgotten."""
+        stored within minutes; a report stamped ahead of exeq's clock by a venue's or a feed's clock,
+        by seconds, only narrows that margin). Returns how many orders were forgotten."""
         if not retention_s:
             return 0
         cutoff = min(self.replayed_ms - int(retention_s * 1000), not_after_ms)
