@@ -7,6 +7,7 @@ have put on ``exec.order.<venue>`` inserted where they were sent: what a restart
 from __future__ import annotations
 
 from decimal import Decimal as D
+from typing import Any
 
 import msgspec
 
@@ -82,6 +83,35 @@ class Harness:
     async def tick(self, t: MarketTick) -> None:
         self.last_tick = t
         await self.desk.on_tick(t)
+
+    async def play(self, step: tuple[Any, ...]) -> bool:
+        """One step of a property test's generated history, of the kinds the desk tests share (a tick,
+        an order's new, cancel or replace, an algo's parent, the algos' clock); False for another kind,
+        which the test plays itself."""
+        kind = step[0]
+        if kind == "tick":
+            level = D(step[1])
+            await self.tick(tick(str(level), str(level + 1), size=str(step[2]), ts=self.now))
+        elif kind == "new":
+            _, coid, type_, side, quantity, price = step
+            await self.send(order(coid, side, str(quantity), type=type_, price=str(price)))
+        elif kind == "cancel":
+            await self.send(order(step[1], action="cancel"))
+        elif kind == "replace":
+            await self.send(
+                order(step[1], quantity=str(step[2]), type="limit", price=str(step[3]), action="replace")
+            )
+        elif kind == "algo":  # a parent worked by an algo: a TWAP of 3 slices over 1 s, or an iceberg
+            _, coid, algo, type_, quantity, price = step
+            params = {"duration_s": "1", "slices": "3"} if algo == "twap" else {"display_quantity": "1"}
+            limit = str(price) if type_ == "limit" else None
+            await self.send(order(coid, "buy", str(quantity), type=type_, price=limit, algo=algo, **params))
+        elif kind == "drive":  # the algos' clock
+            self.now += step[1]
+            await self.desk.drive_algos()
+        else:
+            return False
+        return True
 
     async def restarted(self) -> Harness:
         """A new desk rebuilt from this one's stream, then shown the latest stored tick again, as exeq

@@ -86,31 +86,13 @@ async def _live(history: list[tuple[Any, ...]], retention_s: int) -> Harness:
         read, latest = len(h.stream), max(latest, h.now)
         if kind in ("new", "cancel", "replace", "algo") and latest - ended.get(step[1], latest) >= window_ms:
             continue
-        if kind == "tick":
-            level = D(step[1])
-            await h.tick(tick(str(level), str(level + 1), size=str(step[2]), ts=h.now))
+        if await h.play(step):
+            pass
         elif kind == "tick ahead":
             level = D(step[1])
             await h.tick(tick(str(level), str(level + 1), ts=h.now + step[2] * MINUTE))
-        elif kind == "new":
-            _, coid, type_, side, quantity, price = step
-            await h.send(order(coid, side, str(quantity), type=type_, price=str(price)))
-        elif kind == "cancel":
-            await h.send(order(step[1], action="cancel"))
-        elif kind == "replace":
-            await h.send(
-                order(step[1], quantity=str(step[2]), type="limit", price=str(step[3]), action="replace")
-            )
         elif kind == "later":
             h.now += step[1] * MINUTE
-        elif kind == "algo":  # a parent worked by an algo: a TWAP of 3 slices over 1 s, or an iceberg
-            _, coid, algo, type_, quantity, price = step
-            params = {"duration_s": "1", "slices": "3"} if algo == "twap" else {"display_quantity": "1"}
-            limit = str(price) if type_ == "limit" else None
-            await h.send(order(coid, "buy", str(quantity), type=type_, price=limit, algo=algo, **params))
-        elif kind == "drive":  # the algos' clock
-            h.now += step[1]
-            await h.desk.drive_algos()
         else:  # what the service's forgetting does on the algos' clock
             cutoff = h.now - retention_ms
             h.desk.forget_ended(cutoff)

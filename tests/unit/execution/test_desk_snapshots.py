@@ -61,28 +61,10 @@ async def _live(history: list[tuple[Any, ...]]) -> tuple[Harness, list[tuple[byt
         kind = step[0]
         if kind in ("new", "cancel", "replace", "algo") and step[1] in gone:
             continue
-        if kind == "tick":
-            level = D(step[1])
-            await h.tick(tick(str(level), str(level + 1), size=str(step[2]), ts=h.now))
-        elif kind == "new":
-            _, coid, type_, side, quantity, price = step
-            await h.send(order(coid, side, str(quantity), type=type_, price=str(price)))
-        elif kind == "cancel":
-            await h.send(order(step[1], action="cancel"))
-        elif kind == "replace":
-            await h.send(
-                order(step[1], quantity=str(step[2]), type="limit", price=str(step[3]), action="replace")
-            )
+        if await h.play(step):
+            pass
         elif kind == "later":
             h.now += step[1]
-        elif kind == "algo":  # a parent worked by an algo: a TWAP of 3 slices over 1 s, or an iceberg
-            _, coid, algo, type_, quantity, price = step
-            params = {"duration_s": "1", "slices": "3"} if algo == "twap" else {"display_quantity": "1"}
-            limit = str(price) if type_ == "limit" else None
-            await h.send(order(coid, "buy", str(quantity), type=type_, price=limit, algo=algo, **params))
-        elif kind == "drive":  # the algos' clock
-            h.now += step[1]
-            await h.desk.drive_algos()
         else:  # forget: what ended before a cutoff leaves, and the keys of what ended before another
             forget_at, drop_at = T0 + step[1], T0 + min(step[1], step[2])
             h.desk.forget_ended(forget_at)
