@@ -218,10 +218,14 @@ async def test_an_order_goes_through_risk_to_a_fill_a_position_and_the_websocket
             mine = [f["data"] for f in seen.get("fill", []) if f["data"]["client_order_id"] == coid]
             return sum((Decimal(f["last_quantity"]) for f in mine), Decimal(0))
 
+        def submitted() -> bool:  # the action's event comes on its own stream: before or after the fill
+            return any(a["data"]["action"] == "submit_order" for a in seen.get("action", []))
+
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not (
             filled() >= Decimal("0.01")
             and any(p["data"].get("strategy") == "manual" for p in seen.get("position", []))
+            and submitted()
         ):
             message = json.loads(await asyncio.wait_for(ws.recv(), 15))
             seen.setdefault(message["type"], []).append(message)
@@ -229,7 +233,7 @@ async def test_an_order_goes_through_risk_to_a_fill_a_position_and_the_websocket
     assert seen.get("tick")
     assert seen["tick"][0]["data"]["symbol"] == "BTCUSDT"
     assert any(o["data"]["client_order_id"] == coid for o in seen.get("order", []))
-    assert any(a["data"]["action"] == "submit_order" for a in seen.get("action", []))
+    assert submitted(), seen.get("action")
 
     read = _auth(tokens["read"])
     detail = await _until(lambda: _order(client, tokens["read"], coid), 5, "the order in /api/orders/{id}")
