@@ -211,14 +211,17 @@ async def test_an_order_goes_through_risk_to_a_fill_a_position_and_the_websocket
                 }
             )
         )
-        coid = await _submit(client, tokens["trade"], symbol="BTCUSDT", side="buy", quantity="0.01")
         seen: dict[str, list[dict[str, Any]]] = {}
+        while "subscribed" not in seen:  # the action's event goes only to those subscribed when it is made
+            message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            seen.setdefault(message["type"], []).append(message)
+        coid = await _submit(client, tokens["trade"], symbol="BTCUSDT", side="buy", quantity="0.01")
 
         def filled() -> Decimal:  # the paper venue may fill in parts (a tick's size is what it offers)
             mine = [f["data"] for f in seen.get("fill", []) if f["data"]["client_order_id"] == coid]
             return sum((Decimal(f["last_quantity"]) for f in mine), Decimal(0))
 
-        def submitted() -> bool:  # the action's event comes on its own stream: before or after the fill
+        def submitted() -> bool:  # the action's event, before or after the fill
             return any(a["data"]["action"] == "submit_order" for a in seen.get("action", []))
 
         deadline = time.monotonic() + 15
