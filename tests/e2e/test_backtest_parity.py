@@ -44,6 +44,7 @@ from tests.stack_helpers import Stack
 from trader.backtest.data import DataRange, LakeTicks
 from trader.backtest.engine import BacktestEngine
 from trader.bus.connection import connect_nats
+from trader.bus.read import Stored, replay
 from trader.messages import CancelRequest, ExecutionReport, Order, OrderRequest
 from trader.portfolio import PositionTracker
 
@@ -91,18 +92,19 @@ def _paper(data_dir: Path) -> Iterator[Stack]:
 
 
 async def _stored(stack: Stack, stream: str, prefix: str) -> list[tuple[str, bytes, int]]:
-    """Every message of ``stream`` under ``prefix``: subject, data and the time JetStream stored it (ms)."""
+    """Every message of ``stream`` under ``prefix``: subject, data and the time JetStream stored it (ms),
+    read as the CLI reads a stream once (``trader.bus.read.replay``; an empty stream is no message)."""
     nc = await connect_nats(stack.nats_url, "test")
     assert nc is not None
-    js = nc.jetstream()
-    state = (await js.stream_info(stream)).state
-    found = []
-    for seq in range(state.first_seq, state.last_seq + 1):
-        msg = await js.get_msg(stream, seq)
-        if msg.subject.startswith(prefix):
-            assert msg.time is not None
-            found.append((msg.subject, msg.data or b"", int(msg.time.timestamp() * 1000)))
-    await nc.close()
+    found: list[tuple[str, bytes, int]] = []
+
+    async def keep(stored: Stored) -> None:
+        found.append((stored.subject, stored.data, stored.arrival_ms))
+
+    try:
+        await replay(nc.jetstream(), stream, f"{prefix}>", keep)
+    finally:
+        await nc.close()
     return found
 
 

@@ -239,7 +239,12 @@ async def test_an_order_goes_through_risk_to_a_fill_a_position_and_the_websocket
     assert submitted(), seen.get("action")
 
     read = _auth(tokens["read"])
-    detail = await _until(lambda: _order(client, tokens["read"], coid), 5, "the order in /api/orders/{id}")
+
+    async def filled_order() -> dict[str, Any] | None:  # the view applies the last state after the fill
+        found = await _order(client, tokens["read"], coid)
+        return found if found is not None and found["order"]["status"] == "FILLED" else None
+
+    detail = await _until(filled_order, 15, "the order FILLED in /api/orders/{id}")
     assert detail["order"]["status"] == "FILLED"
     assert [st["version"] for st in detail["states"]] == sorted(st["version"] for st in detail["states"])
     assert any(r["kind"] == "fill" for r in detail["reports"])
